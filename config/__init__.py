@@ -1,0 +1,50 @@
+"""Radiogate settings: typed schema, loader with environment overrides, documented defaults.
+
+This package imports nothing else of Radiogate's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from config.loader import ENV_PREFIX, ConfigError, load, settings_to_dict
+from config.schema import (
+    DatabaseSettings,
+    LoggingSettings,
+    LogLevel,
+    NodeSettings,
+    OrthancSettings,
+    ScpSettings,
+    Settings,
+    SpoolSettings,
+    TlsSettings,
+)
+
+__all__ = [
+    "DEFAULT_FILE",
+    "ENV_PREFIX",
+    "ConfigError",
+    "DatabaseSettings",
+    "LogLevel",
+    "LoggingSettings",
+    "NodeSettings",
+    "OrthancSettings",
+    "ScpSettings",
+    "Settings",
+    "SpoolSettings",
+    "TlsSettings",
+    "data_path",
+    "load",
+    "settings_to_dict",
+]
+
+DEFAULT_FILE = Path(__file__).with_name("default.toml")
+"""The documented default configuration (every key, commented)."""
+
+
+def data_path(settings: Settings, value: str) -> Path:
+    """Resolve *value* against ``node.data_dir`` unless it is absolute."""
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    return (Path(settings.node.data_dir) / path).resolve()

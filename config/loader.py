@@ -1,0 +1,230 @@
+"""Load :class:`~config.schema.Settings` from TOML plus ``RADIOGATE_*`` environment overrides.
+
+Precedence, lowest first: defaults in :mod:`config.schema`, the TOML file, the environment.
+Environment variables name a key by its path with ``__`` between levels, e.g.
+``RADIOGATE_SCP__PORT=11113`` or ``RADIOGATE_SCP__TLS__ENABLED=true``; lists are
+comma-separated. ``RADIOGATE_CONFIG`` names the TOML file.
+
+Unknown keys and values of the wrong type or range stop start-up with :class:`ConfigError`,
+whose message names the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from config.schema import Settings
+
+__all__ = ["ENV_PREFIX", "ConfigError", "load", "settings_to_dict"]
+
+ENV_PREFIX = "RADIOGATE_"
+_CONFIG_ENV = "RADIOGATE_CONFIG"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value is invalid (not retryable)."""
+
+
+def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from *path* (or ``$RADIOGATE_CONFIG``) and the environment, validated."""
+    environ = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    file_name = path if path is not None else environ.get(_CONFIG_ENV)
+    if file_name:
+        file_path = Path(file_name)
+        try:
+            with file_path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {file_path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {file_path} is not valid TOML: {exc}") from exc
+    _apply_env(raw, environ)
+    settings = _build(Settings, raw, "")
+    _check_semantics(settings)
+    return settings
+
+
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    """Plain-dict view of *settings* (enums as strings), e.g. for ``radiogate config show``."""
+
+    def conv(value: Any) -> Any:
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, dict):
+            return {k: conv(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [conv(v) for v in value]
+        return value
+
+    return typing.cast(dict[str, Any], conv(dataclasses.asdict(settings)))
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == _CONFIG_ENV:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if not all(parts):
+            raise ConfigError(f"environment variable {name}: empty key segment")
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name}: {part} is not a table")
+            node = child
+        node[parts[-1]] = _EnvString(value)
+
+
+class _EnvString(str):
+    """A value that came from the environment and still needs converting to the field type."""
+
+    __slots__ = ()
+
+
+def _build(cls: type[T], raw: Any, prefix: str) -> T:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'configuration'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"unknown configuration key {key!r}; known here: {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = f"{prefix}{name}"
+        kwargs[name] = _convert(hints[name], value, key)
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:  # noqa: PLR0911
+    if dataclasses.is_dataclass(tp):
+        return _build(typing.cast(type, tp), value, f"{key}.")
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, _EnvString):
+            items: list[Any] = [_EnvString(v.strip()) for v in value.split(",") if v.strip()]
+        elif isinstance(value, list):
+            items = value
+        else:
+            raise ConfigError(f"{key}: expected a list of {item_tp.__name__}, got {value!r}")
+        return [_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(items)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported union type")  # pragma: no cover - schema guard
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        allowed = ", ".join(str(m.value) for m in tp)
+        try:
+            return tp(str(value).upper() if isinstance(value, str) else value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected one of {allowed}, got {value!r}") from None
+    if tp is bool:
+        if isinstance(value, _EnvString):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        elif isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, _EnvString):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, _EnvString):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # pragma: no cover - schema guard
+
+
+def _check_port(key: str, port: int, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= port <= 65535:
+        raise ConfigError(f"{key}: expected a TCP port {low}..65535, got {port}")
+
+
+def _check_ae(key: str, title: str) -> None:
+    """AE titles: 1-16 characters of the default repertoire, no backslash (PS3.5 6.2, VR AE)."""
+    stripped = title.strip(" ")
+    if not stripped or len(title) > 16 or "\\" in title or not title.isascii() or not title.isprintable():
+        raise ConfigError(
+            f"{key}: expected an AE title of 1-16 printable ASCII characters without '\\', got {title!r}"
+        )
+
+
+def _check_semantics(s: Settings) -> None:
+    _check_ae("scp.ae_title", s.scp.ae_title)
+    _check_ae("orthanc.ae_title", s.orthanc.ae_title)
+    for i, aet in enumerate(s.scp.allowed_calling_aets):
+        _check_ae(f"scp.allowed_calling_aets[{i}]", aet)
+    for i, net in enumerate(s.scp.allowed_networks):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"scp.allowed_networks[{i}]: expected a network such as 127.0.0.0/8, got {net!r}"
+            ) from None
+    _check_port("scp.port", s.scp.port, allow_zero=True)
+    _check_port("database.port", s.database.port)
+    _check_port("orthanc.http_port", s.orthanc.http_port)
+    _check_port("orthanc.dicom_port", s.orthanc.dicom_port)
+    if s.scp.processes < 0:
+        raise ConfigError(f"scp.processes: expected 0 (one per core) or more, got {s.scp.processes}")
+    if s.scp.max_associations < 1:
+        raise ConfigError(f"scp.max_associations: expected 1 or more, got {s.scp.max_associations}")
+    for name in ("acse_timeout", "dimse_timeout", "network_timeout"):
+        if getattr(s.scp, name) <= 0:
+            raise ConfigError(f"scp.{name}: expected a positive number of seconds")
+    if s.scp.max_pdu_size != 0 and s.scp.max_pdu_size < 4096:
+        raise ConfigError(f"scp.max_pdu_size: expected 0 or at least 4096, got {s.scp.max_pdu_size}")
+    if s.database.pool_size < 1:
+        raise ConfigError(f"database.pool_size: expected 1 or more, got {s.database.pool_size}")
+    if s.database.connect_timeout <= 0:
+        raise ConfigError("database.connect_timeout: expected a positive number of seconds")
+    if s.spool.min_free_bytes < 0:
+        raise ConfigError("spool.min_free_bytes: expected 0 or more")
+    if not 0 <= s.spool.min_free_percent < 100:
+        raise ConfigError(f"spool.min_free_percent: expected 0..100, got {s.spool.min_free_percent}")
+    if not s.node.name or not all(c.isalnum() or c in "-_." for c in s.node.name):
+        raise ConfigError(f"node.name: expected letters, digits, '-', '_' or '.', got {s.node.name!r}")
+    tls = s.scp.tls
+    if tls.enabled:
+        for name in ("certificate", "private_key"):
+            value = getattr(tls, name)
+            if not value or not Path(value).is_file():
+                raise ConfigError(f"scp.tls.{name}: expected an existing PEM file, got {value!r}")
+        if tls.require_client_certificate and (
+            not tls.ca_certificates or not Path(tls.ca_certificates).is_file()
+        ):
+            raise ConfigError(
+                "scp.tls.ca_certificates: expected an existing PEM file when "
+                "require_client_certificate is true"
+            )

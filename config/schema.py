@@ -1,0 +1,150 @@
+"""Typed settings of Radiogate.
+
+Every key of the TOML file maps to one field below; ``config/default.toml`` documents each of them
+with its default. The dataclasses are frozen: settings are loaded and validated once at start
+(:func:`config.load`) and then passed around read-only.
+
+Paths that are relative are resolved against ``node.data_dir`` when they name state
+(spool, PostgreSQL cluster, Orthanc storage) and against the working directory otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "DatabaseSettings",
+    "LogLevel",
+    "LoggingSettings",
+    "NodeSettings",
+    "OrthancSettings",
+    "ScpSettings",
+    "Settings",
+    "SpoolSettings",
+    "TlsSettings",
+]
+
+
+class LogLevel(StrEnum):
+    """Python logging levels accepted in ``logging.level``."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Identity of this Radiogate node and where its state lives."""
+
+    name: str = "node1"
+    """Node identifier recorded with every received instance (one spool per node)."""
+    data_dir: str = "./var"
+    """Directory for local state: spool, private PostgreSQL cluster, Orthanc storage, logs."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """PostgreSQL connection; empty ``dsn`` means a private cluster under ``node.data_dir``."""
+
+    dsn: str = ""
+    port: int = 55432
+    """Port of the private cluster (ignored when ``dsn`` is set)."""
+    pool_size: int = 4
+    """Connections per receiver process."""
+    connect_timeout: float = 3.0
+    """Seconds to wait for a pooled connection before answering 0xA700 (out of resources)."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """DICOM TLS (PS3.15 B.12 / B.9: TLS 1.2 or later)."""
+
+    enabled: bool = False
+    certificate: str = ""
+    """PEM file with the server certificate (chain)."""
+    private_key: str = ""
+    """PEM file with the server's private key."""
+    ca_certificates: str = ""
+    """PEM bundle of CAs trusted to sign client certificates."""
+    require_client_certificate: bool = False
+    """Refuse peers that do not present a certificate signed by ``ca_certificates``."""
+
+
+@dataclass(frozen=True)
+class ScpSettings:
+    """The Storage SCP (C-ECHO, C-STORE) facing modalities."""
+
+    ae_title: str = "RADIOGATE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    processes: int = 0
+    """Receiver processes sharing the port (SO_REUSEPORT); 0 means one per CPU core."""
+    max_associations: int = 16
+    """Concurrent associations per receiver process."""
+    allowed_calling_aets: list[str] = field(default_factory=list)
+    """Calling AE titles accepted; empty accepts any."""
+    allowed_networks: list[str] = field(default_factory=list)
+    """Peer networks (CIDR) accepted; empty accepts any."""
+    require_called_aet: bool = True
+    """Reject associations whose Called AE Title is not ``ae_title``."""
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 30.0
+    network_timeout: float = 60.0
+    """Seconds of silence after which a connection is closed (half-sent PDUs, idle peers)."""
+    max_pdu_size: int = 262144
+    """Maximum PDU length we receive (bytes); 0 means unlimited."""
+    tcp_quickack: bool = True
+    """Set TCP_QUICKACK on accepted sockets so senders that keep Nagle on do not stall."""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """The durable spool of received instances."""
+
+    path: str = "spool"
+    """Spool directory (relative to ``node.data_dir``)."""
+    min_free_bytes: int = 1_073_741_824
+    """Below this much free space in the spool's file system C-STOREs get 0xA700."""
+    min_free_percent: float = 2.0
+    """Below this share of free space C-STOREs get 0xA700."""
+    fsync: bool = True
+    """fsync file and directory before acknowledging; only ever disable for throw-away tests."""
+
+
+@dataclass(frozen=True)
+class OrthancSettings:
+    """The Orthanc archive; ``managed`` starts a private one under ``node.data_dir``."""
+
+    managed: bool = True
+    executable: str = "Orthanc"
+    host: str = "127.0.0.1"
+    http_port: int = 8042
+    dicom_port: int = 4242
+    ae_title: str = "ORTHANC"
+    storage: str = "orthanc"
+    """Orthanc storage and index directory (relative to ``node.data_dir``)."""
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """Process logging (never PHI: UIDs, AE titles and addresses only)."""
+
+    level: LogLevel = LogLevel.INFO
+    json: bool = False
+    """One JSON object per line instead of plain text."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All Radiogate settings."""
+
+    node: NodeSettings = field(default_factory=NodeSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    scp: ScpSettings = field(default_factory=ScpSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    orthanc: OrthancSettings = field(default_factory=OrthancSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)

@@ -1,0 +1,77 @@
+"""The ``radiogate`` command line (handlers and logging are configured here, once)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import config
+from dicom_nodes.logsetup import configure_logging
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="radiogate", description="DICOM-native PACS extension server")
+    p.add_argument("-c", "--config", help="TOML configuration file (default: $RADIOGATE_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start PostgreSQL, Orthanc and the SCP (Ctrl-C stops all)")
+    sub.add_parser("scp", help="run the Storage SCP (receiver processes)")
+    db = sub.add_parser("db", help="database administration")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    dbsub.add_parser("migrate", help="apply pending schema migrations")
+    dbsub.add_parser("start", help="start the private PostgreSQL cluster and exit")
+    dbsub.add_parser("stop", help="stop the private PostgreSQL cluster")
+    cfg = sub.add_parser("config", help="configuration")
+    cfgsub = cfg.add_subparsers(dest="config_command", required=True)
+    cfgsub.add_parser("check", help="validate the configuration and exit")
+    cfgsub.add_parser("show", help="print the effective configuration as JSON")
+    cfgsub.add_parser("default", help="print the documented default configuration file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config" and args.config_command == "default":
+        sys.stdout.write(config.DEFAULT_FILE.read_text())
+        return 0
+    try:
+        settings = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"radiogate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.logging)
+    if args.command == "config":
+        if args.config_command == "show":
+            print(json.dumps(config.settings_to_dict(settings), indent=2))
+        else:
+            print("configuration OK")
+        return 0
+    from dicom_nodes.services.stack import apply_migrations, database_dsn, run_stack
+
+    if args.command == "run":
+        return run_stack(settings, args.config)
+    if args.command == "scp":
+        from dicom_nodes.scp.runner import run_scp
+
+        return run_scp(settings, database_dsn(settings))
+    if args.command == "db":
+        from dicom_nodes.services.postgres import PrivateCluster
+
+        cluster = PrivateCluster(config.data_path(settings, "postgres"), settings.database.port)
+        if args.db_command == "migrate":
+            applied = apply_migrations(database_dsn(settings))
+            print(f"{len(applied)} migrations applied" + (": " + ", ".join(applied) if applied else ""))
+        elif args.db_command == "start":
+            cluster.start()
+            print(f"PostgreSQL running: {cluster.dsn}")
+        else:
+            cluster.stop()
+        return 0
+    return 2  # pragma: no cover - argparse enforces the choices
+
+
+if __name__ == "__main__":
+    sys.exit(main())

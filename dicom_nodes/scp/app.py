@@ -1,0 +1,134 @@
+"""Wiring of the Storage SCP: the pynetdicom AE, its contexts, handlers and server.
+
+Presentation contexts: Verification (PS3.4 A) and every Storage SOP Class pynetdicom knows
+(PS3.4 B.5, Table B.5-1), each with every transfer syntax pydicom knows plus the few newer ones
+listed in :data:`EXTRA_TRANSFER_SYNTAXES`; data is stored as received, so accepting a syntax
+never requires a codec.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import tempfile
+from pathlib import Path
+
+import pydicom.uid
+from psycopg_pool import ConnectionPool
+from pynetdicom import AE, _config, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from config import Settings, data_path
+from dicom_nodes.db.ingest import IngestRecorder, PostgresIngest
+from dicom_nodes.scp.handlers import handle_echo, handle_store, log_association_event
+from dicom_nodes.scp.transport import ReceiverServer, make_tls_context
+from dicom_nodes.spool.store import Spool
+
+__all__ = ["EXTRA_TRANSFER_SYNTAXES", "build_server", "make_pool", "make_spool", "transfer_syntaxes"]
+
+LOGGER = logging.getLogger(__name__)
+
+EXTRA_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.8.1",  # Deflated Image Frame Compression
+    "1.2.840.10008.1.2.4.110",  # JPEG XL Lossless
+    "1.2.840.10008.1.2.4.111",  # JPEG XL JPEG Recompression
+    "1.2.840.10008.1.2.4.112",  # JPEG XL
+    "1.2.840.10008.1.2.4.94",  # JPIP Referenced
+    "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
+)
+
+
+def transfer_syntaxes() -> list[str]:
+    """Every transfer syntax the SCP accepts, uncompressed ones first."""
+    first = [pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian]
+    rest = [str(ts) for ts in pydicom.uid.AllTransferSyntaxes if ts not in first]
+    extra = [ts for ts in EXTRA_TRANSFER_SYNTAXES if ts not in rest]
+    return [str(ts) for ts in first] + rest + extra
+
+
+def make_spool(settings: Settings) -> Spool:
+    return Spool(
+        data_path(settings, settings.spool.path),
+        min_free_bytes=settings.spool.min_free_bytes,
+        min_free_percent=settings.spool.min_free_percent,
+        fsync=settings.spool.fsync,
+    )
+
+
+def make_pool(dsn: str, size: int, timeout: float) -> ConnectionPool:
+    """A psycopg pool that keeps trying to connect in the background (never blocks start-up)."""
+    pool = ConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        timeout=timeout,
+        kwargs={"connect_timeout": max(1, int(timeout))},
+        open=False,
+        name="radiogate-scp",
+        reconnect_timeout=0,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+def build_server(
+    settings: Settings, spool: Spool, recorder: IngestRecorder, *, sock_host: str | None = None
+) -> ReceiverServer:
+    """Create (bind, listen) the association server for one receiver process."""
+    scp = settings.scp
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.LOG_HANDLER_LEVEL = "none"
+    # pynetdicom streams datasets into NamedTemporaryFile(): keep those on the spool's file
+    # system so that committing is a rename.
+    tempfile.tempdir = str(spool.incoming)
+
+    ae = AE(ae_title=scp.ae_title)
+    ae.maximum_associations = scp.max_associations
+    ae.acse_timeout = scp.acse_timeout
+    ae.dimse_timeout = scp.dimse_timeout
+    ae.network_timeout = scp.network_timeout
+    ae.maximum_pdu_size = scp.max_pdu_size
+    ae.require_called_aet = scp.require_called_aet
+    if scp.allowed_calling_aets:
+        ae.require_calling_aet = list(scp.allowed_calling_aets)
+    syntaxes = transfer_syntaxes()
+    ae.add_supported_context(Verification, syntaxes)
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, syntaxes)
+
+    tls = scp.tls
+    ssl_context = None
+    if tls.enabled:
+        ssl_context = make_tls_context(
+            tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate
+        )
+    handlers = [
+        (evt.EVT_C_STORE, handle_store, [spool, recorder, settings.node.name]),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_ACCEPTED, log_association_event),
+        (evt.EVT_REJECTED, log_association_event),
+        (evt.EVT_RELEASED, log_association_event),
+        (evt.EVT_ABORTED, log_association_event),
+    ]
+    ReceiverServer.quickack = scp.tcp_quickack
+    ReceiverServer.allowed_networks = tuple(
+        ipaddress.ip_network(n, strict=False) for n in scp.allowed_networks
+    )
+    ReceiverServer.tls_handshake_timeout = scp.acse_timeout
+    server: ReceiverServer = ae.make_server(
+        (sock_host or scp.host, scp.port),
+        ssl_context=ssl_context,
+        evt_handlers=handlers,
+        server_class=ReceiverServer,
+    )
+    ae._servers.append(server)
+    return server
+
+
+def spool_root(settings: Settings) -> Path:
+    return data_path(settings, settings.spool.path)
+
+
+def make_recorder(pool: ConnectionPool, settings: Settings) -> PostgresIngest:
+    return PostgresIngest(pool, timeout=settings.database.connect_timeout)

@@ -1,0 +1,155 @@
+"""pynetdicom event handlers of the Storage SCP: thin, dependencies bound at start.
+
+C-STORE (PS3.4 B.2.2) follows the durability contract of :mod:`dicom_nodes.spool.store`:
+check free space → structural check of the received bytes (no decoding) → hash, fsync,
+rename, fsync directory → one PostgreSQL transaction → 0x0000. Every failure before the commit
+returns a failure status and leaves nothing recorded. Exceptions become statuses in exactly one
+place, :func:`status_for`.
+
+Log lines carry association ids, AE titles, peer addresses and UIDs, never patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from dicom_nodes.db.ingest import IngestRecorder, Receipt, RecordOutcome
+from dicom_nodes.errors import (
+    DatabaseUnavailable,
+    DatasetProblem,
+    InvalidDataset,
+    OutOfResources,
+    RadiogateError,
+)
+from dicom_nodes.scp.status import StoreStatus
+from dicom_nodes.spool.inspect import DatasetIdentity, inspect_file
+from dicom_nodes.spool.store import Spool
+
+__all__ = [
+    "association_id",
+    "handle_echo",
+    "handle_store",
+    "log_association_event",
+    "status_for",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+_PROBLEM_STATUS = {
+    DatasetProblem.UNPARSEABLE: StoreStatus.CANNOT_UNDERSTAND_UNPARSEABLE,
+    DatasetProblem.MISSING_UID: StoreStatus.CANNOT_UNDERSTAND_MISSING_UID,
+    DatasetProblem.INVALID_UID: StoreStatus.CANNOT_UNDERSTAND_INVALID_UID,
+    DatasetProblem.SOP_CLASS_MISMATCH: StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+    DatasetProblem.SOP_INSTANCE_MISMATCH: StoreStatus.CANNOT_UNDERSTAND_INSTANCE_MISMATCH,
+}
+
+
+def status_for(exc: BaseException) -> StoreStatus:
+    """The C-STORE status for a failure (PS3.4 B.2.3); the one place that decides it."""
+    if isinstance(exc, OutOfResources | DatabaseUnavailable):
+        return StoreStatus.OUT_OF_RESOURCES
+    if isinstance(exc, InvalidDataset):
+        return _PROBLEM_STATUS.get(exc.problem, StoreStatus.CANNOT_UNDERSTAND)
+    if isinstance(exc, RadiogateError) and exc.retryable:
+        return StoreStatus.OUT_OF_RESOURCES
+    return StoreStatus.CANNOT_UNDERSTAND_HANDLER_FAILURE
+
+
+def association_id(assoc: Any) -> uuid.UUID:
+    """A random id for *assoc*, assigned on first use and kept on the association object."""
+    value = getattr(assoc, "radiogate_id", None)
+    if value is None:
+        value = uuid.uuid4()
+        assoc.radiogate_id = value
+    return value  # type: ignore[no-any-return]
+
+
+def _check_command(identity: DatasetIdentity, request: Any) -> None:
+    """The dataset must be the instance the C-STORE-RQ announces (PS3.7 9.3.1.1)."""
+    if identity.sop_class_uid != str(request.AffectedSOPClassUID):
+        raise InvalidDataset(
+            DatasetProblem.SOP_CLASS_MISMATCH,
+            "SOP Class UID of the dataset differs from Affected SOP Class UID",
+        )
+    if identity.sop_instance_uid != str(request.AffectedSOPInstanceUID):
+        raise InvalidDataset(
+            DatasetProblem.SOP_INSTANCE_MISMATCH,
+            "SOP Instance UID of the dataset differs from Affected SOP Instance UID",
+        )
+
+
+def _receipt(event: Any, node: str) -> Receipt:
+    assoc = event.assoc
+    return Receipt(
+        calling_ae=str(assoc.requestor.ae_title).strip(),
+        called_ae=str(assoc.acceptor.ae_title).strip(),
+        peer_address=str(assoc.requestor.address),
+        peer_port=int(assoc.requestor.port),
+        node=node,
+        association_id=association_id(assoc),
+    )
+
+
+def handle_store(event: Any, spool: Spool, recorder: IngestRecorder, node: str) -> int:
+    """EVT_C_STORE handler (requires ``_config.STORE_RECV_CHUNKED_DATASET``)."""
+    started = time.perf_counter()
+    assoc_id = association_id(event.assoc)
+    request = event.request
+    spooled = None
+    try:
+        spool.check_space()
+        identity = inspect_file(event.dataset_path)
+        _check_command(identity, request)
+        spooled = spool.commit(event.dataset_path)
+        try:
+            outcome = recorder.record(identity, spooled, _receipt(event, node))
+        except BaseException:
+            spool.discard(spooled)
+            raise
+    except Exception as exc:
+        status = status_for(exc)
+        if status is StoreStatus.CANNOT_UNDERSTAND_HANDLER_FAILURE:
+            LOGGER.exception("assoc=%s C-STORE failed unexpectedly (%s)", assoc_id, type(exc).__name__)
+        else:
+            LOGGER.warning(
+                "assoc=%s C-STORE refused with 0x%04X: %s", assoc_id, int(status), exc
+            )
+        return int(status)
+    if outcome is not RecordOutcome.NEW:
+        LOGGER.info(
+            "assoc=%s instance %s re-sent (%s)", assoc_id, identity.sop_instance_uid, outcome.value
+        )
+    LOGGER.debug(
+        "assoc=%s stored %s (%d bytes, %s) in %.1f ms",
+        assoc_id,
+        identity.sop_instance_uid,
+        spooled.size,
+        identity.transfer_syntax_uid,
+        (time.perf_counter() - started) * 1000,
+    )
+    return int(StoreStatus.SUCCESS)
+
+
+def handle_echo(event: Any) -> int:
+    """EVT_C_ECHO handler: Verification SOP Class (PS3.4 A.4), always success."""
+    LOGGER.debug("assoc=%s C-ECHO", association_id(event.assoc))
+    return int(StoreStatus.SUCCESS)
+
+
+def log_association_event(event: Any) -> None:
+    """Association-level log line for accept/reject/release/abort (no PHI)."""
+    assoc = event.assoc
+    name = event.event.name
+    requestor = assoc.requestor
+    LOGGER.info(
+        "assoc=%s %s calling=%s called=%s peer=%s:%s",
+        association_id(assoc),
+        name.removeprefix("EVT_").lower(),
+        str(requestor.ae_title).strip() or "-",
+        str(assoc.acceptor.ae_title).strip() or "-",
+        requestor.address,
+        requestor.port,
+    )

@@ -1,0 +1,139 @@
+"""``radiogate scp``: a supervisor that pre-forks receiver processes sharing one port.
+
+One pynetdicom association is CPU-bound in Python, and threads share one GIL; so concurrent
+associations are spread over several processes. The supervisor reserves the port (bound with
+``SO_REUSEPORT`` but not listening, which also resolves port 0), forks ``scp.processes``
+receivers that each bind and listen on it, restarts a receiver that dies, and on SIGTERM/SIGINT
+stops them all. Receivers finish the associations in progress for up to ``_GRACE`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from config import Settings
+from dicom_nodes.scp.app import build_server, make_pool, make_recorder, make_spool
+
+__all__ = ["run_scp"]
+
+LOGGER = logging.getLogger(__name__)
+_GRACE = 10.0
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
+    """Body of one receiver process; never returns."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    spool = make_spool(settings)
+    pool = make_pool(dsn, settings.database.pool_size, settings.database.connect_timeout)
+    recorder = make_recorder(pool, settings)
+    scp = settings.scp
+    patched = Settings(
+        node=settings.node,
+        database=settings.database,
+        scp=type(scp)(**{**scp.__dict__, "port": port}),
+        spool=settings.spool,
+        orthanc=settings.orthanc,
+        logging=settings.logging,
+    )
+    server = build_server(patched, spool, recorder)
+    stopping = threading.Event()
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True)
+    thread.start()
+    LOGGER.info("receiver %d (pid %d) accepting on %s:%d", index, os.getpid(), scp.host, port)
+    stopping.wait()
+    server.shutdown()
+    deadline = time.monotonic() + _GRACE
+    while server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pool.close(timeout=2)
+    os._exit(0)
+
+
+def run_scp(
+    settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | None = None
+) -> int:
+    """Run the SCP supervisor until SIGTERM/SIGINT; return the exit code."""
+    spool = make_spool(settings)
+    stale = spool.prepare()
+    if stale:
+        LOGGER.info("spool: %d unacknowledged partial files removed", stale)
+    reserved = _reserve_port(settings.scp.host, settings.scp.port)
+    port = reserved.getsockname()[1]
+    count = settings.scp.processes or os.cpu_count() or 1
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            reserved.close()
+            try:
+                _receiver(settings, dsn, port, index)
+            except BaseException:
+                LOGGER.exception("receiver %d failed", index)
+            os._exit(1)
+        children[pid] = index
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for i in range(count):
+        spawn(i)
+    LOGGER.info(
+        "SCP %s listening on %s:%d with %d receiver processes",
+        settings.scp.ae_title,
+        settings.scp.host,
+        port,
+        count,
+    )
+    if on_ready is not None:
+        on_ready(port)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        if not stopping:
+            LOGGER.error("receiver %d (pid %d) exited with status %d; restarting", index, pid, status)
+            time.sleep(0.5)
+            spawn(index)
+    reserved.close()
+    LOGGER.info("SCP stopped")
+    return 0

@@ -1,0 +1,110 @@
+"""``radiogate run``: the whole system on one machine, on loopback, with working defaults.
+
+Starts (unless configured to use existing ones) a private PostgreSQL cluster and a private
+Orthanc under ``node.data_dir``, applies the schema migrations, then runs the SCP as a child
+process. Prints what runs where. SIGINT/SIGTERM stop everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import psycopg
+
+from config import Settings, data_path
+from dicom_nodes.db.migrate import migrate
+from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer
+from dicom_nodes.services.postgres import PrivateCluster
+
+__all__ = ["database_dsn", "run_stack"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+def database_dsn(settings: Settings) -> str:
+    """The configured DSN, or the private cluster's."""
+    if settings.database.dsn:
+        return settings.database.dsn
+    return PrivateCluster(data_path(settings, "postgres"), settings.database.port).dsn
+
+
+def apply_migrations(dsn: str) -> list[str]:
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        return migrate(conn)
+
+
+def run_stack(settings: Settings, config_file: str | None) -> int:
+    """Run PostgreSQL, Orthanc and the SCP until interrupted."""
+    stop_requested = False
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    data_dir = data_path(settings, ".")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cluster: PrivateCluster | None = None
+    orthanc: ManagedOrthanc | None = None
+    scp: subprocess.Popen[bytes] | None = None
+    lines: list[str] = []
+    try:
+        if not settings.database.dsn:
+            cluster = PrivateCluster(data_path(settings, "postgres"), settings.database.port)
+            cluster.start()
+            lines.append(f"PostgreSQL   127.0.0.1:{cluster.port}  (private cluster in {cluster.data_dir})")
+        else:
+            lines.append("PostgreSQL   configured DSN (database.dsn)")
+        dsn = database_dsn(settings)
+        applied = apply_migrations(dsn)
+        lines.append(f"schema       up to date ({len(applied)} migrations applied now)")
+        o = settings.orthanc
+        if o.managed:
+            orthanc = ManagedOrthanc(
+                storage_dir=data_path(settings, o.storage),
+                http_port=o.http_port,
+                dicom_port=o.dicom_port,
+                ae_title=o.ae_title,
+                host=o.host,
+                executable=o.executable,
+                peers=[OrthancPeer("radiogate", settings.scp.ae_title, settings.scp.host, settings.scp.port)],
+            )
+            orthanc.start()
+        lines.append(f"Orthanc      http://{o.host}:{o.http_port}  DICOM {o.ae_title}@{o.host}:{o.dicom_port}")
+        env = dict(os.environ)
+        if config_file:
+            env["RADIOGATE_CONFIG"] = config_file
+        scp = subprocess.Popen([sys.executable, "-m", "dicom_nodes.cli", "scp"], env=env)
+        s = settings.scp
+        lines.append(
+            f"Radiogate    SCP {s.ae_title}@{s.host}:{s.port}"
+            f"{' (TLS)' if s.tls.enabled else ''}, spool {data_path(settings, settings.spool.path)}"
+        )
+        print("\nRadiogate is running:\n  " + "\n  ".join(lines) + "\nPress Ctrl-C to stop.\n", flush=True)
+        while not stop_requested:
+            if scp.poll() is not None:
+                LOGGER.error("the SCP exited with status %s", scp.returncode)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("stopping ...", flush=True)
+        if scp is not None and scp.poll() is None:
+            scp.send_signal(signal.SIGTERM)
+            try:
+                scp.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                scp.kill()
+        if orthanc is not None:
+            orthanc.stop()
+        if cluster is not None:
+            cluster.stop()
+        print("stopped.", flush=True)

@@ -1,0 +1,311 @@
+"""Structural check of a received DICOM file without decoding it.
+
+The SCP must not decode data in its C-STORE handler, yet it must refuse what it cannot
+understand and record the identifying UIDs. :func:`inspect_file` walks the data element
+*headers* of a Part 10 file (PS3.10 7.1) through a memory map, skipping every value except the
+few top-level UIDs it returns, and checks that:
+
+- every element header and value lies inside the file (catches truncation anywhere, also in
+  pixel data and after it);
+- explicit VRs are valid (PS3.5 6.2) and lengths are even or undefined where the standard
+  allows it (PS3.5 7.1.1-7.1.3, 7.5);
+- sequences and encapsulated pixel data are properly delimited (PS3.5 7.5, A.4);
+- SOP Class, SOP Instance, Study Instance and Series Instance UIDs are present and plausible.
+
+Transfer syntaxes: implicit VR little endian, explicit VR little and big endian and every
+encapsulated syntax built on explicit VR little endian (JPEG family, JPEG-LS, JPEG 2000, HTJ2K,
+RLE, ...), plus deflated explicit VR little endian (PS3.5 A.5), inflated to a temporary file.
+
+Memory does not grow with the object: only headers are touched, and the map is paged by the OS.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from dicom_nodes.errors import DatasetProblem, InvalidDataset
+
+__all__ = ["DatasetIdentity", "inspect_file"]
+
+_EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE: Final = "1.2.840.10008.1.2"
+_EXPLICIT_BE: Final = "1.2.840.10008.1.2.2"
+_DEFLATED: Final = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
+# "Deflated Image Frame Compression" (1.2.840.10008.1.2.8.1) deflates frames, not the dataset:
+# its dataset is explicit VR little endian like other encapsulated syntaxes.
+_DATASET_DEFLATED: Final = frozenset({"1.2.840.10008.1.2.1.99"})
+
+_LONG_VRS: Final = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_SHORT_VRS: Final = frozenset(
+    {
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
+        b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    }
+)  # fmt: skip
+_UNDEFINED: Final = 0xFFFFFFFF
+_ITEM: Final = (0xFFFE, 0xE000)
+_ITEM_DELIM: Final = (0xFFFE, 0xE00D)
+_SEQ_DELIM: Final = (0xFFFE, 0xE0DD)
+_MAX_DEPTH: Final = 64
+_MAX_INFLATED: Final = 4 * 1024**3
+
+_WANTED: Final = {
+    (0x0008, 0x0016): "sop_class_uid",
+    (0x0008, 0x0018): "sop_instance_uid",
+    (0x0020, 0x000D): "study_instance_uid",
+    (0x0020, 0x000E): "series_instance_uid",
+    (0x0008, 0x0060): "modality",
+}
+_UID_RE: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetIdentity:
+    """The identifying attributes of a received instance (no PHI)."""
+
+    transfer_syntax_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+
+
+class _Walker:
+    """Walks data element headers in ``buf[start:end]`` (PS3.5 7.1)."""
+
+    def __init__(self, buf: mmap.mmap | bytes, implicit: bool, little: bool) -> None:
+        self.buf = buf
+        self.size = len(buf)
+        self.implicit = implicit
+        self.endian = "<" if little else ">"
+        self.found: dict[str, str] = {}
+
+    def _fail(self, detail: str) -> InvalidDataset:
+        return InvalidDataset(DatasetProblem.UNPARSEABLE, detail)
+
+    def _header(self, pos: int, end: int) -> tuple[int, int, bytes | None, int, int]:
+        """Return (group, element, vr, length, value_offset) of the element at *pos*."""
+        buf = self.buf
+        if pos + 8 > end:
+            raise self._fail(f"truncated element header at offset {pos}")
+        group, elem = struct.unpack_from(self.endian + "HH", buf, pos)
+        if group == 0xFFFE:  # item / delimiters: always implicit-style headers (PS3.5 7.5)
+            (length,) = struct.unpack_from(self.endian + "I", buf, pos + 4)
+            return group, elem, None, length, pos + 8
+        if self.implicit:
+            (length,) = struct.unpack_from(self.endian + "I", buf, pos + 4)
+            return group, elem, None, length, pos + 8
+        vr = bytes(buf[pos + 4 : pos + 6])
+        if vr in _SHORT_VRS:
+            (length,) = struct.unpack_from(self.endian + "H", buf, pos + 6)
+            return group, elem, vr, length, pos + 8
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise self._fail(f"truncated element header at offset {pos}")
+            (length,) = struct.unpack_from(self.endian + "I", buf, pos + 8)
+            return group, elem, vr, length, pos + 12
+        raise self._fail(f"invalid VR {vr!r} in ({group:04X},{elem:04X}) at offset {pos}")
+
+    def walk(self, pos: int, end: int, depth: int, until_delimiter: bool) -> int:
+        """Walk elements from *pos*; return the offset after the last one (or the delimiter)."""
+        if depth > _MAX_DEPTH:
+            raise self._fail("sequences nested too deeply")
+        while pos < end:
+            group, elem, vr, length, value = self._header(pos, end)
+            tag = (group, elem)
+            if tag == _ITEM_DELIM:
+                if not until_delimiter:
+                    raise self._fail(f"unexpected item delimiter at offset {pos}")
+                return value
+            if group == 0xFFFE:
+                raise self._fail(f"unexpected item tag ({group:04X},{elem:04X}) at offset {pos}")
+            if length == _UNDEFINED:
+                if vr is not None and vr not in (b"SQ", b"UN", b"OB", b"OW"):
+                    raise self._fail(f"undefined length not allowed for VR {vr!r}")
+                if vr in (b"OB", b"OW"):
+                    pos = self._encapsulated(value, end)
+                elif vr == b"UN":
+                    # An SQ of unknown VR is encoded implicit VR little endian (PS3.5 6.2.2)
+                    inner = _Walker(self.buf, implicit=True, little=True)
+                    pos = inner._sequence(value, end, depth)
+                else:
+                    pos = self._sequence(value, end, depth)
+                continue
+            if value + length > end:
+                raise self._fail(
+                    f"value of ({group:04X},{elem:04X}) runs past the end "
+                    f"({value + length} > {end})"
+                )
+            if depth == 0 and tag in _WANTED:
+                raw = bytes(self.buf[value : value + length])
+                self.found[_WANTED[tag]] = raw.rstrip(b"\x00 ").decode("ascii", "replace")
+            elif vr == b"SQ" and length:
+                self._sequence_defined(value, value + length, depth)
+            pos = value + length
+        if until_delimiter:
+            raise self._fail("missing item delimiter")
+        if pos != end:
+            raise self._fail("element runs past the end")
+        return pos
+
+    def _sequence_defined(self, pos: int, end: int, depth: int) -> None:
+        while pos < end:
+            group, elem, _, length, value = self._header(pos, end)
+            if (group, elem) != _ITEM:
+                raise self._fail(f"expected an item at offset {pos}")
+            if length == _UNDEFINED:
+                pos = self.walk(value, end, depth + 1, until_delimiter=True)
+            else:
+                if value + length > end:
+                    raise self._fail(f"item at offset {pos} runs past its sequence")
+                self.walk(value, value + length, depth + 1, until_delimiter=False)
+                pos = value + length
+
+    def _sequence(self, pos: int, end: int, depth: int) -> int:
+        """Undefined-length sequence: items until the sequence delimiter (PS3.5 7.5.2)."""
+        while True:
+            group, elem, _, length, value = self._header(pos, end)
+            tag = (group, elem)
+            if tag == _SEQ_DELIM:
+                return value
+            if tag != _ITEM:
+                raise self._fail(f"expected an item or sequence delimiter at offset {pos}")
+            if length == _UNDEFINED:
+                pos = self.walk(value, end, depth + 1, until_delimiter=True)
+            else:
+                if value + length > end:
+                    raise self._fail(f"item at offset {pos} runs past the end")
+                self.walk(value, value + length, depth + 1, until_delimiter=False)
+                pos = value + length
+
+    def _encapsulated(self, pos: int, end: int) -> int:
+        """Encapsulated pixel data: fragments until the sequence delimiter (PS3.5 A.4)."""
+        while True:
+            group, elem, _, length, value = self._header(pos, end)
+            tag = (group, elem)
+            if tag == _SEQ_DELIM:
+                return value
+            if tag != _ITEM or length == _UNDEFINED:
+                raise self._fail(f"invalid pixel data fragment at offset {pos}")
+            if value + length > end:
+                raise self._fail(f"pixel data fragment at offset {pos} runs past the end")
+            pos = value + length
+
+
+def _read_meta(buf: mmap.mmap) -> tuple[str, int]:
+    """Return (transfer syntax UID, offset of the dataset) from the File Meta group (PS3.10 7.1)."""
+    if len(buf) < 132 or bytes(buf[128:132]) != b"DICM":
+        raise InvalidDataset(DatasetProblem.UNPARSEABLE, "missing DICM prefix")
+    walker = _Walker(buf, implicit=False, little=True)
+    pos = 132
+    ts = ""
+    while pos + 8 <= len(buf):
+        (group,) = struct.unpack_from("<H", buf, pos)
+        if group != 0x0002:
+            break
+        g, e, _, length, value = walker._header(pos, len(buf))
+        if length == _UNDEFINED or value + length > len(buf):
+            raise InvalidDataset(DatasetProblem.UNPARSEABLE, "invalid file meta information")
+        if (g, e) == (0x0002, 0x0010):
+            ts = bytes(buf[value : value + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+        pos = value + length
+    if not ts:
+        raise InvalidDataset(DatasetProblem.UNPARSEABLE, "no transfer syntax in file meta")
+    return ts, pos
+
+
+def _inflate(buf: mmap.mmap, offset: int, directory: Path) -> tuple[int, mmap.mmap]:
+    """Inflate a deflated dataset (PS3.5 A.5) into an unlinked temporary file and map it."""
+    fd, name = tempfile.mkstemp(dir=directory, suffix=".inflate")
+    os.unlink(name)
+    try:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        step = 1 << 20
+        try:
+            for start in range(offset, len(buf), step):
+                chunk = inflater.decompress(bytes(buf[start : start + step]))
+                total += len(chunk)
+                if total > _MAX_INFLATED:
+                    raise InvalidDataset(DatasetProblem.UNPARSEABLE, "inflated dataset too large")
+                os.write(fd, chunk)
+            tail = inflater.flush()
+        except zlib.error as exc:
+            raise InvalidDataset(DatasetProblem.UNPARSEABLE, f"deflate stream: {exc}") from None
+        os.write(fd, tail)
+        total += len(tail)
+        if total == 0:
+            raise InvalidDataset(DatasetProblem.UNPARSEABLE, "empty deflated dataset")
+        return total, mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+
+
+def inspect_file(path: str | os.PathLike[str]) -> DatasetIdentity:
+    """Check the structure of the Part 10 file at *path* and return its identity.
+
+    Raises :class:`~dicom_nodes.errors.InvalidDataset` (never with PHI in the message) when the
+    file cannot be understood or identifying UIDs are missing or malformed.
+    """
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise InvalidDataset(DatasetProblem.UNPARSEABLE, "empty file")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            ts, offset = _read_meta(buf)
+            if ts in _DATASET_DEFLATED:
+                size, inflated = _inflate(buf, offset, Path(path).parent)
+                with inflated:
+                    found = _walk(inflated, 0, size, implicit=False, little=True)
+            else:
+                implicit = ts == _IMPLICIT_LE
+                little = ts != _EXPLICIT_BE
+                try:
+                    found = _walk(buf, offset, len(buf), implicit=implicit, little=little)
+                except InvalidDataset as exc:
+                    # Some senders encode implicit VR under an explicit little endian syntax; like
+                    # DCMTK and pydicom we accept that when the very first element shows it.
+                    if implicit or not little or not exc.detail.endswith(f"offset {offset}"):
+                        raise
+                    found = _walk(buf, offset, len(buf), implicit=True, little=True)
+    return _identity(ts, found)
+
+
+def _walk(buf: mmap.mmap, start: int, end: int, *, implicit: bool, little: bool) -> dict[str, str]:
+    if start >= end:
+        raise InvalidDataset(DatasetProblem.UNPARSEABLE, "empty dataset")
+    walker = _Walker(buf, implicit=implicit, little=little)
+    walker.walk(start, end, 0, until_delimiter=False)
+    return walker.found
+
+
+def _identity(ts: str, found: dict[str, str]) -> DatasetIdentity:
+    for key, label in (
+        ("sop_class_uid", "SOP Class UID"),
+        ("sop_instance_uid", "SOP Instance UID"),
+        ("study_instance_uid", "Study Instance UID"),
+        ("series_instance_uid", "Series Instance UID"),
+    ):
+        value = found.get(key, "")
+        if not value:
+            raise InvalidDataset(DatasetProblem.MISSING_UID, f"{label} missing or empty")
+        if len(value) > 64 or not _UID_RE.fullmatch(value):
+            raise InvalidDataset(DatasetProblem.INVALID_UID, f"{label} is not a valid UID")
+    return DatasetIdentity(
+        transfer_syntax_uid=ts,
+        sop_class_uid=found["sop_class_uid"],
+        sop_instance_uid=found["sop_instance_uid"],
+        study_instance_uid=found["study_instance_uid"],
+        series_instance_uid=found["series_instance_uid"],
+        modality=found.get("modality", "")[:16],
+    )
