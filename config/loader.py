@@ -36,7 +36,9 @@ class ConfigError(ValueError):
     """A configuration key is unknown or its value is invalid (not retryable)."""
 
 
-def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Load settings from *path* (or ``$RADIOGATE_CONFIG``) and the environment, validated."""
     environ = os.environ if env is None else env
     raw: dict[str, Any] = {}
@@ -101,7 +103,9 @@ def _build(cls: type[T], raw: Any, prefix: str) -> T:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         key = f"{prefix}{unknown[0]}"
-        raise ConfigError(f"unknown configuration key {key!r}; known here: {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"unknown configuration key {key!r}; known here: {', '.join(sorted(fields))}"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
         key = f"{prefix}{name}"
@@ -109,7 +113,7 @@ def _build(cls: type[T], raw: Any, prefix: str) -> T:
     return cls(**kwargs)
 
 
-def _convert(tp: Any, value: Any, key: str) -> Any:  # noqa: PLR0911
+def _convert(tp: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(typing.cast(type, tp), value, f"{key}.")
     origin = typing.get_origin(tp)
@@ -174,9 +178,16 @@ def _check_port(key: str, port: int, allow_zero: bool = False) -> None:
 def _check_ae(key: str, title: str) -> None:
     """AE titles: 1-16 characters of the default repertoire, no backslash (PS3.5 6.2, VR AE)."""
     stripped = title.strip(" ")
-    if not stripped or len(title) > 16 or "\\" in title or not title.isascii() or not title.isprintable():
+    if (
+        not stripped
+        or len(title) > 16
+        or "\\" in title
+        or not title.isascii()
+        or not title.isprintable()
+    ):
         raise ConfigError(
-            f"{key}: expected an AE title of 1-16 printable ASCII characters without '\\', got {title!r}"
+            f"{key}: expected an AE title of 1-16 printable ASCII characters "
+            f"without '\\', got {title!r}"
         )
 
 
@@ -197,14 +208,18 @@ def _check_semantics(s: Settings) -> None:
     _check_port("orthanc.http_port", s.orthanc.http_port)
     _check_port("orthanc.dicom_port", s.orthanc.dicom_port)
     if s.scp.processes < 0:
-        raise ConfigError(f"scp.processes: expected 0 (one per core) or more, got {s.scp.processes}")
+        raise ConfigError(
+            f"scp.processes: expected 0 (one per core) or more, got {s.scp.processes}"
+        )
     if s.scp.max_associations < 1:
         raise ConfigError(f"scp.max_associations: expected 1 or more, got {s.scp.max_associations}")
     for name in ("acse_timeout", "dimse_timeout", "network_timeout"):
         if getattr(s.scp, name) <= 0:
             raise ConfigError(f"scp.{name}: expected a positive number of seconds")
     if s.scp.max_pdu_size != 0 and s.scp.max_pdu_size < 4096:
-        raise ConfigError(f"scp.max_pdu_size: expected 0 or at least 4096, got {s.scp.max_pdu_size}")
+        raise ConfigError(
+            f"scp.max_pdu_size: expected 0 or at least 4096, got {s.scp.max_pdu_size}"
+        )
     if s.database.pool_size < 1:
         raise ConfigError(f"database.pool_size: expected 1 or more, got {s.database.pool_size}")
     if s.database.connect_timeout <= 0:
@@ -212,9 +227,13 @@ def _check_semantics(s: Settings) -> None:
     if s.spool.min_free_bytes < 0:
         raise ConfigError("spool.min_free_bytes: expected 0 or more")
     if not 0 <= s.spool.min_free_percent < 100:
-        raise ConfigError(f"spool.min_free_percent: expected 0..100, got {s.spool.min_free_percent}")
+        raise ConfigError(
+            f"spool.min_free_percent: expected 0..100, got {s.spool.min_free_percent}"
+        )
     if not s.node.name or not all(c.isalnum() or c in "-_." for c in s.node.name):
-        raise ConfigError(f"node.name: expected letters, digits, '-', '_' or '.', got {s.node.name!r}")
+        raise ConfigError(
+            f"node.name: expected letters, digits, '-', '_' or '.', got {s.node.name!r}"
+        )
     tls = s.scp.tls
     if tls.enabled:
         for name in ("certificate", "private_key"):

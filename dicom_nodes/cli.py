@@ -63,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster = PrivateCluster(config.data_path(settings, "postgres"), settings.database.port)
         if args.db_command == "migrate":
             applied = apply_migrations(database_dsn(settings))
-            print(f"{len(applied)} migrations applied" + (": " + ", ".join(applied) if applied else ""))
+            print(
+                f"{len(applied)} migrations applied"
+                + (": " + ", ".join(applied) if applied else "")
+            )
         elif args.db_command == "start":
             cluster.start()
             print(f"PostgreSQL running: {cluster.dsn}")

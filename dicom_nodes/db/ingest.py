@@ -41,7 +41,9 @@ class RecordOutcome(Enum):
 class IngestRecorder(Protocol):
     """Records a spooled instance durably (the database commit of the durability contract)."""
 
-    def record(self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt) -> RecordOutcome:
+    def record(
+        self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt
+    ) -> RecordOutcome:
         """Record the instance; raise :class:`DatabaseUnavailable` when that is not possible."""
         ...
 
@@ -82,7 +84,9 @@ class PostgresIngest:
         self.pool = pool
         self.timeout = timeout
 
-    def record(self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt) -> RecordOutcome:
+    def record(
+        self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt
+    ) -> RecordOutcome:
         params = {
             "sop": identity.sop_instance_uid,
             "cls": identity.sop_class_uid,
@@ -119,5 +123,9 @@ class PostgresIngest:
             if inserted:
                 return RecordOutcome.NEW
             if bytes_differ is not None:
-                return RecordOutcome.DUPLICATE_DIFFERENT if bytes_differ else RecordOutcome.DUPLICATE_SAME
+                return (
+                    RecordOutcome.DUPLICATE_DIFFERENT
+                    if bytes_differ
+                    else RecordOutcome.DUPLICATE_SAME
+                )
         raise DatabaseUnavailable(f"database unavailable ({type(last_error).__name__})")

@@ -14,6 +14,7 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 
@@ -52,12 +53,16 @@ def available(sources: tuple[tuple[str, str], ...] = MIGRATION_SOURCES) -> list[
         for entry in folder.iterdir():
             match = _NAME_RE.fullmatch(entry.name)
             if match:
-                items.append(Migration(component, int(match.group(1)), entry.name, entry.read_text()))
+                items.append(
+                    Migration(component, int(match.group(1)), entry.name, entry.read_text())
+                )
         found.extend(sorted(items, key=lambda m: m.version))
     return found
 
 
-def migrate(conn: psycopg.Connection[object], sources: tuple[tuple[str, str], ...] = MIGRATION_SOURCES) -> list[str]:
+def migrate(
+    conn: psycopg.Connection[Any], sources: tuple[tuple[str, str], ...] = MIGRATION_SOURCES
+) -> list[str]:
     """Apply pending migrations on *conn* (autocommit off); return the names applied."""
     applied_now: list[str] = []
     with conn.transaction():
@@ -69,17 +74,20 @@ def migrate(conn: psycopg.Connection[object], sources: tuple[tuple[str, str], ..
                    PRIMARY KEY (component, version))"""
         )
         rows = conn.execute("SELECT component, version, checksum FROM schema_migration").fetchall()
-        done = {(str(r[0]), int(r[1])): str(r[2]) for r in rows}  # type: ignore[index, call-overload]
+        done = {(str(r[0]), int(r[1])): str(r[2]) for r in rows}
         for mig in available(sources):
             key = (mig.component, mig.version)
             if key in done:
                 if done[key] != mig.checksum:
-                    raise MigrationError(f"migration {mig.component}/{mig.name} was changed after it was applied")
+                    raise MigrationError(
+                        f"migration {mig.component}/{mig.name} was changed after it was applied"
+                    )
                 continue
             LOGGER.info("applying migration %s/%s", mig.component, mig.name)
-            conn.execute(mig.sql.encode())  # type: ignore[call-overload]
+            conn.execute(mig.sql.encode())
             conn.execute(
-                "INSERT INTO schema_migration (component, version, name, checksum) VALUES (%s, %s, %s, %s)",
+                "INSERT INTO schema_migration (component, version, name, checksum)"
+                " VALUES (%s, %s, %s, %s)",
                 (mig.component, mig.version, mig.name, mig.checksum),
             )
             applied_now.append(f"{mig.component}/{mig.name}")

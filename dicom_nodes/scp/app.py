@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pydicom.uid
 from psycopg_pool import ConnectionPool
@@ -25,7 +26,13 @@ from dicom_nodes.scp.handlers import handle_echo, handle_store, log_association_
 from dicom_nodes.scp.transport import ReceiverServer, make_tls_context
 from dicom_nodes.spool.store import Spool
 
-__all__ = ["EXTRA_TRANSFER_SYNTAXES", "build_server", "make_pool", "make_spool", "transfer_syntaxes"]
+__all__ = [
+    "EXTRA_TRANSFER_SYNTAXES",
+    "build_server",
+    "make_pool",
+    "make_spool",
+    "transfer_syntaxes",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -95,6 +102,7 @@ def build_server(
     syntaxes = transfer_syntaxes()
     ae.add_supported_context(Verification, syntaxes)
     for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None
         ae.add_supported_context(cx.abstract_syntax, syntaxes)
 
     tls = scp.tls
@@ -103,7 +111,7 @@ def build_server(
         ssl_context = make_tls_context(
             tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate
         )
-    handlers = [
+    handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [spool, recorder, settings.node.name]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_ACCEPTED, log_association_event),
@@ -116,12 +124,13 @@ def build_server(
         ipaddress.ip_network(n, strict=False) for n in scp.allowed_networks
     )
     ReceiverServer.tls_handshake_timeout = scp.acse_timeout
-    server: ReceiverServer = ae.make_server(
+    server = ae.make_server(
         (sock_host or scp.host, scp.port),
         ssl_context=ssl_context,
         evt_handlers=handlers,
         server_class=ReceiverServer,
     )
+    assert isinstance(server, ReceiverServer)
     ae._servers.append(server)
     return server
 

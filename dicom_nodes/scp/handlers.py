@@ -64,7 +64,8 @@ def association_id(assoc: Any) -> uuid.UUID:
     if value is None:
         value = uuid.uuid4()
         assoc.radiogate_id = value
-    return value  # type: ignore[no-any-return]
+    assert isinstance(value, uuid.UUID)
+    return value
 
 
 def _check_command(identity: DatasetIdentity, request: Any) -> None:
@@ -112,11 +113,11 @@ def handle_store(event: Any, spool: Spool, recorder: IngestRecorder, node: str) 
     except Exception as exc:
         status = status_for(exc)
         if status is StoreStatus.CANNOT_UNDERSTAND_HANDLER_FAILURE:
-            LOGGER.exception("assoc=%s C-STORE failed unexpectedly (%s)", assoc_id, type(exc).__name__)
-        else:
-            LOGGER.warning(
-                "assoc=%s C-STORE refused with 0x%04X: %s", assoc_id, int(status), exc
+            LOGGER.exception(
+                "assoc=%s C-STORE failed unexpectedly (%s)", assoc_id, type(exc).__name__
             )
+        else:
+            LOGGER.warning("assoc=%s C-STORE refused with 0x%04X: %s", assoc_id, int(status), exc)
         return int(status)
     if outcome is not RecordOutcome.NEW:
         LOGGER.info(

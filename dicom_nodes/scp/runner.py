@@ -9,6 +9,7 @@ stops them all. Receivers finish the associations in progress for up to ``_GRACE
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -59,7 +60,9 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True
+    )
     thread.start()
     LOGGER.info("receiver %d (pid %d) accepting on %s:%d", index, os.getpid(), scp.host, port)
     stopping.wait()
@@ -71,9 +74,7 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
     os._exit(0)
 
 
-def run_scp(
-    settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | None = None
-) -> int:
+def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | None = None) -> int:
     """Run the SCP supervisor until SIGTERM/SIGINT; return the exit code."""
     spool = make_spool(settings)
     stale = spool.prepare()
@@ -102,10 +103,8 @@ def run_scp(
         nonlocal stopping
         stopping = True
         for pid in list(children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -131,7 +130,9 @@ def run_scp(
         if index is None:
             continue
         if not stopping:
-            LOGGER.error("receiver %d (pid %d) exited with status %d; restarting", index, pid, status)
+            LOGGER.error(
+                "receiver %d (pid %d) exited with status %d; restarting", index, pid, status
+            )
             time.sleep(0.5)
             spawn(index)
     reserved.close()

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -30,7 +31,7 @@ LOGGER = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class _FastAssociationSocket(AssociationSocket):  # type: ignore[misc]
+class _FastAssociationSocket(AssociationSocket):
     """AssociationSocket that reads each PDU in one system call and keeps ACKs quick."""
 
     quickack: bool = False
@@ -48,18 +49,18 @@ class _FastAssociationSocket(AssociationSocket):  # type: ignore[misc]
             else:
                 got = sock.recv_into(view[nr_read:], nr_bytes - nr_read, socket.MSG_WAITALL)
             if self.quickack and not tls:
-                try:
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-                except OSError:
-                    pass
             if not got:
+                view.release()
                 del buf[nr_read:]
                 return buf
             nr_read += got
+        view.release()
         return buf
 
 
-class _RequestHandler(RequestHandler):  # type: ignore[misc]
+class _RequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         fast = _FastAssociationSocket.__new__(_FastAssociationSocket)
@@ -69,7 +70,7 @@ class _RequestHandler(RequestHandler):  # type: ignore[misc]
         return assoc
 
 
-class ReceiverServer(ThreadedAssociationServer):  # type: ignore[misc]
+class ReceiverServer(ThreadedAssociationServer):
     """pynetdicom's threaded association server with Radiogate's transport policy."""
 
     daemon_threads = True

@@ -144,7 +144,9 @@ class PrivateCluster:
         """Stop the cluster (``fast``, or ``immediate`` to simulate a crash)."""
         if self.running():
             subprocess.run(
-                self._cmd(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w"),
+                self._cmd(
+                    str(self.bin / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w"
+                ),
                 check=False,
                 capture_output=True,
             )

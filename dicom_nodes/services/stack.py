@@ -60,7 +60,9 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
         if not settings.database.dsn:
             cluster = PrivateCluster(data_path(settings, "postgres"), settings.database.port)
             cluster.start()
-            lines.append(f"PostgreSQL   127.0.0.1:{cluster.port}  (private cluster in {cluster.data_dir})")
+            lines.append(
+                f"PostgreSQL   127.0.0.1:{cluster.port}  (private cluster in {cluster.data_dir})"
+            )
         else:
             lines.append("PostgreSQL   configured DSN (database.dsn)")
         dsn = database_dsn(settings)
@@ -75,10 +77,17 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
                 ae_title=o.ae_title,
                 host=o.host,
                 executable=o.executable,
-                peers=[OrthancPeer("radiogate", settings.scp.ae_title, settings.scp.host, settings.scp.port)],
+                peers=[
+                    OrthancPeer(
+                        "radiogate", settings.scp.ae_title, settings.scp.host, settings.scp.port
+                    )
+                ],
             )
             orthanc.start()
-        lines.append(f"Orthanc      http://{o.host}:{o.http_port}  DICOM {o.ae_title}@{o.host}:{o.dicom_port}")
+        lines.append(
+            f"Orthanc      http://{o.host}:{o.http_port}"
+            f"  DICOM {o.ae_title}@{o.host}:{o.dicom_port}"
+        )
         env = dict(os.environ)
         if config_file:
             env["RADIOGATE_CONFIG"] = config_file
@@ -88,7 +97,10 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
             f"Radiogate    SCP {s.ae_title}@{s.host}:{s.port}"
             f"{' (TLS)' if s.tls.enabled else ''}, spool {data_path(settings, settings.spool.path)}"
         )
-        print("\nRadiogate is running:\n  " + "\n  ".join(lines) + "\nPress Ctrl-C to stop.\n", flush=True)
+        print(
+            "\nRadiogate is running:\n  " + "\n  ".join(lines) + "\nPress Ctrl-C to stop.\n",
+            flush=True,
+        )
         while not stop_requested:
             if scp.poll() is not None:
                 LOGGER.error("the SCP exited with status %s", scp.returncode)

@@ -1,0 +1,58 @@
+# Radiogate: one task runner for people and CI.
+#   make run   - install what is missing, start PostgreSQL, Orthanc and Radiogate (Ctrl-C stops)
+#   make test  - lint, type-check and run the whole test suite against real services
+#   make bench - throughput benchmarks (not part of the tests)
+
+VENV        ?= .venv
+PYTHON      ?= python3
+APT_PACKAGES = orthanc orthanc-python dcmtk dicom3tools postgresql openssl
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint typecheck unit integration bench system-deps venv clean
+
+run: system-deps venv
+	$(VENV)/bin/radiogate run
+
+test: system-deps venv lint typecheck
+	$(VENV)/bin/pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+integration: system-deps venv
+	$(VENV)/bin/pytest tests/integration
+
+bench: system-deps venv
+	$(VENV)/bin/python bench/bench_receive.py
+
+# Debian packages; the packaged Orthanc service is stopped and disabled when we install it,
+# because Radiogate runs its own Orthanc (ports 8042/4242) under ./var.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  case "$$missing" in *orthanc*) \
+	    ($(SUDO) systemctl disable --now orthanc 2>/dev/null || $(SUDO) service orthanc stop 2>/dev/null || true);; \
+	  esac; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,180 @@
+"""storescu/echoscu (DCMTK) → radiogate scp → spool + PostgreSQL, all real."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pydicom
+import pytest
+
+from tests.support import ScpProcess, dcmtk
+from tests.support.data import dataset_bytes, extract_ct, make_ts_files
+
+pytestmark = pytest.mark.integration
+
+_STORESCU_TS_FLAGS = {
+    # storescu proposes uncompressed syntaxes unless told; these make it propose the file's own.
+    "1.2.840.10008.1.2": ["-xi"],
+    "1.2.840.10008.1.2.1": ["-xe"],
+    "1.2.840.10008.1.2.2": ["-xb"],
+    "1.2.840.10008.1.2.1.99": ["-xd"],
+    "1.2.840.10008.1.2.4.50": ["-xy"],
+    "1.2.840.10008.1.2.4.51": ["-xx"],
+    "1.2.840.10008.1.2.4.70": ["-xs"],
+    "1.2.840.10008.1.2.4.80": ["-xt"],
+    "1.2.840.10008.1.2.4.81": ["-xu"],
+    "1.2.840.10008.1.2.4.90": ["-xv"],
+    "1.2.840.10008.1.2.4.91": ["-xw"],
+    "1.2.840.10008.1.2.5": ["-xr"],
+}
+
+
+_UNKNOWN_TO_DCMTK = {"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.8.1"}
+
+
+def storescu(
+    port: int, files: list[Path], *extra: str, aet: str = "CT1"
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            dcmtk("storescu"),
+            "-aet",
+            aet,
+            "-aec",
+            "RADIOGATE",
+            *extra,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"TCP_NODELAY": "1"},
+    )
+
+
+def send_with_pynetdicom(port: int, path: Path, ts: str) -> None:
+    from pynetdicom import AE, _config
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context(ds.SOPClassUID, ts)
+    assoc = ae.associate("127.0.0.1", port, ae_title="RADIOGATE")
+    assert assoc.is_established
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        status = assoc.send_c_store(path)
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+        assoc.release()
+    assert status.Status == 0x0000
+
+
+def rows(dsn: str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def test_echo(scp: ScpProcess) -> None:
+    result = subprocess.run(
+        [dcmtk("echoscu"), "-aet", "ANY", "-aec", "RADIOGATE", "127.0.0.1", str(scp.port)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_ct_series_lands_byte_identical(scp: ScpProcess, tmp_path: Path) -> None:
+    files = extract_ct(tmp_path / "ct")
+    assert len(files) == 48
+    result = storescu(scp.port, files)
+    assert result.returncode == 0, result.stderr
+    recorded = rows(
+        scp.dsn,
+        "SELECT sop_instance_uid, spool_path, size_bytes, calling_ae, host(peer_address), node, "
+        "transfer_syntax_uid, study_instance_uid, series_instance_uid, sop_class_uid FROM ingest_instance",
+    )
+    assert len(recorded) == 48
+    by_uid = {r[0]: r for r in recorded}
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        row = by_uid[ds.SOPInstanceUID]
+        spooled = Path(str(row[1]))
+        assert spooled.parent.parent == scp.spool
+        assert dataset_bytes(spooled) == dataset_bytes(f)
+        assert row[2] == spooled.stat().st_size
+        assert row[3:6] == ("CT1", "127.0.0.1", "node1")
+        assert row[6] == ds.file_meta.TransferSyntaxUID
+        assert row[7:10] == (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPClassUID)
+        # What we wrote is a valid Part 10 file for a strict reader.
+        back = pydicom.dcmread(spooled, force=False)
+        assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert len(scp.spooled_files()) == 48
+    assert not list((scp.spool / ".incoming").iterdir())
+
+
+def test_every_transfer_syntax_stored_as_received(scp: ScpProcess, tmp_path: Path) -> None:
+    ts_files = make_ts_files(tmp_path / "ts")
+    for item in ts_files:
+        if item.transfer_syntax not in _UNKNOWN_TO_DCMTK:
+            # DCMTK re-encodes what it sends (explicit-length sequences, no trailing padding);
+            # make the file DCMTK-canonical so that "what was sent" is exactly the file.
+            subprocess.run([dcmtk("dcmconv"), str(item.path), str(item.path)], check=True)
+    for item in ts_files:
+        flags = _STORESCU_TS_FLAGS.get(item.transfer_syntax)
+        if flags is not None:
+            result = storescu(scp.port, [item.path], *flags)
+        elif item.transfer_syntax in _UNKNOWN_TO_DCMTK:
+            # DCMTK 3.6.7 cannot read these files; pynetdicom's SCU sends them as they are.
+            send_with_pynetdicom(scp.port, item.path, item.transfer_syntax)
+            continue
+        else:
+            # Syntaxes storescu has no flag for (JPEG process 14, HTJ2K, deflated frames):
+            # dcmsend proposes the file's own transfer syntax.
+            result = subprocess.run(
+                [dcmtk("dcmsend"), "-dn", "-aet", "CT1", "-aec", "RADIOGATE", "127.0.0.1", str(scp.port), str(item.path)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        assert result.returncode == 0, (item.transfer_syntax, result.stdout, result.stderr)
+    recorded = dict(rows(scp.dsn, "SELECT sop_instance_uid, spool_path FROM ingest_instance"))
+    ts_recorded = dict(
+        rows(scp.dsn, "SELECT sop_instance_uid, transfer_syntax_uid FROM ingest_instance")
+    )
+    for item in ts_files:
+        assert item.sop_instance_uid in recorded, item.transfer_syntax
+        assert ts_recorded[item.sop_instance_uid] == item.transfer_syntax
+        same = dataset_bytes(str(recorded[item.sop_instance_uid])) == dataset_bytes(item.path)
+        assert same, item.transfer_syntax
+
+
+def test_wrong_called_and_calling_ae_rejected(fresh_dsn: str, tmp_path: Path) -> None:
+    proc = ScpProcess(
+        dsn=fresh_dsn,
+        data_dir=tmp_path / "node",
+        extra_env={"RADIOGATE_SCP__ALLOWED_CALLING_AETS": "CT1,MR2"},
+    )
+    proc.start(wait=False)
+    try:
+        from tests.support import wait_for_echo
+
+        wait_for_echo(proc.port, aet="CT1")
+        bad = subprocess.run(
+            [dcmtk("echoscu"), "-aet", "INTRUDER", "-aec", "RADIOGATE", "127.0.0.1", str(proc.port)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert bad.returncode != 0
+        assert "Calling AE Title Not Recognized" in bad.stderr or "Rejected" in bad.stderr, (
+            bad.stderr
+        )
+        wrong_called = subprocess.run(
+            [dcmtk("echoscu"), "-aet", "CT1", "-aec", "SOMEONE", "127.0.0.1", str(proc.port)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert wrong_called.returncode != 0
+        # And the server still serves an allowed peer.
+        wait_for_echo(proc.port, aet="MR2", timeout=5)
+        assert "rejected calling=INTRUDER" in proc.log_text()
+    finally:
+        proc.stop()

@@ -1,0 +1,127 @@
+"""Shared test helpers: free ports, DCMTK binaries, a real ``radiogate scp`` process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DCMTK_BIN", "ScpProcess", "dcmtk", "free_port", "wait_for_echo"]
+
+DCMTK_BIN = Path("/usr/bin")
+"""DCMTK's own binaries (pynetdicom installs scripts with the same names into the venv)."""
+
+
+def dcmtk(name: str) -> str:
+    """Absolute path of DCMTK's *name* (never the venv's pynetdicom script of that name)."""
+    path = DCMTK_BIN / name
+    if not path.exists():
+        found = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin")
+        if found is None:
+            raise FileNotFoundError(f"DCMTK {name} not installed (apt-get install dcmtk)")
+        return found
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_echo(
+    port: int, aec: str = "RADIOGATE", timeout: float = 30.0, aet: str = "ECHOSCU"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = subprocess.run(
+            [dcmtk("echoscu"), "-aet", aet, "-aec", aec, "-to", "5", "127.0.0.1", str(port)],
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no C-ECHO answer on port {port}: {result.stderr.decode()[-500:]}")
+        time.sleep(0.2)
+
+
+@dataclass
+class ScpProcess:
+    """A real ``radiogate scp`` (supervisor + receivers) run as a child process."""
+
+    dsn: str
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    processes: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def spool(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "scp.log"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RADIOGATE_")}
+        env.update(
+            {
+                "RADIOGATE_DATABASE__DSN": self.dsn,
+                "RADIOGATE_NODE__DATA_DIR": str(self.data_dir),
+                "RADIOGATE_SCP__PORT": str(self.port),
+                "RADIOGATE_SCP__PROCESSES": str(self.processes),
+                "RADIOGATE_SPOOL__MIN_FREE_BYTES": "0",
+                "RADIOGATE_SPOOL__MIN_FREE_PERCENT": "0",
+                "RADIOGATE_DATABASE__CONNECT_TIMEOUT": "2",
+                "RADIOGATE_LOGGING__LEVEL": "DEBUG",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, *, wait: bool = True) -> ScpProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dicom_nodes.cli", "scp"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if wait:
+            wait_for_echo(self.port, aec=self.env().get("RADIOGATE_SCP__AE_TITLE", "RADIOGATE"))
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor and every receiver (the whole process group)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def spooled_files(self) -> list[Path]:
+        return sorted(p for p in self.spool.glob("??/*.dcm"))
