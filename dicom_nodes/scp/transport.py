@@ -82,10 +82,11 @@ class ReceiverServer(ThreadedAssociationServer):
     """Called with (peer address, reason) when a connection is refused before association."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # TLS is applied per connection in process_request_thread, not by pynetdicom's accept.
-        self.tls_context = kwargs.pop("ssl_context", None)
         kwargs["request_handler"] = _RequestHandler
         super().__init__(*args, **kwargs)
+        # TLS is applied per connection in process_request_thread, not by pynetdicom's accept.
+        self.tls_context = self.ssl_context
+        self.ssl_context = None
 
     def server_bind(self) -> None:
         assert self.socket is not None
@@ -95,6 +96,10 @@ class ReceiverServer(ThreadedAssociationServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         assert self.socket is not None
         client, address = self.socket.accept()
+        # A peer that stops in the middle of a PDU is dropped after network_timeout (reads
+        # only start when data is ready, so idle associations are governed by the ARTIM and
+        # idle timers, not by this).
+        client.settimeout(self.ae.network_timeout)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.quickack:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
