@@ -49,3 +49,17 @@ def scp(fresh_dsn: str, tmp_path: Path) -> Iterator[ScpProcess]:
     proc = ScpProcess(dsn=fresh_dsn, data_dir=tmp_path / "node").start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster for one test, free to be stopped and restarted (fault tests)."""
+    base = Path(tempfile.mkdtemp(prefix="radiogate-pg-"))
+    base.chmod(0o755)
+    cluster = PrivateCluster(base / "data", free_port())
+    cluster.start()
+    with psycopg.connect(cluster.dsn) as conn:
+        migrate(conn)
+    yield cluster
+    cluster.stop(mode="immediate")
+    shutil.rmtree(base, ignore_errors=True)

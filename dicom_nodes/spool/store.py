@@ -28,6 +28,7 @@ __all__ = ["Spool", "SpooledFile"]
 
 LOGGER = logging.getLogger(__name__)
 _FANOUT = 256
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,24 @@ class SpooledFile:
     size: int
     created: bool
     """False when identical bytes were already spooled (nothing new on disk)."""
+
+
+def _hash_file(path: Path) -> tuple[bytes, int]:
+    """BLAKE3 and size of *path*, read through a fixed buffer (no mapping: a 1 GB object must
+    not show up as 1 GB of resident memory)."""
+    hasher = blake3(max_threads=1)
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    size = 0
+    with path.open("rb", buffering=0) as fh:
+        while True:
+            got = fh.readinto(buf)
+            if not got:
+                break
+            hasher.update(view[:got])
+            size += got
+    view.release()
+    return hasher.digest(), size
 
 
 class Spool:
@@ -97,10 +116,7 @@ class Spool:
     def commit(self, temp_path: Path) -> SpooledFile:
         """Make *temp_path* durable in the spool (hash, fsync, rename, fsync directory)."""
         try:
-            hasher = blake3(max_threads=1)
-            hasher.update_mmap(temp_path)
-            digest = hasher.digest()
-            size = temp_path.stat().st_size
+            digest, size = _hash_file(temp_path)
             target = self.path_for(digest)
             if target.exists():
                 return SpooledFile(target, digest, size, created=False)
