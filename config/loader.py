@@ -97,7 +97,7 @@ class _EnvString(str):
 
 def _build(cls: type[T], raw: Any, prefix: str) -> T:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'configuration'}: expected a table")
+        raise ConfigError(f"{prefix.rstrip('.') or 'configuration'}: expected a table")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - set(fields))

@@ -56,6 +56,7 @@ _UNDEFINED: Final = 0xFFFFFFFF
 _ITEM: Final = (0xFFFE, 0xE000)
 _ITEM_DELIM: Final = (0xFFFE, 0xE00D)
 _SEQ_DELIM: Final = (0xFFFE, 0xE0DD)
+_PIXEL_DATA: Final = (0x7FE0, 0x0010)
 _MAX_DEPTH: Final = 64
 _MAX_INFLATED: Final = 4 * 1024**3
 
@@ -133,7 +134,7 @@ class _Walker:
             if length == _UNDEFINED:
                 if vr is not None and vr not in (b"SQ", b"UN", b"OB", b"OW"):
                     raise self._fail(f"undefined length not allowed for VR {vr!r}")
-                if vr in (b"OB", b"OW"):
+                if vr in (b"OB", b"OW") or (vr is None and tag == _PIXEL_DATA):
                     pos = self._encapsulated(value, end)
                 elif vr == b"UN":
                     # An SQ of unknown VR is encoded implicit VR little endian (PS3.5 6.2.2)

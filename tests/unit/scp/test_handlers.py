@@ -1,0 +1,115 @@
+"""The C-STORE handler with fakes behind the IngestRecorder protocol (no network, no DB)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pydicom
+import pytest
+
+from dicom_nodes.db.ingest import Receipt, RecordOutcome
+from dicom_nodes.errors import DatabaseUnavailable, DatasetProblem, InvalidDataset, OutOfResources
+from dicom_nodes.scp.handlers import handle_echo, handle_store, status_for
+from dicom_nodes.scp.status import StoreStatus
+from dicom_nodes.spool.inspect import DatasetIdentity
+from dicom_nodes.spool.store import Spool, SpooledFile
+from tests.support.data import PYDICOM_FILES
+
+
+@dataclass
+class FakeRecorder:
+    fail: Exception | None = None
+    calls: list[tuple[DatasetIdentity, SpooledFile, Receipt]] = field(default_factory=list)
+
+    def record(
+        self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt
+    ) -> RecordOutcome:
+        if self.fail is not None:
+            raise self.fail
+        self.calls.append((identity, spooled, receipt))
+        return RecordOutcome.NEW
+
+
+def _event(
+    spool: Spool, src: Path, sop_class: str | None = None, sop_uid: str | None = None
+) -> Any:
+    ds = pydicom.dcmread(src, stop_before_pixels=True)
+    temp = spool.incoming / "tmp.dcm"
+    shutil.copy(src, temp)
+    requestor = SimpleNamespace(ae_title="CT1", address="127.0.0.1", port=40000)
+    acceptor = SimpleNamespace(ae_title="RADIOGATE")
+    return SimpleNamespace(
+        assoc=SimpleNamespace(requestor=requestor, acceptor=acceptor),
+        request=SimpleNamespace(
+            AffectedSOPClassUID=sop_class or ds.SOPClassUID,
+            AffectedSOPInstanceUID=sop_uid or ds.SOPInstanceUID,
+        ),
+        dataset_path=temp,
+    )
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    s = Spool(tmp_path / "spool")
+    s.prepare()
+    return s
+
+
+CT = PYDICOM_FILES / "CT_small.dcm"
+
+
+def test_success_records_once_with_receipt(spool: Spool) -> None:
+    rec = FakeRecorder()
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.SUCCESS
+    (identity, spooled, receipt) = rec.calls[0]
+    assert spooled.path.exists() and spooled.created
+    assert receipt.calling_ae == "CT1" and receipt.called_ae == "RADIOGATE" and receipt.node == "n1"
+    assert identity.sop_instance_uid == pydicom.dcmread(CT).SOPInstanceUID
+
+
+def test_database_failure_answers_a700_and_leaves_nothing(spool: Spool) -> None:
+    rec = FakeRecorder(fail=DatabaseUnavailable("down"))
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.OUT_OF_RESOURCES
+    assert list(spool.root.glob("??/*.dcm")) == []
+
+
+def test_mismatches(spool: Spool) -> None:
+    rec = FakeRecorder()
+    ev = _event(spool, CT, sop_class="1.2.840.10008.5.1.4.1.1.4")
+    assert handle_store(ev, spool, rec, "n1") == StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    ev = _event(spool, CT, sop_uid="1.2.3.4")
+    assert handle_store(ev, spool, rec, "n1") == StoreStatus.CANNOT_UNDERSTAND_INSTANCE_MISMATCH
+    assert rec.calls == []
+
+
+def test_unexpected_exception_is_c211(spool: Spool) -> None:
+    rec = FakeRecorder(fail=RuntimeError("bug"))
+    assert (
+        handle_store(_event(spool, CT), spool, rec, "n1")
+        == StoreStatus.CANNOT_UNDERSTAND_HANDLER_FAILURE
+    )
+
+
+def test_status_mapping_is_total() -> None:
+    assert status_for(OutOfResources("x")) is StoreStatus.OUT_OF_RESOURCES
+    assert status_for(DatabaseUnavailable("x")) is StoreStatus.OUT_OF_RESOURCES
+    for problem in DatasetProblem:
+        status = status_for(InvalidDataset(problem, "x"))
+        assert status != StoreStatus.SUCCESS and (status >> 12) in (0xA, 0xC)
+    assert status_for(ValueError()) is StoreStatus.CANNOT_UNDERSTAND_HANDLER_FAILURE
+
+
+def test_echo() -> None:
+    assert handle_echo(SimpleNamespace(assoc=SimpleNamespace())) == 0
+
+
+def test_statuses_are_distinct_and_in_the_right_ranges() -> None:
+    values = [int(s) for s in StoreStatus]
+    assert len(values) == len(set(values))
+    for s in StoreStatus:
+        if s is not StoreStatus.SUCCESS:
+            assert (int(s) >> 12) in (0xA, 0xC), s.name

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.sequence import Sequence
+from pydicom.uid import generate_uid
+
+from dicom_nodes.errors import DatasetProblem, InvalidDataset
+from dicom_nodes.spool.inspect import inspect_file
+from tests.support.data import PYDICOM_FILES
+
+ELE = "1.2.840.10008.1.2.1"
+
+
+def _part10(
+    path: Path, ts: str, body: bytes, sop: str = "1.2.3", cls: str = "1.2.840.10008.5.1.4.1.1.7"
+) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = cls
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ts
+    buf = io.BytesIO()
+    buf.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[arg-type]
+    path.write_bytes(buf.getvalue() + body)
+    return path
+
+
+def _encode(ds: Dataset, implicit: bool = False, little: bool = True) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian = little
+    fp.is_implicit_VR = implicit
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _ds() -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3"
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.SeriesInstanceUID = "1.2.3.4.5"
+    ds.Modality = "OT"
+    return ds
+
+
+def test_pydicom_test_files_agree_with_pydicom() -> None:
+    """Every pydicom test file with identifying UIDs that pydicom reads fully is accepted."""
+    checked = 0
+    for f in sorted(PYDICOM_FILES.rglob("*.dcm")):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(f)
+                list(ds.iterall())
+        except Exception:
+            continue
+        if "truncated" in f.name or not all(
+            k in ds
+            for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+        ):
+            continue
+        if ds.preamble is None or "TransferSyntaxUID" not in ds.file_meta:
+            continue
+        ident = inspect_file(f)
+        assert ident.sop_instance_uid == ds.SOPInstanceUID, f.name
+        assert ident.transfer_syntax_uid == ds.file_meta.TransferSyntaxUID
+        checked += 1
+    assert checked > 40
+
+
+@pytest.mark.parametrize("name", ["MR_truncated.dcm", "rtplan_truncated.dcm"])
+def test_truncated_files_that_pydicom_accepts_are_refused(name: str) -> None:
+    with pytest.raises(InvalidDataset) as exc:
+        inspect_file(PYDICOM_FILES / name)
+    assert exc.value.problem is DatasetProblem.UNPARSEABLE
+
+
+@pytest.mark.parametrize("cut", [1, 7, 100, 2000])
+def test_truncation_anywhere_is_refused(tmp_path: Path, cut: int) -> None:
+    raw = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    p = tmp_path / "t.dcm"
+    p.write_bytes(raw[:-cut])
+    with pytest.raises(InvalidDataset):
+        inspect_file(p)
+
+
+@pytest.mark.parametrize(("implicit", "little", "ts"), [
+    (False, True, ELE), (True, True, "1.2.840.10008.1.2"), (False, False, "1.2.840.10008.1.2.2"),
+])  # fmt: skip
+def test_nested_sequences_in_each_uncompressed_syntax(
+    tmp_path: Path, implicit: bool, little: bool, ts: str
+) -> None:
+    ds = _ds()
+    inner = Dataset()
+    inner.CodeValue = "X"
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "9.9"
+    item.PurposeOfReferenceCodeSequence = Sequence([inner])
+    ds.ReferencedImageSequence = Sequence([item, Dataset()])
+    ident = inspect_file(_part10(tmp_path / "a.dcm", ts, _encode(ds, implicit, little)))
+    assert (ident.sop_class_uid, ident.study_instance_uid, ident.series_instance_uid) == (
+        "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", "1.2.3.4.5")  # fmt: skip
+    assert ident.modality == "OT"
+
+
+def test_undefined_length_sequences_and_encapsulated_pixel_data(tmp_path: Path) -> None:
+    body = bytearray(_encode(_ds()))
+    # (0008,1140) SQ undefined length, one undefined-length item with one element.
+    body += struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF)
+    body += struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    body += struct.pack("<HH2sH", 0x0008, 0x1155, b"UI", 4) + b"9.9\0"
+    body += struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    body += struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    # Encapsulated pixel data: empty offset table, one fragment, sequence delimiter.
+    body += struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)
+    body += struct.pack("<HHI", 0xFFFE, 0xE000, 0)
+    body += struct.pack("<HHI", 0xFFFE, 0xE000, 4) + b"\xff\xd8\xff\xd9"
+    body += struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    ok = _part10(tmp_path / "ok.dcm", "1.2.840.10008.1.2.4.50", bytes(body))
+    assert inspect_file(ok).sop_instance_uid == "1.2.3"
+    # Missing sequence delimiter after the last fragment: truncated.
+    bad = _part10(tmp_path / "bad.dcm", "1.2.840.10008.1.2.4.50", bytes(body[:-8]))
+    with pytest.raises(InvalidDataset):
+        inspect_file(bad)
+
+
+def test_un_sequence_with_undefined_length_is_implicit_inside(tmp_path: Path) -> None:
+    body = bytearray(_encode(_ds()))
+    body += struct.pack("<HH2sHI", 0x0009, 0x1010, b"UN", 0, 0xFFFFFFFF)
+    body += struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    body += struct.pack("<HHI", 0x0009, 0x0010, 4) + b"ACME"  # implicit VR inside
+    body += struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    body += struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    assert inspect_file(_part10(tmp_path / "un.dcm", ELE, bytes(body))).sop_instance_uid == "1.2.3"
+
+
+def test_deflated_dataset(tmp_path: Path) -> None:
+    comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = comp.compress(_encode(_ds())) + comp.flush()
+    p = _part10(tmp_path / "d.dcm", "1.2.840.10008.1.2.1.99", body)
+    assert inspect_file(p).series_instance_uid == "1.2.3.4.5"
+    broken = _part10(tmp_path / "x.dcm", "1.2.840.10008.1.2.1.99", b"\x00\xff" * 10)
+    with pytest.raises(InvalidDataset):
+        inspect_file(broken)
+    assert list(tmp_path.glob("*.inflate")) == []
+
+
+@pytest.mark.parametrize(("drop", "problem"), [
+    ("SOPInstanceUID", DatasetProblem.MISSING_UID),
+    ("SOPClassUID", DatasetProblem.MISSING_UID),
+    ("StudyInstanceUID", DatasetProblem.MISSING_UID),
+    ("SeriesInstanceUID", DatasetProblem.MISSING_UID),
+])  # fmt: skip
+def test_missing_identifying_uids(tmp_path: Path, drop: str, problem: DatasetProblem) -> None:
+    ds = _ds()
+    delattr(ds, drop)
+    with pytest.raises(InvalidDataset) as exc:
+        inspect_file(_part10(tmp_path / "m.dcm", ELE, _encode(ds)))
+    assert exc.value.problem is problem
+
+
+def test_invalid_uid_and_invalid_vr(tmp_path: Path) -> None:
+    ds = _ds()
+    ds.SOPInstanceUID = "1.2.3"
+    raw = _encode(ds).replace(b"1.2.3\0", b"../x/\0", 1)
+    with pytest.raises(InvalidDataset) as exc:
+        inspect_file(_part10(tmp_path / "u.dcm", ELE, raw))
+    assert exc.value.problem is DatasetProblem.INVALID_UID
+    raw = bytearray(_encode(_ds()))
+    raw[4:6] = b"QQ"
+    # A wrong VR on the very first element falls back to implicit VR, which then fails too.
+    with pytest.raises(InvalidDataset) as exc:
+        inspect_file(_part10(tmp_path / "v.dcm", ELE, bytes(raw)))
+    assert exc.value.problem is DatasetProblem.UNPARSEABLE
+
+
+def test_no_phi_in_messages(tmp_path: Path) -> None:
+    ds = _ds()
+    ds.PatientName = "SECRET^PATIENT"
+    del ds.SOPInstanceUID
+    with pytest.raises(InvalidDataset) as exc:
+        inspect_file(_part10(tmp_path / "p.dcm", ELE, _encode(ds)))
+    assert "SECRET" not in str(exc.value)
+
+
+def test_not_dicom(tmp_path: Path) -> None:
+    p = tmp_path / "n.dcm"
+    p.write_bytes(b"hello")
+    with pytest.raises(InvalidDataset):
+        inspect_file(p)
+    p.write_bytes(b"")
+    with pytest.raises(InvalidDataset):
+        inspect_file(p)
+
+
+def test_generated_uids_are_accepted(tmp_path: Path) -> None:
+    ds = _ds()
+    ds.SOPInstanceUID = generate_uid()
+    assert (
+        inspect_file(_part10(tmp_path / "g.dcm", ELE, _encode(ds))).sop_instance_uid
+        == ds.SOPInstanceUID
+    )

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from blake3 import blake3
+
+from dicom_nodes.errors import OutOfResources
+from dicom_nodes.spool.store import Spool
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    s = Spool(tmp_path / "spool")
+    s.prepare()
+    return s
+
+
+def _incoming(spool: Spool, data: bytes, name: str = "x.dcm") -> Path:
+    p = spool.incoming / name
+    p.write_bytes(data)
+    return p
+
+
+def test_commit_is_content_addressed_and_idempotent(spool: Spool) -> None:
+    first = spool.commit(_incoming(spool, b"abc" * 1000))
+    assert first.created
+    assert first.path == spool.root / first.blake3.hex()[:2] / f"{first.blake3.hex()}.dcm"
+    assert first.blake3 == blake3(b"abc" * 1000).digest()
+    assert first.size == 3000
+    again = spool.commit(_incoming(spool, b"abc" * 1000, "y.dcm"))
+    assert not again.created and again.path == first.path
+    other = spool.commit(_incoming(spool, b"abd" * 1000, "z.dcm"))
+    assert other.created and other.path != first.path
+    assert first.path.read_bytes() == b"abc" * 1000
+
+
+def test_discard_removes_only_what_commit_created(spool: Spool) -> None:
+    a = spool.commit(_incoming(spool, b"one"))
+    b = spool.commit(_incoming(spool, b"one", "again"))
+    spool.discard(b)
+    assert a.path.exists()
+    spool.discard(a)
+    assert not a.path.exists()
+
+
+def test_prepare_removes_unacknowledged_partial_files(spool: Spool) -> None:
+    _incoming(spool, b"partial", "tmp1.dcm")
+    _incoming(spool, b"partial", "tmp2.dcm")
+    assert spool.prepare() == 2
+    assert list(spool.incoming.iterdir()) == []
+
+
+def test_watermarks(tmp_path: Path) -> None:
+    Spool(tmp_path, min_free_bytes=0, min_free_percent=0).check_space()
+    with pytest.raises(OutOfResources, match="watermark"):
+        Spool(tmp_path, min_free_bytes=1 << 62).check_space()
+    with pytest.raises(OutOfResources, match="watermark"):
+        Spool(tmp_path, min_free_percent=99.99999).check_space()
+    with pytest.raises(OutOfResources, match="not accessible"):
+        Spool(tmp_path / "absent").check_space()
+
+
+def test_commit_failure_is_out_of_resources(spool: Spool) -> None:
+    with pytest.raises(OutOfResources):
+        spool.commit(spool.incoming / "does-not-exist.dcm")
