@@ -178,3 +178,58 @@ def test_wrong_called_and_calling_ae_rejected(fresh_dsn: str, tmp_path: Path) ->
         assert "rejected calling=INTRUDER" in proc.log_text()
     finally:
         proc.stop()
+
+
+def test_ip_allow_list(fresh_dsn: str, tmp_path: Path) -> None:
+    from tests.support import wait_for_echo
+
+    outside = ScpProcess(
+        dsn=fresh_dsn,
+        data_dir=tmp_path / "a",
+        extra_env={"RADIOGATE_SCP__ALLOWED_NETWORKS": "10.0.0.0/8"},
+    ).start(wait=False)
+    inside = ScpProcess(
+        dsn=fresh_dsn,
+        data_dir=tmp_path / "b",
+        extra_env={"RADIOGATE_SCP__ALLOWED_NETWORKS": "10.0.0.0/8,127.0.0.0/8"},
+    ).start()
+    try:
+        wait_for_echo(inside.port)
+        import time
+
+        time.sleep(1.0)
+        refused = subprocess.run(
+            [dcmtk("echoscu"), "-aet", "CT1", "-aec", "RADIOGATE", "-to", "5", "127.0.0.1", str(outside.port)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "refused: address not in scp.allowed_networks" in outside.log_text()
+    finally:
+        outside.stop()
+        inside.stop()
+
+
+def test_maximum_associations(fresh_dsn: str, tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    proc = ScpProcess(
+        dsn=fresh_dsn,
+        data_dir=tmp_path / "node",
+        extra_env={"RADIOGATE_SCP__MAX_ASSOCIATIONS": "1"},
+    ).start()
+    try:
+        ae = AE(ae_title="CT1")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        first = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
+        assert first.is_established
+        second = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
+        assert second.is_rejected
+        first.release()
+        import time
+
+        time.sleep(0.5)
+        third = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
+        assert third.is_established
+        third.release()
+    finally:
+        proc.stop()
