@@ -1,0 +1,101 @@
+"""Settings of the pipeline: routes, destinations, lanes and study completion.
+
+A route matches received instances (on calling/called AE title, modality, SOP class or any
+header attribute) and lists the ordered steps applied to them; the first matching route wins,
+and a route without conditions matches everything. Example (TOML)::
+
+    [[routes]]
+    name = "emergency-ct"
+    steps = ["triage", "forward:archive"]
+    lane = "critical"
+    [routes.match]
+    calling_ae = ["ER_CT*"]
+    modality = ["CT"]
+    tags = { RequestedProcedurePriority = ["STAT"] }
+
+Steps: ``triage``, ``deidentify:<profile>``, ``forward:<destination>``, ``analyse:<pipeline>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DestinationSettings",
+    "LaneRule",
+    "MatchSettings",
+    "PipelineSettings",
+    "RouteSettings",
+    "WorkerSettings",
+]
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """Conditions, all of which must hold; each list matches if any pattern matches
+    (``*`` and ``?`` wildcards as in DICOM matching, PS3.4 C.2.2.2.4); empty lists match all."""
+
+    calling_ae: list[str] = field(default_factory=list)
+    called_ae: list[str] = field(default_factory=list)
+    modality: list[str] = field(default_factory=list)
+    sop_class_uid: list[str] = field(default_factory=list)
+    tags: dict[str, list[str]] = field(default_factory=dict)
+    """Attribute keyword (or ``gggg,eeee``) -> patterns, matched against the header value."""
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    name: str = "default"
+    match: MatchSettings = field(default_factory=MatchSettings)
+    steps: list[str] = field(default_factory=lambda: ["forward:archive"])
+    lane: str = ""
+    """Fixed lane for this route (critical, urgent, routine); empty: decided by lane_rules."""
+    complete_immediately: bool = False
+    """Consider the study complete as soon as an instance arrives (e.g. single-image CR/DX)."""
+
+
+@dataclass(frozen=True)
+class LaneRule:
+    """Instances matching *match* go to *lane* (the most urgent matching rule wins)."""
+
+    lane: str = "routine"
+    match: MatchSettings = field(default_factory=MatchSettings)
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    """Where ``forward:<name>`` sends instances."""
+
+    name: str = "archive"
+    kind: str = "dimse"
+    """dimse (C-STORE SCU), stowrs (DICOMweb STOW-RS) or directory (dry runs)."""
+    ae_title: str = "ORTHANC"
+    host: str = "127.0.0.1"
+    port: int = 4242
+    url: str = ""
+    """STOW-RS base URL, or the directory for kind = directory."""
+    calling_ae: str = "RADIOGATE"
+    parallel: int = 4
+    """Concurrent associations / requests."""
+    confirm: str = "commitment"
+    """commitment (Storage Commitment N-ACTION), query (C-FIND) or none."""
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    quiet_period: float = 30.0
+    """Seconds without a new instance after which a series/study is complete."""
+    batch_size: int = 200
+    """Instances a worker takes per forwarding round."""
+    retry_initial: float = 2.0
+    """First retry delay after a failed forward, seconds (doubles, see retry_max)."""
+    retry_max: float = 300.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int = 4
+    """Jobs a worker process runs at once."""
+    metrics_port: int = 9464
+    """Prometheus metrics and health of the worker (0: off)."""

@@ -1,0 +1,1 @@
+"""The pipeline after reception: routes, priority lanes, state transitions, jobs, worker."""
