@@ -24,7 +24,10 @@ LOGGER = logging.getLogger(__name__)
 _LOCK_KEY = 0x52474D47  # "RGMG"
 _NAME_RE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
-MIGRATION_SOURCES: tuple[tuple[str, str], ...] = (("ingest", "dicom_nodes.db"),)
+MIGRATION_SOURCES: tuple[tuple[str, str], ...] = (
+    ("ingest", "dicom_nodes.db"),
+    ("audit", "audit"),
+)
 """(component, package) pairs whose ``migrations`` folders are applied, in this order."""
 
 
