@@ -9,6 +9,7 @@ from pathlib import Path
 
 from config.loader import ENV_PREFIX, ConfigError, load, settings_to_dict
 from config.schema import (
+    AuditSettings,
     DatabaseSettings,
     LoggingSettings,
     LogLevel,
@@ -17,12 +18,14 @@ from config.schema import (
     ScpSettings,
     Settings,
     SpoolSettings,
+    SyslogProtocol,
     TlsSettings,
 )
 
 __all__ = [
     "DEFAULT_FILE",
     "ENV_PREFIX",
+    "AuditSettings",
     "ConfigError",
     "DatabaseSettings",
     "LogLevel",
@@ -32,6 +35,7 @@ __all__ = [
     "ScpSettings",
     "Settings",
     "SpoolSettings",
+    "SyslogProtocol",
     "TlsSettings",
     "data_path",
     "load",

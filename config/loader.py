@@ -234,6 +234,7 @@ def _check_semantics(s: Settings) -> None:
         raise ConfigError(
             f"node.name: expected letters, digits, '-', '_' or '.', got {s.node.name!r}"
         )
+    _check_audit(s)
     tls = s.scp.tls
     if tls.enabled:
         for name in ("certificate", "private_key"):
@@ -247,3 +248,24 @@ def _check_semantics(s: Settings) -> None:
                 "scp.tls.ca_certificates: expected an existing PEM file when "
                 "require_client_certificate is true"
             )
+
+
+def _check_audit(s: Settings) -> None:
+    a = s.audit
+    if a.checkpoint_every < 0:
+        raise ConfigError(f"audit.checkpoint_every: expected 0 or more, got {a.checkpoint_every}")
+    if a.checkpoint_seconds < 0:
+        raise ConfigError("audit.checkpoint_seconds: expected 0 or more seconds")
+    if a.checkpoint_every == 0 and a.checkpoint_seconds == 0:
+        raise ConfigError(
+            "audit.checkpoint_every, audit.checkpoint_seconds: at least one must be positive"
+        )
+    for name in ("checkpoint_file", "signing_key", "keyring"):
+        if not getattr(a, name):
+            raise ConfigError(f"audit.{name}: expected a file path")
+    if a.site_id and not all(c.isalnum() or c in "-_.:" for c in a.site_id):
+        raise ConfigError(
+            f"audit.site_id: expected letters, digits, '-', '_', '.' or ':', got {a.site_id!r}"
+        )
+    if a.syslog_host:
+        _check_port("audit.syslog_port", a.syslog_port)

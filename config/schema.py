@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
+    "AuditSettings",
     "DatabaseSettings",
     "LogLevel",
     "LoggingSettings",
@@ -22,6 +23,7 @@ __all__ = [
     "ScpSettings",
     "Settings",
     "SpoolSettings",
+    "SyslogProtocol",
     "TlsSettings",
 ]
 
@@ -138,6 +140,35 @@ class LoggingSettings:
     """One JSON object per line instead of plain text."""
 
 
+class SyslogProtocol(StrEnum):
+    """Transport of RFC 5424 syslog messages (``audit.syslog_protocol``)."""
+
+    UDP = "UDP"
+    TCP = "TCP"
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The tamper-evident audit trail (DICOM PS3.15 A.5 events in a signed hash chain)."""
+
+    checkpoint_every: int = 1000
+    """Sign a checkpoint after this many new events (0: only by time)."""
+    checkpoint_seconds: float = 60.0
+    """Sign a checkpoint at least this often while new events arrive (0: only by count)."""
+    checkpoint_file: str = "audit/checkpoints.jsonl"
+    """Append-only file receiving every signed checkpoint (relative to ``node.data_dir``)."""
+    signing_key: str = "audit/signing_key.pem"
+    """Ed25519 private key (PEM, mode 0600) signing checkpoints (relative to ``node.data_dir``)."""
+    keyring: str = "audit/keyring.json"
+    """Public keys of every signing key ever used, by key ID (relative to ``node.data_dir``)."""
+    site_id: str = ""
+    """AuditEnterpriseSiteID of exported ATNA messages (empty: none)."""
+    syslog_host: str = ""
+    """RFC 5424 syslog receiver for checkpoints and ATNA export (empty: none)."""
+    syslog_port: int = 514
+    syslog_protocol: SyslogProtocol = SyslogProtocol.UDP
+
+
 @dataclass(frozen=True)
 class Settings:
     """All Radiogate settings."""
@@ -148,3 +179,4 @@ class Settings:
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     orthanc: OrthancSettings = field(default_factory=OrthancSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)

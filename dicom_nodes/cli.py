@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     cfgsub.add_parser("check", help="validate the configuration and exit")
     cfgsub.add_parser("show", help="print the effective configuration as JSON")
     cfgsub.add_parser("default", help="print the documented default configuration file")
+    from dicom_nodes import audit_cli
+
+    audit_cli.add_parser(sub)
     return p
 
 
@@ -49,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("configuration OK")
         return 0
+    if args.command == "audit":
+        from dicom_nodes import audit_cli
+
+        return audit_cli.run(args, settings)
     from dicom_nodes.services.stack import apply_migrations, database_dsn, run_stack
 
     if args.command == "run":
