@@ -109,6 +109,7 @@ class _ResponseSafeQueue(queue.Queue[tuple[Any, Any]]):
 
 def _on_conn_open(event: Any) -> None:
     """EVT_CONN_OPEN: TCP_NODELAY on the new socket, race-safe message queue (module doc)."""
+    event.assoc.radiogate_connected = True
     sock = event.assoc.dul.socket.socket
     if sock is not None:
         try:
@@ -201,8 +202,12 @@ def open_association(
     )
     if assoc.is_established:
         return assoc
+    if not getattr(assoc, "radiogate_connected", False):
+        raise AssociationFailed(
+            f"cannot connect to {settings.name} ({settings.host}:{settings.port})"
+        )
     if assoc.is_rejected:
         raise AssociationFailed(f"association rejected by {settings.name}")
     if assoc.is_aborted:
         raise AssociationFailed(f"association aborted by {settings.name} during negotiation")
-    raise AssociationFailed(f"cannot connect to {settings.name} ({settings.host}:{settings.port})")
+    raise AssociationFailed(f"no association with {settings.name} (ACSE timeout)")
