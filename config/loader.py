@@ -117,8 +117,19 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(typing.cast(type, tp), value, f"{key}.")
     origin = typing.get_origin(tp)
+    if origin is dict:
+        _key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict) or isinstance(value, _EnvString):
+            raise ConfigError(f"{key}: expected a table")
+        return {str(k): _convert(val_tp, v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
+        if dataclasses.is_dataclass(item_tp):
+            if not isinstance(value, list):
+                raise ConfigError(f"{key}: expected an array of tables ([[{key}]])")
+            return [
+                _build(typing.cast(type, item_tp), v, f"{key}[{i}].") for i, v in enumerate(value)
+            ]
         if isinstance(value, _EnvString):
             items: list[Any] = [_EnvString(v.strip()) for v in value.split(",") if v.strip()]
         elif isinstance(value, list):
@@ -191,7 +202,71 @@ def _check_ae(key: str, title: str) -> None:
         )
 
 
+_STEP_KINDS = ("triage", "deidentify", "forward", "analyse")
+_LANES = ("critical", "urgent", "routine")
+
+
+def _check_pipeline(s: Settings) -> None:
+    names = [d.name for d in s.destinations]
+    for i, d in enumerate(s.destinations):
+        key = f"destinations[{i}]"
+        if not d.name or names.count(d.name) > 1:
+            raise ConfigError(f"{key}.name: expected a unique, non-empty name, got {d.name!r}")
+        if d.kind not in ("dimse", "stowrs", "directory"):
+            raise ConfigError(f"{key}.kind: expected dimse, stowrs or directory, got {d.kind!r}")
+        if d.confirm not in ("query", "commitment", "none"):
+            raise ConfigError(
+                f"{key}.confirm: expected query, commitment or none, got {d.confirm!r}"
+            )
+        if d.kind == "dimse":
+            _check_ae(f"{key}.ae_title", d.ae_title)
+            _check_ae(f"{key}.calling_ae", d.calling_ae)
+            _check_port(f"{key}.port", d.port)
+        elif not d.url:
+            raise ConfigError(f"{key}.url: expected a URL (stowrs) or a directory (directory)")
+        if d.parallel < 1 or d.timeout <= 0:
+            raise ConfigError(f"{key}: parallel must be >= 1 and timeout > 0")
+    if not s.routes:
+        raise ConfigError("routes: expected at least one route ([[routes]])")
+    for i, r in enumerate(s.routes):
+        key = f"routes[{i}]"
+        if r.lane and r.lane not in _LANES:
+            raise ConfigError(
+                f"{key}.lane: expected one of {', '.join(_LANES)} or empty, got {r.lane!r}"
+            )
+        for j, step in enumerate(r.steps):
+            kind, _, arg = step.partition(":")
+            if kind not in _STEP_KINDS:
+                raise ConfigError(
+                    f"{key}.steps[{j}]: expected one of {', '.join(_STEP_KINDS)} "
+                    f"(with :name where needed), got {step!r}"
+                )
+            if kind == "forward" and arg not in names:
+                raise ConfigError(
+                    f"{key}.steps[{j}]: destination {arg!r} is not defined in [[destinations]]"
+                )
+            if kind in ("deidentify", "analyse") and not arg:
+                raise ConfigError(f"{key}.steps[{j}]: expected {kind}:<name>")
+    for i, rule in enumerate(s.lane_rules):
+        if rule.lane not in _LANES:
+            raise ConfigError(f"lane_rules[{i}].lane: expected one of {', '.join(_LANES)}")
+    p = s.pipeline
+    if (
+        p.quiet_period < 0
+        or p.batch_size < 1
+        or p.retry_initial <= 0
+        or p.retry_max < p.retry_initial
+    ):
+        raise ConfigError(
+            "pipeline: expected quiet_period >= 0, batch_size >= 1, 0 < retry_initial <= retry_max"
+        )
+    if s.worker.concurrency < 1:
+        raise ConfigError("worker.concurrency: expected 1 or more")
+    _check_port("worker.metrics_port", s.worker.metrics_port, allow_zero=True)
+
+
 def _check_semantics(s: Settings) -> None:
+    _check_pipeline(s)
     _check_ae("scp.ae_title", s.scp.ae_title)
     _check_ae("orthanc.ae_title", s.orthanc.ae_title)
     for i, aet in enumerate(s.scp.allowed_calling_aets):

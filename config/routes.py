@@ -77,8 +77,8 @@ class DestinationSettings:
     calling_ae: str = "RADIOGATE"
     parallel: int = 4
     """Concurrent associations / requests."""
-    confirm: str = "commitment"
-    """commitment (Storage Commitment N-ACTION), query (C-FIND) or none."""
+    confirm: str = "query"
+    """query (C-FIND at IMAGE level), commitment (Storage Commitment, PS3.4 J) or none."""
     timeout: float = 30.0
 
 
@@ -86,7 +86,7 @@ class DestinationSettings:
 class PipelineSettings:
     quiet_period: float = 30.0
     """Seconds without a new instance after which a series/study is complete."""
-    batch_size: int = 200
+    batch_size: int = 100
     """Instances a worker takes per forwarding round."""
     retry_initial: float = 2.0
     """First retry delay after a failed forward, seconds (doubles, see retry_max)."""

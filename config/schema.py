@@ -13,6 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from config.routes import (
+    DestinationSettings,
+    LaneRule,
+    PipelineSettings,
+    RouteSettings,
+    WorkerSettings,
+)
+
 __all__ = [
     "AuditSettings",
     "DatabaseSettings",
@@ -180,3 +188,10 @@ class Settings:
     orthanc: OrthancSettings = field(default_factory=OrthancSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    destinations: list[DestinationSettings] = field(default_factory=lambda: [DestinationSettings()])
+    """Named places ``forward:<name>`` steps send to; default: the local Orthanc (``archive``)."""
+    routes: list[RouteSettings] = field(default_factory=lambda: [RouteSettings()])
+    """Ordered routes; the first match wins. Default: forward everything to ``archive``."""
+    lane_rules: list[LaneRule] = field(default_factory=list)

@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     dbsub.add_parser("migrate", help="apply pending schema migrations")
     dbsub.add_parser("start", help="start the private PostgreSQL cluster and exit")
     dbsub.add_parser("stop", help="stop the private PostgreSQL cluster")
+    from dicom_nodes.pipeline import cli as pipeline_cli
+
+    pipeline_cli.add_parsers(sub)
     cfg = sub.add_parser("config", help="configuration")
     cfgsub = cfg.add_subparsers(dest="config_command", required=True)
     cfgsub.add_parser("check", help="validate the configuration and exit")
@@ -64,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dicom_nodes.scp.runner import run_scp
 
         return run_scp(settings, database_dsn(settings))
+    from dicom_nodes.pipeline import cli as pipeline_cli
+
+    if args.command in pipeline_cli.COMMANDS:
+        return pipeline_cli.run(args, settings, database_dsn(settings))
     if args.command == "db":
         from dicom_nodes.services.postgres import PrivateCluster
 

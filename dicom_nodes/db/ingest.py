@@ -72,8 +72,26 @@ WITH existing AS (
                 ELSE 're-sent with identical bytes' END
     FROM existing
     RETURNING bytes_differ
+), study_row AS (
+    INSERT INTO study AS s (study_instance_uid)
+    SELECT %(study)s WHERE EXISTS (SELECT 1 FROM ins)
+    ON CONFLICT (study_instance_uid) DO UPDATE
+        SET last_received_at = clock_timestamp(),
+            state = 'receiving',
+            increments = s.increments + (s.state = 'complete')::int
+    RETURNING increments
+), job AS (
+    -- The job that routes what this node received: deferred in this same transaction, at most
+    -- one waiting per node (procrastinate's queueing lock; a conflict means one is waiting).
+    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
+    SELECT %(queue)s, 'radiogate.route_received', 0, %(qlock)s,
+           jsonb_build_object('node', %(node)s::text)
+    WHERE EXISTS (SELECT 1 FROM ins)
+    ON CONFLICT DO NOTHING
+    RETURNING id
 )
-SELECT (SELECT count(*) FROM ins), (SELECT bytes_differ FROM dup)
+SELECT (SELECT count(*) FROM ins), (SELECT bytes_differ FROM dup),
+       (SELECT count(*) FROM study_row), (SELECT count(*) FROM job)
 """
 
 
@@ -103,6 +121,8 @@ class PostgresIngest:
             "port": receipt.peer_port,
             "node": receipt.node,
             "assoc": receipt.association_id,
+            "queue": f"node:{receipt.node}",
+            "qlock": f"route:{receipt.node}",
         }
         last_error: Exception | None = None
         # Attempt 2 covers a pooled connection broken by a database restart; attempt 3 a
@@ -119,7 +139,7 @@ class PostgresIngest:
             except psycopg.Error as exc:
                 raise DatabaseUnavailable(f"database error {type(exc).__name__}") from exc
             assert row is not None
-            inserted, bytes_differ = row
+            inserted, bytes_differ = row[0], row[1]
             if inserted:
                 return RecordOutcome.NEW
             if bytes_differ is not None:

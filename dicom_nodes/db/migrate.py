@@ -25,6 +25,7 @@ _LOCK_KEY = 0x52474D47  # "RGMG"
 _NAME_RE = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 MIGRATION_SOURCES: tuple[tuple[str, str], ...] = (
+    ("procrastinate", "procrastinate"),
     ("ingest", "dicom_nodes.db"),
     ("audit", "audit"),
 )
@@ -47,10 +48,25 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
+def _procrastinate_schema() -> Migration:
+    """The job queue's schema as shipped by the pinned procrastinate release.
+
+    A later procrastinate release changes this text, so the checksum check stops start-up
+    until its own migrations (``procrastinate/sql/migrations``) are applied and recorded.
+    """
+    import procrastinate
+
+    sql = (resources.files("procrastinate") / "sql" / "schema.sql").read_text()
+    return Migration("procrastinate", 1, f"schema-{procrastinate.__version__}.sql", sql)
+
+
 def available(sources: tuple[tuple[str, str], ...] = MIGRATION_SOURCES) -> list[Migration]:
     """All shipped migrations in application order."""
     found: list[Migration] = []
     for component, package in sources:
+        if component == "procrastinate":
+            found.append(_procrastinate_schema())
+            continue
         folder = resources.files(package) / "migrations"
         items = []
         for entry in folder.iterdir():

@@ -62,6 +62,7 @@ class ManagedOrthanc:
             "DicomCheckCalledAet": False,
             "DicomAlwaysAllowStore": True,
             "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowFind": True,
             "StorageCompression": False,
             "SaveJobs": False,
             "Plugins": [],

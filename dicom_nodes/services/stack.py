@@ -55,6 +55,7 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
     cluster: PrivateCluster | None = None
     orthanc: ManagedOrthanc | None = None
     scp: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
     lines: list[str] = []
     try:
         if not settings.database.dsn:
@@ -92,10 +93,17 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
         if config_file:
             env["RADIOGATE_CONFIG"] = config_file
         scp = subprocess.Popen([sys.executable, "-m", "dicom_nodes.cli", "scp"], env=env)
+        worker = subprocess.Popen([sys.executable, "-m", "dicom_nodes.cli", "worker"], env=env)
         s = settings.scp
         lines.append(
             f"Radiogate    SCP {s.ae_title}@{s.host}:{s.port}"
             f"{' (TLS)' if s.tls.enabled else ''}, spool {data_path(settings, settings.spool.path)}"
+        )
+        metrics = settings.worker.metrics_port
+        lines.append(
+            "Worker       routes: "
+            + ", ".join(r.name for r in settings.routes)
+            + (f"; metrics http://127.0.0.1:{metrics}/metrics" if metrics else "")
         )
         print(
             "\nRadiogate is running:\n  " + "\n  ".join(lines) + "\nPress Ctrl-C to stop.\n",
@@ -105,16 +113,22 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
             if scp.poll() is not None:
                 LOGGER.error("the SCP exited with status %s", scp.returncode)
                 return 1
+            if worker.poll() is not None:
+                LOGGER.error("the worker exited with status %s", worker.returncode)
+                return 1
             time.sleep(0.5)
         return 0
     finally:
         print("stopping ...", flush=True)
-        if scp is not None and scp.poll() is None:
-            scp.send_signal(signal.SIGTERM)
-            try:
-                scp.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                scp.kill()
+        for child in (scp, worker):
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in (scp, worker):
+            if child is not None:
+                try:
+                    child.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         if orthanc is not None:
             orthanc.stop()
         if cluster is not None:

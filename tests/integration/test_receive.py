@@ -227,8 +227,12 @@ def test_maximum_associations(fresh_dsn: str, tmp_path: Path) -> None:
         first.release()
         import time
 
-        time.sleep(0.5)
-        third = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
+        deadline = time.monotonic() + 10
+        while True:  # the released association's thread ends asynchronously
+            third = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
+            if third.is_established or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert third.is_established
         third.release()
     finally:

@@ -28,6 +28,10 @@ def test_default_file_documents_every_key_with_its_default() -> None:
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 out |= keys(value, f"{prefix}{f.name}.")
+            elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+                out |= keys(value[0], f"{prefix}{f.name}[].")
+            elif f.name == "lane_rules":  # an empty array of tables: documented as an example
+                assert f"[[{f.name}]]" in config.DEFAULT_FILE.read_text()
             else:
                 out.add(f"{prefix}{f.name}")
         return out
@@ -35,8 +39,10 @@ def test_default_file_documents_every_key_with_its_default() -> None:
     def file_keys(table: dict[str, object], prefix: str = "") -> set[str]:
         out = set()
         for k, v in table.items():
-            if isinstance(v, dict):
+            if isinstance(v, dict) and k != "tags":
                 out |= file_keys(v, f"{prefix}{k}.")
+            elif isinstance(v, list) and v and isinstance(v[0], dict):
+                out |= file_keys(v[0], f"{prefix}{k}[].")
             else:
                 out.add(f"{prefix}{k}")
         return out
@@ -46,7 +52,7 @@ def test_default_file_documents_every_key_with_its_default() -> None:
     for line_no, line in enumerate(text.splitlines()):
         if "=" in line and not line.lstrip().startswith("#"):
             previous = text.splitlines()[line_no - 1].strip()
-            assert previous.startswith("#") or previous.endswith("=") or "=" in previous, line
+            assert previous.startswith(("#", "[")) or "=" in previous, line
 
 
 def test_file_and_env_overrides(tmp_path: Path) -> None:
@@ -107,3 +113,54 @@ def test_data_path_resolution(tmp_path: Path) -> None:
     s = load(env={"RADIOGATE_NODE__DATA_DIR": str(tmp_path)})
     assert config.data_path(s, "spool") == tmp_path / "spool"
     assert config.data_path(s, "/abs/x") == Path("/abs/x")
+
+
+def test_routes_and_destinations(tmp_path: Path) -> None:
+    f = tmp_path / "r.toml"
+    f.write_text(
+        """
+[[destinations]]
+name = "archive"
+[[destinations]]
+name = "research"
+kind = "stowrs"
+url = "http://127.0.0.1:8080/dicom-web"
+[[routes]]
+name = "er"
+steps = ["forward:archive", "forward:research", "triage"]
+lane = "critical"
+[routes.match]
+calling_ae = ["ER_*"]
+tags = { RequestedProcedurePriority = ["STAT", "HIGH"] }
+[[routes]]
+name = "rest"
+[[lane_rules]]
+lane = "urgent"
+[lane_rules.match]
+modality = ["CR"]
+"""
+    )
+    s = load(f, env={})
+    assert [d.name for d in s.destinations] == ["archive", "research"]
+    assert s.routes[0].match.tags == {"RequestedProcedurePriority": ["STAT", "HIGH"]}
+    assert s.routes[1].steps == ["forward:archive"]
+    assert s.lane_rules[0].match.modality == ["CR"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[[routes]]\nsteps = ["forward:nowhere"]\n', "destination 'nowhere' is not defined"),
+        ('[[routes]]\nsteps = ["teleport"]\n', "routes[0].steps[0]: expected one of triage"),
+        ('[[routes]]\nlane = "asap"\n', "routes[0].lane"),
+        ('[[destinations]]\nname = "x"\nkind = "ftp"\n', "destinations[0].kind"),
+        ("routes = []\n", "routes: expected at least one route"),
+        ("[routes]\nname = 'x'\n", "routes: expected an array of tables"),
+    ],
+)
+def test_invalid_pipeline_settings(tmp_path: Path, toml: str, message: str) -> None:
+    f = tmp_path / "r.toml"
+    f.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load(f, env={})
+    assert message in str(exc.value)

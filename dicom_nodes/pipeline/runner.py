@@ -1,0 +1,124 @@
+"""Wiring of ``radiogate worker``: pool, destinations, tasks, housekeeping, metrics."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, start_http_server
+from psycopg_pool import ConnectionPool
+
+from config import Settings, data_path
+from config.routes import DestinationSettings
+from dicom_nodes.forward.model import Destination
+from dicom_nodes.pipeline.metrics import PipelineCollector
+from dicom_nodes.pipeline.tasks import AuditHook
+from dicom_nodes.pipeline.worker import Housekeeper, build_app, make_context
+
+__all__ = ["make_destinations", "run_worker"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+def build_destination(d: DestinationSettings, workdir: Path) -> Destination:
+    """A :class:`Destination` for one ``[[destinations]]`` entry."""
+    from dicom_nodes.forward import (
+        ConfirmMethod,
+        DimseDestination,
+        DimseSettings,
+        DirectoryDestination,
+        DirectorySettings,
+        StowRsDestination,
+        StowSettings,
+    )
+
+    if d.kind == "dimse":
+        confirm = ConfirmMethod(d.confirm)
+        if confirm is ConfirmMethod.STORAGE_COMMITMENT:
+            # Reports arrive at an SCP of ours; until one hosts the handler for this worker,
+            # commitment falls back to a query when no report comes.
+            confirm = ConfirmMethod.COMMITMENT_OR_QUERY
+        return DimseDestination(
+            DimseSettings(
+                name=d.name,
+                ae_title=d.ae_title,
+                host=d.host,
+                port=d.port,
+                calling_ae=d.calling_ae,
+                parallel=d.parallel,
+                timeout=d.timeout,
+                confirm=confirm,
+            ),
+            workdir=workdir,
+        )
+    if d.kind == "stowrs":
+        return StowRsDestination(
+            StowSettings(name=d.name, url=d.url, parallel=d.parallel, timeout=d.timeout)
+        )
+    return DirectoryDestination(DirectorySettings(name=d.name, path=Path(d.url)))
+
+
+def make_destinations(settings: Settings) -> dict[str, Destination]:
+    """Destinations from ``[[destinations]]``."""
+    workdir = data_path(settings, "forward-tmp")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return {d.name: build_destination(d, workdir) for d in settings.destinations}
+
+
+def _destination_settings(settings: Settings) -> Mapping[str, DestinationSettings]:
+    return {d.name: d for d in settings.destinations}
+
+
+def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> int:
+    """Run until SIGTERM/SIGINT."""
+    pool = ConnectionPool(dsn, min_size=1, max_size=settings.worker.concurrency + 3, open=True)
+    destinations = make_destinations(settings)
+    ctx = make_context(
+        settings.node.name,
+        pool=pool,
+        routes=settings.routes,
+        lane_rules=settings.lane_rules,
+        destinations=destinations,
+        settings=settings.pipeline,
+        audit=audit,
+    )
+    if settings.worker.metrics_port:
+        registry = CollectorRegistry()
+        registry.register(PipelineCollector(pool, settings.node.name))
+        start_http_server(settings.worker.metrics_port, addr="127.0.0.1", registry=registry)
+        LOGGER.info("worker metrics on http://127.0.0.1:%d/metrics", settings.worker.metrics_port)
+    housekeeper = Housekeeper(ctx, settings.pipeline)
+    housekeeper.start()
+    app = build_app(dsn, ctx)
+    LOGGER.info(
+        "worker for node %s: %d concurrent jobs, destinations %s",
+        settings.node.name,
+        settings.worker.concurrency,
+        ", ".join(destinations),
+    )
+    stop = threading.Event()
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        app.run_worker(
+            queues=[f"node:{settings.node.name}"],
+            concurrency=settings.worker.concurrency,
+            install_signal_handlers=True,
+            wait=True,
+            update_heartbeat_interval=2.0,
+            stalled_worker_timeout=10.0,
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        housekeeper.stop_event.set()
+        pool.close()
+    return 0

@@ -1,0 +1,191 @@
+"""Pipeline state in PostgreSQL: claiming work, recording outcomes, completing studies.
+
+Work is claimed with ``FOR UPDATE SKIP LOCKED`` inside the transaction that also records its
+outcome: a worker killed in the middle of a batch leaves no half-done state behind, its rows are
+unlocked when PostgreSQL notices the dead connection, and another worker takes them (a
+destination receiving an instance twice is harmless; forwarding is idempotent by SOP Instance
+UID). Every state change goes through :mod:`dicom_nodes.pipeline.states`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from dicom_nodes.pipeline.lanes import Lane
+from dicom_nodes.pipeline.states import InstanceState, check_instance
+
+__all__ = [
+    "ClaimedForward",
+    "ReceivedInstance",
+    "claim_forwards",
+    "claim_received",
+    "complete_quiet_studies",
+    "defer_job",
+    "mark_routed",
+]
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    transfer_syntax_uid: str
+    spool_path: Path
+    calling_ae: str
+    called_ae: str
+
+
+@dataclass(frozen=True)
+class ClaimedForward:
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    transfer_syntax_uid: str
+    spool_path: Path
+    destination: str
+    lane: Lane
+    attempts: int
+
+
+def defer_job(
+    conn: Conn,
+    task: str,
+    node: str,
+    args: dict[str, Any],
+    *,
+    lock_key: str,
+    priority: int = 0,
+    schedule_at: dt.datetime | None = None,
+) -> bool:
+    """Defer a procrastinate job in the caller's transaction, at most one waiting per *lock_key*.
+
+    Returns False when an identical job is already waiting (procrastinate's queueing lock).
+    """
+    row = conn.execute(
+        """INSERT INTO procrastinate_jobs
+               (queue_name, task_name, priority, queueing_lock, args, scheduled_at)
+           VALUES (%s, %s, %s, %s, %s, %s)
+           ON CONFLICT DO NOTHING RETURNING id""",
+        (f"node:{node}", task, priority, lock_key, Jsonb(args), schedule_at),
+    ).fetchone()
+    return row is not None
+
+
+def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
+    rows = conn.execute(
+        """SELECT sop_instance_uid, sop_class_uid, study_instance_uid, transfer_syntax_uid,
+                  spool_path, calling_ae, called_ae
+           FROM ingest_instance
+           WHERE node = %s AND state = 'received'
+           ORDER BY received_at
+           LIMIT %s FOR UPDATE SKIP LOCKED""",
+        (node, limit),
+    ).fetchall()
+    return [ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6]) for r in rows]
+
+
+def mark_routed(
+    conn: Conn,
+    instance: ReceivedInstance,
+    route: str,
+    lane: Lane,
+    destinations: Sequence[str],
+) -> None:
+    """received → routed (or straight to confirmed when nothing is to be forwarded)."""
+    new_state = InstanceState.ROUTED
+    check_instance(InstanceState.RECEIVED, new_state)
+    conn.execute(
+        """UPDATE ingest_instance SET state = %s, route = %s, lane = %s,
+               state_changed_at = clock_timestamp()
+           WHERE sop_instance_uid = %s AND state = 'received'""",
+        (new_state.value, route, lane.value, instance.sop_instance_uid),
+    )
+    for destination in destinations:
+        conn.execute(
+            """INSERT INTO forward_item (sop_instance_uid, destination, lane_rank)
+               VALUES (%s, %s, %s)
+               ON CONFLICT (sop_instance_uid, destination) DO UPDATE
+                   SET state = 'pending',
+                       lane_rank = LEAST(forward_item.lane_rank, EXCLUDED.lane_rank),
+                       next_attempt_at = clock_timestamp()""",
+            (instance.sop_instance_uid, destination, lane.rank),
+        )
+    conn.execute(
+        """UPDATE study SET lane = CASE
+               WHEN %s < (CASE lane WHEN 'critical' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END)
+               THEN %s ELSE lane END
+           WHERE study_instance_uid = %s""",
+        (lane.rank, lane.value, instance.study_instance_uid),
+    )
+
+
+def claim_forwards(conn: Conn, node: str, destination: str, limit: int) -> list[ClaimedForward]:
+    """Pending items for *destination*, most urgent lane first, then oldest first."""
+    rows = conn.execute(
+        """SELECT f.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
+                  i.transfer_syntax_uid, i.spool_path, f.destination, f.lane_rank, f.attempts
+           FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+           WHERE f.destination = %s AND f.state = 'pending' AND i.node = %s
+             AND f.next_attempt_at <= clock_timestamp()
+           ORDER BY f.lane_rank, f.created_at
+           LIMIT %s FOR UPDATE OF f SKIP LOCKED""",
+        (destination, node, limit),
+    ).fetchall()
+    lanes = {lane.rank: lane for lane in Lane}
+    return [
+        ClaimedForward(r[0], r[1], r[2], r[3], Path(r[4]), r[5], lanes[int(r[6])], int(r[7]))
+        for r in rows
+    ]
+
+
+def pending_counts(conn: Conn, node: str) -> dict[str, Any]:
+    cur = conn.cursor(row_factory=dict_row)
+    return dict(
+        cur.execute(
+            """SELECT
+                 (SELECT count(*) FROM ingest_instance WHERE node = %(n)s AND state = 'received')
+                     AS received,
+                 (SELECT count(*) FROM forward_item f
+                  JOIN ingest_instance i USING (sop_instance_uid)
+                  WHERE i.node = %(n)s AND f.state = 'pending') AS pending,
+                 (SELECT min(f.next_attempt_at) FROM forward_item f
+                  JOIN ingest_instance i USING (sop_instance_uid)
+                  WHERE i.node = %(n)s AND f.state = 'pending') AS next_attempt_at""",
+            {"n": node},
+        ).fetchone()
+        or {}
+    )
+
+
+def complete_quiet_studies(conn: Conn, quiet_seconds: float) -> list[tuple[str, int]]:
+    """receiving → complete for studies quiet for *quiet_seconds*; returns (uid, increment)."""
+    rows = conn.execute(
+        """UPDATE study SET state = 'complete', completed_at = clock_timestamp(),
+               completed_by = 'quiet-period'
+           WHERE state = 'receiving'
+             AND last_received_at < clock_timestamp() - make_interval(secs => %s)
+           RETURNING study_instance_uid, increments""",
+        (quiet_seconds,),
+    ).fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows]
+
+
+def complete_study(conn: Conn, study_uid: str, by: str) -> bool:
+    """Complete one study now (a rule or an admin); False if it was not receiving."""
+    row = conn.execute(
+        """UPDATE study SET state = 'complete', completed_at = clock_timestamp(), completed_by = %s
+           WHERE study_instance_uid = %s AND state = 'receiving' RETURNING 1""",
+        (by, study_uid),
+    ).fetchone()
+    return row is not None

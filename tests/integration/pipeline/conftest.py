@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicom_nodes.services.orthanc import ManagedOrthanc
+from tests.support import free_port
+
+
+@pytest.fixture
+def orthanc() -> Iterator[ManagedOrthanc]:
+    """A private Orthanc (SQLite index) on free loopback ports."""
+    base = Path(tempfile.mkdtemp(prefix="radiogate-orthanc-"))
+    server = ManagedOrthanc(storage_dir=base, http_port=free_port(), dicom_port=free_port())
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)

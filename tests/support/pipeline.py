@@ -1,0 +1,154 @@
+"""A whole node for end-to-end tests: Orthanc + ``radiogate scp`` + ``radiogate worker``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from dicom_nodes.services.orthanc import ManagedOrthanc
+from tests.support import ScpProcess, free_port
+
+__all__ = ["Node", "WorkerProcess", "orthanc_instances"]
+
+
+def orthanc_get(orthanc: ManagedOrthanc, path: str) -> Any:
+    with urllib.request.urlopen(f"{orthanc.url}{path}", timeout=30) as rsp:
+        data = rsp.read()
+    return json.loads(data) if data[:1] in (b"{", b"[") else data
+
+
+def orthanc_instances(orthanc: ManagedOrthanc) -> list[str]:
+    result = orthanc_get(orthanc, "/instances")
+    assert isinstance(result, list)
+    return result
+
+
+@dataclass
+class WorkerProcess:
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dicom_nodes.cli", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class Node:
+    """SCP + worker of one node with a config file forwarding to *orthanc*."""
+
+    dsn: str
+    data_dir: Path
+    orthanc: ManagedOrthanc
+    extra_toml: str = ""
+    metrics_port: int = field(default_factory=free_port)
+    scp: ScpProcess | None = None
+    worker: WorkerProcess | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "radiogate.toml"
+
+    def write_config(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(
+            f"""
+[pipeline]
+quiet_period = 2.0
+batch_size = 50
+retry_initial = 0.5
+retry_max = 2.0
+
+[worker]
+concurrency = 4
+metrics_port = {self.metrics_port}
+
+[[destinations]]
+name = "archive"
+ae_title = "{self.orthanc.ae_title}"
+host = "127.0.0.1"
+port = {self.orthanc.dicom_port}
+parallel = 2
+confirm = "query"
+timeout = 20.0
+{self.extra_toml}
+"""
+        )
+
+    def start(self, *, worker: bool = True) -> Node:
+        self.write_config()
+        self.scp = ScpProcess(
+            dsn=self.dsn,
+            data_dir=self.data_dir,
+            extra_env={"RADIOGATE_CONFIG": str(self.config_file)},
+        ).start()
+        if worker:
+            self.start_worker()
+        return self
+
+    def start_worker(self) -> WorkerProcess:
+        assert self.scp is not None
+        self.worker = WorkerProcess(self.scp.env(), self.data_dir / "worker.log").start()
+        return self.worker
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self.scp is not None:
+            self.scp.stop()
+
+    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    def wait_released(self, count: int, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            (row,) = self.query(
+                "SELECT count(*) FILTER (WHERE state = 'released'), count(*) FROM ingest_instance"
+            )
+            if row[0] >= count:
+                return
+            if time.monotonic() > deadline:
+                states = self.query("SELECT state, count(*) FROM ingest_instance GROUP BY state")
+                items = self.query(
+                    "SELECT state, count(*), max(last_error) FROM forward_item GROUP BY state"
+                )
+                log = self.worker.log_path.read_text()[-3000:] if self.worker else ""
+                raise TimeoutError(f"released {row[0]}/{count}: {states} {items}\n{log}")
+            time.sleep(0.25)
