@@ -92,7 +92,10 @@ def transcode(path: Path, target_syntax: str, workdir: Path) -> Path:
             ds,
             implicit_vr=target.is_implicit_VR,
             little_endian=True,
-            enforce_file_format=True,
+            # pydicom refuses an endianness change unless forced, and forcing excludes
+            # enforce_file_format; the dataset read from a Part 10 file keeps its preamble
+            # and File Meta Information, so the output is a Part 10 file either way.
+            enforce_file_format=not force,
             force_encoding=force,
         )
     except Exception as exc:

@@ -1,0 +1,99 @@
+"""The response-race guard: the reactor's non-blocking poll never takes a response."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from io import BytesIO
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from pynetdicom.dimse_primitives import C_STORE
+
+from dicom_nodes.forward._association import _on_conn_open, _ResponseSafeQueue
+
+
+def _request() -> C_STORE:
+    req = C_STORE()
+    req.MessageID = 7
+    req.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    req.AffectedSOPInstanceUID = "1.2.3.4"
+    req.Priority = 2
+    req.DataSet = BytesIO(b"\x08\x00\x18\x00\x00\x00\x00\x00")
+    return req
+
+
+def _response(msg_id: int = 1) -> C_STORE:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = msg_id
+    rsp.Status = 0
+    return rsp
+
+
+def test_nonblocking_get_leaves_responses_for_the_waiting_sender() -> None:
+    q = _ResponseSafeQueue()
+    rsp = _response()
+    q.put((1, rsp))
+    with pytest.raises(queue.Empty):
+        q.get(block=False)  # the reactor's poll
+    assert q.get(block=True, timeout=1) == (1, rsp)  # send_c_store's wait
+
+
+def test_nonblocking_get_still_serves_requests() -> None:
+    q = _ResponseSafeQueue()
+    req = _request()
+    q.put((3, req))
+    assert q.get(block=False) == (3, req)
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+
+
+def _race(q: queue.Queue[Any], rounds: int) -> int:
+    """A reactor thread polls like pynetdicom's; the sender puts a response and waits for it.
+    Returns how many responses the reactor stole."""
+    stolen = 0
+    stop = threading.Event()
+
+    def reactor() -> None:
+        nonlocal stolen
+        while not stop.is_set():
+            try:
+                q.get(block=False)
+                stolen += 1
+            except queue.Empty:
+                time.sleep(0)
+
+    thread = threading.Thread(target=reactor)
+    thread.start()
+    try:
+        for n in range(rounds):
+            q.put((1, _response(n)))
+            time.sleep(0.001)  # the response is in the queue while both threads run
+            with contextlib.suppress(queue.Empty):
+                q.get(block=True, timeout=0.05)
+    finally:
+        stop.set()
+        thread.join()
+    return stolen
+
+
+def test_plain_queue_loses_responses_the_guard_does_not() -> None:
+    assert _race(queue.Queue(), 50) > 0  # the failure mode, made frequent
+    assert _race(_ResponseSafeQueue(), 50) == 0
+
+
+def test_conn_open_installs_the_guard_and_keeps_queued_items() -> None:
+    old: queue.Queue[Any] = queue.Queue()
+    item = (1, _request())
+    old.put(item)
+    assoc = SimpleNamespace(
+        dul=SimpleNamespace(socket=SimpleNamespace(socket=None)),
+        dimse=SimpleNamespace(msg_queue=old),
+    )
+    _on_conn_open(SimpleNamespace(assoc=assoc))
+    assert isinstance(assoc.dimse.msg_queue, _ResponseSafeQueue)
+    assert assoc.dimse.msg_queue.get(block=False) == item
+    assert assoc.radiogate_connected is True
