@@ -20,15 +20,18 @@ Damage kinds (the first, by sequence number, is reported):
 
 from __future__ import annotations
 
+import multiprocessing
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice, pairwise
 from typing import Any
 
 import psycopg
+import psycopg.sql
 from blake3 import blake3
 
 from audit.chain import GENESIS, link_hash
@@ -44,6 +47,9 @@ Row = tuple[int, bytes, bytes]
 _SEQ_LEN = struct.Struct(">QQ")
 _LOOK_AHEAD = 10_000
 _NEAR = 64
+_MIN_SEGMENT = 50_000
+PARALLEL_FROM = 200_000
+"""Chains at least this long are verified by several processes when a DSN is given."""
 
 
 class DamageKind(StrEnum):
@@ -70,6 +76,7 @@ class ScanResult:
     last_hash: bytes = GENESIS
     damage: Damage | None = None
     last_matching_checkpoint: int = 0
+    start_hash: bytes = GENESIS
 
 
 @dataclass
@@ -158,22 +165,26 @@ def scan_chain(
     rows: Iterable[Row],
     checkpoints: dict[int, bytes] | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    start: tuple[int, bytes, bytes | None] = (1, GENESIS, None),
+    stop: int | None = None,
+    last_matching_checkpoint: int = 0,
 ) -> ScanResult:
     """Recompute the chain over *rows* (ordered by seq) and stop at the first damage.
 
     *checkpoints* maps sequence numbers to hashes from checkpoints whose signature verified.
+    *start* is (first seq, hash before it, hash before that or None); *stop* ends the scan
+    before that seq (rows after it are read only to classify damage).
     """
     pins = checkpoints or {}
-    res = ScanResult()
+    res = ScanResult(last_matching_checkpoint=last_matching_checkpoint, start_hash=start[1])
     it: Iterator[Row] = iter(rows)
-    prev2: bytes | None = None
-    prev = GENESIS
-    expected = 1
+    expected, prev, prev2 = start
+    end = stop if stop is not None else -1
     pack = _SEQ_LEN.pack
-    next_pin = min(pins) if pins else -1
-    pin_list = sorted(pins)
-    pin_index = 0
     for seq, stored, body in it:
+        if expected == end:
+            break
         if seq != expected:
             res.damage = Damage(
                 DamageKind.DELETED,
@@ -186,10 +197,7 @@ def scan_chain(
             ahead = list(islice(it, _LOOK_AHEAD))
             res.damage = _classify(prev2, prev, (seq, bytes(stored), bytes(body)), ahead)
             break
-        if seq == next_pin:
-            while pin_index < len(pin_list) and pin_list[pin_index] <= seq:
-                pin_index += 1
-            next_pin = pin_list[pin_index] if pin_index < len(pin_list) else -1
+        if seq in pins:
             if pins[seq] != h:
                 first = res.last_matching_checkpoint + 1
                 res.damage = Damage(
@@ -210,11 +218,93 @@ def scan_chain(
     return res
 
 
-def _rows(conn: psycopg.Connection[Any], batch: int) -> Iterator[Row]:
+def _rows(conn: psycopg.Connection[Any], batch: int, first: int = 1) -> Iterator[Row]:
     with conn.cursor(name="audit_verify", binary=True) as cur:
         cur.itersize = batch
-        cur.execute("SELECT seq, hash, body FROM audit_event ORDER BY seq")
+        cur.execute(
+            "SELECT seq, hash, body FROM audit_event WHERE seq >= %s ORDER BY seq", (first,)
+        )
         yield from cur
+
+
+def _scan_segment(
+    dsn: str, snapshot: str, first: int, stop: int | None, *, pins: dict[int, bytes], batch: int
+) -> ScanResult:
+    """Worker process: scan seq *first*..*stop*-1 in the exported *snapshot*.
+
+    The hashes stored before *first* are only a hypothesis; :func:`_scan_parallel` accepts the
+    result only if the previous segment recomputed exactly those hashes.
+    """
+    with psycopg.connect(dsn) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            conn.execute(
+                psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(snapshot))
+            )
+            known: dict[int, bytes] = dict(
+                conn.execute(
+                    "SELECT seq, hash FROM audit_event WHERE seq BETWEEN %s AND %s",
+                    (first - 2, first - 1),
+                ).fetchall()
+            )
+            prev = bytes(known.get(first - 1, GENESIS)) if first > 1 else GENESIS
+            prev2 = bytes(known.get(first - 2, GENESIS)) if first > 1 else None
+            before = max((p for p in pins if p < first), default=0)
+            return scan_chain(
+                _rows(conn, batch, first),
+                pins,
+                start=(first, prev, prev2),
+                stop=stop,
+                last_matching_checkpoint=before,
+            )
+
+
+def _scan_parallel(
+    conn: psycopg.Connection[Any],
+    dsn: str,
+    workers: int,
+    *,
+    pins: dict[int, bytes],
+    progress: Callable[[int], None] | None,
+    batch: int,
+) -> ScanResult:
+    """Scan consecutive segments in *workers* processes sharing *conn*'s snapshot."""
+    row = conn.execute("SELECT pg_export_snapshot(), coalesce(max(seq), 0) FROM audit_event")
+    snapshot, top = row.fetchone() or ("", 0)
+    size = max(_MIN_SEGMENT, -(-int(top) // (workers * 2)))
+    starts = list(range(1, int(top) + 1, size)) or [1]
+    ctx = multiprocessing.get_context("spawn")
+    merged = ScanResult()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [
+            pool.submit(
+                _scan_segment,
+                dsn,
+                str(snapshot),
+                a,
+                starts[i + 1] if i + 1 < len(starts) else None,
+                pins=pins,
+                batch=batch,
+            )
+            for i, a in enumerate(starts)
+        ]
+        for i, fut in enumerate(futures):
+            part = fut.result()
+            if i and part.count and merged.last_hash != part.start_hash:
+                raise RuntimeError("parallel verify: segments do not join")  # pragma: no cover
+            merged.count += part.count
+            if part.count or part.damage:
+                merged.last_seq, merged.last_hash = part.last_seq, part.last_hash
+                merged.last_matching_checkpoint = part.last_matching_checkpoint
+            if part.damage is not None:
+                merged.damage = part.damage
+                for f in futures[i + 1 :]:
+                    f.cancel()
+                break
+            if progress is not None:
+                progress(merged.last_seq)
+    return merged
 
 
 def verify(
@@ -224,11 +314,16 @@ def verify(
     *,
     progress: Callable[[int, int], None] | None = None,
     batch: int = 20_000,
+    dsn: str | None = None,
+    workers: int = 1,
 ) -> VerifyReport:
     """Verify the chain, the database checkpoints and *external* ones (read them *before*).
 
     Runs one REPEATABLE READ, read-only transaction on *conn* (which must not be in one), so
-    the head, the events and the checkpoints are one snapshot while appends go on.
+    the head, the events and the checkpoints are one snapshot while appends go on. With *dsn*
+    and *workers* > 1, long chains are split into segments recomputed by worker processes
+    that import the same snapshot (``pg_export_snapshot``); each segment starts from the
+    stored hash before it, and is accepted only if the previous segment recomputed that hash.
     """
     started = time.monotonic()
     saved = conn.isolation_level, conn.read_only
@@ -240,11 +335,11 @@ def verify(
             db_cps = load_checkpoints(conn)
             report = VerifyReport(head.chain_id, head.seq, 0, 0, len(db_cps), len(external), 0)
             pins = _check_checkpoints(head, keyring, db_cps, external, report)
-            scan = scan_chain(
-                _rows(conn, batch),
-                pins,
-                None if progress is None else (lambda seq: progress(seq, head.seq)),
-            )
+            tick = None if progress is None else (lambda seq: progress(seq, head.seq))
+            if dsn and workers > 1 and head.seq >= PARALLEL_FROM:
+                scan = _scan_parallel(conn, dsn, workers, pins=pins, progress=tick, batch=batch)
+            else:
+                scan = scan_chain(_rows(conn, batch), pins, tick)
     finally:
         conn.isolation_level, conn.read_only = saved
     report.checked = scan.count

@@ -17,6 +17,7 @@ import csv
 import datetime as dt
 import getpass
 import json
+import os
 import socket
 import sys
 import threading
@@ -74,6 +75,12 @@ def add_parser(subparsers: Any) -> None:
         "--checkpoint-file",
         action="append",
         help="external checkpoint file to check (repeatable; default: audit.checkpoint_file)",
+    )
+    ver.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes recomputing long chains (default: CPU cores, at most 4)",
     )
     q = sub.add_parser("query", help="search events (recorded as a 110112 Query event)")
     _filters(q)
@@ -252,8 +259,9 @@ def _verify(args: argparse.Namespace, settings: config.Settings) -> int:
     files = args.checkpoint_file or [str(config.data_path(settings, a.checkpoint_file))]
     external = [cp for f in files for cp in read_checkpoint_file(Path(f))]
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    with psycopg.connect(_dsn(settings)) as conn:
-        report = verify(conn, keyring, external, progress=progress)
+    dsn = _dsn(settings)
+    with psycopg.connect(dsn) as conn:
+        report = verify(conn, keyring, external, progress=progress, dsn=dsn, workers=args.workers)
     if progress is not None:
         progress.done()
     print(report.summary())
