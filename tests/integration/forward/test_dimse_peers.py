@@ -3,6 +3,7 @@ the exact bytes, refuse syntaxes or SOP classes, answer given statuses, stall, a
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +16,16 @@ import pytest
 from pynetdicom import AE, _config, evt
 from pynetdicom.dsutils import decode, split_dataset
 
-from dicom_nodes.forward import DimseDestination, DimseSettings, OutgoingFile, StoreStatus
+from dicom_nodes.forward import (
+    DimseDestination,
+    DimseSettings,
+    OutgoingFile,
+    StoreStatus,
+    TlsSettings,
+)
 from tests.integration.forward.instances import make_small_instances
 from tests.support import free_port
+from tests.support.certs import make_pki
 from tests.support.data import extract_ct, make_ts_files
 
 pytestmark = pytest.mark.integration
@@ -34,6 +42,7 @@ class Peer:
         self,
         contexts: list[tuple[str, list[str]]],
         on_store: Callable[[Any], int] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.port = free_port()
         self.received: dict[str, tuple[str, bytes]] = {}
@@ -48,7 +57,12 @@ class Peer:
             (evt.EVT_C_STORE, self._store),
             (evt.EVT_ACCEPTED, self._accepted),
         ]
-        self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=ssl_context,
+        )
 
     def _accepted(self, _event: Any) -> None:
         with self._lock:
@@ -220,3 +234,29 @@ def test_unreachable_peer_is_retryable(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     assert all(r.retryable and not r.ok and r.status is None for r in results)
     assert all("cannot connect to nowhere" in r.note for r in results)
+
+
+def test_dicom_tls_with_client_certificate(peers: list[Peer], tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    server_ctx.load_verify_locations(pki.ca_cert)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    peer = Peer([(SC_IMAGE, ["1.2.840.10008.1.2.1"])], ssl_context=server_ctx)
+    peers.append(peer)
+    files = [OutgoingFile.from_path(p) for p in make_small_instances(tmp_path / "sc", 3)]
+    tls = TlsSettings(
+        enabled=True,
+        ca_certificates=str(pki.ca_cert),
+        certificate=str(pki.client_cert),
+        private_key=str(pki.client_key),
+        server_name="localhost",
+    )
+
+    assert all(r.ok for r in DimseDestination(peer.settings(tls=tls)).send(files))
+    assert set(peer.received) == {f.sop_instance_uid for f in files}
+
+    # a peer whose certificate we do not trust gets nothing, and it is retryable
+    untrusting = TlsSettings(enabled=True, server_name="localhost")  # system CAs only
+    results = DimseDestination(peer.settings(tls=untrusting, connect_timeout=5)).send(files)
+    assert all(r.retryable and not r.ok for r in results)
