@@ -24,7 +24,6 @@ import logging
 import os
 import struct
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -243,20 +242,29 @@ class Checkpointer:
         connect: Callable[[], psycopg.Connection[Any]],
         stop: threading.Event,
         poll: float = 1.0,
+        *,
+        seal_pending: bool = True,
     ) -> None:
-        """Check every *poll* seconds until *stop* is set (reconnecting after errors)."""
+        """Until *stop* is set, every *poll* seconds: seal pending events, then checkpoint if due.
+
+        Reconnects after database errors.
+        """
+        from audit.sealer import seal
+
         conn: psycopg.Connection[Any] | None = None
         while not stop.is_set():
             try:
                 if conn is None or conn.closed:
                     conn = connect()
+                if seal_pending:
+                    while seal(conn) and not stop.is_set():
+                        self.maybe_checkpoint(conn)
                 self.maybe_checkpoint(conn)
             except psycopg.Error:
                 LOGGER.warning("audit checkpointer: database error; retrying", exc_info=True)
                 if conn is not None:
                     conn.close()
                 conn = None
-                time.sleep(min(poll, 1.0))
             stop.wait(poll)
         if conn is not None:
             conn.close()

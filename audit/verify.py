@@ -332,6 +332,7 @@ def verify(
     try:
         with conn.transaction():
             head = read_head(conn)
+            pending = conn.execute("SELECT count(*) FROM audit_pending").fetchone()
             db_cps = load_checkpoints(conn)
             report = VerifyReport(head.chain_id, head.seq, 0, 0, len(db_cps), len(external), 0)
             pins = _check_checkpoints(head, keyring, db_cps, external, report)
@@ -348,6 +349,8 @@ def verify(
         report.damages.append(scan.damage)
     else:
         _check_tail(head, scan, pins, report)
+    if pending and pending[0]:
+        report.warnings.append(f"{pending[0]} enqueued events are not sealed into the chain yet")
     report.elapsed = time.monotonic() - started
     return report
 

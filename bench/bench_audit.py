@@ -5,8 +5,10 @@
     python bench/bench_audit.py --dsn "host=... dbname=..."   # an existing, migrated database
 
 Without --dsn a private PostgreSQL cluster is started in a temporary directory. Each writer is a
-process with its own connection; "single" appends one event per transaction (the SCP's pattern:
-the instance row and its event commit together), "batch" appends 10 events per transaction.
+process with its own connection. "append N" appends N events per transaction with the head lock
+(N = 1 is the SCP's pattern: the instance row and its event commit together); "enqueue 1" records
+one event per transaction without the lock while a sealer process chains them (audit.sealer);
+rates count events until all are in the chain.
 The verify chain is bulk-generated through append_many in large batches (the real append path).
 """
 
@@ -20,12 +22,23 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit import Keyring, append_many, verify
+from audit import (
+    Keyring,
+    append_many,
+    enqueue,
+    enqueue_many,
+    pending_count,
+    read_head,
+    seal,
+    verify,
+)
+from audit.verify import PARALLEL_FROM
 from dicom_nodes.db.migrate import migrate
 from dicom_nodes.services.postgres import PrivateCluster
 from tests.support import free_port
@@ -42,32 +55,52 @@ def _new_db(admin_dsn: str, base_dsn: str) -> str:
     return dsn
 
 
-def _writer(dsn: str, events: int, batch: int, start: mp.synchronize.Event, q: mp.Queue) -> None:  # type: ignore[type-arg]
+def _writer(dsn: str, events: int, batch: int, start: Any, deferred: bool) -> None:
     evs = [received(i, ae=f"CT{i % 7}") for i in range(batch)]
     with psycopg.connect(dsn) as conn:
         conn.execute("SELECT 1")
         conn.commit()
         start.wait()
-        t0 = time.perf_counter()
         for _ in range(events // batch):
             with conn.transaction():
-                append_many(conn, evs)
-        q.put(time.perf_counter() - t0)
+                if deferred:
+                    enqueue_many(conn, evs) if batch > 1 else enqueue(conn, evs[0])
+                else:
+                    append_many(conn, evs)
 
 
-def bench_appends(dsn: str, writers: int, total: int, batch: int) -> float:
+def _sealer(dsn: str, stop: Any) -> None:
+    with psycopg.connect(dsn) as conn:
+        while not stop.is_set():
+            if not seal(conn):
+                stop.wait(0.02)
+
+
+def bench_appends(dsn: str, writers: int, total: int, batch: int, deferred: bool) -> float:
+    """Events/s until every event is in the chain (for enqueue: sealed by a sealer process)."""
     per = max(batch, total // writers // batch * batch)
-    start = mp.Event()
-    q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    procs = [mp.Process(target=_writer, args=(dsn, per, batch, start, q)) for _ in range(writers)]
+    start, stop = mp.Event(), mp.Event()
+    procs = [
+        mp.Process(target=_writer, args=(dsn, per, batch, start, deferred)) for _ in range(writers)
+    ]
+    sealer = mp.Process(target=_sealer, args=(dsn, stop))
     for p in procs:
         p.start()
+    if deferred:
+        sealer.start()
     time.sleep(1.0)
     t0 = time.perf_counter()
     start.set()
     for p in procs:
         p.join()
-    elapsed = time.perf_counter() - t0
+    with psycopg.connect(dsn) as conn:
+        while pending_count(conn):
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - t0
+        assert read_head(conn).seq == per * writers
+    stop.set()
+    if deferred:
+        sealer.join()
     return per * writers / elapsed
 
 
@@ -110,13 +143,15 @@ def main() -> int:
     try:
         print(f"appends ({append_total:,} events per run; each writer its own process/connection)")
         results = {}
-        for batch in (1, 10, 100):
+        for mode, batch in (("append", 1), ("enqueue", 1), ("append", 10), ("append", 100)):
             for writers in (1, 4, 16):
                 dsn = _new_db(admin, base)
-                rate = bench_appends(dsn, writers, append_total, batch)
-                results[(batch, writers)] = rate
-                label = "single" if batch == 1 else f"batch {batch}"
-                print(f"  {label:>8}  writers={writers:<2}  {rate:8,.0f} events/s", flush=True)
+                rate = bench_appends(dsn, writers, append_total, batch, mode == "enqueue")
+                results[(mode, batch, writers)] = rate
+                print(
+                    f"  {mode:>7} {batch:>3}/tx  writers={writers:<2}  {rate:8,.0f} events/s",
+                    flush=True,
+                )
         print(f"verify over a {chain_n:,}-event chain")
         dsn = _new_db(admin, base)
         gen = generate_chain(dsn, chain_n)
@@ -124,7 +159,8 @@ def main() -> int:
         with psycopg.connect(dsn, autocommit=True) as conn:  # as autovacuum would, in time
             conn.execute("VACUUM (FREEZE, ANALYZE) audit_event")
         rates = {}
-        for workers in (1, os.cpu_count() or 1):
+        cores = os.cpu_count() or 1
+        for workers in sorted({1, cores}) if chain_n >= PARALLEL_FROM else [1]:
             with psycopg.connect(dsn) as conn:
                 report = verify(conn, Keyring(), dsn=dsn, workers=workers)
             assert report.ok, report.summary()
@@ -134,17 +170,11 @@ def main() -> int:
                 f" {report.elapsed:.2f} s = {rates[workers]:,.0f} events/s",
                 flush=True,
             )
-        best = max(r for (b, _w), r in results.items() if b == 1)
-        print(
-            "summary: appends/s single-event tx 1/4/16 writers = "
-            + "/".join(f"{results[(1, w)]:,.0f}" for w in (1, 4, 16))
-            + f" (best {best:,.0f}); 10-event tx = "
-            + "/".join(f"{results[(10, w)]:,.0f}" for w in (1, 4, 16))
-            + "; 100-event tx = "
-            + "/".join(f"{results[(100, w)]:,.0f}" for w in (1, 4, 16))
-            + f";"
-            f" verify = {max(rates.values()):,.0f} events/s"
-        )
+        print("summary: events/s with 1/4/16 writers:")
+        for mode, batch in (("append", 1), ("enqueue", 1), ("append", 10), ("append", 100)):
+            rates_w = "/".join(f"{results[(mode, batch, w)]:,.0f}" for w in (1, 4, 16))
+            print(f"  {mode} {batch} event(s) per transaction: {rates_w}")
+        print(f"  verify: {max(rates.values()):,.0f} events/s")
     finally:
         if cluster is not None:
             cluster.stop(mode="immediate")

@@ -331,6 +331,8 @@ def _check_audit(s: Settings) -> None:
         raise ConfigError(f"audit.checkpoint_every: expected 0 or more, got {a.checkpoint_every}")
     if a.checkpoint_seconds < 0:
         raise ConfigError("audit.checkpoint_seconds: expected 0 or more seconds")
+    if a.seal_interval <= 0:
+        raise ConfigError("audit.seal_interval: expected a positive number of seconds")
     if a.checkpoint_every == 0 and a.checkpoint_seconds == 0:
         raise ConfigError(
             "audit.checkpoint_every, audit.checkpoint_seconds: at least one must be positive"

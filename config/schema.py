@@ -163,6 +163,8 @@ class AuditSettings:
     """Sign a checkpoint after this many new events (0: only by time)."""
     checkpoint_seconds: float = 60.0
     """Sign a checkpoint at least this often while new events arrive (0: only by count)."""
+    seal_interval: float = 0.5
+    """Seconds between runs of the sealer that chains enqueued events (``audit.enqueue``)."""
     checkpoint_file: str = "audit/checkpoints.jsonl"
     """Append-only file receiving every signed checkpoint (relative to ``node.data_dir``)."""
     signing_key: str = "audit/signing_key.pem"

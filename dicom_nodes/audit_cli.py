@@ -4,7 +4,8 @@ Commands (exit status 0 on success; ``verify`` exits 1 when the trail is damaged
 
     radiogate audit keygen                 create the checkpoint signing key and keyring entry
     radiogate audit rotate-key             replace it (old key endorses the new; old kept retired)
-    radiogate audit checkpoint [--watch]   sign a checkpoint now (or keep signing as configured)
+    radiogate audit checkpoint [--watch]   sign a checkpoint now (or keep sealing and signing)
+    radiogate audit seal                   chain events enqueued by high-rate writers now
     radiogate audit verify                 recompute the chain, check signed checkpoints
     radiogate audit query [filters]        search (itself recorded as a 110112 Query event)
     radiogate audit export --atna          DICOM PS3.15 A.5 XML, to stdout/a file or syslog
@@ -49,6 +50,7 @@ from audit import (
     generate_key,
     read_checkpoint_file,
     rotate_key,
+    seal,
     search,
     to_atna_syslog,
     to_atna_xml,
@@ -68,7 +70,12 @@ def add_parser(subparsers: Any) -> None:
     sub.add_parser("keygen", help="create the checkpoint signing key (audit.signing_key)")
     sub.add_parser("rotate-key", help="replace the signing key; old public key stays in keyring")
     cp = sub.add_parser("checkpoint", help="sign a checkpoint of the chain's head now")
-    cp.add_argument("--watch", action="store_true", help="keep signing every N events/T seconds")
+    cp.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep sealing enqueued events and signing every N events/T seconds",
+    )
+    sub.add_parser("seal", help="chain all enqueued (pending) events now")
     ver = sub.add_parser("verify", help="recompute the chain and check the signed checkpoints")
     ver.add_argument("--keyring", help="keyring file (default: audit.keyring)")
     ver.add_argument(
@@ -198,13 +205,22 @@ def _run(args: argparse.Namespace, settings: config.Settings) -> int:
         if args.watch:
             stop = threading.Event()
             try:
-                checkpointer.run(lambda: psycopg.connect(_dsn(settings)), stop)
+                checkpointer.run(
+                    lambda: psycopg.connect(_dsn(settings)), stop, poll=a.seal_interval
+                )
             except KeyboardInterrupt:
                 stop.set()
             return 0
         with psycopg.connect(_dsn(settings)) as conn:
             cp = checkpointer.maybe_checkpoint(conn, force=True)
         print(f"checkpoint at seq {cp.seq} signed with key {cp.key_id}" if cp else "no events yet")
+        return 0
+    if cmd == "seal":
+        total = 0
+        with psycopg.connect(_dsn(settings)) as conn:
+            while sealed := seal(conn):
+                total += sealed
+        print(f"{total} enqueued events sealed into the chain")
         return 0
     if cmd == "verify":
         return _verify(args, settings)

@@ -15,7 +15,7 @@ import pytest
 from lxml import etree
 
 import audit
-from audit import append_many
+from audit import append_many, enqueue_many
 from tests.unit.audit._factory import received
 
 pytestmark = pytest.mark.integration
@@ -84,6 +84,12 @@ def test_keygen_checkpoint_verify_query_export_rotate(fresh_dsn: str, tmp_path: 
     assert "intact" in _ok(_cli(fresh_dsn, data, "verify"))
     keyring = json.loads((data / "audit" / "keyring.json").read_text())
     assert len(keyring["keys"]) == 2
+
+    with psycopg.connect(fresh_dsn) as conn:
+        enqueue_many(conn, [received(i) for i in range(2)])
+        conn.commit()
+    assert "2 enqueued events sealed" in _ok(_cli(fresh_dsn, data, "seal"))
+    assert "intact: 29 events" in _ok(_cli(fresh_dsn, data, "verify"))
 
 
 def test_verify_reports_damage_with_exit_status(fresh_dsn: str, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ def test_env_overrides() -> None:
          "audit.syslog_port"),
         ({"RADIOGATE_AUDIT__SYSLOG_PROTOCOL": "smoke"}, "audit.syslog_protocol"),
         ({"RADIOGATE_AUDIT__SIGNING_KEY": ""}, "audit.signing_key"),
+        ({"RADIOGATE_AUDIT__SEAL_INTERVAL": "0"}, "audit.seal_interval"),
     ],
 )  # fmt: skip
 def test_bad_values_name_the_key(env: dict[str, str], key: str) -> None:
