@@ -83,8 +83,8 @@ WITH existing AS (
 ), job AS (
     -- The job that routes what this node received: deferred in this same transaction, at most
     -- one waiting per node (procrastinate's queueing lock; a conflict means one is waiting).
-    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
-    SELECT %(queue)s, 'radiogate.route_received', 0, %(qlock)s,
+    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock, args)
+    SELECT %(queue)s, 'radiogate.route_received', 100, %(qlock)s, %(qlock)s,
            jsonb_build_object('node', %(node)s::text)
     WHERE EXISTS (SELECT 1 FROM ins)
     ON CONFLICT DO NOTHING

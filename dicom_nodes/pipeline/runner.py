@@ -114,6 +114,8 @@ def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> 
             install_signal_handlers=True,
             wait=True,
             update_heartbeat_interval=2.0,
+            # A job whose lock was held when it was deferred starts at the next poll.
+            fetch_job_polling_interval=0.25,
             stalled_worker_timeout=10.0,
         )
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from dicom_nodes.pipeline.states import InstanceState, check_instance
 __all__ = [
     "ClaimedForward",
     "ReceivedInstance",
+    "Routing",
     "claim_forwards",
     "claim_received",
     "complete_quiet_studies",
@@ -68,16 +69,18 @@ def defer_job(
     priority: int = 0,
     schedule_at: dt.datetime | None = None,
 ) -> bool:
-    """Defer a procrastinate job in the caller's transaction, at most one waiting per *lock_key*.
+    """Defer a procrastinate job in the caller's transaction.
 
-    Returns False when an identical job is already waiting (procrastinate's queueing lock).
+    *lock_key* is both procrastinate's queueing lock (at most one job waiting) and its lock (at
+    most one running): one loop per key drains the work, and the others stay free. Returns
+    False when an identical job is already waiting.
     """
     row = conn.execute(
         """INSERT INTO procrastinate_jobs
-               (queue_name, task_name, priority, queueing_lock, args, scheduled_at)
-           VALUES (%s, %s, %s, %s, %s, %s)
+               (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT DO NOTHING RETURNING id""",
-        (f"node:{node}", task, priority, lock_key, Jsonb(args), schedule_at),
+        (f"node:{node}", task, priority, lock_key, lock_key, Jsonb(args), schedule_at),
     ).fetchone()
     return row is not None
 
@@ -95,38 +98,50 @@ def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
     return [ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6]) for r in rows]
 
 
-def mark_routed(
-    conn: Conn,
-    instance: ReceivedInstance,
-    route: str,
-    lane: Lane,
-    destinations: Sequence[str],
-) -> None:
-    """received → routed (or straight to confirmed when nothing is to be forwarded)."""
-    new_state = InstanceState.ROUTED
-    check_instance(InstanceState.RECEIVED, new_state)
-    conn.execute(
-        """UPDATE ingest_instance SET state = %s, route = %s, lane = %s,
+@dataclass(frozen=True)
+class Routing:
+    """The routing decision for one received instance."""
+
+    instance: ReceivedInstance
+    route: str
+    lane: Lane
+    destinations: tuple[str, ...]
+
+
+def mark_routed(conn: Conn, decisions: Sequence[Routing]) -> None:
+    """received → routed for a batch (pipelined statements: one round trip per kind)."""
+    check_instance(InstanceState.RECEIVED, InstanceState.ROUTED)
+    cur = conn.cursor()
+    cur.executemany(
+        """UPDATE ingest_instance SET state = 'routed', route = %s, lane = %s,
                state_changed_at = clock_timestamp()
            WHERE sop_instance_uid = %s AND state = 'received'""",
-        (new_state.value, route, lane.value, instance.sop_instance_uid),
+        [(d.route, d.lane.value, d.instance.sop_instance_uid) for d in decisions],
     )
-    for destination in destinations:
-        conn.execute(
+    items = [
+        (d.instance.sop_instance_uid, dest, d.lane.rank)
+        for d in decisions
+        for dest in d.destinations
+    ]
+    if items:
+        cur.executemany(
             """INSERT INTO forward_item (sop_instance_uid, destination, lane_rank)
                VALUES (%s, %s, %s)
                ON CONFLICT (sop_instance_uid, destination) DO UPDATE
                    SET state = 'pending',
                        lane_rank = LEAST(forward_item.lane_rank, EXCLUDED.lane_rank),
                        next_attempt_at = clock_timestamp()""",
-            (instance.sop_instance_uid, destination, lane.rank),
+            items,
         )
-    conn.execute(
-        """UPDATE study SET lane = CASE
-               WHEN %s < (CASE lane WHEN 'critical' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END)
-               THEN %s ELSE lane END
-           WHERE study_instance_uid = %s""",
-        (lane.rank, lane.value, instance.study_instance_uid),
+    best: dict[str, Lane] = {}
+    for d in decisions:
+        uid = d.instance.study_instance_uid
+        best[uid] = Lane.most_urgent(best[uid], d.lane) if uid in best else d.lane
+    cur.executemany(
+        """UPDATE study SET lane = %s
+           WHERE study_instance_uid = %s
+             AND %s < (CASE lane WHEN 'critical' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END)""",
+        [(lane.value, uid, lane.rank) for uid, lane in best.items()],
     )
 
 
@@ -166,6 +181,26 @@ def pending_counts(conn: Conn, node: str) -> dict[str, Any]:
         ).fetchone()
         or {}
     )
+
+
+def fail_stalled_jobs(conn: Conn, node: str, seconds_since_heartbeat: float) -> list[int]:
+    """Mark jobs of dead workers failed (procrastinate keeps them 'doing' and their lock held).
+
+    The work they held was claimed inside a transaction that died with them, so it is waiting
+    again; :func:`dicom_nodes.pipeline.tasks.kick` defers fresh jobs for it.
+    """
+    rows = conn.execute(
+        """SELECT job.id FROM procrastinate_jobs job
+           LEFT JOIN procrastinate_workers w ON w.id = job.worker_id
+           WHERE job.status = 'doing' AND job.queue_name = %s
+             AND (job.worker_id IS NULL
+                  OR w.last_heartbeat < clock_timestamp() - make_interval(secs => %s))""",
+        (f"node:{node}", seconds_since_heartbeat),
+    ).fetchall()
+    ids = [int(r[0]) for r in rows]
+    for job_id in ids:
+        conn.execute("SELECT procrastinate_finish_job_v1(%s, 'failed', false)", (job_id,))
+    return ids
 
 
 def complete_quiet_studies(conn: Conn, quiet_seconds: float) -> list[tuple[str, int]]:

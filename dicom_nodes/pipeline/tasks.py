@@ -44,6 +44,10 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 ROUTE_TASK = "radiogate.route_received"
 FORWARD_TASK = "radiogate.forward_pending"
+STALLED_AFTER = 15.0
+"""Seconds without a worker heartbeat after which its running jobs are considered dead."""
+ROUTE_PRIORITY = 100
+"""Routing decides the lanes, so it runs before any forwarding (same value in db/ingest.py)."""
 
 AuditHook = Callable[[psycopg.Connection[Any], str, Mapping[str, Any]], None]
 """Appends an audit event in the caller's transaction: (conn, step, details)."""
@@ -78,6 +82,8 @@ def route_round(ctx: PipelineContext) -> int:
         if not batch:
             return 0
         lanes_touched: dict[str, Lane] = {}
+        decisions: list[store.Routing] = []
+        completed: list[tuple[str, str]] = []
         for inst in batch:
             try:
                 facts = facts_from_file(inst.spool_path, inst.calling_ae, inst.called_ae, needed)
@@ -104,28 +110,31 @@ def route_round(ctx: PipelineContext) -> int:
                         f"route {route.name}: step {text!r} is not available in this version; "
                         "skipped"
                     )
-            store.mark_routed(conn, inst, route.name, lane, destinations)
+            decisions.append(store.Routing(inst, route.name, lane, tuple(destinations)))
+            if route.complete_immediately:
+                completed.append((inst.study_instance_uid, route.name))
+            for dest in destinations:
+                previous = lanes_touched.get(dest)
+                lanes_touched[dest] = lane if previous is None else Lane.most_urgent(previous, lane)
+        store.mark_routed(conn, decisions)
+        for d in decisions:
             ctx.audit(
                 conn,
                 "routed",
                 {
-                    "sop_instance_uid": inst.sop_instance_uid,
-                    "study_instance_uid": inst.study_instance_uid,
-                    "route": route.name,
-                    "lane": lane.value,
+                    "sop_instance_uid": d.instance.sop_instance_uid,
+                    "study_instance_uid": d.instance.study_instance_uid,
+                    "route": d.route,
+                    "lane": d.lane.value,
                 },
             )
-            if route.complete_immediately and store.complete_study(
-                conn, inst.study_instance_uid, f"rule:{route.name}"
-            ):
+        for study_uid, route_name in dict(completed).items():
+            if store.complete_study(conn, study_uid, f"rule:{route_name}"):
                 ctx.audit(
                     conn,
                     "study-complete",
-                    {"study_instance_uid": inst.study_instance_uid, "by": f"rule:{route.name}"},
+                    {"study_instance_uid": study_uid, "by": f"rule:{route_name}"},
                 )
-            for dest in destinations:
-                previous = lanes_touched.get(dest)
-                lanes_touched[dest] = lane if previous is None else Lane.most_urgent(previous, lane)
         for dest, lane in lanes_touched.items():
             store.defer_job(
                 conn,
@@ -167,7 +176,8 @@ def forward_round(ctx: PipelineContext, destination: str) -> int:
             result = by_uid[item.sop_instance_uid]
             _record(conn, ctx, item, result, confirmed.get(item.sop_instance_uid, False))
         _advance_instances(conn, ctx, [b.sop_instance_uid for b in batch])
-        _schedule_retry(conn, ctx, destination)
+        # No follow-up job here: the calling job loops while work is ready, keeping one
+        # forwarding loop per destination and lane so routing always finds a free slot.
     _release_confirmed(ctx, [b.sop_instance_uid for b in batch])
     return len(batch)
 
@@ -320,9 +330,21 @@ def kick(ctx: PipelineContext) -> dict[str, int]:
     """Self-healing: make sure every kind of waiting work has a job (after crashes/restarts)."""
     deferred: dict[str, int] = defaultdict(int)
     with ctx.pool.connection() as conn, conn.transaction():
+        stalled = store.fail_stalled_jobs(conn, ctx.node, STALLED_AFTER)
+        if stalled:
+            LOGGER.warning(
+                "jobs %s of a dead worker marked failed; their work is re-queued", stalled
+            )
+            deferred["stalled"] += len(stalled)
+    with ctx.pool.connection() as conn, conn.transaction():
         counts = store.pending_counts(conn, ctx.node)
         if counts.get("received") and store.defer_job(
-            conn, ROUTE_TASK, ctx.node, {"node": ctx.node}, lock_key=f"route:{ctx.node}"
+            conn,
+            ROUTE_TASK,
+            ctx.node,
+            {"node": ctx.node},
+            lock_key=f"route:{ctx.node}",
+            priority=ROUTE_PRIORITY,
         ):
             deferred["route"] += 1
         for destination in ctx.destinations:
