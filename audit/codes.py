@@ -153,6 +153,7 @@ class Step(StrEnum):
     """
 
     RECEIVED = "received"
+    ROUTED = "routed"
     STUDY_COMPLETED = "study-completed"
     TRIAGED = "triaged"
     DEIDENTIFIED = "de-identified"

@@ -6,11 +6,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+import audit
+from dicom_nodes.audit_events import instance_received
 from dicom_nodes.errors import DatabaseUnavailable
 from dicom_nodes.spool.inspect import DatasetIdentity
 from dicom_nodes.spool.store import SpooledFile
@@ -72,6 +74,8 @@ WITH existing AS (
                 ELSE 're-sent with identical bytes' END
     FROM existing
     RETURNING bytes_differ
+), prior_study AS (
+    SELECT state FROM study WHERE study_instance_uid = %(study)s
 ), study_row AS (
     INSERT INTO study AS s (study_instance_uid)
     SELECT %(study)s WHERE EXISTS (SELECT 1 FROM ins)
@@ -91,8 +95,31 @@ WITH existing AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM ins), (SELECT bytes_differ FROM dup),
-       (SELECT count(*) FROM study_row), (SELECT count(*) FROM job)
+       (SELECT count(*) FROM study_row), (SELECT count(*) FROM job),
+       coalesce((SELECT state = 'complete' FROM prior_study), false)
 """
+
+
+def _received_event(
+    identity: DatasetIdentity, receipt: Receipt, row: tuple[Any, ...]
+) -> audit.AuditEvent:
+    inserted, bytes_differ, reopened = row[0], row[1], row[4]
+    reason = None
+    if not inserted:
+        reason = "resent-different-bytes" if bytes_differ else "resent-identical"
+    elif reopened:
+        reason = "study-reopened"
+    return instance_received(
+        node=receipt.node,
+        calling_ae=receipt.calling_ae,
+        called_ae=receipt.called_ae,
+        peer_address=receipt.peer_address,
+        study_uid=identity.study_instance_uid,
+        series_uid=identity.series_instance_uid,
+        sop_uid=identity.sop_instance_uid,
+        sop_class_uid=identity.sop_class_uid,
+        reason=reason,
+    )
 
 
 class PostgresIngest:
@@ -131,6 +158,10 @@ class PostgresIngest:
             try:
                 with self.pool.connection(timeout=self.timeout) as conn:
                     row = conn.execute(_RECORD_SQL, params).fetchone()
+                    assert row is not None
+                    if row[0] or row[1] is not None:
+                        # The "received" audit event commits with the instance row.
+                        audit.enqueue(conn, _received_event(identity, receipt, row))
             except PoolTimeout as exc:
                 raise DatabaseUnavailable("no database connection available") from exc
             except psycopg.OperationalError as exc:
@@ -138,7 +169,6 @@ class PostgresIngest:
                 continue
             except psycopg.Error as exc:
                 raise DatabaseUnavailable(f"database error {type(exc).__name__}") from exc
-            assert row is not None
             inserted, bytes_differ = row[0], row[1]
             if inserted:
                 return RecordOutcome.NEW

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from psycopg_pool import ConnectionPool
@@ -73,8 +74,23 @@ def _destination_settings(settings: Settings) -> Mapping[str, DestinationSetting
     return {d.name: d for d in settings.destinations}
 
 
+def audit_hook(settings: Settings) -> AuditHook:
+    """Pipeline events queued in the transaction of the transition they record."""
+    import audit as audit_trail
+    from dicom_nodes.audit_events import pipeline_event
+
+    node, local_ae = settings.node.name, settings.scp.ae_title
+
+    def hook(conn: Any, step: str, details: Mapping[str, Any]) -> None:
+        audit_trail.enqueue(conn, pipeline_event(node, local_ae, step, details))
+
+    return hook
+
+
 def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> int:
     """Run until SIGTERM/SIGINT."""
+    if audit is None:
+        audit = audit_hook(settings)
     pool = ConnectionPool(dsn, min_size=1, max_size=settings.worker.concurrency + 3, open=True)
     destinations = make_destinations(settings)
     ctx = make_context(

@@ -123,6 +123,7 @@ def route_round(ctx: PipelineContext) -> int:
                 "routed",
                 {
                     "sop_instance_uid": d.instance.sop_instance_uid,
+                    "sop_class_uid": d.instance.sop_class_uid,
                     "study_instance_uid": d.instance.study_instance_uid,
                     "route": d.route,
                     "lane": d.lane.value,
@@ -191,6 +192,7 @@ def _record(
 ) -> None:
     details = {
         "sop_instance_uid": item.sop_instance_uid,
+        "sop_class_uid": item.sop_class_uid,
         "study_instance_uid": item.study_instance_uid,
         "destination": item.destination,
         "status": result.status,
@@ -206,7 +208,7 @@ def _record(
             (state, result.status, result.note, result.sent_transfer_syntax, confirmed,
              item.sop_instance_uid, item.destination),
         )  # fmt: skip
-        ctx.audit(conn, "forwarded", {**details, "note": result.note})
+        ctx.audit(conn, "forwarded", details)
         if confirmed:
             ctx.audit(conn, "confirmed", details)
         else:
@@ -236,7 +238,7 @@ def _record(
                WHERE sop_instance_uid = %s AND destination = %s""",
             (result.status, result.note[:500], item.sop_instance_uid, item.destination),
         )
-        ctx.audit(conn, "forward-failed", {**details, "note": result.note})
+        ctx.audit(conn, "forward-failed", details)
         LOGGER.error(
             "forwarding %s to %s failed permanently (status %s): %s; "
             "`radiogate job retry` re-queues it",
@@ -275,17 +277,23 @@ def _release_confirmed(ctx: PipelineContext, uids: list[str]) -> None:
     """confirmed → released: the spool copy is deleted only after every destination confirmed."""
     with ctx.pool.connection() as conn, conn.transaction():
         rows = conn.execute(
-            """SELECT sop_instance_uid, spool_path FROM ingest_instance
+            """SELECT sop_instance_uid, spool_path, sop_class_uid, study_instance_uid
+               FROM ingest_instance
                WHERE sop_instance_uid = ANY(%s) AND state = 'confirmed' FOR UPDATE SKIP LOCKED""",
             (uids,),
         ).fetchall()
-        for uid, path in rows:
+        for uid, path, sop_class, study in rows:
             check_instance(InstanceState.CONFIRMED, InstanceState.RELEASED)
             conn.execute(
                 """UPDATE ingest_instance
                    SET state = 'released', state_changed_at = clock_timestamp()
                    WHERE sop_instance_uid = %s""",
                 (uid,),
+            )
+            ctx.audit(
+                conn,
+                "released",
+                {"sop_instance_uid": uid, "sop_class_uid": sop_class, "study_instance_uid": study},
             )
             _unlink_if_unreferenced(conn, path)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from config import Settings, data_path
+from dicom_nodes.audit_events import AuditWriter, association_event
 from dicom_nodes.db.ingest import IngestRecorder, PostgresIngest
+from dicom_nodes.scp import _fastpath
 from dicom_nodes.scp.handlers import handle_echo, handle_store, log_association_event
 from dicom_nodes.scp.transport import ReceiverServer, make_tls_context
 from dicom_nodes.spool.store import Spool
@@ -80,7 +83,12 @@ def make_pool(dsn: str, size: int, timeout: float) -> ConnectionPool:
 
 
 def build_server(
-    settings: Settings, spool: Spool, recorder: IngestRecorder, *, sock_host: str | None = None
+    settings: Settings,
+    spool: Spool,
+    recorder: IngestRecorder,
+    *,
+    sock_host: str | None = None,
+    audit_writer: AuditWriter | None = None,
 ) -> ReceiverServer:
     """Create (bind, listen) the association server for one receiver process."""
     scp = settings.scp
@@ -114,8 +122,8 @@ def build_server(
     handlers: list[Any] = [
         (evt.EVT_C_STORE, handle_store, [spool, recorder, settings.node.name]),
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_ACCEPTED, log_association_event),
-        (evt.EVT_REJECTED, log_association_event),
+        (evt.EVT_ACCEPTED, log_association_event, [audit_writer, settings.node.name]),
+        (evt.EVT_REJECTED, log_association_event, [audit_writer, settings.node.name]),
         (evt.EVT_RELEASED, log_association_event),
         (evt.EVT_ABORTED, log_association_event),
     ]
@@ -131,8 +139,31 @@ def build_server(
         server_class=ReceiverServer,
     )
     assert isinstance(server, ReceiverServer)
+    if audit_writer is not None:
+        server.on_refused = _refusal_auditor(audit_writer, settings)
+    _fastpath.install(server)
     ae._servers.append(server)
     return server
+
+
+def _refusal_auditor(writer: AuditWriter, settings: Settings) -> Callable[[str, str], None]:
+    """Connections refused before any association (network not allowed, TLS handshake failed)
+    are Security Alert events (PS3.15 A.5.3.11)."""
+
+    def refused(peer: str, reason: str) -> None:
+        code = reason.split(":", 1)[0]
+        writer.write(
+            association_event(
+                node=settings.node.name,
+                accepted=False,
+                calling_ae="",
+                called_ae=settings.scp.ae_title,
+                peer_address=peer,
+                reason=code,
+            )
+        )
+
+    return refused
 
 
 def spool_root(settings: Settings) -> Path:

@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from dicom_nodes.audit_events import AuditWriter, association_event
 from dicom_nodes.db.ingest import IngestRecorder, Receipt, RecordOutcome
 from dicom_nodes.errors import (
     DatabaseUnavailable,
@@ -140,11 +141,26 @@ def handle_echo(event: Any) -> int:
     return int(StoreStatus.SUCCESS)
 
 
-def log_association_event(event: Any) -> None:
-    """Association-level log line for accept/reject/release/abort (no PHI)."""
+def log_association_event(event: Any, writer: AuditWriter | None = None, node: str = "") -> None:
+    """Association-level log line for accept/reject/release/abort (no PHI); accepted and
+    rejected associations are also audit events (110114 / 110113 Security Alert)."""
     assoc = event.assoc
     name = event.event.name
     requestor = assoc.requestor
+    if writer is not None and name in ("EVT_ACCEPTED", "EVT_REJECTED"):
+        try:
+            writer.write(
+                association_event(
+                    node=node,
+                    accepted=name == "EVT_ACCEPTED",
+                    calling_ae=str(requestor.ae_title).strip(),
+                    called_ae=str(assoc.acceptor.ae_title).strip(),
+                    peer_address=str(requestor.address),
+                    reason=None if name == "EVT_ACCEPTED" else "association-rejected",
+                )
+            )
+        except Exception as exc:  # an invalid AE title from a peer must not break logging
+            LOGGER.warning("association audit event not built: %s", type(exc).__name__)
     LOGGER.info(
         "assoc=%s %s calling=%s called=%s peer=%s:%s",
         association_id(assoc),

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from config import Settings
+from dicom_nodes.audit_events import AuditWriter
 from dicom_nodes.scp.app import build_server, make_pool, make_recorder, make_spool
 
 __all__ = ["run_scp"]
@@ -53,7 +54,8 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
         orthanc=settings.orthanc,
         logging=settings.logging,
     )
-    server = build_server(patched, spool, recorder)
+    writer = AuditWriter(pool, settings.node.name, timeout=settings.database.connect_timeout)
+    server = build_server(patched, spool, recorder, audit_writer=writer)
     stopping = threading.Event()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:

@@ -102,3 +102,12 @@ def test_tls_refuses_peers_without_valid_client_certificate(tls_scp: ScpProcess,
     assert log.count("TLS handshake with 127.0.0.1 failed") >= 3, log[-2000:]
     # Still serving authenticated peers afterwards.
     assert _wait_tls_echo(tls_scp.port, pki).returncode == 0
+    # Each refused handshake is a Security Alert in the audit trail.
+    import psycopg
+
+    with psycopg.connect(tls_scp.dsn) as conn:
+        alerts = conn.execute(
+            "SELECT count(*) FROM audit_pending WHERE convert_from(body, 'UTF8') LIKE %s",
+            ("%tls-handshake-failed%",),
+        ).fetchone()
+    assert alerts is not None and alerts[0] >= 3

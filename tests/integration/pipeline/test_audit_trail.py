@@ -1,0 +1,76 @@
+"""Every transition of every instance leaves exactly one audit event; no PHI anywhere in them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pydicom
+import pytest
+
+import audit
+from dicom_nodes.services.orthanc import ManagedOrthanc
+from tests.support import dcmtk
+from tests.support.data import extract_ct
+from tests.support.pipeline import Node
+
+pytestmark = pytest.mark.integration
+
+
+def test_pipeline_events_per_instance(
+    fresh_dsn: str, tmp_path: Path, orthanc: ManagedOrthanc
+) -> None:
+    files = extract_ct(tmp_path / "ct")[:6]
+    node = Node(fresh_dsn, tmp_path / "node", orthanc).start()
+    try:
+        assert node.scp is not None
+        result = subprocess.run(
+            [dcmtk("storescu"), "-aet", "CT1", "-aec", "RADIOGATE", "127.0.0.1", str(node.scp.port), *map(str, files)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        node.wait_released(len(files))
+        bad = subprocess.run(
+            [dcmtk("echoscu"), "-aet", "CT1", "-aec", "WRONG_AE", "127.0.0.1", str(node.scp.port)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert bad.returncode != 0
+    finally:
+        node.stop()
+    with psycopg.connect(fresh_dsn) as conn:
+        audit.seal(conn)
+    env = node.scp.env() if node.scp else {}
+    for f in files:
+        uid = str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+        out = subprocess.run(
+            [sys.executable, "-m", "dicom_nodes.cli", "audit", "query", "--sop", uid, "--format", "jsonl", "--as-user", "tester"],
+            capture_output=True, text=True, check=True, env=env,
+        )  # fmt: skip
+        steps = Counter(
+            json.loads(line)["event"]["step"] for line in out.stdout.splitlines() if line.strip()
+        )
+        assert steps == {
+            "received": 1,
+            "routed": 1,
+            "forwarded": 1,
+            "confirmed": 1,
+            "released": 1,
+        }, steps
+    with psycopg.connect(fresh_dsn) as conn:
+        rows = conn.execute("SELECT body FROM audit_event").fetchall()
+    bodies = b"\n".join(bytes(r[0]) for r in rows)
+    assert b"association-rejected" in bodies or b"association-accepted" in bodies
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+    for value in (str(ds.PatientName), str(ds.PatientID), str(ds.get("PatientBirthDate", "")),
+                  str(ds.get("AccessionNumber", ""))):  # fmt: skip
+        if len(value) >= 4:
+            assert value.encode() not in bodies, "PHI in the audit trail"
+    verify = subprocess.run(
+        [sys.executable, "-m", "dicom_nodes.cli", "audit", "verify"],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -1,0 +1,443 @@
+"""dicom_nodes.scp._fastpath: encoders equal pynetdicom's byte for byte, the reactors behave.
+
+The association tests run a pynetdicom SCU against an in-process pynetdicom SCP on loopback,
+with and without the fast path installed, and compare what the SCU sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import select
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import AE, _config, evt
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import create_file_meta, encode
+from pynetdicom.presentation import (
+    PresentationContext,
+    StoragePresentationContexts,
+    negotiate_as_acceptor,
+)
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+from dicom_nodes.scp import _fastpath
+from dicom_nodes.scp._fastpath import (
+    FastAssociation,
+    FastDIMSE,
+    FastDUL,
+    IncompatiblePynetdicom,
+    check_version,
+    encode_file_meta,
+    encode_store_rsp,
+    parse_pdv_items,
+    share_contexts,
+)
+from tests.support.data import PYDICOM_FILES
+
+CT = PYDICOM_FILES / "CT_small.dcm"
+UIDS = [
+    "1.2.840.10008.5.1.4.1.1.2",  # even length
+    "1.2.840.10008.5.1.4.1.1.20",  # odd length
+    "1.2.3",
+    "1.2.826.0.1.3680043.8.498.12345678901234567890123456789012345678",  # 64 characters
+    "1.2.826.0.1.3680043.8.498.1234567890123456789012345678901234567",  # 63
+]
+
+
+# --------------------------------------------------------------------------- version pin
+
+
+def test_version_check_accepts_the_pinned_version_only() -> None:
+    check_version()
+    check_version(_fastpath.PINNED_PYNETDICOM)
+    for other in ("3.0.5", "3.1.0", "2.1.1", "4.0.0.dev0"):
+        with pytest.raises(IncompatiblePynetdicom, match=other):
+            check_version(other)
+
+
+# --------------------------------------------------------------------------- PDV items
+
+
+def _pdv(context_id: int, value: bytes) -> bytes:
+    return struct.pack(">LB", len(value) + 1, context_id) + value
+
+
+def test_parse_pdv_items_splits_without_copying() -> None:
+    body = bytearray(_pdv(1, b"\x03command") + _pdv(3, b"\x02" + b"x" * 1000))
+    items = parse_pdv_items(memoryview(body))
+    assert [(cid, bytes(v)) for cid, v in items] == [
+        (1, b"\x03command"),
+        (3, b"\x02" + b"x" * 1000),
+    ]
+    body[5] = 0x01  # the views share the PDU's buffer
+    assert items[0][1][0] == 0x01
+
+
+def test_parse_pdv_items_empty_body() -> None:
+    assert parse_pdv_items(memoryview(b"")) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00\x00",  # truncated item length
+        struct.pack(">LB", 1, 1),  # no message control header
+        struct.pack(">L", 0),  # zero length
+        struct.pack(">LB", 10, 1) + b"\x03abc",  # runs past the end
+        _pdv(1, b"\x03ok") + b"\x00",  # trailing garbage
+    ],
+)
+def test_parse_pdv_items_rejects_malformed(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_pdv_items(memoryview(body))
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def _pynetdicom_rsp_bytes(rsp: C_STORE) -> bytes:
+    msg = C_STORE_RSP()
+    msg.primitive_to_message(rsp)
+    out = encode(msg.command_set, True, True)
+    assert out is not None
+    return out
+
+
+@pytest.mark.parametrize("sop_class", UIDS)
+@pytest.mark.parametrize("sop_instance", [*UIDS, None])
+@pytest.mark.parametrize(("msg_id", "status"), [(1, 0x0000), (65535, 0xA700), (7, 0xC211)])
+def test_store_rsp_matches_pynetdicom(
+    sop_class: str, sop_instance: str | None, msg_id: int, status: int
+) -> None:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = msg_id
+    rsp.AffectedSOPClassUID = sop_class
+    if sop_instance is not None:
+        rsp.AffectedSOPInstanceUID = sop_instance
+    rsp.Status = status
+    assert encode_store_rsp(rsp) == _pynetdicom_rsp_bytes(rsp)
+
+
+def test_store_rsp_leaves_optional_fields_to_pynetdicom() -> None:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 1
+    rsp.AffectedSOPClassUID = UIDS[0]
+    rsp.AffectedSOPInstanceUID = UIDS[1]
+    rsp.Status = 0xC000
+    rsp.ErrorComment = "cannot understand"
+    assert encode_store_rsp(rsp) is None
+    rsp.ErrorComment = None
+    rsp.OffendingElement = [0x00080018]
+    assert encode_store_rsp(rsp) is None
+    rsp.OffendingElement = None
+    rsp.Status = None
+    assert encode_store_rsp(rsp) is None
+
+
+@pytest.mark.parametrize("sop_class", UIDS)
+@pytest.mark.parametrize("sop_instance", UIDS)
+@pytest.mark.parametrize(
+    "ts", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90"]
+)
+def test_file_meta_matches_pynetdicom(sop_class: str, sop_instance: str, ts: str) -> None:
+    expected = io.BytesIO()
+    expected.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(
+        expected,  # type: ignore[arg-type]
+        create_file_meta(
+            sop_class_uid=pydicom.uid.UID(sop_class),
+            sop_instance_uid=pydicom.uid.UID(sop_instance),
+            transfer_syntax=pydicom.uid.UID(ts),
+        ),
+    )
+    assert encode_file_meta(sop_class, sop_instance, ts) == expected.getvalue()
+
+
+def test_file_meta_reads_back() -> None:
+    raw = encode_file_meta(UIDS[0], UIDS[1], "1.2.840.10008.1.2.1")
+    meta = pydicom.filereader.read_preamble(io.BytesIO(raw), False)
+    assert meta == b"\x00" * 128
+    ds = pydicom.dcmread(io.BytesIO(raw + _minimal_dataset()), force=True)
+    assert ds.file_meta.MediaStorageSOPClassUID == UIDS[0]
+    assert ds.file_meta.MediaStorageSOPInstanceUID == UIDS[1]
+    assert ds.file_meta.FileMetaInformationGroupLength == len(raw) - 144
+
+
+def _minimal_dataset() -> bytes:
+    ds = Dataset()
+    ds.PatientID = "X"
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=True)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- wake-ups
+
+
+def test_waker_and_waking_queue() -> None:
+    waker = _fastpath._Waker()
+    try:
+        assert select.select([waker.fd], [], [], 0)[0] == []
+        queue = _fastpath._WakingQueue(waker.wake)
+        queue.put("x")
+        assert select.select([waker.fd], [], [], 0)[0] == [waker.fd]
+        waker.drain()
+        assert select.select([waker.fd], [], [], 0)[0] == []
+        assert queue.get_nowait() == "x"
+    finally:
+        waker.close()
+    waker.close()
+    waker.wake()  # after close: ignored, never writes to a reused descriptor
+    assert waker.closed
+
+
+# --------------------------------------------------------------------------- contexts
+
+
+def test_shared_contexts_survive_deepcopy_and_negotiate_the_same() -> None:
+    supported = [PresentationContext() for _ in range(3)]
+    for cx, uid in zip(supported, (Verification, CTImageStorage, UIDS[1]), strict=True):
+        cx.abstract_syntax = uid
+        cx.transfer_syntax = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+    originals = copy.deepcopy(supported)
+    share_contexts(supported)
+    copied = copy.deepcopy(supported)
+    assert all(a is b for a, b in zip(copied, supported, strict=True))
+    requested = PresentationContext()
+    requested.context_id = 1
+    requested.abstract_syntax = CTImageStorage
+    requested.transfer_syntax = ["1.2.840.10008.1.2"]
+    got, _ = negotiate_as_acceptor([requested], copied)
+    want, _ = negotiate_as_acceptor([requested], originals)
+    assert [(c.context_id, c.result, c.transfer_syntax) for c in got] == [
+        (c.context_id, c.result, c.transfer_syntax) for c in want
+    ]
+    assert [cx.transfer_syntax for cx in supported] == [cx.transfer_syntax for cx in originals]
+
+
+# --------------------------------------------------------------------------- associations
+
+
+class _Scp:
+    """An in-process pynetdicom Storage SCP, optionally with the fast path."""
+
+    def __init__(self, incoming: Path, fast: bool, extra_handlers: list[Any] | None = None):
+        self.incoming = incoming
+        self.stored: list[bytes] = []
+        self.associations: list[Any] = []
+        self.status: Any = 0x0000
+        ae = AE(ae_title="FASTSCP")
+        ae.add_supported_context(Verification)
+        for cx in StoragePresentationContexts:
+            assert cx.abstract_syntax is not None
+            ae.add_supported_context(
+                cx.abstract_syntax, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+            )
+        ae.network_timeout = 5
+        ae.acse_timeout = 5
+        ae.dimse_timeout = 5
+        handlers = [
+            (evt.EVT_C_STORE, self._store),
+            (evt.EVT_C_ECHO, lambda event: 0x0000),
+            (evt.EVT_ACCEPTED, lambda event: self.associations.append(event.assoc)),
+            *(extra_handlers or []),
+        ]
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        if fast:
+            _fastpath.install(self.server)
+        self.port = self.server.server_address[1]
+
+    def _store(self, event: Any) -> Any:
+        self.stored.append(Path(event.dataset_path).read_bytes())
+        return self.status
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def chunked(tmp_path: Path) -> Iterator[Path]:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    saved = (_config.STORE_RECV_CHUNKED_DATASET, tempfile.tempdir, _config.LOG_HANDLER_LEVEL)
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.LOG_HANDLER_LEVEL = "none"
+    tempfile.tempdir = str(incoming)
+    yield incoming
+    _config.STORE_RECV_CHUNKED_DATASET, tempfile.tempdir, _config.LOG_HANDLER_LEVEL = saved
+
+
+def _scu(port: int, max_pdu: int = 16382) -> Any:
+    ae = AE(ae_title="SCU")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
+    ae.maximum_pdu_size = max_pdu
+    assoc = ae.associate("127.0.0.1", port, ae_title="FASTSCP", max_pdu=max_pdu)
+    assert assoc.is_established
+    return assoc
+
+
+def _wait_until(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def _exchange(scp: _Scp, max_pdu: int = 16382) -> tuple[list[int], Any]:
+    ds = pydicom.dcmread(CT)
+    assoc = _scu(scp.port, max_pdu)
+    statuses = [int(assoc.send_c_echo().Status)]
+    for _ in range(3):
+        rsp = assoc.send_c_store(ds)
+        statuses.append(int(rsp.Status))
+    last = rsp
+    assoc.release()
+    return statuses, last
+
+
+@pytest.mark.parametrize("max_pdu", [16382, 0, 4096])
+def test_fast_and_standard_paths_store_the_same_bytes(chunked: Path, max_pdu: int) -> None:
+    results = {}
+    for fast in (False, True):
+        scp = _Scp(chunked, fast)
+        try:
+            statuses, _ = _exchange(scp, max_pdu)
+            assert _wait_until(lambda s=scp: not any(a.is_alive() for a in s.associations))
+        finally:
+            scp.stop()
+        assert statuses == [0, 0, 0, 0]
+        results[fast] = scp.stored
+        if fast:
+            assoc = scp.associations[0]
+            assert isinstance(assoc, FastAssociation)
+            assert isinstance(assoc.dul, FastDUL) and isinstance(assoc.dimse, FastDIMSE)
+    assert results[True] == results[False] and len(results[True]) == 3
+    stored = pydicom.dcmread(io.BytesIO(results[True][0]))
+    assert stored.SOPInstanceUID == pydicom.dcmread(CT).SOPInstanceUID
+    # Nothing left behind: pynetdicom removes the handler's file, we remove the spare.
+    assert list(chunked.iterdir()) == []
+
+
+def test_failure_status_with_error_comment_goes_through_pynetdicom(chunked: Path) -> None:
+    scp = _Scp(chunked, fast=True)
+    status = Dataset()
+    status.Status = 0xC000
+    status.ErrorComment = "refused in test"
+    scp.status = status
+    try:
+        ds = pydicom.dcmread(CT)
+        assoc = _scu(scp.port)
+        rsp = assoc.send_c_store(ds)
+        assoc.release()
+    finally:
+        scp.stop()
+    assert rsp.Status == 0xC000
+    assert rsp.ErrorComment == "refused in test"
+
+
+def test_pdu_event_handlers_disable_the_shortcut(chunked: Path) -> None:
+    seen: list[str] = []
+    handlers = [(evt.EVT_PDU_RECV, lambda event: seen.append(type(event.pdu).__name__))]
+    scp = _Scp(chunked, fast=True, extra_handlers=handlers)
+    try:
+        statuses, _ = _exchange(scp)
+    finally:
+        scp.stop()
+    assert statuses == [0, 0, 0, 0]
+    assert seen.count("P_DATA_TF") >= 4  # every P-DATA-TF decoded by pynetdicom
+
+
+def test_release_ends_the_association_thread_quickly(chunked: Path) -> None:
+    scp = _Scp(chunked, fast=True)
+    try:
+        assoc = _scu(scp.port)
+        assert int(assoc.send_c_echo().Status) == 0
+        started = time.monotonic()
+        assoc.release()
+        assert _wait_until(lambda: not scp.associations[0].is_alive(), timeout=2)
+        assert time.monotonic() - started < 0.5
+        assert not scp.associations[0].dul.is_alive()
+    finally:
+        scp.stop()
+
+
+def test_peer_abort_is_seen(chunked: Path) -> None:
+    aborted = threading.Event()
+    handlers = [(evt.EVT_ABORTED, lambda event: aborted.set())]
+    scp = _Scp(chunked, fast=True, extra_handlers=handlers)
+    try:
+        assoc = _scu(scp.port)
+        assoc.abort()
+        assert aborted.wait(2)
+        assert _wait_until(lambda: not scp.associations[0].is_alive(), timeout=2)
+    finally:
+        scp.stop()
+
+
+def test_malformed_pdata_aborts_the_association(chunked: Path) -> None:
+    scp = _Scp(chunked, fast=True)
+    try:
+        assoc = _scu(scp.port)
+        bad_item = struct.pack(">LB", 50, 1) + b"\x03short"  # item longer than the PDU
+        pdu = struct.pack(">BBL", 0x04, 0, len(bad_item)) + bad_item
+        assoc.dul.socket.send(pdu)
+        assert _wait_until(lambda: assoc.is_aborted, timeout=3)
+        assert _wait_until(lambda: not scp.associations[0].is_alive(), timeout=3)
+    finally:
+        if assoc.is_established:
+            assoc.abort()
+        scp.stop()
+    assert scp.stored == []
+
+
+def test_idle_association_times_out(chunked: Path) -> None:
+    scp = _Scp(chunked, fast=True)
+    scp.server.ae.network_timeout = 0.3
+    try:
+        assoc = _scu(scp.port)
+        assert _wait_until(lambda: assoc.is_aborted or not assoc.is_established, timeout=3)
+        assert _wait_until(lambda: not scp.associations[0].is_alive(), timeout=3)
+    finally:
+        scp.stop()
+
+
+def test_upgrade_refuses_a_started_association(chunked: Path) -> None:
+    scp = _Scp(chunked, fast=True)
+    try:
+        assoc = _scu(scp.port)
+        with pytest.raises(RuntimeError):
+            _fastpath.upgrade_association(assoc)
+        assoc.release()
+    finally:
+        scp.stop()
+
+
+def test_spare_file_is_created_after_a_store_and_removed_at_the_end(chunked: Path) -> None:
+    scp = _Scp(chunked, fast=True)
+    try:
+        assoc = _scu(scp.port)
+        assert int(assoc.send_c_store(pydicom.dcmread(CT)).Status) == 0
+        spare = scp.associations[0].dimse._spare
+        assert spare is not None and Path(spare.name).parent == chunked
+        assert os.path.exists(spare.name)
+        assoc.release()
+        assert _wait_until(lambda: not scp.associations[0].is_alive(), timeout=2)
+    finally:
+        scp.stop()
+    assert _wait_until(lambda: list(chunked.iterdir()) == [], timeout=2)
