@@ -217,8 +217,11 @@ class Checkpointer:
     ) -> Checkpoint | None:
         """Sign, store and publish a checkpoint if one is due (or *force* and events exist).
 
-        Runs its own transaction on *conn*, which must not be inside one.
+        Runs its own transaction on *conn*, which must not be inside one: the row must be
+        committed before the checkpoint is published outside the database.
         """
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise ValueError("maybe_checkpoint needs a connection outside a transaction")
         with conn.transaction():
             head = self.due(conn) if not force else read_head(conn)
             if head is None or head.seq == 0:
