@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -445,8 +445,3 @@ def canonical_json(doc: Any) -> bytes:
     return json.dumps(
         doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
-
-
-def studies(objects: Iterable[ParticipantObject]) -> list[Study]:
-    """The :class:`Study` objects among *objects*."""
-    return [o for o in objects if isinstance(o, Study)]
