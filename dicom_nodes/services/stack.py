@@ -56,6 +56,7 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
     orthanc: ManagedOrthanc | None = None
     scp: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
+    sealer: subprocess.Popen[bytes] | None = None
     lines: list[str] = []
     try:
         if not settings.database.dsn:
@@ -92,6 +93,20 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
         env = dict(os.environ)
         if config_file:
             env["RADIOGATE_CONFIG"] = config_file
+        key_path = data_path(settings, settings.audit.signing_key)
+        if not key_path.exists():
+            from audit import generate_key
+
+            signer = generate_key(key_path, data_path(settings, settings.audit.keyring))
+            lines.append(f"audit        signing key {signer.key_id} generated in {key_path}")
+        # Chains the events the SCP and workers enqueue, and signs checkpoints.
+        sealer = subprocess.Popen(
+            [sys.executable, "-m", "dicom_nodes.cli", "audit", "checkpoint", "--watch"], env=env
+        )
+        lines.append(
+            f"audit        sealer + signed checkpoints -> "
+            f"{data_path(settings, settings.audit.checkpoint_file)}"
+        )
         scp = subprocess.Popen([sys.executable, "-m", "dicom_nodes.cli", "scp"], env=env)
         worker = subprocess.Popen([sys.executable, "-m", "dicom_nodes.cli", "worker"], env=env)
         s = settings.scp
@@ -116,14 +131,17 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
             if worker.poll() is not None:
                 LOGGER.error("the worker exited with status %s", worker.returncode)
                 return 1
+            if sealer.poll() is not None:
+                LOGGER.error("the audit sealer exited with status %s", sealer.returncode)
+                return 1
             time.sleep(0.5)
         return 0
     finally:
         print("stopping ...", flush=True)
-        for child in (scp, worker):
+        for child in (scp, worker, sealer):
             if child is not None and child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in (scp, worker):
+        for child in (scp, worker, sealer):
             if child is not None:
                 try:
                     child.wait(timeout=30)
