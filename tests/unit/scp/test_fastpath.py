@@ -23,9 +23,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import AE, _config, evt
-from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import create_file_meta, encode
+from pynetdicom.dsutils import create_file_meta, decode, encode
 from pynetdicom.presentation import (
     PresentationContext,
     StoragePresentationContexts,
@@ -40,10 +40,12 @@ from dicom_nodes.scp._fastpath import (
     FastDUL,
     IncompatiblePynetdicom,
     check_version,
+    decode_store_rq,
     encode_file_meta,
     encode_store_rsp,
     parse_pdv_items,
     share_contexts,
+    store_rq_primitive,
 )
 from tests.support.data import PYDICOM_FILES
 
@@ -441,3 +443,130 @@ def test_spare_file_is_created_after_a_store_and_removed_at_the_end(chunked: Pat
     finally:
         scp.stop()
     assert _wait_until(lambda: list(chunked.iterdir()) == [], timeout=2)
+
+
+# --------------------------------------------------------------------------- C-STORE-RQ
+
+
+def _rq_command(**fields: Any) -> bytes:
+    rq = C_STORE()
+    rq.MessageID = fields.get("MessageID", 7)
+    rq.AffectedSOPClassUID = fields.get("AffectedSOPClassUID", UIDS[0])
+    rq.AffectedSOPInstanceUID = fields.get("AffectedSOPInstanceUID", UIDS[1])
+    rq.Priority = fields.get("Priority", 2)
+    if "MoveOriginatorApplicationEntityTitle" in fields:
+        rq.MoveOriginatorApplicationEntityTitle = fields["MoveOriginatorApplicationEntityTitle"]
+        rq.MoveOriginatorMessageID = fields.get("MoveOriginatorMessageID", 3)
+    rq.DataSet = io.BytesIO(b"\x08\x00\x18\x00\x00\x00\x00\x00")
+    msg = C_STORE_RQ()
+    msg.primitive_to_message(rq)
+    out = encode(msg.command_set, True, True)
+    assert out is not None
+    return out
+
+
+def _pynetdicom_rq(command: bytes) -> C_STORE:
+    msg = C_STORE_RQ()
+    msg.command_set = decode(io.BytesIO(command), True, True)
+    msg.context_id = 1
+    primitive = msg.message_to_primitive()
+    assert isinstance(primitive, C_STORE)
+    return primitive
+
+
+_RQ_FIELDS = (
+    "MessageID",
+    "AffectedSOPClassUID",
+    "AffectedSOPInstanceUID",
+    "Priority",
+    "MoveOriginatorApplicationEntityTitle",
+    "MoveOriginatorMessageID",
+)
+
+
+@pytest.mark.parametrize("sop_class", UIDS)
+@pytest.mark.parametrize("sop_instance", UIDS[:3])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"Priority": 0, "MessageID": 65535},
+        {"Priority": 1, "MoveOriginatorApplicationEntityTitle": "MOVER"},
+        {"MoveOriginatorApplicationEntityTitle": "A B C 16 CHARS!", "MoveOriginatorMessageID": 9},
+    ],
+)
+def test_store_rq_decoding_matches_pynetdicom(
+    sop_class: str, sop_instance: str, extra: dict[str, Any]
+) -> None:
+    command = _rq_command(
+        AffectedSOPClassUID=sop_class, AffectedSOPInstanceUID=sop_instance, **extra
+    )
+    values = decode_store_rq(command)
+    assert values is not None
+    fast, reference = store_rq_primitive(values), _pynetdicom_rq(command)
+    for name in _RQ_FIELDS:
+        assert getattr(fast, name) == getattr(reference, name), name
+        assert type(getattr(fast, name)) is type(getattr(reference, name)), name
+
+
+def _element(elem: int, raw: bytes) -> bytes:
+    return struct.pack("<HHI", 0, elem, len(raw)) + raw
+
+
+def _replace(command: bytes, elem: int, raw: bytes | None) -> bytes:
+    """*command* with element *elem* replaced by *raw* (or dropped); group length not updated."""
+    out = b""
+    pos = 0
+    while pos < len(command):
+        _, e, length = struct.unpack_from("<HHI", command, pos)
+        chunk = command[pos : pos + 8 + length]
+        if e == elem:
+            chunk = b"" if raw is None else _element(elem, raw)
+        out += chunk
+        pos += 8 + length
+    return out
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: _replace(c, 0x0002, b"1.2.840.10008.5.1.4.1.1.2 "),  # space padding
+        lambda c: _replace(c, 0x0002, b"1.2.3\\1.2.4\x00"),  # two values
+        lambda c: _replace(c, 0x1000, None),  # no SOP Instance UID
+        lambda c: _replace(c, 0x0800, None),  # no Command Data Set Type
+        lambda c: _replace(c, 0x0110, b"\x01\x00\x02\x00"),  # two message IDs
+        lambda c: c + _element(0x0902, b"comment "),  # an element C-STORE-RQ does not have
+        lambda c: c + _element(0x0110, b"\x01\x00"),  # repeated element
+        lambda c: c[:-3],  # truncated
+        lambda c: _replace(c, 0x0100, b"\x30\x00"),  # C-ECHO-RQ
+        lambda c: c + _element(0x1030, b"BAD\\AE"),
+    ],
+)
+def test_store_rq_decoding_leaves_odd_encodings_to_pynetdicom(mutate: Any) -> None:
+    assert decode_store_rq(mutate(_rq_command())) is None
+
+
+def test_store_rq_primitive_validates_like_pynetdicom() -> None:
+    with pytest.raises(ValueError):
+        store_rq_primitive({0x0002: UIDS[0], 0x1000: UIDS[1], 0x0700: 7, 0x0800: 1})
+
+
+def test_odd_command_encoding_still_stores(chunked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A C-STORE-RQ the direct decoding declines goes through pydicom's decoding."""
+    calls: list[Any] = []
+
+    def declining(command: Any) -> Any:
+        calls.append(decode_store_rq(command))
+        return None  # as if the encoding were unusual
+
+    monkeypatch.setattr(_fastpath, "decode_store_rq", declining)
+    scp = _Scp(chunked, fast=True)
+    try:
+        assoc = _scu(scp.port)
+        assert int(assoc.send_c_store(pydicom.dcmread(CT)).Status) == 0
+        assoc.release()
+    finally:
+        scp.stop()
+    assert calls and calls[0] is not None
+    stored = pydicom.dcmread(io.BytesIO(scp.stored[0]))
+    assert stored.SOPInstanceUID == pydicom.dcmread(CT).SOPInstanceUID
