@@ -15,7 +15,7 @@ import pytest
 import audit
 from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.support import dcmtk
-from tests.support.data import extract_ct
+from tests.support.data import DATA, extract_ct
 from tests.support.pipeline import Node
 
 pytestmark = pytest.mark.integration
@@ -25,6 +25,7 @@ def test_pipeline_events_per_instance(
     fresh_dsn: str, tmp_path: Path, orthanc: ManagedOrthanc
 ) -> None:
     files = extract_ct(tmp_path / "ct")[:6]
+    phi_files = [DATA / "ctbrain1.dcm", DATA / "ctbrain2.dcm"]
     node = Node(fresh_dsn, tmp_path / "node", orthanc).start()
     try:
         assert node.scp is not None
@@ -33,7 +34,15 @@ def test_pipeline_events_per_instance(
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        node.wait_released(len(files))
+        fake_phi = subprocess.run(
+            [dcmtk("storescu"), "-xy", "-aet", "CT1", "-aec", "RADIOGATE", "127.0.0.1", str(node.scp.port), *map(str, phi_files)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert fake_phi.returncode == 0, fake_phi.stderr
+        # Both fake-PHI files carry the same SOP Instance UID with different bytes: the second
+        # is recorded as a duplicate (both copies kept), not as a new instance.
+        node.wait_released(len(files) + 1)
+        assert node.query("SELECT bytes_differ FROM ingest_duplicate") == [(True,)]
         bad = subprocess.run(
             [dcmtk("echoscu"), "-aet", "CT1", "-aec", "WRONG_AE", "127.0.0.1", str(node.scp.port)],
             capture_output=True, text=True, check=False,
@@ -64,11 +73,19 @@ def test_pipeline_events_per_instance(
         rows = conn.execute("SELECT body FROM audit_event").fetchall()
     bodies = b"\n".join(bytes(r[0]) for r in rows)
     assert b"association-rejected" in bodies or b"association-accepted" in bodies
-    ds = pydicom.dcmread(files[0], stop_before_pixels=True)
-    for value in (str(ds.PatientName), str(ds.PatientID), str(ds.get("PatientBirthDate", "")),
-                  str(ds.get("AccessionNumber", ""))):  # fmt: skip
-        if len(value) >= 4:
-            assert value.encode() not in bodies, "PHI in the audit trail"
+    logs = (node.data_dir / "scp.log").read_bytes() + (node.data_dir / "worker.log").read_bytes()
+    checked = 0
+    for f in [files[0], *phi_files]:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
+                        "InstitutionName", "ReferringPhysicianName", "OtherPatientIDs"):  # fmt: skip
+            value = str(ds.get(keyword, "")).strip()
+            if len(value) >= 4:
+                checked += 1
+                for variant in {value, value.replace("^", " ").strip()}:
+                    assert variant.encode() not in bodies, f"{keyword} in the audit trail"
+                    assert variant.encode() not in logs, f"{keyword} in a log"
+    assert checked >= 8
     verify = subprocess.run(
         [sys.executable, "-m", "dicom_nodes.cli", "audit", "verify"],
         capture_output=True, text=True, check=False, env=env,
