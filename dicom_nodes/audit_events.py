@@ -118,10 +118,20 @@ _PIPELINE_STEPS: dict[str, tuple[EventID, EventAction, Step]] = {
 }
 
 
-def pipeline_event(node: str, local_ae: str, step: str, details: Mapping[str, Any]) -> AuditEvent:
-    """An event of the worker's pipeline; *details* holds UIDs, destination and codes."""
+def pipeline_event(
+    node: str,
+    local_ae: str,
+    step: str,
+    details: Mapping[str, Any],
+    *,
+    user: str | None = None,
+) -> AuditEvent:
+    """An event of the worker's pipeline; *details* holds UIDs, destination and codes;
+    *user* is the staff member who caused it (admin commands)."""
     event_id, action, kind = _PIPELINE_STEPS[step]
-    participants = [_app(local_ae, requestor=True, role=RoleID.SOURCE)]
+    participants = [_app(local_ae, requestor=user is None, role=RoleID.SOURCE)]
+    if user is not None:
+        participants.insert(0, ActiveParticipant(user, requestor=True))
     destination = details.get("destination")
     if destination:
         participants.append(

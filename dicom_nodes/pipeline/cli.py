@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
         return _route_test(args, settings)
     with psycopg.connect(dsn, connect_timeout=5) as conn:
         if args.command == "study":
-            return _study_complete(conn, args)
+            return _study_complete(conn, args, settings)
         if args.command == "job":
             return _job(conn, args)
         if args.command == "status":
@@ -78,11 +78,26 @@ def _route_test(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _study_complete(conn: psycopg.Connection[Any], args: argparse.Namespace) -> int:
+def _study_complete(
+    conn: psycopg.Connection[Any], args: argparse.Namespace, settings: Settings
+) -> int:
+    import audit
+    from dicom_nodes.audit_events import pipeline_event
     from dicom_nodes.pipeline import store
 
     with conn.transaction():
         done = store.complete_study(conn, args.uid, f"admin:{args.user}")
+        if done:
+            audit.enqueue(
+                conn,
+                pipeline_event(
+                    settings.node.name,
+                    settings.scp.ae_title,
+                    "study-complete",
+                    {"study_instance_uid": args.uid, "reason": "admin"},
+                    user=args.user,
+                ),
+            )
     print("study completed" if done else "study not found or already complete")
     return 0 if done else 1
 
