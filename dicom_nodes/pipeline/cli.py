@@ -34,7 +34,10 @@ def add_parsers(sub: Any) -> None:
     jsub = job.add_subparsers(dest="job_command", required=True)
     jlist = jsub.add_parser("list", help="list forwarding items that are failing or dead")
     jlist.add_argument("--all", action="store_true", help="also pending items")
-    for name, text in (("retry", "re-queue dead items now"), ("cancel", "give up on items")):
+    for name, text in (
+        ("retry", "re-queue dead or cancelled items now"),
+        ("cancel", "give up on pending or dead items"),
+    ):
         p = jsub.add_parser(name, help=text)
         p.add_argument("uids", nargs="*", help="SOP Instance UIDs (default: every dead item)")
         p.add_argument("--destination", default=None)
@@ -117,7 +120,7 @@ def _job(conn: psycopg.Connection[Any], args: argparse.Namespace) -> int:
         print(f"{len(rows)} items", file=sys.stderr)
         return 0
     target = "pending" if args.job_command == "retry" else "cancelled"
-    source = ("dead",) if args.job_command == "retry" else ("dead", "pending")
+    source = ("dead", "cancelled") if args.job_command == "retry" else ("dead", "pending")
     with conn.transaction():
         rows = conn.execute(
             """UPDATE forward_item SET state = %s, next_attempt_at = clock_timestamp()
