@@ -248,6 +248,18 @@ def vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU time of *pid* (plus its waited-for children), seconds; 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def children_of(pid: int) -> list[int]:
     out: list[int] = []
     with contextlib.suppress(OSError):
@@ -281,6 +293,7 @@ class Receiver(Protocol):
     def start(self) -> None: ...
     def stored(self) -> int: ...
     def memory(self) -> dict[str, int]: ...
+    def cpu(self) -> dict[str, float]: ...
     def stop(self) -> None: ...
 
 
@@ -343,6 +356,14 @@ class Radiogate:
             "supervisor_vmhwm_kib": vm_hwm_kib(self.proc.pid),
         }
 
+    def cpu(self) -> dict[str, float]:
+        assert self.proc is not None
+        receivers = sum(cpu_seconds(p) for p in children_of(self.proc.pid))
+        pid_file = self.cluster.data_dir / "postmaster.pid"
+        postmaster = int(pid_file.read_text().split()[0])
+        backends = sum(cpu_seconds(p) for p in children_of(postmaster))
+        return {"receiver": receivers, "postgres": backends}
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_group(self.proc)
@@ -394,6 +415,10 @@ class Storescp:
         assert self.proc is not None
         return {"max_vmhwm_kib": vm_hwm_kib(self.proc.pid)}
 
+    def cpu(self) -> dict[str, float]:
+        assert self.proc is not None
+        return {"receiver": cpu_seconds(self.proc.pid, children=True)}
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_group(self.proc)
@@ -429,6 +454,10 @@ class Orthanc:
         assert self.managed is not None and self.managed._proc is not None
         return {"max_vmhwm_kib": vm_hwm_kib(self.managed._proc.pid)}
 
+    def cpu(self) -> dict[str, float]:
+        assert self.managed is not None and self.managed._proc is not None
+        return {"receiver": cpu_seconds(self.managed._proc.pid)}
+
     def stop(self) -> None:
         if self.managed is not None:
             self.managed.stop()
@@ -461,6 +490,13 @@ class Run:
     failures: int
     bytes: int
     memory: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    load: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def cpu_ms_per_image(self) -> float:
+        """Receiver CPU (plus its PostgreSQL backends for Radiogate) per stored instance, ms."""
+        return 1000 * sum(self.cpu.values()) / self.stored if self.stored else float("nan")
 
     @property
     def images_per_s(self) -> float:
@@ -602,6 +638,8 @@ def main() -> int:
                     current = receiver
                     receiver.start()
                     data = sets[case.data]
+                    load_before = os.getloadavg()[0]
+                    cpu_before = receiver.cpu()
                     seconds, capped, failed = send(
                         receiver,
                         data,
@@ -611,6 +649,7 @@ def main() -> int:
                         workdir / "storescu.log",
                     )
                     time.sleep(0.2)  # let the last acknowledged instance settle (Orthanc index)
+                    cpu_after = receiver.cpu()
                     run = Run(
                         receiver=receiver.name,
                         case=case,
@@ -622,6 +661,8 @@ def main() -> int:
                         failures=failed,
                         bytes=data.total_bytes,
                         memory=receiver.memory(),
+                        cpu={k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after},
+                        load=(load_before, os.getloadavg()[0]),
                     )
                     receiver.stop()
                     current = None
@@ -632,7 +673,8 @@ def main() -> int:
                     flag += f" stored {run.stored}/{run.sent}" if run.stored != run.sent else ""
                     print(
                         f"[{done}/{total_runs}] {receiver.name:<22} {case.label(sets)}"
-                        f"  {run.images_per_s:8.1f} img/s {run.mb_per_s:7.1f} MB/s{flag}",
+                        f"  {run.images_per_s:8.1f} img/s {run.mb_per_s:7.1f} MB/s"
+                        f" {run.cpu_ms_per_image:5.2f} CPU-ms/img load {run.load[0]:.1f}{flag}",
                         flush=True,
                     )
         report(runs, sets, cores, count, reps, args, started_at)
@@ -692,7 +734,7 @@ def report(
                 cell = f"{ips:.1f} {mbs:6.1f}{'*' if bad else ' '}"
                 line += f"{cell:>{col[name]}}"
             else:
-                line += f"{'-':>{col[name]} }"
+                line += f"{'-':>{col[name]}}"
         rg = med.get(("radiogate", case))
         for other in ("storescp", "orthanc"):
             ref = med.get((other, case))
@@ -703,6 +745,22 @@ def report(
                 line += f"{'-':>{width}}"
         print(line)
     print("* = a run was capped, failed or stored fewer than sent (see JSON)")
+    print()
+    print("CPU ms per stored instance (receiver processes; Radiogate includes its PostgreSQL")
+    print("backends), medians - less sensitive than img/s to other load on the machine:")
+    print(f"{'case':<34}" + "".join(f"{n:>{col[n]}}" for n in receivers))
+    for case in cases:
+        line = f"{case.label(sets):<34}"
+        for name in receivers:
+            sel = [r.cpu_ms_per_image for r in runs if r.receiver == name and r.case == case]
+            line += f"{median(sel):>{col[name]}.2f}" if sel else f"{'-':>{col[name]}}"
+        print(line)
+    loads = [x for r in runs for x in r.load]
+    if loads:
+        print(
+            f"1-min load average during the runs: median {median(loads):.1f}, "
+            f"max {max(loads):.1f} (on {cores} cores; other work on the machine shows here)"
+        )
     rg_runs = [r for r in runs if r.receiver == "radiogate" and r.memory]
     if rg_runs:
         peak_sum = max(r.memory.get("sum_vmhwm_kib", 0) for r in rg_runs)
@@ -762,6 +820,9 @@ def report(
                 "images_per_s": r.images_per_s,
                 "mb_per_s": r.mb_per_s,
                 "memory": r.memory,
+                "cpu_seconds": r.cpu,
+                "cpu_ms_per_image": r.cpu_ms_per_image,
+                "load_average_1min": list(r.load),
             }
             for r in runs
         ],
