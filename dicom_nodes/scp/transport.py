@@ -31,6 +31,11 @@ LOGGER = logging.getLogger(__name__)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+_PREALLOCATE_MAX = 1 << 20
+"""Largest read buffer allocated before the data arrives; a larger PDU length (the peer's word)
+grows the buffer as bytes come in, so a bogus length cannot make us allocate gigabytes."""
+
+
 class _FastAssociationSocket(AssociationSocket):
     """AssociationSocket that reads each PDU in one system call and keeps ACKs quick."""
 
@@ -39,24 +44,27 @@ class _FastAssociationSocket(AssociationSocket):
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
         assert sock is not None
-        buf = bytearray(nr_bytes)
-        view = memoryview(buf)
+        buf = bytearray(min(nr_bytes, _PREALLOCATE_MAX))
         nr_read = 0
         tls = isinstance(sock, ssl.SSLSocket)
         while nr_read < nr_bytes:
-            if tls:
-                got = sock.recv_into(view[nr_read:], nr_bytes - nr_read)
-            else:
-                got = sock.recv_into(view[nr_read:], nr_bytes - nr_read, socket.MSG_WAITALL)
+            if nr_read == len(buf):
+                buf.extend(bytes(min(nr_bytes - nr_read, _PREALLOCATE_MAX)))
+            view = memoryview(buf)
+            try:
+                if tls:
+                    got = sock.recv_into(view[nr_read:], len(buf) - nr_read)
+                else:
+                    got = sock.recv_into(view[nr_read:], len(buf) - nr_read, socket.MSG_WAITALL)
+            finally:
+                view.release()
             if self.quickack and not tls:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             if not got:
-                view.release()
                 del buf[nr_read:]
                 return buf
             nr_read += got
-        view.release()
         return buf
 
 
