@@ -146,16 +146,27 @@ def mark_routed(conn: Conn, decisions: Sequence[Routing]) -> None:
 
 
 def claim_forwards(conn: Conn, node: str, destination: str, limit: int) -> list[ClaimedForward]:
-    """Pending items for *destination*, most urgent lane first, then oldest first."""
-    rows = conn.execute(
-        """SELECT f.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
-                  i.transfer_syntax_uid, i.spool_path, f.destination, f.lane_rank, f.attempts
-           FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+    """Pending items for *destination* of the most urgent lane that has any, oldest first.
+
+    A batch holds one lane only: a batch is sent and confirmed as a whole, so a critical
+    item in a batch filled up with routine ones would wait for all of them."""
+    ready = """FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
            WHERE f.destination = %s AND f.state = 'pending' AND i.node = %s
-             AND f.next_attempt_at <= clock_timestamp()
-           ORDER BY f.lane_rank, f.created_at
+             AND f.next_attempt_at <= clock_timestamp()"""
+    head = conn.execute(
+        f"SELECT f.lane_rank {ready} ORDER BY f.lane_rank, f.created_at"
+        " LIMIT 1 FOR UPDATE OF f SKIP LOCKED",
+        (destination, node),
+    ).fetchone()
+    if head is None:
+        return []
+    rows = conn.execute(
+        f"""SELECT f.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
+                  i.transfer_syntax_uid, i.spool_path, f.destination, f.lane_rank, f.attempts
+           {ready} AND f.lane_rank = %s
+           ORDER BY f.created_at
            LIMIT %s FOR UPDATE OF f SKIP LOCKED""",
-        (destination, node, limit),
+        (destination, node, head[0], limit),
     ).fetchall()
     lanes = {lane.rank: lane for lane in Lane}
     return [

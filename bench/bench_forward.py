@@ -1,0 +1,1084 @@
+"""Forwarding benchmark: storescu → Orthanc directly vs storescu → Radiogate → Orthanc.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_forward.py            # full run (1,000 instances per set)
+    .venv/bin/python bench/bench_forward.py --quick    # smoke run (200 instances, fewer settings)
+
+What it measures, in one run, on the same generated data (everything on 127.0.0.1):
+
+1. **direct**: DCMTK ``storescu`` (one association, ``TCP_NODELAY=1``) sends N instances to a
+   fresh Orthanc (``ManagedOrthanc``: SQLite index, ``TCP_NODELAY=1``); images/s = N / time
+   until storescu has every C-STORE-RSP. Median of ``--direct-reps`` runs.
+2. **via Radiogate**: the same storescu sends to ``radiogate scp`` while ``radiogate worker``
+   (already running) routes and forwards to a fresh Orthanc and confirms by C-FIND; images/s =
+   N / (last ``forward_item.confirmed_at`` - the moment storescu was started). A fresh database
+   and a fresh Orthanc per run. Repeated for each worker setting of ``--settings``
+   (destination ``parallel`` / pipeline ``batch_size`` / worker ``concurrency``).
+3. **critical lane**: a routine backlog of N instances, then a 10-instance study with
+   RequestedProcedurePriority = STAT (``[[lane_rules]]`` → critical). Two scenarios:
+   ``backlog`` (the routine instances are received while no worker runs; the worker is started,
+   and the critical study is sent once forwarding is under way) and ``live`` (the worker runs;
+   the critical study is sent when half of the routine series has been received). Reported from
+   the database: critical last confirmed_at - critical last received_at, and how many routine
+   instances were confirmed before the critical study was.
+
+CPU seconds of every component (SCP receivers, worker, Orthanc, PostgreSQL, storescu) are
+recorded per run: on a small machine they show where the time goes. Results are printed as a
+table and written as JSON to ``bench/results/``. Every process started here is stopped on exit,
+also on Ctrl-C / SIGTERM / an exception; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import psycopg  # noqa: E402
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
+
+from dicom_nodes.db.migrate import migrate  # noqa: E402
+from dicom_nodes.services.orthanc import ManagedOrthanc  # noqa: E402
+from dicom_nodes.services.postgres import PrivateCluster  # noqa: E402
+
+STORESCU = "/usr/bin/storescu"
+ECHOSCU = "/usr/bin/echoscu"
+ORTHANC = "/usr/sbin/Orthanc"
+RESULTS = ROOT / "bench" / "results"
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CRITICAL_COUNT = 10
+
+LANE_RULES = """
+[[lane_rules]]
+lane = "critical"
+[lane_rules.match]
+tags = { RequestedProcedurePriority = ["STAT"] }
+"""
+
+
+class Interrupted(Exception):
+    """SIGTERM: unwind through every ``finally`` so all processes are stopped."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise Interrupted
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataSet:
+    name: str
+    label: str
+    files: list[Path]
+    bytes_per_file: int
+
+
+def _phantom(size: int) -> np.ndarray:
+    """A CT-like slice (stored values, intercept -1024): air, body, lungs, spine."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    nx, ny = (x - size / 2) / (size / 2), (y - size / 2) / (size / 2)
+    hu = np.full((size, size), -1000.0, dtype=np.float32)
+    body = (nx / 0.85) ** 2 + (ny / 0.65) ** 2 < 1.0
+    hu[body] = 40.0
+    for cx in (-0.38, 0.38):
+        hu[((nx - cx) / 0.28) ** 2 + ((ny + 0.05) / 0.42) ** 2 < 1.0] = -820.0
+    hu[(nx / 0.09) ** 2 + ((ny - 0.45) / 0.09) ** 2 < 1.0] = 700.0
+    return np.clip(hu + 1024, 0, 4095).astype(np.int16)
+
+
+def generate(
+    dest: Path, name: str, label: str, count: int, size: int, seed: int, priority: str = ""
+) -> DataSet:
+    """*count* CT instances (one study/series) of *size*² 16-bit pixels with a little noise."""
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = _phantom(size)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    files = []
+    for i in range(count):
+        ds = Dataset()
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.StudyDate = ds.SeriesDate = "20240312"
+        ds.StudyTime = ds.SeriesTime = "101500"
+        ds.AccessionNumber = f"FWD{seed:04d}"
+        ds.Modality = "CT"
+        ds.Manufacturer = "Radiogate Bench"
+        ds.StudyDescription = "CT CHEST"
+        ds.PatientName = f"Bench^{name}"
+        ds.PatientID = f"BENCH-{seed:04d}"
+        ds.PatientBirthDate = "19600101"
+        ds.PatientSex = "O"
+        if priority:
+            ds.RequestedProcedurePriority = priority
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.FrameOfReferenceUID = frame
+        ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", "2", str(i + 1)
+        ds.ImagePositionPatient = ["-190.0", "-190.0", f"{-300.0 + i:.1f}"]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.SliceThickness = "1.0"
+        ds.PixelSpacing = [f"{380.0 / size:.6f}"] * 2
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = ds.Columns = size
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        noise = rng.integers(0, 16, (size, size), dtype=np.int16)
+        ds.PixelData = (base ^ noise).tobytes()
+        ds["PixelData"].VR = "OW"
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+        path = dest / f"{i:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return DataSet(name, label, files, files[0].stat().st_size if files else 0)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_echo(port: int, aec: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = subprocess.run(
+            [ECHOSCU, "-aet", "BENCH", "-aec", aec, "-to", "5", HOST, str(port)],
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
+        if result.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{aec} on port {port} does not answer C-ECHO")
+        time.sleep(0.2)
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM the process group we created for *proc*; SIGKILL it after *timeout*."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (by its id only)
+
+
+def _stat(pid: int) -> tuple[int, int, int, float] | None:
+    """(ppid, pgrp, own cpu ticks, reaped children's cpu ticks) of *pid*."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    ppid, pgrp = int(fields[1]), int(fields[2])
+    own = int(fields[11]) + int(fields[12])
+    children = int(fields[13]) + int(fields[14])
+    return ppid, pgrp, own, children
+
+
+class CpuMeter:
+    """CPU seconds per component, from /proc (processes alive at the snapshots)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, Callable[[], float]] = {}
+
+    def add_group(self, name: str, pgrp: int) -> None:
+        """All processes of process group *pgrp* (the SCP supervisor + receivers, a worker)."""
+
+        def total() -> float:
+            ticks = 0
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    st = _stat(int(entry.name))
+                    if st is not None and st[1] == pgrp:
+                        ticks += st[2] + (st[3] if int(entry.name) == pgrp else 0)
+            return ticks / CLK_TCK
+
+        self.groups[name] = total
+
+    def add_tree(self, name: str, pid: int) -> None:
+        """*pid* (its reaped children included) and its live children (postgres backends)."""
+
+        def total() -> float:
+            ticks = 0
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    st = _stat(int(entry.name))
+                    if st is None:
+                        continue
+                    if int(entry.name) == pid:
+                        ticks += st[2] + st[3]
+                    elif st[0] == pid:
+                        ticks += st[2]
+            return ticks / CLK_TCK
+
+        self.groups[name] = total
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: fn() for name, fn in self.groups.items()}
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+@dataclass
+class Settings:
+    parallel: int = 2
+    batch_size: int = 50
+    concurrency: int = 4
+
+    @property
+    def label(self) -> str:
+        return f"p{self.parallel}/b{self.batch_size}/c{self.concurrency}"
+
+    @classmethod
+    def parse(cls, text: str) -> Settings:
+        p, b, c = (int(x) for x in text.split("/"))
+        return cls(p, b, c)
+
+
+@dataclass
+class Orthanc:
+    workdir: Path
+    managed: ManagedOrthanc | None = None
+
+    def start(self) -> None:
+        self.managed = ManagedOrthanc(
+            storage_dir=self.workdir,
+            http_port=free_port(),
+            dicom_port=free_port(),
+            executable=ORTHANC,
+        )
+        self.managed.start()
+        wait_for_echo(self.managed.dicom_port, self.managed.ae_title)
+
+    @property
+    def pid(self) -> int:
+        assert self.managed is not None and self.managed._proc is not None
+        return self.managed._proc.pid
+
+    def count(self) -> int:
+        assert self.managed is not None
+        with urllib.request.urlopen(f"{self.managed.url}/statistics", timeout=30) as rsp:
+            return int(json.load(rsp)["CountInstances"])
+
+    def stop(self) -> None:
+        if self.managed is not None:
+            self.managed.stop()
+            self.managed = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass
+class Radiogate:
+    """A fresh database + ``radiogate scp`` + ``radiogate worker`` forwarding to *orthanc*."""
+
+    cluster: PrivateCluster
+    workdir: Path
+    archive: Orthanc
+    settings: Settings
+    extra_toml: str = ""
+    port: int = 0
+    dsn: str = ""
+    db: str = ""
+    scp: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RADIOGATE_")}
+        env.pop("TCP_NODELAY", None)
+        env.update(
+            {
+                "RADIOGATE_CONFIG": str(self.workdir / "radiogate.toml"),
+                "RADIOGATE_DATABASE__DSN": self.dsn,
+                "RADIOGATE_NODE__DATA_DIR": str(self.workdir),
+                "RADIOGATE_SCP__PORT": str(self.port),
+                "RADIOGATE_SPOOL__MIN_FREE_BYTES": "0",
+                "RADIOGATE_SPOOL__MIN_FREE_PERCENT": "0",
+            }
+        )
+        return env
+
+    @property
+    def orthanc(self) -> ManagedOrthanc:
+        assert self.archive.managed is not None
+        return self.archive.managed
+
+    def start(self, *, worker: bool = True) -> None:
+        self.port = free_port()
+        self.db = f"fwd_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.cluster.admin_dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {self.db}")
+        self.dsn = f"host={HOST} port={self.cluster.port} dbname={self.db} user=radiogate"
+        with psycopg.connect(self.dsn) as conn:
+            migrate(conn)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        s = self.settings
+        (self.workdir / "radiogate.toml").write_text(
+            f"""
+[pipeline]
+quiet_period = 30.0
+batch_size = {s.batch_size}
+retry_initial = 0.5
+retry_max = 2.0
+
+[worker]
+concurrency = {s.concurrency}
+metrics_port = 0
+
+[[destinations]]
+name = "archive"
+ae_title = "{self.orthanc.ae_title}"
+host = "{HOST}"
+port = {self.orthanc.dicom_port}
+parallel = {s.parallel}
+confirm = "query"
+timeout = 30.0
+{self.extra_toml}
+"""
+        )
+        with (self.workdir / "scp.log").open("ab") as log:
+            self.scp = subprocess.Popen(
+                [sys.executable, "-m", "dicom_nodes.cli", "scp"],
+                env=self.env(),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for_echo(self.port, "RADIOGATE")
+        if worker:
+            self.start_worker()
+
+    def start_worker(self) -> None:
+        with (self.workdir / "worker.log").open("ab") as log:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "dicom_nodes.cli", "worker"],
+                env=self.env(),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    def one(self, sql: str, *params: object) -> tuple[Any, ...]:
+        rows = self.query(sql, *params)
+        return rows[0]
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.scp):
+            if proc is not None:
+                stop_group(proc)
+        self.worker = self.scp = None
+        if self.db:
+            with psycopg.connect(self.cluster.admin_dsn, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
+            self.db = ""
+
+
+@dataclass
+class Stopper:
+    """Stops the sender processes in *procs* (for :func:`running`)."""
+
+    procs: list[subprocess.Popen[bytes]]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop_group(proc, timeout=5)
+
+
+@contextlib.contextmanager
+def running(*things: Any) -> Iterator[None]:
+    """Stop *things* (in reverse order) however the block ends."""
+    try:
+        yield
+    finally:
+        for thing in reversed(things):
+            with contextlib.suppress(Exception):
+                thing.stop()
+
+
+def start_storescu(port: int, aec: str, files: list[Path], log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, TCP_NODELAY="1")
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [STORESCU, "-aet", "BENCH", "-aec", aec, HOST, str(port), *map(str, files)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_storescu(proc: subprocess.Popen[bytes], deadline: float) -> int:
+    try:
+        return proc.wait(timeout=max(0.01, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        stop_group(proc, timeout=5)
+        raise TimeoutError("storescu did not finish in time") from None
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass
+class DirectRun:
+    data: str
+    rep: int
+    count: int
+    stored: int
+    seconds: float
+    cpu: dict[str, float] = field(default_factory=dict)
+    loadavg: float = field(default_factory=lambda: os.getloadavg()[0])
+
+    @property
+    def images_per_s(self) -> float:
+        return self.stored / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_direct(data: DataSet, rep: int, base: Path, cap: float) -> DirectRun:
+    orthanc = Orthanc(base / f"direct-{data.name}-{rep}")
+    with running(orthanc):
+        orthanc.start()
+        assert orthanc.managed is not None
+        meter = CpuMeter()
+        meter.add_tree("orthanc", orthanc.pid)
+        before, cpu0 = meter.snapshot(), children_cpu()
+        started = time.perf_counter()
+        proc = start_storescu(
+            orthanc.managed.dicom_port,
+            orthanc.managed.ae_title,
+            data.files,
+            base / "storescu.log",
+        )
+        rc = wait_storescu(proc, time.monotonic() + cap)
+        seconds = time.perf_counter() - started
+        after = meter.snapshot()
+        cpu = {k: round(after[k] - before[k], 2) for k in after}
+        cpu["storescu"] = round(children_cpu() - cpu0, 2)
+        if rc != 0:
+            raise RuntimeError(f"storescu → Orthanc exited with {rc}")
+        stored = orthanc.count()
+        return DirectRun(data.name, rep, len(data.files), stored, seconds, cpu)
+
+
+@dataclass
+class ForwardRun:
+    data: str
+    settings: str
+    count: int
+    confirmed: int
+    orthanc_count: int
+    send_seconds: float
+    end_to_end_seconds: float
+    drain_after_send_seconds: float
+    first_confirm_seconds: float
+    cpu: dict[str, float] = field(default_factory=dict)
+    loadavg: float = field(default_factory=lambda: os.getloadavg()[0])
+
+    @property
+    def images_per_s(self) -> float:
+        return self.confirmed / self.end_to_end_seconds if self.end_to_end_seconds > 0 else 0.0
+
+
+def _meter_for(rg: Radiogate, cluster: PrivateCluster, orthanc: Orthanc) -> CpuMeter:
+    meter = CpuMeter()
+    assert rg.scp is not None
+    meter.add_group("scp", rg.scp.pid)
+    if rg.worker is not None:
+        meter.add_group("worker", rg.worker.pid)
+    meter.add_tree("orthanc", orthanc.pid)
+    pm = postmaster_pid(cluster)
+    if pm:
+        meter.add_tree("postgres", pm)
+    return meter
+
+
+def postmaster_pid(cluster: PrivateCluster) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    return 0
+
+
+def start_profilers(
+    py_spy: str, rg: Radiogate, data: DataSet, settings: Settings
+) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` (raw collapsed stacks, all threads) of the worker and the SCP."""
+    if not py_spy:
+        return []
+    assert rg.worker is not None and rg.scp is not None
+    stem = RESULTS / f"profile-{data.name}-{settings.label.replace('/', '-')}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    spies = []
+    for name, pid, extra in (
+        ("worker", rg.worker.pid, []),
+        ("scp", rg.scp.pid, ["--subprocesses"]),
+    ):
+        cmd = [py_spy, "record", "--format", "raw", "--rate", "200", "--threads"]
+        cmd += ["--nonblocking", "-p", str(pid), "-o", f"{stem}-{name}.txt", *extra]
+        spies.append(
+            subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
+        )
+    time.sleep(1.0)
+    return spies
+
+
+def stop_profilers(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        with contextlib.suppress(ProcessLookupError):
+            spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop_group(spy, timeout=5)
+
+
+def run_forward(
+    data: DataSet,
+    settings: Settings,
+    cluster: PrivateCluster,
+    base: Path,
+    cap: float,
+    py_spy: str = "",
+) -> ForwardRun:
+    work = base / f"fwd-{data.name}-{settings.label.replace('/', '-')}"
+    orthanc = Orthanc(work / "orthanc")
+    rg = Radiogate(cluster, work / "node", orthanc, settings)
+    with running(orthanc, rg):
+        orthanc.start()
+        rg.start()
+        meter = _meter_for(rg, cluster, orthanc)
+        n = len(data.files)
+        time.sleep(1.0)  # let the worker register with procrastinate
+        spies = start_profilers(py_spy, rg, data, settings)
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            before, cpu0 = meter.snapshot(), children_cpu()
+            wall0 = time.time()
+            t0 = time.monotonic()
+            deadline = t0 + cap
+            proc = start_storescu(rg.port, "RADIOGATE", data.files, work / "storescu.log")
+            send_seconds = 0.0
+            while time.monotonic() < deadline:
+                if send_seconds == 0.0 and proc.poll() is not None:
+                    send_seconds = time.monotonic() - t0
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"storescu → Radiogate exited with {proc.returncode}")
+                (confirmed,) = rg.one("SELECT count(*) FROM forward_item WHERE state = 'confirmed'")
+                if confirmed >= n:
+                    break
+                time.sleep(0.1)
+            if send_seconds == 0.0:
+                wait_storescu(proc, deadline)
+                send_seconds = time.monotonic() - t0
+            after, cpu1 = meter.snapshot(), children_cpu()
+        finally:
+            if proc is not None:
+                stop_group(proc, timeout=5)
+            stop_profilers(spies)
+        first, last, count = rg.one(
+            "SELECT min(confirmed_at), max(confirmed_at), count(*) FROM forward_item "
+            "WHERE state = 'confirmed'"
+        )
+        if count < n:
+            states = rg.query("SELECT state, count(*) FROM forward_item GROUP BY state")
+            print(f"  capped after {cap:.0f} s: {states}", flush=True)
+        e2e = (last.timestamp() - wall0) if last else cap
+        cpu = {k: round(after[k] - before[k], 2) for k in after}
+        cpu["storescu"] = round(cpu1 - cpu0, 2)
+        return ForwardRun(
+            data=data.name,
+            settings=settings.label,
+            count=n,
+            confirmed=int(count),
+            orthanc_count=orthanc.count(),
+            send_seconds=round(send_seconds, 3),
+            end_to_end_seconds=round(e2e, 3),
+            drain_after_send_seconds=round(e2e - send_seconds, 3),
+            first_confirm_seconds=round(first.timestamp() - wall0, 3) if first else -1.0,
+            cpu=cpu,
+        )
+
+
+@dataclass
+class SplitRun:
+    """Receive and forward one after the other: which side limits the end-to-end rate."""
+
+    data: str
+    settings: str
+    count: int
+    receive_seconds: float
+    forward_seconds: float
+    worker_start_to_last_confirmed_seconds: float
+    confirmed: int
+    cpu_receive: dict[str, float] = field(default_factory=dict)
+    cpu_forward: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def receive_per_s(self) -> float:
+        return self.count / self.receive_seconds if self.receive_seconds > 0 else 0.0
+
+    @property
+    def forward_per_s(self) -> float:
+        return self.confirmed / self.forward_seconds if self.forward_seconds > 0 else 0.0
+
+
+def run_split(
+    data: DataSet, settings: Settings, cluster: PrivateCluster, base: Path, cap: float
+) -> SplitRun:
+    """storescu → SCP with no worker running (receive only); then the worker drains it all."""
+    work = base / f"split-{data.name}"
+    orthanc = Orthanc(work / "orthanc")
+    rg = Radiogate(cluster, work / "node", orthanc, settings)
+    senders: list[subprocess.Popen[bytes]] = []
+    n = len(data.files)
+    with running(orthanc, rg, Stopper(senders)):
+        orthanc.start()
+        rg.start(worker=False)
+        meter = _meter_for(rg, cluster, orthanc)
+        deadline = time.monotonic() + cap
+        c0 = meter.snapshot()
+        t0 = time.monotonic()
+        senders.append(start_storescu(rg.port, "RADIOGATE", data.files, work / "storescu.log"))
+        if wait_storescu(senders[-1], deadline) != 0:
+            raise RuntimeError("storescu → Radiogate failed")
+        receive_seconds = time.monotonic() - t0
+        c1 = meter.snapshot()
+        wall0 = time.time()
+        rg.start_worker()
+        assert rg.worker is not None
+        meter.add_group("worker", rg.worker.pid)
+        while time.monotonic() < deadline:
+            (confirmed,) = rg.one("SELECT count(*) FROM forward_item WHERE state = 'confirmed'")
+            if confirmed >= n:
+                break
+            time.sleep(0.1)
+        c2 = meter.snapshot()
+        first, last, count = rg.one(
+            "SELECT min(sent_at), max(confirmed_at), count(confirmed_at) FROM forward_item"
+        )
+        return SplitRun(
+            data=data.name,
+            settings=settings.label,
+            count=n,
+            receive_seconds=round(receive_seconds, 3),
+            forward_seconds=round((last - first).total_seconds(), 3) if last else cap,
+            worker_start_to_last_confirmed_seconds=round(last.timestamp() - wall0, 3)
+            if last
+            else cap,
+            confirmed=int(count),
+            cpu_receive={k: round(c1[k] - c0[k], 2) for k in c1},
+            cpu_forward={k: round(c2[k] - c1.get(k, 0.0), 2) for k in c2},
+        )
+
+
+@dataclass
+class CriticalRun:
+    scenario: str
+    settings: str
+    routine: int
+    critical: int
+    latency_seconds: float
+    routine_confirmed_before: int
+    routine_pending_when_critical_received: int
+    critical_routed_seconds: float
+    critical_first_sent_seconds: float
+    total_seconds: float
+
+
+def run_critical(
+    scenario: str,
+    routine: DataSet,
+    critical: DataSet,
+    settings: Settings,
+    cluster: PrivateCluster,
+    base: Path,
+    cap: float,
+) -> CriticalRun:
+    work = base / f"crit-{scenario}"
+    orthanc = Orthanc(work / "orthanc")
+    rg = Radiogate(cluster, work / "node", orthanc, settings, extra_toml=LANE_RULES)
+    n = len(routine.files)
+    senders: list[subprocess.Popen[bytes]] = []
+    with running(orthanc, rg, Stopper(senders)):
+        orthanc.start()
+        t0 = time.monotonic()
+        deadline = t0 + cap
+        if scenario == "backlog":
+            rg.start(worker=False)
+            proc = start_storescu(rg.port, "RADIOGATE", routine.files, work / "storescu.log")
+            senders.append(proc)
+            if wait_storescu(proc, deadline) != 0:
+                raise RuntimeError("storescu (routine backlog) failed")
+            rg.start_worker()
+            while time.monotonic() < deadline:
+                (row,) = rg.query("SELECT count(*) FROM forward_item WHERE state = 'confirmed'")
+                if row[0] >= 1:
+                    break
+                time.sleep(0.02)
+        else:
+            rg.start()
+            time.sleep(1.0)
+            proc = start_storescu(rg.port, "RADIOGATE", routine.files, work / "storescu.log")
+            senders.append(proc)
+            while time.monotonic() < deadline and proc.poll() is None:
+                (row,) = rg.query("SELECT count(*) FROM ingest_instance")
+                if row[0] >= n // 2:
+                    break
+                time.sleep(0.02)
+        crit = start_storescu(rg.port, "RADIOGATE", critical.files, work / "storescu-crit.log")
+        senders.append(crit)
+        if wait_storescu(crit, deadline) != 0:
+            raise RuntimeError("storescu (critical study) failed")
+        if scenario == "live" and wait_storescu(proc, deadline) != 0:
+            raise RuntimeError("storescu (routine) failed")
+        total = n + len(critical.files)
+        while time.monotonic() < deadline:
+            (row,) = rg.query("SELECT count(*) FROM forward_item WHERE state = 'confirmed'")
+            if row[0] >= total:
+                break
+            time.sleep(0.1)
+        (c,) = rg.query(
+            """SELECT max(f.confirmed_at), max(i.received_at), count(f.confirmed_at),
+                      max(i.state_changed_at), min(f.sent_at)
+               FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+               WHERE i.lane = 'critical'"""
+        )
+        crit_confirmed, crit_received, crit_n, _changed, crit_first_sent = c
+        if crit_n < len(critical.files) or crit_confirmed is None:
+            raise RuntimeError(f"critical study not confirmed in time ({crit_n} confirmed)")
+        (before,) = rg.query(
+            """SELECT count(*) FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+               WHERE i.lane = 'routine' AND f.confirmed_at <= %s""",
+            crit_confirmed,
+        )
+        (pending,) = rg.query(
+            """SELECT count(*) FROM ingest_instance i LEFT JOIN forward_item f
+                   USING (sop_instance_uid)
+               WHERE i.lane IS DISTINCT FROM 'critical'
+                 AND (f.confirmed_at IS NULL OR f.confirmed_at > %s)""",
+            crit_received,
+        )
+        (crit_routed,) = rg.query(
+            """SELECT max(f.created_at) FROM forward_item f JOIN ingest_instance i
+                   USING (sop_instance_uid) WHERE i.lane = 'critical'"""
+        )
+        return CriticalRun(
+            scenario=scenario,
+            settings=settings.label,
+            routine=n,
+            critical=len(critical.files),
+            latency_seconds=round((crit_confirmed - crit_received).total_seconds(), 3),
+            routine_confirmed_before=int(before[0]),
+            routine_pending_when_critical_received=int(pending[0]),
+            critical_routed_seconds=round((crit_routed[0] - crit_received).total_seconds(), 3),
+            critical_first_sent_seconds=round((crit_first_sent - crit_received).total_seconds(), 3),
+            total_seconds=round(time.monotonic() - t0, 1),
+        )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return r.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": git("status", "--short").splitlines()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="200 instances, fewer settings")
+    parser.add_argument("--count", type=int, help="instances per data set (default 1000)")
+    parser.add_argument(
+        "--settings",
+        help="worker settings parallel/batch_size/concurrency, comma-separated "
+        "(default: 2/50/4,4/50/4,2/100/4,4/100/4,2/50/2,4/100/2)",
+    )
+    parser.add_argument("--sizes", default="ct512,small64", help="data sets: ct512,small64")
+    parser.add_argument(
+        "--reps", type=int, help="repetitions of each Radiogate setting (default 2; quick 1)"
+    )
+    parser.add_argument(
+        "--direct-reps", type=int, default=1, help="minimum direct runs per data set"
+    )
+    parser.add_argument("--no-critical", action="store_true", help="skip the critical-lane runs")
+    parser.add_argument(
+        "--critical-only",
+        action="store_true",
+        help="only the critical-lane runs, with the first of --settings",
+    )
+    parser.add_argument(
+        "--max-run-seconds", type=float, default=300.0, help="cap per run (default 300)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--py-spy",
+        default="",
+        help="path of py-spy: profile worker and SCP of every Radiogate run "
+        "(raw stacks to bench/results/profile-*.txt)",
+    )
+    args = parser.parse_args()
+    count = args.count or (200 if args.quick else 1000)
+    default_settings = "2/50/4,4/100/4" if args.quick else "2/50/4,4/50/4,2/100/4,4/100/4,2/50/2"
+    settings = [Settings.parse(s) for s in (args.settings or default_settings).split(",") if s]
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    direct_reps = args.direct_reps
+    reps = args.reps or (1 if args.quick else 2)
+
+    for binary in (STORESCU, ECHOSCU, ORTHANC):
+        if not Path(binary).exists():
+            print(f"missing {binary}", file=sys.stderr)
+            return 2
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    base = Path(tempfile.mkdtemp(prefix="radiogate-fwdbench-", dir=os.environ.get("BENCH_TMP")))
+    base.chmod(0o755)  # the private cluster runs as 'postgres' when we are root
+    cluster: PrivateCluster | None = None
+    direct: list[DirectRun] = []
+    forward: list[ForwardRun] = []
+    critical: list[CriticalRun] = []
+    split: list[SplitRun] = []
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        t0 = time.perf_counter()
+        sets: dict[str, DataSet] = {}
+        if "ct512" in sizes:
+            sets["ct512"] = generate(base / "data" / "ct512", "ct512", "0.5MB", count, 512, 1)
+        if "small64" in sizes:
+            sets["small64"] = generate(base / "data" / "small64", "small64", "10KB", count, 64, 2)
+        crit_set = generate(base / "data" / "stat", "stat", "STAT", CRITICAL_COUNT, 512, 3, "STAT")
+        for s in sets.values():
+            print(f"data {s.name}: {len(s.files)} files of {s.bytes_per_file / 1e3:.1f} kB")
+        print(f"generated in {time.perf_counter() - t0:.1f} s", flush=True)
+        cluster = PrivateCluster(base / "pg" / "data", free_port())
+        cluster.start()
+
+        for data in sets.values() if not args.critical_only else ():
+            # Direct runs interleaved with the Radiogate runs: the machine's load drifts.
+            plan: list[Settings | None] = []
+            for _rep in range(reps):
+                for st in settings:
+                    plan += [None, st]
+            plan += [None] * max(0, direct_reps - plan.count(None))
+            for rep, st in enumerate(plan):
+                if st is None:
+                    d = run_direct(data, rep, base, args.max_run_seconds)
+                    direct.append(d)
+                    print(
+                        f"direct    {data.label:>5} {'':<11} {d.images_per_s:7.1f} img/s  "
+                        f"({d.seconds:.2f} s, stored {d.stored}/{d.count}) cpu {d.cpu} "
+                        f"load {d.loadavg:.1f}",
+                        flush=True,
+                    )
+                    continue
+                f = run_forward(data, st, cluster, base, args.max_run_seconds, args.py_spy)
+                forward.append(f)
+                print(
+                    f"radiogate {data.label:>5} {st.label:<11} {f.images_per_s:7.1f} img/s  "
+                    f"(send {f.send_seconds:.2f} s, last confirmed {f.end_to_end_seconds:.2f} s,"
+                    f" confirmed {f.confirmed}/{f.count}, orthanc {f.orthanc_count}) "
+                    f"cpu {f.cpu} load {f.loadavg:.1f}",
+                    flush=True,
+                )
+        best = pick_best(forward, "ct512" if "ct512" in sets else next(iter(sets), ""), settings)
+        for data in sets.values() if not args.critical_only else ():
+            sp = run_split(data, best, cluster, base, args.max_run_seconds)
+            split.append(sp)
+            print(
+                f"split     {data.label:>5} {best.label:<11} receive only {sp.receive_per_s:7.1f}"
+                f" img/s, then forward only {sp.forward_per_s:7.1f} img/s "
+                f"(confirmed {sp.confirmed}/{sp.count}) cpu {sp.cpu_receive} / {sp.cpu_forward}",
+                flush=True,
+            )
+        if not args.no_critical and "ct512" in sets:
+            for scenario in ("backlog", "live"):
+                c = run_critical(
+                    scenario,
+                    sets["ct512"],
+                    crit_set,
+                    best,
+                    cluster,
+                    base,
+                    args.max_run_seconds,
+                )
+                critical.append(c)
+                print(
+                    f"critical {scenario:<8} {best.label}: {c.latency_seconds:.2f} s "
+                    f"(routed +{c.critical_routed_seconds:.2f} s, first sent "
+                    f"+{c.critical_first_sent_seconds:.2f} s); {c.routine_confirmed_before} of "
+                    f"{c.routine} routine confirmed before it, "
+                    f"{c.routine_pending_when_critical_received} pending when it arrived",
+                    flush=True,
+                )
+        report(direct, forward, split, critical, sets, best)
+        out = {
+            "benchmark": "forward",
+            "started_at": started_at,
+            "host": {"cores": os.cpu_count(), "platform": platform.platform()},
+            "git": git_state(),
+            "count": count,
+            "quick": args.quick,
+            "data": {
+                s.name: {"files": len(s.files), "bytes": s.bytes_per_file} for s in sets.values()
+            },
+            "direct": [asdict(d) | {"images_per_s": d.images_per_s} for d in direct],
+            "forward": [asdict(f) | {"images_per_s": f.images_per_s} for f in forward],
+            "split": [
+                asdict(x) | {"receive_per_s": x.receive_per_s, "forward_per_s": x.forward_per_s}
+                for x in split
+            ],
+            "critical": [asdict(c) for c in critical],
+            "best_settings": best.label,
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        name = f"forward-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
+        (RESULTS / name).write_text(json.dumps(out, indent=2, default=str))
+        print(f"\nresults: {RESULTS / name}")
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted; stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.stop(mode="fast")
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+def per_setting(forward: list[ForwardRun], data: str) -> dict[str, list[ForwardRun]]:
+    out: dict[str, list[ForwardRun]] = {}
+    for f in forward:
+        if f.data == data:
+            out.setdefault(f.settings, []).append(f)
+    return out
+
+
+def pick_best(forward: list[ForwardRun], data: str, settings: list[Settings]) -> Settings:
+    """The setting with the best median throughput on *data* (complete runs only)."""
+    medians = {
+        label: statistics.median(f.images_per_s for f in runs)
+        for label, runs in per_setting(forward, data).items()
+        if all(f.confirmed == f.count for f in runs)
+    }
+    if not medians:
+        return settings[0]
+    top = max(medians, key=lambda k: medians[k])
+    return next(s for s in settings if s.label == top)
+
+
+def report(
+    direct: list[DirectRun],
+    forward: list[ForwardRun],
+    split: list[SplitRun],
+    critical: list[CriticalRun],
+    sets: dict[str, DataSet],
+    best: Settings,
+) -> None:
+    print()
+    print(f"Forwarding benchmark, {os.cpu_count()} cores, loopback, storescu TCP_NODELAY=1")
+    print("medians over runs; ratio = Radiogate img/s / direct img/s; e2e = first sent → last")
+    print("confirmed in Orthanc; cpu = CPU seconds per component during the run")
+    print(f"{'data':<7}{'path':<28}{'img/s':>8}{'ratio':>7}{'send s':>8}{'e2e s':>8}  cpu s")
+    for data in sets.values():
+        ds = [d.images_per_s for d in direct if d.data == data.name]
+        ref = statistics.median(ds) if ds else 0.0
+        dsec = statistics.median([d.seconds for d in direct if d.data == data.name] or [0])
+        print(f"{data.label:<7}{'direct → Orthanc':<28}{ref:8.1f}{1.0:7.2f}{dsec:8.2f}{dsec:8.2f}")
+        for label, runs in per_setting(forward, data.name).items():
+            ips = statistics.median(f.images_per_s for f in runs)
+            send = statistics.median(f.send_seconds for f in runs)
+            e2e = statistics.median(f.end_to_end_seconds for f in runs)
+            cpu = " ".join(
+                f"{k}={statistics.median(f.cpu.get(k, 0.0) for f in runs):.1f}" for k in runs[0].cpu
+            )
+            bad = sum(f.count - f.confirmed for f in runs)
+            flag = f" ({bad} NOT CONFIRMED)" if bad else ""
+            ratio = ips / ref if ref else 0.0
+            print(
+                f"{'':<7}{'Radiogate ' + label:<28}{ips:8.1f}{ratio:7.2f}"
+                f"{send:8.2f}{e2e:8.2f}  {cpu}{flag}"
+            )
+    if split:
+        print(f"\nOne side at a time ({best.label}): receive with no worker, then forward only")
+        for x in split:
+            ref = statistics.median([d.images_per_s for d in direct if d.data == x.data] or [0])
+            label = sets[x.data].label
+            rr, fr = (x.receive_per_s / ref, x.forward_per_s / ref) if ref else (0.0, 0.0)
+            print(
+                f"  {label:<6} receive only {x.receive_per_s:7.1f} img/s ({rr:.2f} of direct);"
+                f" forward only {x.forward_per_s:7.1f} img/s ({fr:.2f} of direct)"
+            )
+    if critical:
+        print(f"\nCritical study ({CRITICAL_COUNT} STAT instances) behind routine, {best.label}:")
+        for c in critical:
+            ok = "OK" if c.latency_seconds < 5.0 else "OVER 5 s"
+            print(
+                f"  {c.scenario:<8} last received → last confirmed {c.latency_seconds:6.2f} s "
+                f"[{ok}]; routine confirmed before it {c.routine_confirmed_before}/{c.routine}; "
+                f"routine pending when it arrived {c.routine_pending_when_critical_received}"
+            )
+    print("ratio goal ≥ 0.70 of direct; critical goal < 5 s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
