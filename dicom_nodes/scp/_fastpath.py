@@ -356,25 +356,28 @@ class FastDUL(DULServiceProvider):
 
     # -- the reactor ------------------------------------------------------------------------
 
-    def _wait(self) -> None:
-        """Block until the socket is readable, :meth:`_Waker.wake` is called or a timer is due."""
+    def _wait(self) -> bool:
+        """Block until the socket is readable, :meth:`_Waker.wake` is called or a timer is due;
+        return whether the socket was reported readable."""
         timeout = MAX_WAIT
         if self.artim_timer._start_time is not None and self.artim_timer._end_time is None:
             timeout = max(0.0, min(timeout, self.artim_timer.remaining))
         if self._spurious >= _SPURIOUS_WAKES:
-            # The socket reports readable but reading changes nothing (closed or failed
-            # connection): pace the loop as pynetdicom does.
+            # The socket keeps reporting readable but reading changes nothing (a failed
+            # connection): pace the loop as pynetdicom does until that stops.
             time.sleep(0.001)
-            return
+            timeout = 0.0
         fds: list[Any] = [self._waker.fd]
         sock = self.socket.socket if self.socket is not None else None
         if sock is not None and sock.fileno() >= 0:
             fds.append(sock)
         try:
-            select.select(fds, [], [], timeout)
-        except (OSError, ValueError):
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except (OSError, ValueError):  # the socket was closed under us
             time.sleep(0.001)
+            return True
         self._waker.drain()
+        return any(fd is not self._waker.fd for fd in readable)
 
     def run_reactor(self) -> None:
         """pynetdicom 3.0.4's DUL loop, waiting in :meth:`_wait` instead of sleeping 1 ms."""
@@ -391,7 +394,7 @@ class FastDUL(DULServiceProvider):
                 wake.set()
 
     def _loop(self) -> None:
-        waited = False
+        socket_ready = False
         while True:
             if not self.assoc._dul_ready.is_set():
                 self.assoc._dul_ready.set()
@@ -422,15 +425,16 @@ class FastDUL(DULServiceProvider):
             try:
                 event = self.event_queue.get(block=False)
             except queue.Empty:
-                if waited and not progressed:
-                    self._spurious += 1
-                elif progressed:
+                if progressed:
                     self._spurious = 0
-                self._wait()
-                waited = True
+                elif socket_ready:
+                    self._spurious += 1  # readable, yet nothing to read
+                else:
+                    self._spurious = 0  # woken by a timeout or a signal
+                socket_ready = self._wait()
                 continue
             self._spurious = 0
-            waited = False
+            socket_ready = False
             self.state_machine.do_action(event)
 
 

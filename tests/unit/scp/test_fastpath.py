@@ -570,3 +570,30 @@ def test_odd_command_encoding_still_stores(chunked: Path, monkeypatch: pytest.Mo
     assert calls and calls[0] is not None
     stored = pydicom.dcmread(io.BytesIO(scp.stored[0]))
     assert stored.SOPInstanceUID == pydicom.dcmread(CT).SOPInstanceUID
+
+
+def test_idle_association_waits_instead_of_polling(
+    chunked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    original = FastDUL._wait
+
+    def counting(self: FastDUL) -> bool:
+        waits.append(time.monotonic())
+        return original(self)
+
+    monkeypatch.setattr(FastDUL, "_wait", counting)
+    scp = _Scp(chunked, fast=True)
+    try:
+        assoc = _scu(scp.port)
+        assert int(assoc.send_c_echo().Status) == 0
+        time.sleep(0.1)
+        before = len(waits)
+        time.sleep(0.5)
+        idle_waits = len(waits) - before
+        assert scp.associations[0].dul._spurious == 0
+        assoc.release()
+    finally:
+        scp.stop()
+    # ~10 wake-ups per 0.5 s (MAX_WAIT = 50 ms), not pynetdicom's ~500.
+    assert idle_waits <= 0.5 / _fastpath.MAX_WAIT + 5
