@@ -5,12 +5,14 @@ pynetdicom runs each association as two threads that poll each other: the DUL re
 1 ms whenever both are empty, and the association reactor (``Association._run_reactor``) sleeps
 1 ms before every look at its incoming DIMSE message queue. A C-STORE round trip crosses those
 sleeps three times (request PDU noticed, message picked up, response sent), and at a few
-milliseconds per instance that is a large part of the time. This module changes *how the
-threads wait*, never what they do:
+milliseconds per instance that is a large part of the time. On top of that, the C-STORE
+messages are encoded and decoded through pydicom datasets, which costs more CPU than the
+transfer itself for small instances. This module changes how the threads wait and takes
+shortcuts that produce byte-identical results:
 
 1. **Event-driven DUL reactor** (:class:`FastDUL`): instead of ``time.sleep(0.001)`` it blocks in
-   ``select()`` on the socket and on an eventfd that :meth:`FastDUL.send_pdu` (any primitive for
-   the peer, e.g. our C-STORE-RSP) signals. Every step of the loop body is pynetdicom's own.
+   ``select()`` on the socket and on an eventfd that every primitive queued for the peer (e.g.
+   our C-STORE-RSP) signals. Every step of the loop body is pynetdicom's own.
 2. **Event-driven association reactor** (:class:`FastAssociation`): it blocks on a
    :class:`threading.Event` set whenever the DUL hands it something (the DIMSE message queue,
    the DUL-to-user queue for release/abort indications, the DUL thread ending, ``kill()``).
@@ -45,9 +47,9 @@ threads wait*, never what they do:
    instead of once per PDV. Unusual command encodings and a bound ``EVT_DIMSE_RECV`` handler
    take pynetdicom's decoding.
 7. **Next temporary file created ahead** (:meth:`FastDIMSE.prepare_spare`): creating a file in
-   the spool's ``.incoming`` directory right after the previous instance's fsync + rename waits
-   for the ext4 journal (~1 ms); the next C-STORE's file is created while the current one's
-   handler runs.
+   the spool's ``.incoming`` directory waits for the ext4 journal while another fsync commits
+   (measured: 1.1 ms median under concurrent fsyncs, 0.06 ms on a quiet disk); the next
+   C-STORE's file is created while the current one's handler runs, off the request path.
 8. **Quick thread exit** (:meth:`FastAssociation.kill`): the association thread waits for its
    DUL thread in 1 ms steps instead of 10 ms, so a released association stops counting against
    ``scp.max_associations`` sooner.
