@@ -597,3 +597,30 @@ def test_idle_association_waits_instead_of_polling(
         scp.stop()
     # ~10 wake-ups per 0.5 s (MAX_WAIT = 50 ms), not pynetdicom's ~500.
     assert idle_waits <= 0.5 / _fastpath.MAX_WAIT + 5
+
+
+def test_start_writeback_accepts_any_file(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    with path.open("wb") as fh:
+        fh.write(b"x" * 300_000)
+        fh.flush()
+        _fastpath.start_writeback(fh.fileno())
+    assert path.read_bytes() == b"x" * 300_000
+
+
+def test_write_back_starts_while_a_dataset_arrives(
+    chunked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(_fastpath, "WRITEBACK_CHUNK", 1)
+    monkeypatch.setattr(_fastpath, "start_writeback", calls.append)
+    scp = _Scp(chunked, fast=True)
+    try:
+        assoc = _scu(scp.port)  # CT_small: 3 dataset fragments of at most 16 KiB
+        assert int(assoc.send_c_store(pydicom.dcmread(CT)).Status) == 0
+        assoc.release()
+    finally:
+        scp.stop()
+    assert len(calls) == 2  # after each fragment but the last
+    stored = pydicom.dcmread(io.BytesIO(scp.stored[0]))
+    assert stored.PixelData == pydicom.dcmread(CT).PixelData
