@@ -522,28 +522,30 @@ def send(
     capped = False
     with log.open("ab") as out:
         started = time.perf_counter()
-        for chunk in chunks:
-            cmd = [STORESCU, "-aet", "BENCH", "-aec", receiver.ae_title, HOST, str(receiver.port)]
-            procs.append(
-                subprocess.Popen(
-                    [*cmd, *map(str, chunk)],
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+        try:
+            for chunk in chunks:
+                cmd = [STORESCU, "-aet", "BENCH", "-aec", receiver.ae_title, HOST]
+                procs.append(
+                    subprocess.Popen(
+                        [*cmd, str(receiver.port), *map(str, chunk)],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 )
-            )
-        deadline = started + cap
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.01, deadline - time.perf_counter()))
-            except subprocess.TimeoutExpired:
-                capped = True
-                break
-        elapsed = time.perf_counter() - started
-        for p in procs:
-            if p.poll() is None:
-                stop_group(p, timeout=5)
+            deadline = started + cap
+            for p in procs:
+                try:
+                    p.wait(timeout=max(0.01, deadline - time.perf_counter()))
+                except subprocess.TimeoutExpired:
+                    capped = True
+                    break
+            elapsed = time.perf_counter() - started
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    stop_group(p, timeout=5)
     failed = sum(1 for p in procs if p.returncode not in (0, None) and not capped)
     return elapsed, capped, failed
 
@@ -573,6 +575,9 @@ def main() -> int:
     parser.add_argument("--sizes", default="ct512,small64", help="data sets: ct512,small64")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so that the finally block stops every process started.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda n, _f: sys.exit(128 + n))
     count = args.count or (100 if args.quick else 1000)
     reps = args.reps or (1 if args.quick else 3)
     wanted = [r.strip() for r in args.receivers.split(",") if r.strip()]
