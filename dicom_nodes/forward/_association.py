@@ -43,6 +43,22 @@ The response race (why :class:`_ResponseSafeQueue` exists)
     A response that arrives after its DIMSE timeout cannot be matched to a later request: a
     timeout aborts the association (pynetdicom's ``_handle_no_response``), so the queue dies
     with it, and the instance is reported retryable.
+
+Event-driven reactors (:class:`_FastAE`, :class:`FastRequestorAssociation`)
+    pynetdicom's two threads per association poll: the DUL reactor sleeps 1 ms whenever its
+    socket and outgoing queue are empty, the association reactor sleeps 1 ms before each look
+    at its message queue, and every ``send_*`` spins in 0.1 ms sleeps until the reactor is
+    paused. A C-STORE round trip crossed those sleeps, and the wake-ups cost a large share of
+    the worker's CPU. The receiving side's fast path (:mod:`dicom_nodes.scp._fastpath`) is
+    reused: :class:`~dicom_nodes.scp._fastpath.FastDUL` blocks in ``select()`` on the socket
+    and an eventfd that every queued primitive signals, and the association reactor blocks on
+    an event set whenever the DUL hands it something. The requestor's reactor differs from
+    the acceptor's in one point: it reports itself *paused* (``_is_paused``) while it waits
+    for that event, because it does not touch the message queue or ACSE while waiting, so a
+    ``send_*`` call finds it paused at once instead of spinning until its next wake-up. The
+    response-race guard is unchanged: the message queue is a :class:`_ResponseSafeQueue` that
+    also wakes the reactor. Associations with TLS keep pynetdicom's polling reactors (bytes
+    already decrypted inside the SSL object do not make the socket readable for ``select()``).
 """
 
 from __future__ import annotations
@@ -55,15 +71,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
 from dicom_nodes.forward.settings import DimseSettings
+from dicom_nodes.scp._fastpath import MAX_WAIT, FastAssociation, upgrade_association
 
 __all__ = [
     "EXPLICIT_VR_LE",
     "IMPLICIT_VR_LE",
     "MAX_CONTEXTS",
     "AssociationFailed",
+    "FastRequestorAssociation",
     "StoreContexts",
     "open_association",
     "store_contexts",
@@ -91,7 +110,17 @@ class AssociationFailed(Exception):
 class _ResponseSafeQueue(queue.Queue[tuple[Any, Any]]):
     """DIMSE message queue whose non-blocking ``get`` only ever returns service requests.
 
-    See the module docstring ("The response race")."""
+    See the module docstring ("The response race"). *notify*, if given, is called after every
+    ``put`` (it wakes the event-driven association reactor)."""
+
+    def __init__(self, notify: Any = None) -> None:
+        super().__init__()
+        self._notify = notify
+
+    def put(self, item: tuple[Any, Any], block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        if self._notify is not None:
+            self._notify()
 
     def get(self, block: bool = True, timeout: float | None = None) -> tuple[Any, Any]:
         if block:
@@ -118,11 +147,93 @@ def _on_conn_open(event: Any) -> None:
             LOGGER.debug("TCP_NODELAY not set: %s", exc)
     dimse = event.assoc.dimse
     if not isinstance(dimse.msg_queue, _ResponseSafeQueue):
-        safe = _ResponseSafeQueue()
+        safe = _ResponseSafeQueue(getattr(dimse.msg_queue, "_notify", None))
         old = dimse.msg_queue
         with old.mutex:
             safe.queue.extend(old.queue)
             dimse.msg_queue = safe
+
+
+class FastRequestorAssociation(FastAssociation):
+    """Requestor association with event-driven reactors (module doc, "Event-driven reactors").
+
+    Made by :class:`_FastAE` from pynetdicom's own before any thread starts."""
+
+    def _run_reactor(self) -> None:
+        """pynetdicom 3.0.4's ``Association._run_reactor``, event-driven, paused while idle."""
+        wake = self._fast_wake
+        idle = False
+        while not self._kill:
+            # Paused while waiting: nothing below runs before the checkpoint is passed again.
+            self._is_paused = True
+            if idle:
+                wake.wait(MAX_WAIT)
+            wake.clear()
+            idle = True
+
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                assert context_id is not None
+                self._serve_request(msg, context_id)
+                idle = False
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                LOGGER.info("Association Released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                log_msg = "Association Aborted"
+                if self.acse.is_aborted("a-p-abort"):
+                    log_msg += " (A-P-ABORT)"
+                LOGGER.info(log_msg)
+                self.dul.receive_pdu(wait=False)
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                LOGGER.error("Network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+def upgrade_requestor(assoc: Association) -> FastRequestorAssociation:
+    """Switch a new requestor association (no thread started) to the event-driven reactors."""
+    fast = upgrade_association(assoc)
+    fast.__class__ = FastRequestorAssociation
+    assert isinstance(fast, FastRequestorAssociation)
+    fast.dimse.msg_queue = _ResponseSafeQueue(fast._fast_wake.set)
+    return fast
+
+
+class _FastAE(AE):
+    """AE whose requested associations use :func:`upgrade_requestor` (not with TLS)."""
+
+    def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> Any:
+        if tls_args is None:
+            upgrade_requestor(assoc)
+        return super()._create_socket(assoc, address, tls_args)
 
 
 @dataclass(frozen=True)
@@ -177,7 +288,7 @@ def open_association(
     """Request an association with the destination; return it established.
 
     Raises :class:`AssociationFailed` (retryable: the caller decides how often to retry)."""
-    ae = AE(ae_title=settings.calling_ae)
+    ae = _FastAE(ae_title=settings.calling_ae)
     ae.acse_timeout = settings.timeout
     ae.dimse_timeout = settings.timeout
     ae.network_timeout = settings.timeout

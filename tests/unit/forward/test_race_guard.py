@@ -97,3 +97,46 @@ def test_conn_open_installs_the_guard_and_keeps_queued_items() -> None:
     assert isinstance(assoc.dimse.msg_queue, _ResponseSafeQueue)
     assert assoc.dimse.msg_queue.get(block=False) == item
     assert assoc.radiogate_connected is True
+
+
+def test_guard_queue_notifies_on_put() -> None:
+    calls: list[int] = []
+    q = _ResponseSafeQueue(lambda: calls.append(1))
+    q.put((1, _response()))
+    assert calls == [1]
+
+
+def test_requestor_association_is_event_driven_and_guarded() -> None:
+    """A real association against an in-process SCP: the fast requestor classes are used, the
+    guard queue is in place, the reactor reports paused while idle, and C-ECHOs work."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from dicom_nodes.forward._association import FastRequestorAssociation, open_association
+    from dicom_nodes.forward.settings import DimseSettings
+    from dicom_nodes.scp._fastpath import FastDUL
+
+    scp = AE(ae_title="PEER")
+    scp.add_supported_context(Verification)
+    server = scp.start_server(("127.0.0.1", 0), block=False)
+    try:
+        port = server.server_address[1]
+        settings = DimseSettings(name="peer", ae_title="PEER", host="127.0.0.1", port=port)
+        assoc = open_association(settings, [])
+        try:
+            assert isinstance(assoc, FastRequestorAssociation)
+            assert isinstance(assoc.dul, FastDUL)
+            assert isinstance(assoc.dimse.msg_queue, _ResponseSafeQueue)
+            deadline = time.monotonic() + 2
+            while not assoc._is_paused and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert assoc._is_paused  # idle: a send_*() need not wait for the reactor
+            for _ in range(50):
+                assert assoc.send_c_echo().Status == 0
+        finally:
+            assoc.release()
+        assert assoc.is_released
+        assoc.join(2)
+        assert not assoc.is_alive()
+    finally:
+        server.shutdown()
