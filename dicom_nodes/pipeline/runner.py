@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -81,8 +81,10 @@ def audit_hook(settings: Settings) -> AuditHook:
 
     node, local_ae = settings.node.name, settings.scp.ae_title
 
-    def hook(conn: Any, step: str, details: Mapping[str, Any]) -> None:
-        audit_trail.enqueue(conn, pipeline_event(node, local_ae, step, details))
+    def hook(conn: Any, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        audit_trail.enqueue_many(
+            conn, [pipeline_event(node, local_ae, step, details) for step, details in events]
+        )
 
     return hook
 

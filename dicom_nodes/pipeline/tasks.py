@@ -49,11 +49,14 @@ STALLED_AFTER = 15.0
 ROUTE_PRIORITY = 100
 """Routing decides the lanes, so it runs before any forwarding (same value in db/ingest.py)."""
 
-AuditHook = Callable[[psycopg.Connection[Any], str, Mapping[str, Any]], None]
-"""Appends an audit event in the caller's transaction: (conn, step, details)."""
+AuditEntry = tuple[str, Mapping[str, Any]]
+"""One audit event to append: (step, details)."""
+
+AuditHook = Callable[[psycopg.Connection[Any], Sequence[AuditEntry]], None]
+"""Appends audit events, in order, in the caller's transaction: (conn, [(step, details)])."""
 
 
-def _no_audit(_conn: psycopg.Connection[Any], _step: str, _details: Mapping[str, Any]) -> None:
+def _no_audit(_conn: psycopg.Connection[Any], _events: Sequence[AuditEntry]) -> None:
     return None
 
 
@@ -117,9 +120,8 @@ def route_round(ctx: PipelineContext) -> int:
                 previous = lanes_touched.get(dest)
                 lanes_touched[dest] = lane if previous is None else Lane.most_urgent(previous, lane)
         store.mark_routed(conn, decisions)
-        for d in decisions:
-            ctx.audit(
-                conn,
+        events: list[AuditEntry] = [
+            (
                 "routed",
                 {
                     "sop_instance_uid": d.instance.sop_instance_uid,
@@ -129,13 +131,18 @@ def route_round(ctx: PipelineContext) -> int:
                     "lane": d.lane.value,
                 },
             )
+            for d in decisions
+        ]
         for study_uid, route_name in dict(completed).items():
             if store.complete_study(conn, study_uid, f"rule:{route_name}"):
-                ctx.audit(
-                    conn,
-                    "study-complete",
-                    {"study_instance_uid": study_uid, "by": f"rule:{route_name}"},
+                events.append(
+                    (
+                        "study-complete",
+                        {"study_instance_uid": study_uid, "by": f"rule:{route_name}"},
+                    )
                 )
+        if events:
+            ctx.audit(conn, events)
         for dest, lane in lanes_touched.items():
             store.defer_job(
                 conn,
@@ -173,9 +180,7 @@ def forward_round(ctx: PipelineContext, destination: str) -> int:
                 confirmed = dest.confirm(sent)
             except Exception as exc:
                 LOGGER.warning("confirmation from %s failed: %s", destination, type(exc).__name__)
-        for item in batch:
-            result = by_uid[item.sop_instance_uid]
-            _record(conn, ctx, item, result, confirmed.get(item.sop_instance_uid, False))
+        _record(conn, ctx, [(b, by_uid[b.sop_instance_uid]) for b in batch], confirmed)
         _advance_instances(conn, ctx, [b.sop_instance_uid for b in batch])
         # No follow-up job here: the calling job loops while work is ready, keeping one
         # forwarding loop per destination and lane so routing always finds a free slot.
@@ -183,67 +188,80 @@ def forward_round(ctx: PipelineContext, destination: str) -> int:
     return len(batch)
 
 
+_RECORD_SQL = """
+UPDATE forward_item f SET
+    state = coalesce(v.state, f.state),
+    attempts = f.attempts + 1,
+    last_status = v.status,
+    last_error = v.error,
+    note = CASE WHEN v.ok THEN v.note ELSE f.note END,
+    sent_transfer_syntax = CASE WHEN v.ok THEN v.syntax ELSE f.sent_transfer_syntax END,
+    sent_at = CASE WHEN v.ok THEN clock_timestamp() ELSE f.sent_at END,
+    confirmed_at = CASE WHEN v.ok THEN (CASE WHEN v.confirmed THEN clock_timestamp() END)
+                        ELSE f.confirmed_at END,
+    next_attempt_at = CASE WHEN v.delay IS NULL THEN f.next_attempt_at
+                           ELSE clock_timestamp() + make_interval(secs => v.delay) END
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::boolean[],
+            %s::text[], %s::text[], %s::boolean[], %s::float8[])
+     AS v(uid, destination, state, status, error, ok, note, syntax, confirmed, delay)
+WHERE f.sop_instance_uid = v.uid AND f.destination = v.destination"""
+"""Every outcome of a forwarding batch in one statement; per row (``state`` NULL: unchanged,
+``delay`` NULL: ``next_attempt_at`` unchanged):
+
+* sent and confirmed: ``confirmed``, ``sent_at`` and ``confirmed_at`` now;
+* sent, not confirmed: back to ``pending`` after a back-off (re-sending is harmless),
+  ``sent_at`` now, ``confirmed_at`` cleared;
+* retryable failure: state unchanged, next attempt after a back-off;
+* permanent failure: ``dead``."""
+
+
 def _record(
     conn: psycopg.Connection[Any],
     ctx: PipelineContext,
-    item: store.ClaimedForward,
-    result: SendResult,
-    confirmed: bool,
+    outcomes: Sequence[tuple[store.ClaimedForward, SendResult]],
+    confirmed: Mapping[str, bool],
 ) -> None:
-    details = {
-        "sop_instance_uid": item.sop_instance_uid,
-        "sop_class_uid": item.sop_class_uid,
-        "study_instance_uid": item.study_instance_uid,
-        "destination": item.destination,
-        "status": result.status,
-    }
-    if result.ok:
-        state = "confirmed" if confirmed else "sent"
-        conn.execute(
-            """UPDATE forward_item SET state = %s, attempts = attempts + 1,
-                   last_status = %s, last_error = '', note = %s, sent_transfer_syntax = %s,
-                   sent_at = clock_timestamp(),
-                   confirmed_at = CASE WHEN %s THEN clock_timestamp() END
-               WHERE sop_instance_uid = %s AND destination = %s""",
-            (state, result.status, result.note, result.sent_transfer_syntax, confirmed,
-             item.sop_instance_uid, item.destination),
-        )  # fmt: skip
-        ctx.audit(conn, "forwarded", details)
-        if confirmed:
-            ctx.audit(conn, "confirmed", details)
+    """Record every item's outcome (one UPDATE) and its audit events (one call)."""
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(10))
+    events: list[AuditEntry] = []
+    for item, result in outcomes:
+        is_confirmed = result.ok and confirmed.get(item.sop_instance_uid, False)
+        details = {
+            "sop_instance_uid": item.sop_instance_uid,
+            "sop_class_uid": item.sop_class_uid,
+            "study_instance_uid": item.study_instance_uid,
+            "destination": item.destination,
+            "status": result.status,
+        }
+        delay: float | None = _backoff(ctx.settings, item.attempts + 1)
+        state: str | None
+        if result.ok:
+            state = "confirmed" if is_confirmed else "pending"
+            error = ""
+            if is_confirmed:
+                delay = None
+            events.append(("forwarded", details))
+            if is_confirmed:
+                events.append(("confirmed", details))
+        elif result.retryable:
+            state, error = None, result.note[:500]
         else:
-            # Sent but not confirmed: ask again after a back-off (re-sending is harmless).
-            conn.execute(
-                """UPDATE forward_item SET state = 'pending',
-                       next_attempt_at = clock_timestamp() + make_interval(secs => %s)
-                   WHERE sop_instance_uid = %s AND destination = %s""",
-                (
-                    _backoff(ctx.settings, item.attempts + 1),
-                    item.sop_instance_uid,
-                    item.destination,
-                ),
-            )
-    elif result.retryable:
-        delay = _backoff(ctx.settings, item.attempts + 1)
-        conn.execute(
-            """UPDATE forward_item SET attempts = attempts + 1, last_status = %s,
-                   last_error = %s, next_attempt_at = clock_timestamp() + make_interval(secs => %s)
-               WHERE sop_instance_uid = %s AND destination = %s""",
-            (result.status, result.note[:500], delay, item.sop_instance_uid, item.destination),
-        )
-    else:
-        conn.execute(
-            """UPDATE forward_item SET state = 'dead', attempts = attempts + 1, last_status = %s,
-                   last_error = %s
-               WHERE sop_instance_uid = %s AND destination = %s""",
-            (result.status, result.note[:500], item.sop_instance_uid, item.destination),
-        )
-        ctx.audit(conn, "forward-failed", details)
-        LOGGER.error(
-            "forwarding %s to %s failed permanently (status %s): %s; "
-            "`radiogate job retry` re-queues it",
-            item.sop_instance_uid, item.destination, result.status, result.note,
-        )  # fmt: skip
+            state, error, delay = "dead", result.note[:500], None
+            events.append(("forward-failed", details))
+            LOGGER.error(
+                "forwarding %s to %s failed permanently (status %s): %s; "
+                "`radiogate job retry` re-queues it",
+                item.sop_instance_uid, item.destination, result.status, result.note,
+            )  # fmt: skip
+        row = (item.sop_instance_uid, item.destination, state, result.status, error, result.ok,
+               result.note, result.sent_transfer_syntax, is_confirmed, delay)  # fmt: skip
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    if not outcomes:
+        return
+    conn.execute(_RECORD_SQL, columns)
+    if events:
+        ctx.audit(conn, events)
 
 
 def _advance_instances(
@@ -255,6 +273,8 @@ def _advance_instances(
            WHERE i.sop_instance_uid = ANY(%s) GROUP BY i.sop_instance_uid, i.state""",
         (uids,),
     ).fetchall()
+    changed: list[str] = []
+    new_states: list[str] = []
     for uid, state, item_states in rows:
         items = set(item_states)
         if items == {"confirmed"}:
@@ -266,10 +286,14 @@ def _advance_instances(
         if new == state:
             continue
         check_instance(state, new)
+        changed.append(uid)
+        new_states.append(new.value)
+    if changed:
         conn.execute(
-            """UPDATE ingest_instance SET state = %s, state_changed_at = clock_timestamp()
-               WHERE sop_instance_uid = %s""",
-            (new.value, uid),
+            """UPDATE ingest_instance i SET state = v.state, state_changed_at = clock_timestamp()
+               FROM unnest(%s::text[], %s::text[]) AS v(uid, state)
+               WHERE i.sop_instance_uid = v.uid""",
+            (changed, new_states),
         )
 
 
@@ -282,32 +306,39 @@ def _release_confirmed(ctx: PipelineContext, uids: list[str]) -> None:
                WHERE sop_instance_uid = ANY(%s) AND state = 'confirmed' FOR UPDATE SKIP LOCKED""",
             (uids,),
         ).fetchall()
-        for uid, path, sop_class, study in rows:
-            check_instance(InstanceState.CONFIRMED, InstanceState.RELEASED)
-            conn.execute(
-                """UPDATE ingest_instance
-                   SET state = 'released', state_changed_at = clock_timestamp()
-                   WHERE sop_instance_uid = %s""",
-                (uid,),
-            )
-            ctx.audit(
-                conn,
-                "released",
-                {"sop_instance_uid": uid, "sop_class_uid": sop_class, "study_instance_uid": study},
-            )
-            _unlink_if_unreferenced(conn, path)
+        if not rows:
+            return
+        check_instance(InstanceState.CONFIRMED, InstanceState.RELEASED)
+        conn.execute(
+            """UPDATE ingest_instance
+               SET state = 'released', state_changed_at = clock_timestamp()
+               WHERE sop_instance_uid = ANY(%s)""",
+            ([uid for uid, _path, _cls, _study in rows],),
+        )
+        ctx.audit(
+            conn,
+            [
+                (
+                    "released",
+                    {"sop_instance_uid": uid, "sop_class_uid": cls, "study_instance_uid": study},
+                )
+                for uid, _path, cls, study in rows
+            ],
+        )
+        _unlink_unreferenced(conn, [str(path) for _uid, path, _cls, _study in rows])
 
 
-def _unlink_if_unreferenced(conn: psycopg.Connection[Any], path: str) -> None:
-    """Delete a spool file unless an unreleased instance or duplicate still points at it."""
+def _unlink_unreferenced(conn: psycopg.Connection[Any], paths: list[str]) -> None:
+    """Delete spool files unless an unreleased instance or duplicate still points at them."""
     from pathlib import Path
 
-    row = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = %s
-                          AND state NOT IN ('released'))""",
-        (path,),
-    ).fetchone()
-    if row is not None and not row[0]:
+    unreferenced = conn.execute(
+        """SELECT p FROM unnest(%s::text[]) AS p
+           WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p
+                             AND state NOT IN ('released'))""",
+        (sorted(set(paths)),),
+    ).fetchall()
+    for (path,) in unreferenced:
         Path(path).unlink(missing_ok=True)
 
 

@@ -91,8 +91,16 @@ class Housekeeper(threading.Thread):
             for uid, increment in store.complete_quiet_studies(conn, self.settings.quiet_period):
                 self.ctx.audit(
                     conn,
-                    "study-complete",
-                    {"study_instance_uid": uid, "by": "quiet-period", "increment": increment},
+                    [
+                        (
+                            "study-complete",
+                            {
+                                "study_instance_uid": uid,
+                                "by": "quiet-period",
+                                "increment": increment,
+                            },
+                        )
+                    ],
                 )
                 LOGGER.info("study %s complete (increment %d)", uid, increment)
 
