@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry, start_http_server
 from psycopg_pool import ConnectionPool
 
 from config import Settings, data_path
-from config.routes import DestinationSettings
 from dicom_nodes.forward.model import Destination
 from dicom_nodes.pipeline.metrics import PipelineCollector
 from dicom_nodes.pipeline.tasks import AuditHook
@@ -25,53 +24,24 @@ __all__ = ["make_destinations", "run_worker"]
 LOGGER = logging.getLogger(__name__)
 
 
-def build_destination(d: DestinationSettings, workdir: Path) -> Destination:
-    """A :class:`Destination` for one ``[[destinations]]`` entry."""
-    from dicom_nodes.forward import (
-        ConfirmMethod,
-        DimseDestination,
-        DimseSettings,
-        DirectoryDestination,
-        DirectorySettings,
-        StowRsDestination,
-        StowSettings,
-    )
-
-    if d.kind == "dimse":
-        confirm = ConfirmMethod(d.confirm)
-        if confirm is ConfirmMethod.STORAGE_COMMITMENT:
-            # Reports arrive at an SCP of ours; until one hosts the handler for this worker,
-            # commitment falls back to a query when no report comes.
-            confirm = ConfirmMethod.COMMITMENT_OR_QUERY
-        return DimseDestination(
-            DimseSettings(
-                name=d.name,
-                ae_title=d.ae_title,
-                host=d.host,
-                port=d.port,
-                calling_ae=d.calling_ae,
-                parallel=d.parallel,
-                timeout=d.timeout,
-                confirm=confirm,
-            ),
-            workdir=workdir,
-        )
-    if d.kind == "stowrs":
-        return StowRsDestination(
-            StowSettings(name=d.name, url=d.url, parallel=d.parallel, timeout=d.timeout)
-        )
-    return DirectoryDestination(DirectorySettings(name=d.name, path=Path(d.url)))
-
-
 def make_destinations(settings: Settings) -> dict[str, Destination]:
-    """Destinations from ``[[destinations]]``."""
+    """Destinations from ``[[destinations]]``.
+
+    Storage commitment reports arrive at an SCP of ours; until one hosts the report handler
+    for the worker's process, ``confirm = "commitment"`` falls back to a C-FIND query when no
+    report comes in time.
+    """
+    from dicom_nodes.forward.factory import build_destination
+
     workdir = data_path(settings, "forward-tmp")
     workdir.mkdir(parents=True, exist_ok=True)
-    return {d.name: build_destination(d, workdir) for d in settings.destinations}
-
-
-def _destination_settings(settings: Settings) -> Mapping[str, DestinationSettings]:
-    return {d.name: d for d in settings.destinations}
+    out: dict[str, Destination] = {}
+    for entry in settings.destinations:
+        d = entry
+        if d.confirm == "commitment":
+            d = dataclasses.replace(d, confirm="commitment-or-query")
+        out[d.name] = build_destination(d, workdir)
+    return out
 
 
 def audit_hook(settings: Settings) -> AuditHook:
