@@ -12,11 +12,10 @@ import psycopg
 import pydicom
 import pytest
 from blake3 import blake3
-from pydicom.uid import generate_uid
 
 from dicom_nodes.services.postgres import PrivateCluster
 from tests.support import ScpProcess, dcmtk
-from tests.support.data import dataset_bytes, extract_ct
+from tests.support.data import dataset_bytes, extract_ct, series_copies
 
 pytestmark = pytest.mark.integration
 
@@ -71,23 +70,6 @@ def test_disk_watermark_gives_out_of_resources(fresh_dsn: str, tmp_path: Path) -
         scp.stop()
 
 
-def _many_instances(src: list[Path], dest: Path, copies: int) -> list[Path]:
-    """*copies* x the CT series with new UIDs (a large enough transfer to kill in the middle)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for c in range(copies):
-        series = generate_uid()
-        for i, f in enumerate(src):
-            ds = pydicom.dcmread(f)
-            ds.SeriesInstanceUID = series
-            ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            path = dest / f"c{c:02d}_{i:03d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            out.append(path)
-    return out
-
-
 _SENDING = re.compile(r"Sending file: (\S+)")
 
 
@@ -107,7 +89,7 @@ def _acknowledged(storescu_log: str) -> list[str]:
 
 @pytest.mark.slow
 def test_sigkill_mid_transfer_loses_nothing_acknowledged(fresh_dsn: str, tmp_path: Path) -> None:
-    files = _many_instances(extract_ct(tmp_path / "ct"), tmp_path / "many", copies=5)  # 240
+    files = series_copies(extract_ct(tmp_path / "ct"), tmp_path / "many", 5)  # 240
     node = tmp_path / "node"
     scp = ScpProcess(dsn=fresh_dsn, data_dir=node, processes=2).start()
     sender = subprocess.Popen(

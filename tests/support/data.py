@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import generate_uid
 
-__all__ = ["TS_SOURCES", "TsFile", "dataset_bytes", "extract_ct", "make_ts_files"]
+__all__ = ["TS_SOURCES", "TsFile", "dataset_bytes", "extract_ct", "make_ts_files", "series_copies"]
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -52,6 +52,23 @@ class TsFile:
     transfer_syntax: str
     path: Path
     sop_instance_uid: str
+
+
+def series_copies(src: list[Path], dest: Path, copies: int) -> list[Path]:
+    """*copies* x the series *src*, each copy a new series with new SOP Instance UIDs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for c in range(copies):
+        series = generate_uid()
+        for i, f in enumerate(src):
+            ds = pydicom.dcmread(f)
+            ds.SeriesInstanceUID = series
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            path = dest / f"c{c:02d}_{i:03d}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            out.append(path)
+    return out
 
 
 def make_ts_files(dest: Path) -> list[TsFile]:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
 
 from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.support import dcmtk
-from tests.support.data import extract_ct
+from tests.support.data import extract_ct, series_copies
 from tests.support.pipeline import Node, orthanc_get, orthanc_instances
 
 pytestmark = pytest.mark.integration
@@ -99,27 +98,11 @@ def test_orthanc_down_for_a_while_loses_nothing(
         node.stop()
 
 
-def _copies(src: list[Path], dest: Path, n: int) -> list[Path]:
-    dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for c in range(n):
-        series = generate_uid()
-        for i, f in enumerate(src):
-            ds = pydicom.dcmread(f)
-            ds.SeriesInstanceUID = series
-            ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            p = dest / f"{c:02d}_{i:03d}.dcm"
-            ds.save_as(p, enforce_file_format=True)
-            out.append(p)
-    return out
-
-
 @pytest.mark.slow
 def test_worker_killed_mid_forwarding(
     fresh_dsn: str, tmp_path: Path, orthanc: ManagedOrthanc
 ) -> None:
-    files = _copies(extract_ct(tmp_path / "ct"), tmp_path / "many", 4)  # 192 instances
+    files = series_copies(extract_ct(tmp_path / "ct"), tmp_path / "many", 4)  # 192 instances
     node = Node(fresh_dsn, tmp_path / "node", orthanc).start(worker=False)
     try:
         assert node.scp is not None
