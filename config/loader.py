@@ -279,6 +279,7 @@ def _check_semantics(s: Settings) -> None:
                 f"scp.allowed_networks[{i}]: expected a network such as 127.0.0.0/8, got {net!r}"
             ) from None
     _check_port("scp.port", s.scp.port, allow_zero=True)
+    _check_port("scp.metrics_port", s.scp.metrics_port, allow_zero=True)
     _check_port("database.port", s.database.port)
     _check_port("orthanc.http_port", s.orthanc.http_port)
     _check_port("orthanc.dicom_port", s.orthanc.dicom_port)

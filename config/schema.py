@@ -107,6 +107,8 @@ class ScpSettings:
     max_pdu_size: int = 262144
     """Maximum PDU length we receive (bytes); 0 means unlimited."""
     tcp_quickack: bool = True
+    metrics_port: int = 9463
+    """Prometheus ``/metrics`` and ``/health`` of the SCP on 127.0.0.1 (0: off)."""
     """Set TCP_QUICKACK on accepted sockets so senders that keep Nagle on do not stall."""
     tls: TlsSettings = field(default_factory=TlsSettings)
 

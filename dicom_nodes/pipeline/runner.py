@@ -10,11 +10,12 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 
 from config import Settings, data_path
 from dicom_nodes.forward.model import Destination
+from dicom_nodes.metrics_server import serve
 from dicom_nodes.pipeline.metrics import PipelineCollector
 from dicom_nodes.pipeline.tasks import AuditHook
 from dicom_nodes.pipeline.worker import Housekeeper, build_app, make_context
@@ -59,6 +60,15 @@ def audit_hook(settings: Settings) -> AuditHook:
     return hook
 
 
+def _health(pool: ConnectionPool) -> dict[str, bool]:
+    try:
+        with pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return {"database": True}
+    except Exception:
+        return {"database": False}
+
+
 def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> int:
     """Run until SIGTERM/SIGINT."""
     if audit is None:
@@ -77,7 +87,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> 
     if settings.worker.metrics_port:
         registry = CollectorRegistry()
         registry.register(PipelineCollector(pool, settings.node.name))
-        start_http_server(settings.worker.metrics_port, addr="127.0.0.1", registry=registry)
+        serve("127.0.0.1", settings.worker.metrics_port, registry, lambda: _health(pool))
         LOGGER.info("worker metrics on http://127.0.0.1:%d/metrics", settings.worker.metrics_port)
     housekeeper = Housekeeper(ctx, settings.pipeline)
     housekeeper.start()

@@ -76,6 +76,65 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
     os._exit(0)
 
 
+def _spawn_metrics(settings: Settings, dsn: str, port: int, reserved: socket.socket) -> int:
+    """Fork the process serving the SCP's /metrics and /health (before any thread starts)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    reserved.close()
+    try:
+        _metrics_process(settings, dsn, port)
+    except BaseException:
+        LOGGER.exception("SCP metrics process failed")
+    os._exit(1)
+
+
+def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
+    from prometheus_client import CollectorRegistry
+    from psycopg_pool import ConnectionPool
+
+    from dicom_nodes.errors import OutOfResources
+    from dicom_nodes.metrics_server import serve
+    from dicom_nodes.pipeline.metrics import PipelineCollector
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
+    pool = ConnectionPool(dsn, min_size=0, max_size=2, open=False, name="radiogate-scp-metrics")
+    pool.open(wait=False)
+    spool = make_spool(settings)
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(pool, settings.node.name))
+
+    def health() -> dict[str, bool]:
+        checks = {"database": False, "spool_space": False, "accepting": False}
+        try:
+            with pool.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+            checks["database"] = True
+        except Exception as exc:
+            LOGGER.debug("health: database unavailable (%s)", type(exc).__name__)
+        try:
+            spool.check_space()
+            checks["spool_space"] = True
+        except OutOfResources:
+            pass
+        try:
+            with socket.create_connection((settings.scp.host, port), timeout=2):
+                checks["accepting"] = True
+        except OSError:
+            pass
+        return checks
+
+    serve("127.0.0.1", settings.scp.metrics_port, registry, health)
+    LOGGER.info("SCP metrics on http://127.0.0.1:%d/metrics", settings.scp.metrics_port)
+    stop.wait()
+    pool.close(timeout=2)
+    os._exit(0)
+
+
 def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | None = None) -> int:
     """Run the SCP supervisor until SIGTERM/SIGINT; return the exit code."""
     spool = make_spool(settings)
@@ -87,6 +146,7 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
     count = settings.scp.processes or os.cpu_count() or 1
     children: dict[int, int] = {}
     stopping = False
+    metrics_pid = 0
 
     def spawn(index: int) -> None:
         sys.stdout.flush()
@@ -104,12 +164,15 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for pid in list(children):
+        for pid in [*children, metrics_pid]:
+            if not pid:
+                continue
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    metrics_pid = _spawn_metrics(settings, dsn, port, reserved) if settings.scp.metrics_port else 0
     for i in range(count):
         spawn(i)
     LOGGER.info(
@@ -121,12 +184,19 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
     )
     if on_ready is not None:
         on_ready(port)
-    while children:
+    while children or metrics_pid:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             break
         except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if pid == metrics_pid:
+            metrics_pid = 0
+            if not stopping:
+                LOGGER.error("SCP metrics process exited with status %d; restarting", status)
+                time.sleep(0.5)
+                metrics_pid = _spawn_metrics(settings, dsn, port, reserved)
             continue
         index = children.pop(pid, None)
         if index is None:

@@ -113,6 +113,7 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
         lines.append(
             f"Radiogate    SCP {s.ae_title}@{s.host}:{s.port}"
             f"{' (TLS)' if s.tls.enabled else ''}, spool {data_path(settings, settings.spool.path)}"
+            + (f"; metrics http://127.0.0.1:{s.metrics_port}/metrics" if s.metrics_port else "")
         )
         metrics = settings.worker.metrics_port
         lines.append(

@@ -60,6 +60,7 @@ class ScpProcess:
     dsn: str
     data_dir: Path
     port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     processes: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
@@ -79,6 +80,7 @@ class ScpProcess:
                 "RADIOGATE_DATABASE__DSN": self.dsn,
                 "RADIOGATE_NODE__DATA_DIR": str(self.data_dir),
                 "RADIOGATE_SCP__PORT": str(self.port),
+                "RADIOGATE_SCP__METRICS_PORT": str(self.metrics_port),
                 "RADIOGATE_SCP__PROCESSES": str(self.processes),
                 "RADIOGATE_SPOOL__MIN_FREE_BYTES": "0",
                 "RADIOGATE_SPOOL__MIN_FREE_PERCENT": "0",

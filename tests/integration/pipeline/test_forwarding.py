@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.request
@@ -26,6 +27,18 @@ def storescu(port: int, files: list[Path]) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def _scrape(port: int, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while True:  # the worker opens its endpoint a moment after it starts
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as rsp:
+                return str(rsp.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _pixel_data(raw: bytes) -> bytes:
     from io import BytesIO
 
@@ -39,6 +52,7 @@ def test_ct_series_reaches_orthanc_unchanged(
     node = Node(fresh_dsn, tmp_path / "node", orthanc).start()
     try:
         assert node.scp is not None
+        assert 'radiogate_received_instances_total{node="node1"} 0.0' in _scrape(node.metrics_port)
         storescu(node.scp.port, files)
         node.wait_released(len(files))
         ids = orthanc_instances(orthanc)
@@ -70,6 +84,17 @@ def test_ct_series_reaches_orthanc_unchanged(
         assert f'radiogate_received_instances_total{{node="node1"}} {float(len(files))}' in text
         assert f'radiogate_confirmed_instances_total{{node="node1"}} {float(len(files))}' in text
         assert 'radiogate_queue_depth{lane="critical",node="node1"} 0.0' in text
+        # The SCP serves the same counters, and both answer /health.
+        scp_metrics = f"http://127.0.0.1:{node.scp.metrics_port}"
+        with urllib.request.urlopen(f"{scp_metrics}/metrics", timeout=10) as rsp:
+            assert (
+                f'radiogate_received_instances_total{{node="node1"}} {float(len(files))}'
+                in rsp.read().decode()
+            )
+        for url in (scp_metrics, f"http://127.0.0.1:{node.metrics_port}"):
+            with urllib.request.urlopen(f"{url}/health", timeout=10) as rsp:
+                health = json.loads(rsp.read())
+            assert rsp.status == 200 and health["status"] == "ok", health
     finally:
         node.stop()
 
