@@ -59,6 +59,19 @@ Event-driven reactors (:class:`_FastAE`, :class:`FastRequestorAssociation`)
     response-race guard is unchanged: the message queue is a :class:`_ResponseSafeQueue` that
     also wakes the reactor. Associations with TLS keep pynetdicom's polling reactors (bytes
     already decrypted inside the SSL object do not make the socket readable for ``select()``).
+
+P-DATA-TF written directly (:class:`_FastRequestorDUL`)
+    A 0.5 MB dataset leaves as ~32 P-DATA requests (the peer's maximum PDU length). pynetdicom
+    turns each into an event for the state machine, action DT-1 (Sta6 + Evt9 -> send a
+    P-DATA-TF PDU -> Sta6, PS3.8 9.2.3), PDU and item objects, copies and events for the
+    logging handlers. In Sta6 with no event waiting and no handler bound to
+    ``EVT_PDU_SENT``/``EVT_DATA_SENT``/``EVT_FSM_TRANSITION``, every P-DATA request queued is
+    encoded with ``struct`` (byte for byte :class:`pynetdicom.pdu.P_DATA_TF`) and the PDUs
+    are written together; anything else goes through the state machine unchanged.
+    pynetdicom's standard logging handlers for PDUs and DIMSE messages (they only write DEBUG
+    records) are unbound when the ``pynetdicom`` logger does not log DEBUG, as the SCP does
+    process-wide with ``LOG_HANDLER_LEVEL = "none"``; that also lets the received responses
+    take the fast path's P-DATA shortcut.
 """
 
 from __future__ import annotations
@@ -66,16 +79,24 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext, build_context
 
 from dicom_nodes.forward.settings import DimseSettings
-from dicom_nodes.scp._fastpath import MAX_WAIT, FastAssociation, upgrade_association
+from dicom_nodes.scp._fastpath import MAX_WAIT, FastAssociation, FastDUL, upgrade_association
 
 __all__ = [
     "EXPLICIT_VR_LE",
@@ -218,12 +239,78 @@ class FastRequestorAssociation(FastAssociation):
                 return
 
 
+_PACK_PDU_HEADER = struct.Struct(">BBL").pack
+_PACK_PDV_HEADER = struct.Struct(">LB").pack
+_P_DATA_TF = 0x04
+_WRITE_CHUNK = 256 * 1024
+"""P-DATA-TF PDUs written by one ``send`` at most (bytes, roughly)."""
+_SENT_EVENTS = (evt.EVT_PDU_SENT, evt.EVT_DATA_SENT, evt.EVT_FSM_TRANSITION)
+_LOG_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
+
+
+def encode_p_data_tf(primitive: P_DATA) -> bytes:
+    """The P-DATA-TF PDU (PS3.8 9.3.5) for *primitive*, as pynetdicom 3.0.4 encodes it."""
+    parts: list[bytes] = []
+    length = 0
+    for context_id, value in primitive.presentation_data_value_list:
+        parts.append(_PACK_PDV_HEADER(len(value) + 1, context_id))
+        parts.append(value)
+        length += 5 + len(value)
+    return _PACK_PDU_HEADER(_P_DATA_TF, 0, length) + b"".join(parts)
+
+
+class _FastRequestorDUL(FastDUL):
+    """:class:`~dicom_nodes.scp._fastpath.FastDUL` writing queued P-DATA requests directly
+    (module doc, "P-DATA-TF written directly")."""
+
+    def _fast_send_allowed(self) -> bool:
+        handlers = self.assoc._handlers
+        return (
+            self.state_machine.current_state == "Sta6"
+            and self.event_queue.empty()
+            and self.socket is not None
+            and not any(handlers.get(event) for event in _SENT_EVENTS)
+        )
+
+    def _process_recv_primitive(self) -> bool:
+        pending = self.to_provider_queue.queue
+        if not pending or type(pending[0]) is not P_DATA or not self._fast_send_allowed():
+            return super()._process_recv_primitive()
+        pdus: list[bytes] = []
+        size = 0
+        while size < _WRITE_CHUNK:
+            try:
+                head = pending[0]
+            except IndexError:
+                break
+            if type(head) is not P_DATA:
+                break
+            # DT-1: P-DATA request from the local user -> P-DATA-TF to the peer; stays Sta6.
+            primitive = self.to_provider_queue.get(False)
+            pdus.append(encode_p_data_tf(cast(P_DATA, primitive)))
+            size += len(pdus[-1])
+        assert self.socket is not None
+        self.socket.send(b"".join(pdus))  # a failure queues Evt17, as pynetdicom's _send
+        return True
+
+
 def upgrade_requestor(assoc: Association) -> FastRequestorAssociation:
     """Switch a new requestor association (no thread started) to the event-driven reactors."""
     fast = upgrade_association(assoc)
     fast.__class__ = FastRequestorAssociation
     assert isinstance(fast, FastRequestorAssociation)
     fast.dimse.msg_queue = _ResponseSafeQueue(fast._fast_wake.set)
+    fast.dul.__class__ = _FastRequestorDUL
+    if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+        for event, handler in _LOG_HANDLERS:
+            bound: list[Any] = list(cast(Any, fast._handlers.get(event)) or [])
+            if any(h is handler for h, _args in bound):
+                fast.unbind(event, handler)
     return fast
 
 

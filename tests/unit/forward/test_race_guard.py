@@ -109,7 +109,7 @@ def test_guard_queue_notifies_on_put() -> None:
 def test_requestor_association_is_event_driven_and_guarded() -> None:
     """A real association against an in-process SCP: the fast requestor classes are used, the
     guard queue is in place, the reactor reports paused while idle, and C-ECHOs work."""
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
     from dicom_nodes.forward._association import FastRequestorAssociation, open_association
@@ -126,6 +126,7 @@ def test_requestor_association_is_event_driven_and_guarded() -> None:
         try:
             assert isinstance(assoc, FastRequestorAssociation)
             assert isinstance(assoc.dul, FastDUL)
+            assert not assoc._handlers.get(evt.EVT_PDU_SENT)  # logging handlers unbound
             assert isinstance(assoc.dimse.msg_queue, _ResponseSafeQueue)
             deadline = time.monotonic() + 2
             while not assoc._is_paused and time.monotonic() < deadline:
@@ -140,3 +141,18 @@ def test_requestor_association_is_event_driven_and_guarded() -> None:
         assert not assoc.is_alive()
     finally:
         server.shutdown()
+
+
+def test_p_data_tf_encoded_as_pynetdicom_does() -> None:
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.pdu_primitives import P_DATA
+
+    from dicom_nodes.forward._association import encode_p_data_tf
+
+    for values in (
+        [(1, b"\x03" + b"c" * 41)],
+        [(3, b"\x00" + bytes(range(256)) * 64), (5, b"\x02")],
+    ):
+        primitive = P_DATA()
+        primitive.presentation_data_value_list = [[cx, value] for cx, value in values]
+        assert encode_p_data_tf(primitive) == P_DATA_TF(primitive).encode()
