@@ -296,6 +296,10 @@ class _FastRequestorDUL(FastDUL):
             size += len(pdus[-1])
         assert self.socket is not None
         self.socket.send(b"".join(pdus))  # a failure queues Evt17, as pynetdicom's _send
+        if pending:
+            # Left for the next pass: their wake-ups were consumed, and no event is queued
+            # that would keep the loop from waiting.
+            self._waker.wake()
         return True
 
 

@@ -156,3 +156,37 @@ def test_p_data_tf_encoded_as_pynetdicom_does() -> None:
         primitive = P_DATA()
         primitive.presentation_data_value_list = [[cx, value] for cx, value in values]
         assert encode_p_data_tf(primitive) == P_DATA_TF(primitive).encode()
+
+
+def test_requestor_dul_writes_queued_p_data_and_rewakes_for_the_rest() -> None:
+    """P-DATA requests beyond one write stay queued and the reactor is woken for them (a
+    missing wake-up left them until the next timer tick: 50 ms stalls)."""
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.pdu_primitives import P_DATA
+
+    from dicom_nodes.forward._association import _WRITE_CHUNK, _FastRequestorDUL
+
+    sent: list[bytes] = []
+    wakes: list[int] = []
+    dul: Any = object.__new__(_FastRequestorDUL)
+    dul.to_provider_queue = queue.Queue()
+    dul.event_queue = queue.Queue()
+    dul.state_machine = SimpleNamespace(current_state="Sta6")
+    dul.socket = SimpleNamespace(send=sent.append)
+    dul._assoc = SimpleNamespace(_handlers={})
+    dul._waker = SimpleNamespace(wake=lambda: wakes.append(1))
+    fragment = b"\x00" + b"x" * 16_000
+    count = 2 * _WRITE_CHUNK // len(fragment) + 3
+    expected = b""
+    for _ in range(count):
+        primitive = P_DATA()
+        primitive.presentation_data_value_list = [[1, fragment]]
+        dul.to_provider_queue.put(primitive)
+        expected += P_DATA_TF(primitive).encode()
+    rounds = 0
+    while dul.to_provider_queue.qsize():
+        assert dul._process_recv_primitive()
+        rounds += 1
+        assert len(wakes) == (rounds if dul.to_provider_queue.qsize() else rounds - 1)
+    assert rounds == 3
+    assert b"".join(sent) == expected
