@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -326,6 +327,8 @@ class Radiogate:
                 "RADIOGATE_NODE__DATA_DIR": str(self.workdir),
                 "RADIOGATE_SCP__PORT": str(self.port),
                 "RADIOGATE_SCP__TCP_QUICKACK": "true" if self.quickack else "false",
+                # Default settings, but the metrics endpoint on a free port, not the fixed 9463.
+                "RADIOGATE_SCP__METRICS_PORT": str(free_port()),
             }
         )
         env.update(self.extra_env)
@@ -346,19 +349,30 @@ class Radiogate:
             row = conn.execute("SELECT count(*) FROM ingest_instance").fetchone()
         return int(row[0]) if row else 0
 
+    def receiver_pids(self) -> list[int]:
+        """The receiver processes (the supervisor's other child serves /metrics)."""
+        assert self.proc is not None
+        log = (self.workdir / "scp.log").read_text(errors="replace")
+        logged = {int(m) for m in re.findall(r"receiver \d+ \(pid (\d+)\) accepting", log)}
+        return [p for p in children_of(self.proc.pid) if p in logged]
+
     def memory(self) -> dict[str, int]:
         assert self.proc is not None
-        receivers = [vm_hwm_kib(p) for p in children_of(self.proc.pid)]
+        receivers = [vm_hwm_kib(p) for p in self.receiver_pids()]
+        others = [
+            vm_hwm_kib(p) for p in children_of(self.proc.pid) if p not in self.receiver_pids()
+        ]
         return {
             "receivers": len(receivers),
             "sum_vmhwm_kib": sum(receivers),
             "max_vmhwm_kib": max(receivers, default=0),
             "supervisor_vmhwm_kib": vm_hwm_kib(self.proc.pid),
+            "other_children_vmhwm_kib": sum(others),
         }
 
     def cpu(self) -> dict[str, float]:
         assert self.proc is not None
-        receivers = sum(cpu_seconds(p) for p in children_of(self.proc.pid))
+        receivers = sum(cpu_seconds(p) for p in self.receiver_pids())
         pid_file = self.cluster.data_dir / "postmaster.pid"
         postmaster = int(pid_file.read_text().split()[0])
         backends = sum(cpu_seconds(p) for p in children_of(postmaster))
@@ -775,7 +789,8 @@ def report(
         print(
             f"Radiogate SCP peak RSS: {peak_sum / 1024:.1f} MiB summed over {procs} receiver "
             f"processes (VmHWM), largest process {peak_max / 1024:.1f} MiB; supervisor "
-            f"{sup / 1024:.1f} MiB"
+            f"{sup / 1024:.1f} MiB, metrics process "
+            f"{max(r.memory.get('other_children_vmhwm_kib', 0) for r in rg_runs) / 1024:.1f} MiB"
         )
     for other in ("orthanc", "storescp"):
         sel = [r for r in runs if r.receiver == other and r.memory]
