@@ -80,6 +80,7 @@ import logging
 import os
 import queue
 import select
+import ssl
 import struct
 import threading
 import time
@@ -405,6 +406,8 @@ class FastDUL(DULServiceProvider):
             timeout = 0.0
         fds: list[Any] = [self._waker.fd]
         sock = self.socket.socket if self.socket is not None else None
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True  # decrypted bytes waiting inside the SSL object: select() cannot see them
         if sock is not None and sock.fileno() >= 0:
             fds.append(sock)
         try:
