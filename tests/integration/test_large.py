@@ -73,7 +73,12 @@ def test_one_gigabyte_instance_with_bounded_memory(fresh_dsn: str, tmp_path: Pat
     uid = _write_big(big)
     size = big.stat().st_size
     assert size > 1 << 30
-    scp = ScpProcess(dsn=fresh_dsn, data_dir=tmp_path / "node", processes=1).start()
+    scp = ScpProcess(
+        dsn=fresh_dsn,
+        data_dir=tmp_path / "node",
+        processes=1,
+        extra_env={"RADIOGATE_SCP__METRICS_PORT": "0"},  # the receiver is the only child
+    ).start()
     try:
         assert scp.proc is not None
         (receiver,) = _receivers(scp.proc.pid)
