@@ -821,6 +821,55 @@ class FastAssociation(Association):
         while self.dul.is_alive() and not self.dul.stop_dul():
             time.sleep(0.001)
 
+    def _react_once(self) -> tuple[bool, bool]:
+        """One pass of pynetdicom 3.0.4's reactor body after waking (shared by acceptor and
+        requestor): serve a queued DIMSE request, then handle release, abort, a dead DUL and
+        the network timeout. Returns (served a request, the reactor must stop)."""
+        served = False
+        context_id, msg = self.dimse.get_msg(block=False)
+        if msg:
+            assert context_id is not None
+            self._serve_request(msg, context_id)
+            served = True
+
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            LOGGER.info("Association Released")
+            self.is_released = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return served, True
+
+        if self.acse.is_aborted():
+            log_msg = "Association Aborted"
+            if self.acse.is_aborted("a-p-abort"):
+                log_msg += " (A-P-ABORT)"
+            LOGGER.info(log_msg)
+            self.dul.receive_pdu(wait=False)
+            self.is_aborted = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return served, True
+
+        if not self.dul.is_alive():
+            self.kill()
+            return served, True
+
+        if self.dul.idle_timer_expired():
+            LOGGER.error("Network timeout reached")
+            if self.network_timeout_response == "A-RELEASE":
+                self._is_paused = True
+                self._reactor_checkpoint.wait()
+                self.release()
+                self._is_paused = False
+            else:
+                self.abort()
+            self.kill()
+            return served, True
+        return served, False
+
     def _run_reactor(self) -> None:
         """pynetdicom 3.0.4's ``Association._run_reactor``, event-driven."""
         self._is_paused = False
@@ -836,48 +885,11 @@ class FastAssociation(Association):
             self._reactor_checkpoint.wait()
             self._is_paused = False
 
-            context_id, msg = self.dimse.get_msg(block=False)
-            if msg:
-                assert context_id is not None
-                self._serve_request(msg, context_id)
+            served, stop = self._react_once()
+            if stop:
+                return
+            if served:
                 idle = False
-
-            if self.is_established and self.acse.is_release_requested():
-                self.acse.send_release(is_response=True)
-                LOGGER.info("Association Released")
-                self.is_released = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_RELEASED, {})
-                self.kill()
-                return
-
-            if self.acse.is_aborted():
-                log_msg = "Association Aborted"
-                if self.acse.is_aborted("a-p-abort"):
-                    log_msg += " (A-P-ABORT)"
-                LOGGER.info(log_msg)
-                self.dul.receive_pdu(wait=False)
-                self.is_aborted = True
-                self.is_established = False
-                evt.trigger(self, evt.EVT_ABORTED, {})
-                self.kill()
-                return
-
-            if not self.dul.is_alive():
-                self.kill()
-                return
-
-            if self.dul.idle_timer_expired():
-                LOGGER.error("Network timeout reached")
-                if self.network_timeout_response == "A-RELEASE":
-                    self._is_paused = True
-                    self._reactor_checkpoint.wait()
-                    self.release()
-                    self._is_paused = False
-                else:
-                    self.abort()
-                self.kill()
-                return
 
 
 def upgrade_association(assoc: Association) -> FastAssociation:
