@@ -13,7 +13,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DCMTK_BIN", "ScpProcess", "dcmtk", "free_port", "wait_for_echo"]
+__all__ = [
+    "DCMTK_BIN",
+    "ScpProcess",
+    "dcmtk",
+    "free_port",
+    "kill_process_group",
+    "stop_process",
+    "wait_for_echo",
+]
 
 DCMTK_BIN = Path("/usr/bin")
 """DCMTK's own binaries (pynetdicom installs scripts with the same names into the venv)."""
@@ -51,6 +59,24 @@ def wait_for_echo(
         if time.monotonic() > deadline:
             raise TimeoutError(f"no C-ECHO answer on port {port}: {result.stderr.decode()[-500:]}")
         time.sleep(0.2)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+    """SIGTERM *proc* and wait; SIGKILL its whole process group if it does not stop in time."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_process_group(proc)
+
+
+def kill_process_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL *proc* and every process it started (its process group)."""
+    if proc is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @dataclass
@@ -109,20 +135,12 @@ class ScpProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, timeout=20)
         self.proc = None
 
     def kill(self) -> None:
-        """SIGKILL the supervisor and every receiver (the whole process group)."""
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        """SIGKILL the supervisor, the receivers and the metrics process."""
+        kill_process_group(self.proc)
         self.proc = None
 
     def spooled_files(self) -> list[Path]:

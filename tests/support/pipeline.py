@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +14,7 @@ from typing import Any
 import psycopg
 
 from dicom_nodes.services.orthanc import ManagedOrthanc
-from tests.support import ScpProcess, free_port
+from tests.support import ScpProcess, free_port, kill_process_group, stop_process
 
 __all__ = ["Node", "WorkerProcess", "orthanc_instances"]
 
@@ -52,19 +49,11 @@ class WorkerProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
         self.proc = None
 
     def kill(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        kill_process_group(self.proc)
         self.proc = None
 
 
