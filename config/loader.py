@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -226,6 +227,7 @@ def _check_pipeline(s: Settings) -> None:
             raise ConfigError(f"{key}.url: expected a URL (stowrs) or a directory (directory)")
         if d.parallel < 1 or d.timeout <= 0:
             raise ConfigError(f"{key}: parallel must be >= 1 and timeout > 0")
+    profiles = _check_deid(s)
     if not s.routes:
         raise ConfigError("routes: expected at least one route ([[routes]])")
     for i, r in enumerate(s.routes):
@@ -247,6 +249,11 @@ def _check_pipeline(s: Settings) -> None:
                 )
             if kind in ("deidentify", "analyse") and not arg:
                 raise ConfigError(f"{key}.steps[{j}]: expected {kind}:<name>")
+            if kind == "deidentify" and arg not in profiles:
+                raise ConfigError(
+                    f"{key}.steps[{j}]: de-identification profile {arg!r} is not defined in "
+                    "[[deid.profiles]]"
+                )
     for i, rule in enumerate(s.lane_rules):
         if rule.lane not in _LANES:
             raise ConfigError(f"lane_rules[{i}].lane: expected one of {', '.join(_LANES)}")
@@ -263,6 +270,49 @@ def _check_pipeline(s: Settings) -> None:
     if s.worker.concurrency < 1:
         raise ConfigError("worker.concurrency: expected 1 or more")
     _check_port("worker.metrics_port", s.worker.metrics_port, allow_zero=True)
+
+
+def _check_deid(s: Settings) -> set[str]:
+    """Profile names unique, safe-private entries and mask regions well formed."""
+    names: set[str] = set()
+    for i, p in enumerate(s.deid.profiles):
+        key = f"deid.profiles[{i}]"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", p.name):
+            raise ConfigError(
+                f"{key}.name: expected letters, digits, '_', '.', '-', got {p.name!r}"
+            )
+        if p.name in names:
+            raise ConfigError(f"{key}.name: profile {p.name!r} is defined twice")
+        names.add(p.name)
+        if len(set(p.options)) != len(p.options):
+            raise ConfigError(f"{key}.options: an option is named twice")
+        full, modified = "retain-longitudinal-full-dates", "retain-longitudinal-modified-dates"
+        if full in p.options and modified in p.options:
+            raise ConfigError(f"{key}.options: choose one of {full} and {modified}")
+        for j, entry in enumerate(p.safe_private):
+            if not _SAFE_PRIVATE_RE.fullmatch(entry):
+                raise ConfigError(
+                    f"{key}.safe_private[{j}]: expected CREATOR:gggg,xxee with an odd group "
+                    f"(e.g. 'GEMS_ACQU_01:0019,xx0C'), got {entry!r}"
+                )
+        for j, rule in enumerate(p.masks):
+            for k, region in enumerate(rule.regions):
+                if (
+                    len(region) != 4
+                    or region[0] >= region[2]
+                    or region[1] >= region[3]
+                    or min(region) < 0
+                ):
+                    raise ConfigError(
+                        f"{key}.masks[{j}].regions[{k}]: expected [x0, y0, x1, y1] with "
+                        f"0 <= x0 < x1 and 0 <= y0 < y1, got {region!r}"
+                    )
+        if p.date_shift_days < 1:
+            raise ConfigError(f"{key}.date_shift_days: expected 1 or more")
+    return names
+
+
+_SAFE_PRIVATE_RE = re.compile(r"[^\\\n]{1,64}:[0-9A-Fa-f]{3}[13579BDFbdf],(xx|XX)[0-9A-Fa-f]{2}")
 
 
 def _check_semantics(s: Settings) -> None:

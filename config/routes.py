@@ -47,7 +47,9 @@ class MatchSettings:
 class RouteSettings:
     name: str = "default"
     match: MatchSettings = field(default_factory=MatchSettings)
-    steps: list[str] = field(default_factory=lambda: ["forward:archive"])
+    steps: list[str] = field(default_factory=lambda: ["deidentify:basic", "forward:archive"])
+    """Ordered steps; ``forward`` steps after a ``deidentify:<profile>`` step send that
+    profile's de-identified copy. Default: de-identify (profile ``basic``), then archive."""
     lane: str = ""
     """Fixed lane for this route (critical, urgent, routine); empty: decided by lane_rules."""
     complete_immediately: bool = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from config.deid import DeidSettings
 from config.routes import (
     DestinationSettings,
     LaneRule,
@@ -199,3 +200,5 @@ class Settings:
     routes: list[RouteSettings] = field(default_factory=lambda: [RouteSettings()])
     """Ordered routes; the first match wins. Default: forward everything to ``archive``."""
     lane_rules: list[LaneRule] = field(default_factory=list)
+    deid: DeidSettings = field(default_factory=DeidSettings)
+    """De-identification profiles (``deidentify:<profile>`` steps) and their secrets."""
