@@ -424,11 +424,12 @@ def _parse_safe(entry: str) -> tuple[str, int, int]:
 
 def _drop_unused_creators(ds: Dataset) -> None:
     """Remove private creator elements whose block lost all its elements (PS3.5 7.8.1)."""
-    used = {(t >> 16, (t >> 8) & 0xFF) for t in ds if (t >> 16) & 1 and t & 0xFFFF >= 0x100}
-    for tag in [t for t in ds if (t >> 16) & 1 and 0x10 <= t & 0xFFFF <= 0xFF]:
+    tags = list(ds.keys())  # iterating a Dataset yields elements, not tags
+    used = {(t >> 16, (t >> 8) & 0xFF) for t in tags if (t >> 16) & 1 and t & 0xFFFF >= 0x100}
+    for tag in [t for t in tags if (t >> 16) & 1 and 0x10 <= t & 0xFFFF <= 0xFF]:
         if (tag >> 16, tag & 0xFF) not in used:
             del ds[tag]
-    for tag in [t for t in ds if (t >> 16) & 1 and t & 0xFFFF < 0x10]:
+    for tag in [t for t in tags if (t >> 16) & 1 and t & 0xFFFF < 0x10]:
         del ds[tag]  # (gggg,0001-000F) are not allowed; never keep them
 
 
