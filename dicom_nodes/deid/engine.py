@@ -81,6 +81,7 @@ _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 _DUMMY_TEXT = "ANONYMIZED"
+_REPLACED = frozenset({Action.DUMMY, Action.ZERO, Action.REMOVE, Action.UID})
 _DUMMY = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000D", "IS": "0",
           "DS": "0"}  # fmt: skip
 
@@ -100,6 +101,8 @@ class _Context:
     ds: Dataset
     pseudonym: str
     shift: int
+    identifying: list[str] | None = None
+    """Values the profile replaces, collected before the walk changes any of them."""
     cleaner: TextCleaner | None = None
 
 
@@ -154,6 +157,9 @@ class Deidentifier:
         self._modified_dates = DeidOption.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options
         self._full_dates = DeidOption.RETAIN_LONGITUDINAL_FULL_DATES in self.options
         self._pixel_step = pixel_step if pixel_step is not None else _default_pixel_step
+        self._cleans = Action.CLEAN in (
+            *self._exact.values(), *(a for _, _, a in self._patterns), self._private
+        )  # fmt: skip
 
     # -- public API ---------------------------------------------------------------------
 
@@ -197,6 +203,8 @@ class Deidentifier:
                 )
             )
         ctx = _Context(ds, pseudonym, self.pseudo.shift_days(key))
+        if self._cleans:  # the walk replaces values as it goes: collect them first
+            ctx.identifying = self._identifying_values(ds)
         self._walk(ds, ctx, _Mode.KEEP)
         burned_in = self._pixel_step(ds, self.profile)
         self._mark(ds, masked=burned_in is BurnedIn.MASKED)
@@ -330,7 +338,9 @@ class Deidentifier:
     def _cleaner(self, ctx: _Context) -> TextCleaner:
         """The cleaner knows every value the profile replaces anywhere in this object."""
         if ctx.cleaner is None:
-            ctx.cleaner = TextCleaner(self._identifying_values(ctx.ds))
+            if ctx.identifying is None:  # pragma: no cover - collected whenever C is in use
+                ctx.identifying = self._identifying_values(ctx.ds)
+            ctx.cleaner = TextCleaner(ctx.identifying)
         return ctx.cleaner
 
     def _identifying_values(self, ds: Dataset) -> list[str]:
@@ -343,7 +353,9 @@ class Deidentifier:
                         visit(child)
                     continue
                 action = self.action_for(elem.tag)
-                if action in (None, Action.KEEP) or elem.VR not in _TEXT_VRS:
+                # values cleaned (C) or kept are not identifying as a whole: a cleaned
+                # description would otherwise lose its own clinical words
+                if action not in _REPLACED or elem.VR not in _TEXT_VRS:
                     continue
                 if elem.value is None:
                     continue
