@@ -115,6 +115,9 @@ _PIPELINE_STEPS: dict[str, tuple[EventID, EventAction, Step]] = {
     "released": (EventID.APPLICATION_ACTIVITY, EventAction.DELETE, Step.RELEASED),
     "forward-failed": (EventID.INSTANCES_TRANSFERRED, EventAction.READ, Step.FORWARD_ABANDONED),
     "study-complete": (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE, Step.STUDY_COMPLETED),
+    "de-identified": (EventID.APPLICATION_ACTIVITY, EventAction.CREATE, Step.DEIDENTIFIED),
+    "quarantined": (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE, Step.QUARANTINED),
+    "quarantine-released": (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE, Step.QUARANTINED),
 }
 
 

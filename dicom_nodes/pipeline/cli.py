@@ -14,7 +14,7 @@ from config import Settings
 
 __all__ = ["add_parsers", "run"]
 
-COMMANDS = ("worker", "study", "route", "job", "status")
+COMMANDS = ("worker", "study", "route", "job", "status", "quarantine")
 
 
 def add_parsers(sub: Any) -> None:
@@ -42,6 +42,17 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("uids", nargs="*", help="SOP Instance UIDs (default: every dead item)")
         p.add_argument("--destination", default=None)
     sub.add_parser("status", help="summary of queues, lanes and the oldest unconfirmed instance")
+    quarantine = sub.add_parser(
+        "quarantine", help="instances held back by de-identification (burned-in text, failures)"
+    )
+    qsub = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    qsub.add_parser("list", help="list quarantined instances (UIDs, destination, profile, reason)")
+    release = qsub.add_parser(
+        "release",
+        help="after reviewing the pixels: de-identify and forward them anyway (audited)",
+    )
+    release.add_argument("uids", nargs="+", help="SOP Instance UIDs")
+    release.add_argument("--user", required=True, help="who reviewed them (for the audit trail)")
 
 
 def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
@@ -58,6 +69,8 @@ def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
             return _job(conn, args)
         if args.command == "status":
             print(json.dumps(status(conn, settings.node.name), indent=2, default=str))
+        if args.command == "quarantine":
+            return _quarantine(conn, args, settings)
             return 0
     return 2
 
@@ -120,7 +133,9 @@ def _job(conn: psycopg.Connection[Any], args: argparse.Namespace) -> int:
         print(f"{len(rows)} items", file=sys.stderr)
         return 0
     target = "pending" if args.job_command == "retry" else "cancelled"
-    source = ("dead", "cancelled") if args.job_command == "retry" else ("dead", "pending")
+    source = (
+        ("dead", "cancelled") if args.job_command == "retry" else ("dead", "pending", "quarantined")
+    )
     with conn.transaction():
         rows = conn.execute(
             """UPDATE forward_item SET state = %s, next_attempt_at = clock_timestamp()
@@ -131,6 +146,73 @@ def _job(conn: psycopg.Connection[Any], args: argparse.Namespace) -> int:
         ).fetchall()
     print(f"{len(rows)} items {'re-queued' if target == 'pending' else 'cancelled'}")
     return 0
+
+
+def _quarantine(conn: psycopg.Connection[Any], args: argparse.Namespace, settings: Settings) -> int:
+    """List quarantined items, or release reviewed ones: de-identify without the burned-in
+    hold, record the copy and the vault entries, re-queue, audit who decided."""
+    if args.quarantine_command == "list":
+        rows = conn.execute(
+            """SELECT f.sop_instance_uid, f.destination, f.profile, i.sop_class_uid,
+                      i.study_instance_uid, f.created_at
+               FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+               WHERE f.state = 'quarantined' ORDER BY f.created_at LIMIT 1000"""
+        ).fetchall()
+        for r in rows:
+            print(f"{r[0]}\t{r[1]}\tprofile={r[2]}\tclass={r[3]}\tstudy={r[4]}\tsince={r[5]}")
+        print(f"{len(rows)} quarantined items", file=sys.stderr)
+        return 0
+    import audit as audit_trail
+    from dicom_nodes.audit_events import pipeline_event
+    from dicom_nodes.deid.secrets import load_vault_key
+    from dicom_nodes.deid.step import DeidStep, Quarantine
+    from dicom_nodes.deid.vault import Vault
+    from dicom_nodes.pipeline import store
+
+    step = DeidStep.from_settings(settings)
+    vault = Vault(load_vault_key(settings))
+    failed = 0
+    with conn.transaction():
+        rows = conn.execute(
+            """SELECT f.sop_instance_uid, f.destination, f.profile, i.spool_path,
+                      i.sop_class_uid, i.study_instance_uid
+               FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+               WHERE f.state = 'quarantined' AND f.sop_instance_uid = ANY(%s)
+               FOR UPDATE OF f""",
+            (args.uids,),
+        ).fetchall()
+        for uid, destination, profile, path, sop_class, study in rows:
+            outcome = step.apply(Path(path), profile, text_reviewed=True) if profile else None
+            if isinstance(outcome, Quarantine):
+                print(f"{uid}: still not releasable ({outcome.reason})", file=sys.stderr)
+                failed += 1
+                continue
+            if outcome is not None:
+                store.record_deid_outputs(
+                    conn,
+                    [store.DeidOutput(uid, profile, outcome.spool_path,
+                                      outcome.transfer_syntax_uid, outcome.size,
+                                      "released after pixel review")],
+                )  # fmt: skip
+                vault.record(conn, outcome.vault)
+            conn.execute(
+                """UPDATE forward_item SET state = 'pending', next_attempt_at = clock_timestamp()
+                   WHERE sop_instance_uid = %s AND destination = %s""",
+                (uid, destination),
+            )
+            details = {"sop_instance_uid": uid, "sop_class_uid": sop_class,
+                       "study_instance_uid": study, "destination": destination,
+                       "reason": "released-after-review"}  # fmt: skip
+            audit_trail.enqueue(
+                conn,
+                pipeline_event(
+                    settings.node.name, settings.scp.ae_title, "quarantine-released", details,
+                    user=args.user,
+                ),
+            )  # fmt: skip
+        # The worker's housekeeping defers forwarding jobs for pending items.
+    print(f"{len(rows) - failed} items released, {len(args.uids) - len(rows)} not quarantined")
+    return 1 if failed else 0
 
 
 def status(conn: psycopg.Connection[Any], node: str) -> dict[str, Any]:

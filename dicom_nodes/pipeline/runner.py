@@ -60,6 +60,17 @@ def audit_hook(settings: Settings) -> AuditHook:
     return hook
 
 
+def _deid(settings: Settings) -> tuple[Any, Any]:
+    """The de-identification step and vault, when a route names a profile."""
+    if not any(step.startswith("deidentify:") for r in settings.routes for step in r.steps):
+        return None, None
+    from dicom_nodes.deid.secrets import load_vault_key
+    from dicom_nodes.deid.step import DeidStep
+    from dicom_nodes.deid.vault import Vault
+
+    return DeidStep.from_settings(settings), Vault(load_vault_key(settings))
+
+
 def _health(pool: ConnectionPool) -> dict[str, bool]:
     try:
         with pool.connection(timeout=2) as conn:
@@ -84,6 +95,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> 
         settings=settings.pipeline,
         audit=audit,
     )
+    ctx.deid, ctx.vault = _deid(settings)
     if settings.worker.metrics_port:
         registry = CollectorRegistry()
         registry.register(PipelineCollector(pool, settings.node.name))

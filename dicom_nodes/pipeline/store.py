@@ -24,6 +24,8 @@ from dicom_nodes.pipeline.states import InstanceState, check_instance
 
 __all__ = [
     "ClaimedForward",
+    "DeidOutput",
+    "Delivery",
     "ReceivedInstance",
     "Routing",
     "claim_forwards",
@@ -31,6 +33,7 @@ __all__ = [
     "complete_quiet_studies",
     "defer_job",
     "mark_routed",
+    "record_deid_outputs",
 ]
 
 Conn = psycopg.Connection[Any]
@@ -54,9 +57,11 @@ class ClaimedForward:
     study_instance_uid: str
     transfer_syntax_uid: str
     spool_path: Path
+    """The file to send: the instance as received, or its de-identified copy (``profile``)."""
     destination: str
     lane: Lane
     attempts: int
+    profile: str = ""
 
 
 def defer_job(
@@ -99,13 +104,40 @@ def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One destination of a routed instance: which version it gets, and whether it waits."""
+
+    destination: str
+    profile: str = ""
+    """The de-identification profile applied before sending ('' = as received)."""
+    quarantined: bool = False
+    """Held back (burned-in text without a mask, or de-identification failed)."""
+
+
+@dataclass(frozen=True)
+class DeidOutput:
+    """A de-identified copy written to the spool for (instance, profile)."""
+
+    sop_instance_uid: str
+    profile: str
+    spool_path: Path
+    transfer_syntax_uid: str
+    size: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Routing:
     """The routing decision for one received instance."""
 
     instance: ReceivedInstance
     route: str
     lane: Lane
-    destinations: tuple[str, ...]
+    deliveries: tuple[Delivery, ...]
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return tuple(d.destination for d in self.deliveries)
 
 
 def mark_routed(conn: Conn, decisions: Sequence[Routing]) -> None:
@@ -119,16 +151,22 @@ def mark_routed(conn: Conn, decisions: Sequence[Routing]) -> None:
         [(d.route, d.lane.value, d.instance.sop_instance_uid) for d in decisions],
     )
     items = [
-        (d.instance.sop_instance_uid, dest, d.lane.rank)
+        (
+            d.instance.sop_instance_uid,
+            delivery.destination,
+            d.lane.rank,
+            delivery.profile,
+            "quarantined" if delivery.quarantined else "pending",
+        )
         for d in decisions
-        for dest in d.destinations
+        for delivery in d.deliveries
     ]
     if items:
         cur.executemany(
-            """INSERT INTO forward_item (sop_instance_uid, destination, lane_rank)
-               VALUES (%s, %s, %s)
+            """INSERT INTO forward_item (sop_instance_uid, destination, lane_rank, profile, state)
+               VALUES (%s, %s, %s, %s, %s)
                ON CONFLICT (sop_instance_uid, destination) DO UPDATE
-                   SET state = 'pending',
+                   SET state = EXCLUDED.state, profile = EXCLUDED.profile,
                        lane_rank = LEAST(forward_item.lane_rank, EXCLUDED.lane_rank),
                        next_attempt_at = clock_timestamp()""",
             items,
@@ -145,12 +183,33 @@ def mark_routed(conn: Conn, decisions: Sequence[Routing]) -> None:
     )
 
 
+def record_deid_outputs(conn: Conn, outputs: Sequence[DeidOutput]) -> None:
+    """Record de-identified copies already durable in the spool (re-routing replaces them)."""
+    if not outputs:
+        return
+    conn.cursor().executemany(
+        """INSERT INTO deid_output
+               (sop_instance_uid, profile, spool_path, transfer_syntax_uid, size, note)
+           VALUES (%s, %s, %s, %s, %s, %s)
+           ON CONFLICT (sop_instance_uid, profile) DO UPDATE
+               SET spool_path = EXCLUDED.spool_path, size = EXCLUDED.size,
+                   transfer_syntax_uid = EXCLUDED.transfer_syntax_uid, note = EXCLUDED.note""",
+        [
+            (o.sop_instance_uid, o.profile, str(o.spool_path), o.transfer_syntax_uid, o.size,
+             o.note)
+            for o in outputs
+        ],
+    )  # fmt: skip
+
+
 def claim_forwards(conn: Conn, node: str, destination: str, limit: int) -> list[ClaimedForward]:
     """Pending items for *destination* of the most urgent lane that has any, oldest first.
 
     A batch holds one lane only: a batch is sent and confirmed as a whole, so a critical
     item in a batch filled up with routine ones would wait for all of them."""
     ready = """FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+           LEFT JOIN deid_output d
+                  ON d.sop_instance_uid = f.sop_instance_uid AND d.profile = f.profile
            WHERE f.destination = %s AND f.state = 'pending' AND i.node = %s
              AND f.next_attempt_at <= clock_timestamp()"""
     head = conn.execute(
@@ -162,17 +221,25 @@ def claim_forwards(conn: Conn, node: str, destination: str, limit: int) -> list[
         return []
     rows = conn.execute(
         f"""SELECT f.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
-                  i.transfer_syntax_uid, i.spool_path, f.destination, f.lane_rank, f.attempts
+                  coalesce(d.transfer_syntax_uid, i.transfer_syntax_uid),
+                  coalesce(d.spool_path, i.spool_path), f.destination, f.lane_rank, f.attempts,
+                  f.profile, f.profile <> '' AND d.spool_path IS NULL
            {ready} AND f.lane_rank = %s
            ORDER BY f.created_at
            LIMIT %s FOR UPDATE OF f SKIP LOCKED""",
         (destination, node, head[0], limit),
     ).fetchall()
     lanes = {lane.rank: lane for lane in Lane}
-    return [
-        ClaimedForward(r[0], r[1], r[2], r[3], Path(r[4]), r[5], lanes[int(r[6])], int(r[7]))
-        for r in rows
-    ]
+    out: list[ClaimedForward] = []
+    for r in rows:
+        if r[9]:  # a profile without its copy must never fall back to the original
+            raise RuntimeError(f"de-identified copy of {r[0]} ({r[8]}) is not recorded")
+        out.append(
+            ClaimedForward(
+                r[0], r[1], r[2], r[3], Path(r[4]), r[5], lanes[int(r[6])], int(r[7]), r[8]
+            )
+        )
+    return out
 
 
 def pending_counts(conn: Conn, node: str) -> dict[str, Any]:

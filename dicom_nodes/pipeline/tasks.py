@@ -13,13 +13,18 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+if TYPE_CHECKING:
+    from dicom_nodes.deid.step import DeidStep
+    from dicom_nodes.deid.vault import Vault
+
 from config.routes import LaneRule, PipelineSettings, RouteSettings
-from dicom_nodes.forward.model import Destination, OutgoingFile, SendResult
+from dicom_nodes.forward.model import Destination, Instance, OutgoingFile, SendResult
 from dicom_nodes.pipeline import store
 from dicom_nodes.pipeline.lanes import Lane
 from dicom_nodes.pipeline.routes import (
@@ -69,6 +74,10 @@ class PipelineContext:
     destinations: Mapping[str, Destination]
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     audit: AuditHook = _no_audit
+    deid: DeidStep | None = None
+    """Runs ``deidentify:<profile>`` steps; without it such routes quarantine everything."""
+    vault: Vault | None = None
+    """Keeps the encrypted pseudonym → original map of de-identified instances."""
     _warned: set[str] = field(default_factory=set)
 
     def warn_once(self, message: str) -> None:
@@ -78,7 +87,11 @@ class PipelineContext:
 
 
 def route_round(ctx: PipelineContext) -> int:
-    """Route one batch of received instances; return how many were routed."""
+    """Route one batch of received instances; return how many were routed.
+
+    ``forward`` steps after a ``deidentify:<profile>`` step send that profile's copy, which is
+    made here (:class:`dicom_nodes.deid.step.DeidStep`), durable in the spool before this
+    round's transaction records it together with the vault entries and audit events."""
     needed = tags_needed(ctx.routes, ctx.lane_rules)
     with ctx.pool.connection() as conn, conn.transaction():
         batch = store.claim_received(conn, ctx.node, ctx.settings.batch_size)
@@ -87,6 +100,7 @@ def route_round(ctx: PipelineContext) -> int:
         lanes_touched: dict[str, Lane] = {}
         decisions: list[store.Routing] = []
         completed: list[tuple[str, str]] = []
+        acc = _Collected()
         for inst in batch:
             try:
                 facts = facts_from_file(inst.spool_path, inst.calling_ae, inst.called_ae, needed)
@@ -100,27 +114,23 @@ def route_round(ctx: PipelineContext) -> int:
                 ctx.warn_once("an instance matched no route; add a catch-all route")
                 continue
             lane = lane_for(route, ctx.lane_rules, facts)
-            destinations: list[str] = []
-            for text in route.steps:
-                step = parse_step(text)
-                if step.kind is StepKind.FORWARD:
-                    if step.argument not in ctx.destinations:
-                        ctx.warn_once(f"route {route.name}: unknown destination {step.argument!r}")
-                        continue
-                    destinations.append(step.argument)
-                else:
-                    ctx.warn_once(
-                        f"route {route.name}: step {text!r} is not available in this version; "
-                        "skipped"
-                    )
-            decisions.append(store.Routing(inst, route.name, lane, tuple(destinations)))
+            deliveries = _deliveries(ctx, route, inst, acc)
+            decisions.append(store.Routing(inst, route.name, lane, tuple(deliveries)))
             if route.complete_immediately:
                 completed.append((inst.study_instance_uid, route.name))
-            for dest in destinations:
-                previous = lanes_touched.get(dest)
-                lanes_touched[dest] = lane if previous is None else Lane.most_urgent(previous, lane)
+            for delivery in deliveries:
+                if delivery.quarantined:
+                    continue
+                previous = lanes_touched.get(delivery.destination)
+                lanes_touched[delivery.destination] = (
+                    lane if previous is None else Lane.most_urgent(previous, lane)
+                )
+        store.record_deid_outputs(conn, acc.outputs)
+        if acc.vault and ctx.vault is not None:
+            ctx.vault.record(conn, acc.vault)
+        events = acc.events
         store.mark_routed(conn, decisions)
-        events: list[AuditEntry] = [
+        events[:0] = [
             (
                 "routed",
                 {
@@ -155,6 +165,75 @@ def route_round(ctx: PipelineContext) -> int:
         return len(batch)
 
 
+@dataclass
+class _Collected:
+    """What a routing round records besides the routing itself."""
+
+    outputs: list[store.DeidOutput] = field(default_factory=list)
+    vault: list[Any] = field(default_factory=list)
+    events: list[AuditEntry] = field(default_factory=list)
+
+
+def _deliveries(
+    ctx: PipelineContext, route: RouteSettings, inst: store.ReceivedInstance, acc: _Collected
+) -> list[store.Delivery]:
+    """The route's steps for one instance: destinations, each with the version it gets."""
+    outputs, vault, events = acc.outputs, acc.vault, acc.events
+    deliveries: list[store.Delivery] = []
+    profile = ""
+    held: dict[str, str] = {}  # profile -> quarantine reason
+    done: set[str] = set()
+    details = {
+        "sop_instance_uid": inst.sop_instance_uid,
+        "sop_class_uid": inst.sop_class_uid,
+        "study_instance_uid": inst.study_instance_uid,
+    }
+    for text in route.steps:
+        step = parse_step(text)
+        if step.kind is StepKind.DEIDENTIFY:
+            profile = step.argument
+            if profile in done:
+                continue
+            done.add(profile)
+            if ctx.deid is None or profile not in ctx.deid.engines:
+                # Never forward identified data because de-identification is unavailable.
+                held[profile] = "deid-unavailable"
+                ctx.warn_once(f"route {route.name}: profile {profile!r} is not available")
+            else:
+                from dicom_nodes.deid.step import Quarantine
+
+                outcome = ctx.deid.apply(inst.spool_path, profile)
+                vault.extend(outcome.vault)
+                if isinstance(outcome, Quarantine):
+                    held[profile] = outcome.reason
+                else:
+                    outputs.append(
+                        store.DeidOutput(
+                            inst.sop_instance_uid, profile, outcome.spool_path,
+                            outcome.transfer_syntax_uid, outcome.size, outcome.note,
+                        )
+                    )  # fmt: skip
+                    events.append(("de-identified", {**details, "profile": profile}))
+            if profile in held:
+                events.append(
+                    ("quarantined", {**details, "profile": profile, "reason": held[profile]})
+                )
+                LOGGER.warning(
+                    "instance %s quarantined under profile %s: %s",
+                    inst.sop_instance_uid, profile, held[profile],
+                )  # fmt: skip
+        elif step.kind is StepKind.FORWARD:
+            if step.argument not in ctx.destinations:
+                ctx.warn_once(f"route {route.name}: unknown destination {step.argument!r}")
+                continue
+            deliveries.append(store.Delivery(step.argument, profile, profile in held))
+        else:
+            ctx.warn_once(
+                f"route {route.name}: step {text!r} is not available in this version; skipped"
+            )
+    return deliveries
+
+
 def _backoff(settings: PipelineSettings, attempts: int) -> float:
     return float(min(settings.retry_max, settings.retry_initial * (2 ** max(0, attempts - 1))))
 
@@ -167,17 +246,22 @@ def forward_round(ctx: PipelineContext, destination: str) -> int:
         if not batch:
             _schedule_retry(conn, ctx, destination)
             return 0
-        files = [
-            OutgoingFile(b.spool_path, b.sop_class_uid, b.sop_instance_uid, b.transfer_syntax_uid)
-            for b in batch
-        ]
+        files = [_outgoing(b) for b in batch]
+        # A de-identified copy carries new UIDs: results and confirmations come back under
+        # those, and are mapped back to the instance they stand for.
+        original = {
+            f.sop_instance_uid: b.sop_instance_uid for f, b in zip(files, batch, strict=True)
+        }
         results = dest.send(files)
-        by_uid: dict[str, SendResult] = {r.sop_instance_uid: r for r in results}
-        sent = [b for b in batch if by_uid[b.sop_instance_uid].ok]
+        by_uid: dict[str, SendResult] = {original[r.sop_instance_uid]: r for r in results}
+        sent = [f for f in files if by_uid[original[f.sop_instance_uid]].ok]
         confirmed: dict[str, bool] = {}
         if sent:
             try:
-                confirmed = dest.confirm(sent)
+                answers = dest.confirm(
+                    [Instance(f.sop_class_uid, f.sop_instance_uid) for f in sent]
+                )
+                confirmed = {original[uid]: ok for uid, ok in answers.items()}
             except Exception as exc:
                 LOGGER.warning("confirmation from %s failed: %s", destination, type(exc).__name__)
         _record(conn, ctx, [(b, by_uid[b.sop_instance_uid]) for b in batch], confirmed)
@@ -186,6 +270,15 @@ def forward_round(ctx: PipelineContext, destination: str) -> int:
         # forwarding loop per destination and lane so routing always finds a free slot.
     _release_confirmed(ctx, [b.sop_instance_uid for b in batch])
     return len(batch)
+
+
+def _outgoing(item: store.ClaimedForward) -> OutgoingFile:
+    """What to send for *item*: the original as recorded, or the copy as its header says."""
+    if item.profile:
+        return OutgoingFile.from_path(item.spool_path)
+    return OutgoingFile(
+        item.spool_path, item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax_uid
+    )
 
 
 _RECORD_SQL = """
@@ -325,13 +418,17 @@ def _release_confirmed(ctx: PipelineContext, uids: list[str]) -> None:
                 for uid, _path, cls, study in rows
             ],
         )
+        copies = conn.execute(
+            "DELETE FROM deid_output WHERE sop_instance_uid = ANY(%s) RETURNING spool_path",
+            ([uid for uid, _path, _cls, _study in rows],),
+        ).fetchall()
         _unlink_unreferenced(conn, [str(path) for _uid, path, _cls, _study in rows])
+        for (copy_path,) in copies:
+            Path(copy_path).unlink(missing_ok=True)
 
 
 def _unlink_unreferenced(conn: psycopg.Connection[Any], paths: list[str]) -> None:
     """Delete spool files unless an unreleased instance or duplicate still points at them."""
-    from pathlib import Path
-
     unreferenced = conn.execute(
         """SELECT p FROM unnest(%s::text[]) AS p
            WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p

@@ -99,6 +99,15 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
 
             signer = generate_key(key_path, data_path(settings, settings.audit.keyring))
             lines.append(f"audit        signing key {signer.key_id} generated in {key_path}")
+        from dicom_nodes.deid.secrets import ensure_secrets
+
+        for created in ensure_secrets(settings):
+            lines.append(f"deid         new secret {created} (keep it, never commit it)")
+        profiles = sorted(
+            {s.partition(":")[2] for r in settings.routes for s in r.steps if s.startswith("deid")}
+        )
+        if profiles:
+            lines.append(f"deid         routes de-identify with profile(s) {', '.join(profiles)}")
         # Chains the events the SCP and workers enqueue, and signs checkpoints.
         sealer = subprocess.Popen(
             [sys.executable, "-m", "dicom_nodes.cli", "audit", "checkpoint", "--watch"], env=env

@@ -75,6 +75,12 @@ class Node:
 
     def write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Pipeline tests look at the instances as sent; de-identifying tests set their routes.
+        routes = (
+            ""
+            if "[[routes]]" in self.extra_toml
+            else '\n[[routes]]\nname = "identified"\nsteps = ["forward:archive"]\n'
+        )
         self.config_file.write_text(
             f"""
 [pipeline]
@@ -95,7 +101,7 @@ port = {self.orthanc.dicom_port}
 parallel = 2
 confirm = "query"
 timeout = 20.0
-{self.extra_toml}
+{self.extra_toml}{routes}
 """
         )
 

@@ -143,8 +143,44 @@ modality = ["CR"]
     s = load(f, env={})
     assert [d.name for d in s.destinations] == ["archive", "research"]
     assert s.routes[0].match.tags == {"RequestedProcedurePriority": ["STAT", "HIGH"]}
-    assert s.routes[1].steps == ["forward:archive"]
+    # a route without steps de-identifies with the default profile, then archives
+    assert s.routes[1].steps == ["deidentify:basic", "forward:archive"]
     assert s.lane_rules[0].match.modality == ["CR"]
+
+
+def test_deid_profiles_are_validated(tmp_path: Path) -> None:
+    f = tmp_path / "d.toml"
+    base = """
+[[deid.profiles]]
+name = "research"
+options = ["Retain UIDs", "clean_descriptors"]
+safe_private = ["GEMS_ACQU_01:0019,xx0C"]
+burned_in = "mask"
+[[deid.profiles.masks]]
+model = ["Sono*"]
+regions = [[0, 0, 100, 40]]
+[[routes]]
+steps = ["deidentify:research", "forward:archive"]
+"""
+    f.write_text(base)
+    s = load(f, env={})
+    profile = s.deid.profiles[0]
+    assert [o.value for o in profile.options] == ["retain-uids", "clean-descriptors"]
+    assert profile.masks[0].regions == [[0, 0, 100, 40]]
+    for bad, message in [
+        (base.replace("deidentify:research", "deidentify:nope"), "profile 'nope'"),
+        (base.replace("0019,xx0C", "0018,xx0C"), "odd group"),
+        (base.replace("[[0, 0, 100, 40]]", "[[10, 0, 5, 40]]"), "x0 < x1"),
+        (base.replace('"Retain UIDs"', '"retain everything"'), "expected one of"),
+        (
+            base.replace('"Retain UIDs"', '"retain-longitudinal-full-dates", '
+                         '"retain-longitudinal-modified-dates"'),
+            "choose one",
+        ),
+    ]:  # fmt: skip
+        f.write_text(bad)
+        with pytest.raises(ConfigError, match=message):
+            load(f, env={})
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,94 @@
+"""The ``deidentify:<profile>`` route step: spooled original → spooled de-identified copy.
+
+The worker calls :meth:`DeidStep.apply` while routing, inside the routing transaction: the copy
+is written to the spool durably (content-addressed, fsync, rename, directory fsync) before the
+transaction that records it commits, exactly as the receiver does for originals. Output is
+deterministic (:mod:`dicom_nodes.deid.engine`), so a routing round that is rolled back and run
+again writes the same file under the same name.
+
+An instance is *quarantined* instead of copied — held back, audited, listed for admins, never
+forwarded — when it may show burned-in text that no mask rule covers, or when it cannot be
+de-identified at all (unreadable, undecodable pixel data under a mask rule). An instance is
+never forwarded identified because its de-identification failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config import Settings, data_path
+from config.deid import DeidProfile
+from dicom_nodes.deid.engine import Deidentifier
+from dicom_nodes.deid.model import BurnedIn, VaultEntry
+from dicom_nodes.spool.store import Spool
+
+__all__ = ["DeidCopy", "DeidStep", "Quarantine"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeidCopy:
+    """A de-identified copy in the spool, and the vault entries it needs."""
+
+    spool_path: Path
+    transfer_syntax_uid: str
+    size: int
+    vault: list[VaultEntry]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """The instance is held back for this profile; *reason* is a short code (no PHI)."""
+
+    reason: str
+    vault: list[VaultEntry] = field(default_factory=list)
+
+
+class DeidStep:
+    """De-identifies spooled instances under the configured profiles."""
+
+    def __init__(self, profiles: list[DeidProfile], secret: bytes, spool: Spool) -> None:
+        self.engines = {p.name: Deidentifier(p, secret) for p in profiles}
+        self.spool = spool
+        self.tmp = spool.root / ".deid"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp.iterdir():  # never recorded: the routing round died
+            stale.unlink(missing_ok=True)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeidStep:
+        from dicom_nodes.deid.secrets import load_site_secret
+
+        spool = Spool(data_path(settings, settings.spool.path), fsync=settings.spool.fsync)
+        return cls(settings.deid.profiles, load_site_secret(settings), spool)
+
+    def apply(
+        self, source: Path, profile: str, *, text_reviewed: bool = False
+    ) -> DeidCopy | Quarantine:
+        """De-identify the spooled file *source* under *profile*.
+
+        *text_reviewed*: an admin looked at the pixels and found no identifying text
+        (``radiogate quarantine release``); burned-in annotation no longer holds it back."""
+        engine = self.engines[profile]
+        try:
+            data = source.read_bytes()
+            out, result = engine.deidentify_bytes(data)
+        except Exception as exc:  # any failure holds the instance back; never PHI in the log
+            LOGGER.error("de-identification (%s) failed: %s", profile, type(exc).__name__)
+            return Quarantine(f"deid-failed:{type(exc).__name__.lower()}")
+        if result.burned_in is BurnedIn.NEEDS_REVIEW and not text_reviewed:
+            return Quarantine("burned-in-annotation", result.vault)
+        fd, name = tempfile.mkstemp(dir=self.tmp, suffix=".dcm")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(out)
+        spooled = self.spool.commit(Path(name))
+        Path(name).unlink(missing_ok=True)  # left behind when identical bytes were spooled
+        syntax = str(result.dataset.file_meta.TransferSyntaxUID)
+        note = "pixel regions masked" if result.burned_in is BurnedIn.MASKED else ""
+        return DeidCopy(spooled.path, syntax, spooled.size, result.vault, note)
