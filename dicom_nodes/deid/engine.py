@@ -283,12 +283,12 @@ class Deidentifier:
             else:  # U: X/Z/U* sequences keep their items, whose UIDs are replaced
                 self._items(elem, ctx, mode)
             return
-        if action is Action.UID:
-            self._uid(elem)
+        if action is Action.UID or (action is Action.DUMMY and vr == "UI"):
+            self._uid(elem)  # a dummy UID: the keyed one keeps references consistent
         elif action is Action.ZERO:
             elem.value = None if vr in _NUMBER_VRS or vr in _BINARY_VRS else ""
         elif action is Action.DUMMY:
-            elem.value = _dummy(vr, elem)
+            elem.value = _dummy(vr)
         else:
             self._clean(ds, tag, elem, vr, ctx)
 
@@ -415,15 +415,13 @@ class Deidentifier:
         return meta
 
 
-def _dummy(vr: str, elem: DataElement) -> Any:
+def _dummy(vr: str) -> Any:
     if vr in _DUMMY:
         return _DUMMY[vr]
     if vr in _NUMBER_VRS:
         return 0
     if vr in _BINARY_VRS:
         return b"\0\0"
-    if vr == "UI":
-        return elem.value  # U is the action for UIDs; a D on a UI keeps the mapped value
     return _DUMMY_TEXT
 
 
