@@ -29,6 +29,8 @@ __all__ = ["ENV_PREFIX", "ConfigError", "load", "settings_to_dict"]
 
 ENV_PREFIX = "RADIOGATE_"
 _CONFIG_ENV = "RADIOGATE_CONFIG"
+_NOT_SETTINGS = frozenset({_CONFIG_ENV, "RADIOGATE_DEID_SECRET", "RADIOGATE_DEID_VAULT_KEY"})
+"""Variables with the prefix that are not settings: the config file and the deid secrets."""
 
 T = TypeVar("T")
 
@@ -76,7 +78,7 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
 
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == _CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if not all(parts):

@@ -65,6 +65,7 @@ class Node:
     data_dir: Path
     orthanc: ManagedOrthanc
     extra_toml: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
     metrics_port: int = field(default_factory=free_port)
     scp: ScpProcess | None = None
     worker: WorkerProcess | None = None
@@ -110,7 +111,7 @@ timeout = 20.0
         self.scp = ScpProcess(
             dsn=self.dsn,
             data_dir=self.data_dir,
-            extra_env={"RADIOGATE_CONFIG": str(self.config_file)},
+            extra_env={"RADIOGATE_CONFIG": str(self.config_file), **self.extra_env},
         ).start()
         if worker:
             self.start_worker()

@@ -1,0 +1,170 @@
+"""End to end: storescu → Radiogate (de-identifying routes) → Orthanc, then re-identification.
+
+The archive must hold de-identified objects only: no original name, ID, UID or institution in
+any byte Orthanc returns; burned-in text is masked where a rule covers the device and
+quarantined where none does; ``radiogate reidentify`` finds the original patient and the use
+is audited.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pydicom
+import pytest
+
+import audit
+from dicom_nodes.services.orthanc import ManagedOrthanc
+from tests.support import dcmtk
+from tests.support.data import DATA, extract_ct
+from tests.support.pipeline import Node, orthanc_get, orthanc_instances
+
+pytestmark = pytest.mark.integration
+
+ROUTES = """
+[[deid.profiles]]
+name = "basic"
+
+[[deid.profiles]]
+name = "ultrasound"
+burned_in = "mask"
+[[deid.profiles.masks]]
+manufacturer = ["*"]
+model = ["*"]
+regions = [[0, 0, 64, 32]]
+
+[[routes]]
+name = "ultrasound"
+steps = ["deidentify:ultrasound", "forward:archive"]
+[routes.match]
+calling_ae = ["US1"]
+
+[[routes]]
+name = "default"
+steps = ["deidentify:basic", "forward:archive"]
+"""
+
+IDENTIFYING = (
+    "PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName",
+    "ReferringPhysicianName", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+    "StudyID", "OperatorsName", "StationName", "FrameOfReferenceUID",
+)  # fmt: skip
+
+
+def _originals(files: list[Path]) -> set[bytes]:
+    values: set[bytes] = set()
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        for keyword in IDENTIFYING:
+            value = str(ds.get(keyword, "") or "").strip()
+            if len(value) >= 4:
+                values.add(value.encode())
+                values.update(p.encode() for p in value.split("^") if len(p) >= 4)
+    return values
+
+
+def _send(port: int, aet: str, files: list[Path], *flags: str) -> None:
+    result = subprocess.run(
+        [dcmtk("storescu"), *flags, "-aet", aet, "-aec", "RADIOGATE", "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_archive_holds_only_deidentified_objects(
+    fresh_dsn: str, tmp_path: Path, orthanc: ManagedOrthanc
+) -> None:
+    ct = extract_ct(tmp_path / "ct")[:4]
+    sc = [DATA / "ctbrain1.dcm"]  # Secondary Capture, no Burned In Annotation: may show text
+    us = [DATA / "us_greyscale.dcm"]
+    secrets = {
+        "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
+        "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    node = Node(fresh_dsn, tmp_path / "node", orthanc, extra_toml=ROUTES, extra_env=secrets)
+    node.start()
+    try:
+        assert node.scp is not None
+        _send(node.scp.port, "CT1", ct)
+        _send(node.scp.port, "CT1", sc, "-xy")  # JPEG baseline, sent as such
+        _send(node.scp.port, "US1", us)
+        node.wait_released(len(ct) + len(us))
+        quarantined = node.query(
+            "SELECT sop_instance_uid, profile FROM forward_item WHERE state = 'quarantined'"
+        )
+        sc_uid = str(pydicom.dcmread(sc[0], stop_before_pixels=True).SOPInstanceUID)
+        assert quarantined == [(sc_uid, "basic")]
+        env = node.scp.env()
+        listed = subprocess.run(
+            [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "list"],
+            capture_output=True, text=True, check=True, env=env,
+        )  # fmt: skip
+        assert sc_uid in listed.stdout and "profile=basic" in listed.stdout
+        # Nothing of the originals reached the archive, not even the quarantined one.
+        originals = _originals(ct + sc + us)
+        ids = orthanc_instances(orthanc)
+        assert len(ids) == len(ct) + len(us)
+        pseudonyms: set[str] = set()
+        for oid in ids:
+            data = orthanc_get(orthanc, f"/instances/{oid}/file")
+            assert isinstance(data, bytes)
+            leaked = [v for v in originals if v in data]
+            assert not leaked, f"original values in the archive: {leaked}"
+            ds = pydicom.dcmread(io.BytesIO(data))
+            assert ds.PatientIdentityRemoved == "YES"
+            assert ds.SOPInstanceUID.startswith("2.25.")
+            assert data[:128] == b"\0" * 128
+            codes = {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+            assert {"113100", "113107"} <= codes
+            if ds.Modality == "US":
+                assert ds.BurnedInAnnotation == "NO" and "113101" in codes
+                pixels = ds.pixel_array
+                frame = pixels[0] if pixels.ndim > 2 and ds.get("NumberOfFrames", 1) > 1 else pixels
+                assert not np.any(frame[0:32, 0:64])
+            else:
+                pseudonyms.add(str(ds.PatientID))
+        assert len(pseudonyms) == 1  # one patient, one pseudonym across the series
+        pseudonym = pseudonyms.pop()
+        # An admin re-identifies the patient; the use is audited, and only the pseudonym is.
+        out = subprocess.run(
+            [sys.executable, "-m", "dicom_nodes.cli", "reidentify", pseudonym, "--user", "alice", "--json"],
+            capture_output=True, text=True, check=False, env=env,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        revealed = json.loads(out.stdout)
+        original_id = str(pydicom.dcmread(ct[0], stop_before_pixels=True).PatientID)
+        assert original_id in json.dumps(revealed)
+        with psycopg.connect(fresh_dsn) as conn:
+            audit.seal(conn)
+        steps = dict(node.query("SELECT step, count(*) FROM audit_event GROUP BY step"))
+        assert steps.get("de-identified") == len(ct) + len(us)
+        assert steps.get("re-identified") == 1
+        assert steps.get("quarantined") == 1
+        # Audit events name instances by their original UIDs (that is their purpose), never
+        # by names, IDs or other values.
+        bodies = b"".join(bytes(r[0]) for r in node.query("SELECT body FROM audit_event"))
+        assert not [v for v in originals if v in bodies and not re.fullmatch(rb"[0-9.]+", v)]
+        # An admin reviews the quarantined image and releases it: it is then de-identified
+        # (its text reviewed) and archived, and the decision is audited under their name.
+        released = subprocess.run(
+            [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "release", sc_uid, "--user", "bob"],
+            capture_output=True, text=True, check=False, env=env,
+        )  # fmt: skip
+        assert released.returncode == 0, released.stderr
+        node.wait_released(len(ct) + len(us) + len(sc))
+        assert len(orthanc_instances(orthanc)) == len(ct) + len(us) + len(sc)
+        for oid in orthanc_instances(orthanc):
+            data = orthanc_get(orthanc, f"/instances/{oid}/file")
+            assert isinstance(data, bytes)
+            assert not [v for v in originals if v in data]
+    finally:
+        node.stop()
