@@ -76,6 +76,7 @@ _STUDY_ID = 0x00200010
 _TEXT_VALUE = 0x0040A160
 _UNFORMATTED_TEXT = 0x00700006
 _PIXEL_DATA = 0x7FE00010
+_MEDIA_STORAGE_SOP_INSTANCE = 0x00020003
 _FREE_TEXT = frozenset({_TEXT_VALUE, _UNFORMATTED_TEXT})
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
@@ -399,13 +400,21 @@ class Deidentifier:
         else:
             ds.LongitudinalTemporalInformationModified = "REMOVED"
 
-    @staticmethod
-    def _file_meta(ds: Dataset) -> FileMetaDataset:
+    def _file_meta(self, ds: Dataset) -> FileMetaDataset:
         old = getattr(ds, "file_meta", None)
         meta = FileMetaDataset()
         meta.FileMetaInformationVersion = b"\x00\x01"
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        # the dataset's SOP UIDs (already replaced); the old meta's when the dataset lacks them
+        sop_class = ds.get("SOPClassUID") or getattr(old, "MediaStorageSOPClassUID", None)
+        sop_instance = ds.get("SOPInstanceUID")
+        if not sop_instance:
+            original = getattr(old, "MediaStorageSOPInstanceUID", None)
+            keep = self.action_for(_MEDIA_STORAGE_SOP_INSTANCE) is Action.KEEP
+            sop_instance = original if keep or not original else self.pseudo.uid(str(original))
+        if not sop_class or not sop_instance:
+            raise ValueError("input without SOP Class/Instance UIDs in dataset and file meta")
+        meta.MediaStorageSOPClassUID = UID(str(sop_class))
+        meta.MediaStorageSOPInstanceUID = UID(str(sop_instance))
         syntax = getattr(old, "TransferSyntaxUID", None) if old is not None else None
         if syntax is None:
             raise ValueError("input without a transfer syntax in its file meta information")
