@@ -14,9 +14,11 @@ never forwarded identified because its de-identification failed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from dicom_nodes.spool.store import Spool
 __all__ = ["DeidCopy", "DeidStep", "Quarantine"]
 
 LOGGER = logging.getLogger(__name__)
+STALE_AFTER = 3600.0
+"""Seconds after which a temporary file of an unfinished copy is removed at start-up."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,13 @@ class DeidStep:
         self.spool = spool
         self.tmp = spool.root / ".deid"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        for stale in self.tmp.iterdir():  # never recorded: the routing round died
-            stale.unlink(missing_ok=True)
+        # Temporary files of routing rounds that died; younger ones may belong to another
+        # worker of this node that is writing right now.
+        cutoff = time.time() - STALE_AFTER
+        for stale in self.tmp.iterdir():
+            with contextlib.suppress(OSError):
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeidStep:
