@@ -134,7 +134,7 @@ class Row:
 def _pattern(tag: str) -> tuple[int, int] | None:
     """``(50xx,xxxx)`` → (mask, value) over the 32-bit tag; None for exact or private rows."""
     digits = tag.strip("()").replace(",", "").lower()
-    if len(digits) != 8 or "g" in digits:
+    if len(digits) != 8 or "g" in digits or "x" not in digits:
         return None
     mask = int("".join("0" if c == "x" else "f" for c in digits), 16)
     value = int("".join("0" if c == "x" else c for c in digits), 16)
