@@ -290,6 +290,8 @@ class Deidentifier:
             elem.value = None if vr in _NUMBER_VRS or vr in _BINARY_VRS else ""
         elif action is Action.DUMMY:
             elem.value = _dummy(vr)
+        elif _is_curve_or_overlay(tag):
+            del ds[tag]  # C under Clean Graphics: curves and overlays are removed (module doc)
         else:
             self._clean(ds, tag, elem, vr, ctx)
 
@@ -432,6 +434,11 @@ def _dummy(vr: str) -> Any:
     if vr in _BINARY_VRS:
         return b"\0\0"
     return _DUMMY_TEXT
+
+
+def _is_curve_or_overlay(tag: int) -> bool:
+    """Curves (50xx,xxxx) and overlay data and comments (60xx,3000/4000), PS3.15 Table E.1-1."""
+    return tag >> 24 == 0x50 or tag & 0xFF00FFFF in (0x60003000, 0x60004000)
 
 
 def _parse_safe(entry: str) -> tuple[str, int, int]:
