@@ -78,6 +78,10 @@ _UNFORMATTED_TEXT = 0x00700006
 _PIXEL_DATA = 0x7FE00010
 _MEDIA_STORAGE_SOP_INSTANCE = 0x00020003
 _FREE_TEXT = frozenset({_TEXT_VALUE, _UNFORMATTED_TEXT})
+_IDENTITY_CODE_SEQUENCES = frozenset({0x00080082, 0x00401101})
+"""Institution Code and Person Identification Code Sequences (D): their codes are the identity."""
+_CODE_ATTRIBUTES = (0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080119, 0x00080120)
+"""Code Value, Coding Scheme Designator and Version, Code Meaning, Long and URN Code Value."""
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
@@ -281,6 +285,9 @@ class Deidentifier:
                 self._items(elem, ctx, _Mode.CLEAN)
             elif action is Action.DUMMY:
                 self._items(elem, ctx, _Mode.CLEAN if mode == _Mode.CLEAN else _Mode.DUMMY)
+                if tag in _IDENTITY_CODE_SEQUENCES:
+                    for item in elem.value or ():
+                        _dummy_codes(item)
             else:  # U: X/Z/U* sequences keep their items, whose UIDs are replaced
                 self._items(elem, ctx, mode)
             return
@@ -434,6 +441,14 @@ def _dummy(vr: str) -> Any:
     if vr in _BINARY_VRS:
         return b"\0\0"
     return _DUMMY_TEXT
+
+
+def _dummy_codes(item: Dataset) -> None:
+    """A dummy code in place of one that names an institution or a person (action D)."""
+    for tag in _CODE_ATTRIBUTES:
+        elem = item.get(tag)
+        if elem is not None and elem.value:
+            elem.value = _DUMMY_TEXT
 
 
 def _is_curve_or_overlay(tag: int) -> bool:
