@@ -13,6 +13,8 @@ survive de-identification under a set of PS3.15 E.3 options:
 * every DA value, and the date part of every DT value, of attributes whose action is not K, in
   several renderings (``YYYYMMDD``, ``YYYY-MM-DD``, ``YYYY.MM.DD``, ``DD/MM/YYYY``,
   ``MM/DD/YYYY``);
+* everything inside Institution Code Sequence and Person Identification Code Sequence unless
+  an option keeps them: their codes name the institution or the person;
 * the free text of content items (Text Value, Unformatted Text Value) anywhere;
 * the file meta group's Media Storage SOP Instance UID and Source/Sending/Receiving AE Titles.
 
@@ -75,6 +77,7 @@ _TEXT_VRS = frozenset(
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _NUMBER_VRS = frozenset({"AT", "FD", "FL", "SL", "SS", "SV", "UL", "US", "UV"})
 _FREE_TEXT = frozenset({0x0040A160, 0x00700006})
+_IDENTITY_CODE_SEQUENCES = frozenset({0x00080082, 0x00401101})
 _META_TAGS = (0x00020003, 0x00020016, 0x00020017, 0x00020018)
 _ENGINE_WORDS = (
     "ANONYMIZED",
@@ -193,6 +196,8 @@ def _visit(
         else:
             gone = removed or action in (Action.REMOVE, Action.ZERO)
         if elem.VR == "SQ":
+            # the codes of these sequences are the identity (an institution's, a person's)
+            gone = gone or (tag in _IDENTITY_CODE_SEQUENCES and action is not Action.KEEP)
             for i, child in enumerate(elem.value or ()):
                 _visit(collector, child, f"{path}[{i}]", removed=gone, encodings=encodings)
             continue
@@ -384,7 +389,7 @@ def value_for(tag: int, vr: str) -> object:
         case "AE" | "SH" | "CS":
             return f"{vr}{code}"
         case "LO" | "LT" | "ST" | "UT" | "UC":
-            return f"{vr} {code} LESION"
+            return f"{vr} {code}"
         case "PN":
             return f"FAM{code}^GIV{code}"
         case "DA":
@@ -417,6 +422,9 @@ def _item(tag: int, *, free_text: bool) -> Dataset:
     """One sequence item: a nested name, a date and a referenced UID (and text where apt)."""
     code = _letters(tag)
     item = Dataset()
+    item.CodeValue = f"CV{code}"
+    item.CodingSchemeDesignator = "99RGTEST"
+    item.CodeMeaning = f"MEANING {code}"
     item.ReferencedSOPInstanceUID = f"1.2.826.0.1.3680043.10.1125.9.{tag}"
     item.Date = EVERYTHING_DATE
     item.PersonName = f"ITEMFAM{code}^ITEMGIV{code}"
