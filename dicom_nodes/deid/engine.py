@@ -78,6 +78,9 @@ _UNFORMATTED_TEXT = 0x00700006
 _PIXEL_DATA = 0x7FE00010
 _MEDIA_STORAGE_SOP_INSTANCE = 0x00020003
 _FREE_TEXT = frozenset({_TEXT_VALUE, _UNFORMATTED_TEXT})
+_TYPE3_SEQUENCES = frozenset({0x00081110})
+"""X/Z sequences that are Type 3 wherever a composite IOD has them (Referenced Study Sequence,
+PS3.3 C.7.2.1 General Study): removed, since a Type 3 sequence must not be empty (1-n items)."""
 _IDENTITY_CODE_SEQUENCES = frozenset({0x00080082, 0x00401101})
 """Institution Code and Person Identification Code Sequences (D): their codes are the identity."""
 _CODE_ATTRIBUTES = (0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080119, 0x00080120)
@@ -279,7 +282,9 @@ class Deidentifier:
             elem.value = ctx.pseudonym  # Z and D permit a dummy; a consistent one
             return
         if vr == "SQ":
-            if action is Action.ZERO:
+            if action is Action.ZERO and tag in _TYPE3_SEQUENCES:
+                del ds[tag]  # X/Z: removal keeps the IOD conformant, an empty sequence does not
+            elif action is Action.ZERO:
                 elem.value = DicomSequence()
             elif action is Action.CLEAN:
                 self._items(elem, ctx, _Mode.CLEAN)
