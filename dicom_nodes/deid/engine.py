@@ -77,6 +77,7 @@ _TEXT_VALUE = 0x0040A160
 _UNFORMATTED_TEXT = 0x00700006
 _PIXEL_DATA = 0x7FE00010
 _MEDIA_STORAGE_SOP_INSTANCE = 0x00020003
+_OVERLAY_DATA = 0x60003000  # (60xx,3000), xx even
 _FREE_TEXT = frozenset({_TEXT_VALUE, _UNFORMATTED_TEXT})
 _TYPE3_SEQUENCES = frozenset({0x00081110})
 """X/Z sequences that are Type 3 wherever a composite IOD has them (Referenced Study Sequence,
@@ -230,7 +231,9 @@ class Deidentifier:
 
     def _walk(self, ds: Dataset, ctx: _Context, mode: int) -> None:
         private_seen = False
-        for tag in list(ds.keys()):
+        tags = list(ds.keys())
+        overlays = {t >> 16 for t in tags if t & 0xFF01FFFF == _OVERLAY_DATA}
+        for tag in tags:
             element_number = tag & 0xFFFF
             group = tag >> 16
             if element_number == 0:  # group lengths are retired and would be wrong now
@@ -252,6 +255,10 @@ class Deidentifier:
             self._apply(ds, tag, action, ctx, mode)
         if private_seen:
             _drop_unused_creators(ds)
+        for group in overlays:  # an overlay plane without its data is not conformant (Type 1)
+            if (group << 16) | 0x3000 not in ds:
+                for tag in [t for t in ds.keys() if t >> 16 == group]:  # noqa: SIM118
+                    del ds[tag]
 
     def _items(self, elem: DataElement, ctx: _Context, mode: int) -> None:
         for item in elem.value or ():
