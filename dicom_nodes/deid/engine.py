@@ -239,6 +239,8 @@ class Deidentifier:
             if element_number == 0:  # group lengths are retired and would be wrong now
                 del ds[tag]
                 continue
+            if getattr(ds.get_item(tag), "VR", "") is None:
+                ds[tag]  # implicit VR inside an explicit VR file: take the dictionary's VR now
             if group & 1:
                 private_seen = True
                 if element_number < 0x0100:
