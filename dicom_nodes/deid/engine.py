@@ -356,8 +356,10 @@ class Deidentifier:
         if mode == _Mode.DUMMY:
             if elem.value:
                 elem.value = _DUMMY_TEXT
-        else:
+        elif elem.value:
             self._clean_text(elem, ctx)
+            if not elem.value:  # Text Value is Type 1 in a TEXT item: cleaned away, a dummy
+                elem.value = _DUMMY_TEXT
 
     def _cleaner(self, ctx: _Context) -> TextCleaner:
         """The cleaner knows every value the profile replaces anywhere in this object."""
