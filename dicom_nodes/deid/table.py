@@ -194,8 +194,10 @@ def load_table() -> Table:
         pattern = _pattern(row.tag)
         if pattern is None:
             tag = int(row.tag.strip("()").replace(",", ""), 16)
-            # Three attributes appear twice (two modules); their codes agree, keep the first.
-            exact.setdefault(tag, row)
+            # Three AE Title attributes appear twice (two modules) with Retain Device Identity
+            # C in one row and K in the other: the rows merge, the more protective code wins.
+            earlier = exact.get(tag)
+            exact[tag] = row if earlier is None else _merge(earlier, row)
         else:
             patterns.append((pattern[0], pattern[1], row))
     if private is None:
@@ -204,6 +206,18 @@ def load_table() -> Table:
 
 
 _PROTECTIVE = {Action.KEEP: 0, Action.CLEAN: 1}
+
+
+def _more_protective(a: str, b: str) -> str:
+    return a if _PROTECTIVE.get(_COMBINED[a], 2) >= _PROTECTIVE.get(_COMBINED[b], 2) else b
+
+
+def _merge(a: Row, b: Row) -> Row:
+    """One row from two rows of the same tag: per column, the more protective code."""
+    options = dict(a.options)
+    for option, code in b.options.items():
+        options[option] = _more_protective(options[option], code) if option in options else code
+    return Row(a.tag, a.name, _more_protective(a.basic, b.basic), options)
 
 
 def resolve_action(row: Row, options: Iterable[DeidOption]) -> Action:
