@@ -267,3 +267,25 @@ def test_two_options_both_apply() -> None:
     assert ds.StudyDescription == original.StudyDescription  # nothing identifying in it
     codes = {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
     assert codes == {"113100", "113106", "113105"}
+
+
+def test_rows_listed_twice_take_the_more_protective_code() -> None:
+    """Table E.1-1 lists three AE Titles twice (two modules), with C in one row, K in the other."""
+    by_tag: dict[str, list[dict[str, str]]] = {}
+    for row in table_rows():
+        by_tag.setdefault(row["tag"], []).append(row)
+    duplicates = {tag: rows for tag, rows in by_tag.items() if len(rows) > 1}
+    assert duplicates
+    checked = 0
+    for tag_text, rows in duplicates.items():
+        tag = exact_tag(rows[0])
+        assert tag is not None
+        for option, column in COLUMN.items():
+            codes = {RESOLVED[r[column]] for r in rows if r[column]}
+            if len(codes) < 2:
+                continue
+            engine = Deidentifier(DeidProfile(options=[option]), SECRET, pixel_step=no_pixels)
+            action = engine.action_for(tag)
+            assert action is not None and action.value == sorted(codes - {"K"})[0], tag_text
+            checked += 1
+    assert checked == 3
