@@ -82,7 +82,10 @@ class Pseudonymiser:
             return None
         if len(text) != 8 or not text.isdigit():
             return None
-        return (day - dt.timedelta(days=days)).strftime("%Y%m%d")
+        try:
+            return (day - dt.timedelta(days=days)).strftime("%Y%m%d")
+        except OverflowError:  # before 0001-01-01: no date to move to
+            return None
 
     @classmethod
     def shift_datetime(cls, value: str, days: int) -> str | None:
