@@ -49,13 +49,14 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from pydicom._uid_dict import UID_dictionary
 from pydicom.charset import convert_encodings, encode_string
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import UID_dictionary
+from pydicom.uid import UID
 from pydicom.valuerep import PersonName
 
 from config.deid import DeidOption
@@ -505,6 +506,6 @@ def build_everything() -> Dataset:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.1")
     ds.file_meta.SourceApplicationEntityTitle = "SOURCEAEPHI"
     return ds

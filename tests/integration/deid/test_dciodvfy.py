@@ -61,7 +61,7 @@ def _sources() -> dict[str, Path]:
 
 
 SOURCES = _sources()
-PROFILES = {
+PROFILES: dict[str, list[DeidOption] | None] = {
     "default": None,
     "basic": [],
     "all-options": [o for o in DeidOption if o is not DeidOption.RETAIN_LONGITUDINAL_FULL_DATES],

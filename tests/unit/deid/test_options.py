@@ -217,7 +217,7 @@ def test_deliberate_exceptions_are_removed_under_both(
     with_option, _ = _deidentify([option])
     for ds in (basic, with_option):
         present = {_row_key(int(t)) for t in ds.keys()}  # noqa: SIM118 - a Dataset yields elements
-        assert not present & set(rows), sorted(present & set(rows))
+        assert not present & set(rows), sorted(str(p) for p in present & set(rows))
 
 
 @pytest.mark.parametrize("option", [None, *DeidOption])
