@@ -9,7 +9,13 @@ profile selects (PS3.15 E.3) to every attribute, at every nesting level of every
 * private attributes are removed, except those on the profile's safe list under the Retain
   Safe Private option (E.3.10), whose private creator elements are kept with them;
 * curves (50xx,xxxx) and overlays (60xx,3000/4000) are removed; a bitmap overlay cannot be
-  cleaned automatically, so Clean Graphics removes them as well;
+  cleaned automatically, so Clean Graphics removes them as well; an overlay group whose Overlay
+  Data goes is removed whole (an overlay plane without its data is not conformant);
+* ``X/Z`` resolves to an empty value (Type 2), except Referenced Study Sequence, which is Type 3
+  wherever it is used and must not be an empty sequence: it is removed;
+* D on Institution Code Sequence and Person Identification Code Sequence replaces the codes of
+  their items by dummies (the codes are the identity); other D sequences keep their items, each
+  nested attribute getting its own row's action;
 * Patient ID and Patient's Name become the patient's keyed pseudonym (action Z permits a dummy
   value; a consistent one lets an archive group the patient's studies), UIDs become keyed
   ``2.25`` UIDs (action U), and with Modified Dates every date of a patient moves back by the
