@@ -379,16 +379,18 @@ class Deidentifier:
         found: list[str] = []
 
         def visit(item: Dataset) -> None:
-            for elem in item:
-                if elem.VR == "SQ":
-                    for child in elem.value or ():
+            for tag in list(item.keys()):
+                # decide from the tag and VR first: converting every raw element is slow
+                vr = _vr_of(item, tag)
+                if vr == "SQ":
+                    for child in item[tag].value or ():
                         visit(child)
                     continue
-                action = self.action_for(elem.tag)
                 # values cleaned (C) or kept are not identifying as a whole: a cleaned
                 # description would otherwise lose its own clinical words
-                if action not in _REPLACED or elem.VR not in _TEXT_VRS:
+                if vr not in _TEXT_VRS or self.action_for(tag) not in _REPLACED:
                     continue
+                elem = item[tag]
                 if elem.value is None:
                     continue
                 values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
