@@ -8,7 +8,7 @@ PYTHON      ?= python3
 APT_PACKAGES = orthanc orthanc-python dcmtk dicom3tools postgresql openssl
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit integration bench system-deps venv clean
+.PHONY: bench-deid run test lint typecheck unit integration bench system-deps venv clean
 
 run: system-deps venv
 	$(VENV)/bin/radiogate run
@@ -31,6 +31,11 @@ integration: system-deps venv
 
 bench: system-deps venv
 	$(VENV)/bin/python bench/bench_receive.py
+
+# De-identification speed vs the deid and dicognito packages (installed for the benchmark only,
+# into bench/results/.venv-deid).
+bench-deid: venv
+	$(VENV)/bin/python bench/bench_deid.py
 
 # Debian packages; the packaged Orthanc service is stopped and disabled when we install it,
 # because Radiogate runs its own Orthanc (ports 8042/4242) under ./var.

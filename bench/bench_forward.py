@@ -32,6 +32,7 @@ also on Ctrl-C / SIGTERM / an exception; every wait is bounded.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -340,6 +341,8 @@ class Radiogate:
                 "RADIOGATE_SCP__PORT": str(self.port),
                 "RADIOGATE_SPOOL__MIN_FREE_BYTES": "0",
                 "RADIOGATE_SPOOL__MIN_FREE_PERCENT": "0",
+                "RADIOGATE_DEID_SECRET": DEID_SECRET,
+                "RADIOGATE_DEID_VAULT_KEY": DEID_SECRET,
             }
         )
         return env
@@ -380,6 +383,7 @@ parallel = {s.parallel}
 confirm = "query"
 timeout = 30.0
 {self.extra_toml}
+{ROUTE[0]}
 """
         )
         with (self.workdir / "scp.log").open("ab") as log:
@@ -840,6 +844,11 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": git("status", "--short").splitlines()}
 
 
+DEID_SECRET = base64.b64encode(os.urandom(32)).decode()
+ROUTE = ['[[routes]]\nname = "identified"\nsteps = ["forward:archive"]\n']
+"""The route of every Radiogate run; ``--deid`` makes it de-identify first (profile basic)."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -869,12 +878,19 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
+        "--deid",
+        action="store_true",
+        help="route with deidentify:basic before forwarding (the default route of make run)",
+    )
+    parser.add_argument(
         "--py-spy",
         default="",
         help="path of py-spy: profile worker and SCP of every Radiogate run "
         "(raw stacks to bench/results/profile-*.txt)",
     )
     args = parser.parse_args()
+    if args.deid:
+        ROUTE[0] = '[[routes]]\nname = "deid"\nsteps = ["deidentify:basic", "forward:archive"]\n'
     count = args.count or (200 if args.quick else 1000)
     default_settings = "2/50/4,4/100/4" if args.quick else "2/50/4,4/50/4,2/100/4,4/100/4,2/50/2"
     settings = [Settings.parse(s) for s in (args.settings or default_settings).split(",") if s]

@@ -82,6 +82,7 @@ _STUDY_ID = 0x00200010
 _TEXT_VALUE = 0x0040A160
 _UNFORMATTED_TEXT = 0x00700006
 _PIXEL_DATA = 0x7FE00010
+_TIMEZONE_OFFSET = 0x00080201
 _MEDIA_STORAGE_SOP_INSTANCE = 0x00020003
 _OVERLAY_DATA = 0x60003000  # (60xx,3000), xx even
 _FREE_TEXT = frozenset({_TEXT_VALUE, _UNFORMATTED_TEXT})
@@ -93,6 +94,8 @@ _IDENTITY_CODE_SEQUENCES = frozenset({0x00080082, 0x00401101})
 _CODE_ATTRIBUTES = (0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080119, 0x00080120)
 """Code Value, Coding Scheme Designator and Version, Code Meaning, Long and URN Code Value."""
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR"})
+_CLEANED = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "UR", "SQ"})
+"""VRs whose action C uses the text cleaner (directly, or for the free text of items)."""
 _NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 _DUMMY_TEXT = "ANONYMIZED"
@@ -172,9 +175,12 @@ class Deidentifier:
         self._modified_dates = DeidOption.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options
         self._full_dates = DeidOption.RETAIN_LONGITUDINAL_FULL_DATES in self.options
         self._pixel_step = pixel_step if pixel_step is not None else _default_pixel_step
-        self._cleans = Action.CLEAN in (
-            *self._exact.values(), *(a for _, _, a in self._patterns), self._private
-        )  # fmt: skip
+        # Collecting the identifying values costs a pass over the object: only when some text
+        # or sequence can be cleaned (dates and times are shifted, not cleaned).
+        self._cleans = any(
+            action is Action.CLEAN and tag != _TIMEZONE_OFFSET and _dictionary_vr(tag) in _CLEANED
+            for tag, action in self._exact.items()
+        )
 
     # -- public API ---------------------------------------------------------------------
 
@@ -194,7 +200,7 @@ class Deidentifier:
         """De-identify *ds* in place (it must carry ``file_meta``) and return the result."""
         patient_id, issuer = _text(ds, _PATIENT_ID), _text(ds, _ISSUER)
         name, birth = _text(ds, _PATIENT_NAME), _text(ds, _BIRTH_DATE)
-        key = Pseudonymiser.patient_key(patient_id, issuer, name, birth)
+        key = Pseudonymiser.patient_key(patient_id, issuer, name, birth, _text(ds, _STUDY_UID))
         pseudonym = self.pseudo.patient(key)
         vault = [
             VaultEntry(
@@ -341,8 +347,8 @@ class Deidentifier:
                 new = shift(str(value), ctx.shift)
                 shifted.append(new if new is not None else _DUMMY[vr])
             elem.value = shifted if len(shifted) > 1 else (shifted[0] if shifted else "")
-        elif vr == "TM":
-            return  # whole days are shifted: the time of day is kept
+        elif vr == "TM" or tag == _TIMEZONE_OFFSET:
+            return  # whole days are shifted: the time of day and the UTC offset are kept
         elif vr in _TEXT_VRS:
             self._clean_text(elem, ctx)
         elif vr in _BINARY_VRS:
@@ -455,6 +461,13 @@ class Deidentifier:
         meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
         meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
         return meta
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
 
 
 def _dummy(vr: str) -> Any:

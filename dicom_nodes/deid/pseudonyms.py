@@ -61,12 +61,17 @@ class Pseudonymiser:
         raise RuntimeError("no valid pseudonym derivable")  # pragma: no cover - 2**-1000 odds
 
     @staticmethod
-    def patient_key(patient_id: str, issuer: str, name: str, birth_date: str) -> str:
-        """What identifies a patient: Patient ID with its issuer; name and birth date if no ID."""
+    def patient_key(
+        patient_id: str, issuer: str, name: str, birth_date: str, study_uid: str = ""
+    ) -> str:
+        """What identifies a patient: Patient ID with its issuer; name and birth date if no ID;
+        the study if neither (anonymous studies must not all share one pseudonym)."""
         patient_id, issuer = patient_id.strip(), issuer.strip()
         if patient_id:
             return f"id\0{issuer}\0{patient_id}"
-        return f"name\0{name.strip().upper()}\0{birth_date.strip()}"
+        if name.strip() or birth_date.strip():
+            return f"name\0{name.strip().upper()}\0{birth_date.strip()}"
+        return f"study\0{study_uid.strip()}"
 
     def shift_days(self, key: str) -> int:
         """Days this patient's dates move back (1..date_shift_days)."""
