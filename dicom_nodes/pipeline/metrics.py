@@ -47,7 +47,10 @@ class PipelineCollector(Collector):
                           WHERE i.node = %(n)s AND f.attempts > 1),
                          (SELECT extract(epoch FROM clock_timestamp() - min(received_at))
                           FROM ingest_instance WHERE node = %(n)s
-                            AND state IN ('received', 'routed', 'forwarded'))""",
+                            AND state IN ('received', 'routed', 'forwarded')),
+                         (SELECT count(*) FROM forward_item f JOIN ingest_instance i
+                              USING (sop_instance_uid)
+                          WHERE i.node = %(n)s AND f.state = 'quarantined')""",
                     {"n": self.node},
                 ).fetchone()
                 lanes: dict[int, int] = dict(
@@ -91,3 +94,10 @@ class PipelineCollector(Collector):
         )
         oldest.add_metric([self.node], float(row[6] or 0.0))
         yield oldest
+        held = GaugeMetricFamily(
+            "radiogate_quarantined_instances",
+            "Forwards held back by de-identification (burned-in text, failures) for an admin",
+            labels=labels,
+        )
+        held.add_metric([self.node], float(row[7]))
+        yield held

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,10 @@ def test_archive_holds_only_deidentified_objects(
             capture_output=True, text=True, check=True, env=env,
         )  # fmt: skip
         assert sc_uid in listed.stdout and "profile=basic" in listed.stdout
+        url = f"http://127.0.0.1:{node.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as rsp:
+            metrics = rsp.read().decode()
+        assert re.search(r"^radiogate_quarantined_instances\{[^}]*\} 1\.0$", metrics, re.M)
         # Nothing of the originals reached the archive, not even the quarantined one.
         originals = _originals(ct + sc + us)
         ids = orthanc_instances(orthanc)
