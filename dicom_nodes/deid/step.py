@@ -31,8 +31,9 @@ from dicom_nodes.spool.store import Spool
 __all__ = ["DeidCopy", "DeidStep", "Quarantine"]
 
 LOGGER = logging.getLogger(__name__)
-STALE_AFTER = 3600.0
-"""Seconds after which a temporary file of an unfinished copy is removed at start-up."""
+STALE_AFTER = 600.0
+"""Seconds after which a temporary file of an unfinished copy counts as abandoned (writing one
+takes milliseconds, a 1 GB object seconds)."""
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,20 @@ class DeidStep:
         self.spool = spool
         self.tmp = spool.root / ".deid"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        # Temporary files of routing rounds that died; younger ones may belong to another
-        # worker of this node that is writing right now.
-        cutoff = time.time() - STALE_AFTER
+        self.sweep()
+
+    def sweep(self, older_than: float = STALE_AFTER) -> int:
+        """Remove temporary files of routing rounds that died (at start-up and from the
+        worker's housekeeping); younger ones may belong to another worker writing right now.
+        Returns how many were removed."""
+        cutoff = time.time() - older_than
+        removed = 0
         for stale in self.tmp.iterdir():
             with contextlib.suppress(OSError):
                 if stale.stat().st_mtime < cutoff:
                     stale.unlink()
+                    removed += 1
+        return removed
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeidStep:

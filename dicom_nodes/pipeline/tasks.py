@@ -465,6 +465,8 @@ def _schedule_retry(conn: psycopg.Connection[Any], ctx: PipelineContext, destina
 def kick(ctx: PipelineContext) -> dict[str, int]:
     """Self-healing: make sure every kind of waiting work has a job (after crashes/restarts)."""
     deferred: dict[str, int] = defaultdict(int)
+    if ctx.deid is not None and (swept := ctx.deid.sweep()):
+        deferred["deid-temp-swept"] += swept
     with ctx.pool.connection() as conn, conn.transaction():
         stalled = store.fail_stalled_jobs(conn, ctx.node, STALLED_AFTER)
         if stalled:
