@@ -883,6 +883,9 @@ def main() -> int:
         help="route with deidentify:basic before forwarding (the default route of make run)",
     )
     parser.add_argument(
+        "--deid-processes", type=int, default=0, help="deid.processes with --deid (0: automatic)"
+    )
+    parser.add_argument(
         "--py-spy",
         default="",
         help="path of py-spy: profile worker and SCP of every Radiogate run "
@@ -890,7 +893,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.deid:
-        ROUTE[0] = '[[routes]]\nname = "deid"\nsteps = ["deidentify:basic", "forward:archive"]\n'
+        ROUTE[0] = (
+            f"[deid]\nprocesses = {args.deid_processes}\n"
+            '[[routes]]\nname = "deid"\nsteps = ["deidentify:basic", "forward:archive"]\n'
+        )
     count = args.count or (200 if args.quick else 1000)
     default_settings = "2/50/4,4/100/4" if args.quick else "2/50/4,4/50/4,2/100/4,4/100/4,2/50/2"
     settings = [Settings.parse(s) for s in (args.settings or default_settings).split(",") if s]

@@ -112,6 +112,9 @@ class DeidSettings:
     """32 random bytes keying pseudonyms, new UIDs and date shifts (relative to data_dir)."""
     vault_key_file: str = "deid/vault.key"
     """32 random bytes: AES-256-GCM key of the re-identification vault (relative to data_dir)."""
+    processes: int = 0
+    """Processes a worker de-identifies in, in parallel (1: in the worker process itself;
+    0: one per CPU core beyond two, at most 4)."""
     profiles: list[DeidProfile] = field(default_factory=lambda: [DeidProfile()])
     """Default: ``basic`` = Basic Profile + Retain Longitudinal Temporal Information with
     Modified Dates, burned-in images quarantined."""

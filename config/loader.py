@@ -311,6 +311,8 @@ def _check_deid(s: Settings) -> set[str]:
                     )
         if p.date_shift_days < 1:
             raise ConfigError(f"{key}.date_shift_days: expected 1 or more")
+    if s.deid.processes < 0:
+        raise ConfigError("deid.processes: expected 0 (automatic) or more")
     return names
 
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import tempfile
 import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,9 +62,14 @@ class Quarantine:
 class DeidStep:
     """De-identifies spooled instances under the configured profiles."""
 
-    def __init__(self, profiles: list[DeidProfile], secret: bytes, spool: Spool) -> None:
+    def __init__(
+        self, profiles: list[DeidProfile], secret: bytes, spool: Spool, *, processes: int = 1
+    ) -> None:
         self.engines = {p.name: Deidentifier(p, secret) for p in profiles}
         self.spool = spool
+        self.processes = processes
+        self._init_args = (profiles, secret, spool.root, spool.fsync)
+        self._pool: ProcessPoolExecutor | None = None
         self.tmp = spool.root / ".deid"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.sweep()
@@ -83,7 +92,37 @@ class DeidStep:
         from dicom_nodes.deid.secrets import load_site_secret
 
         spool = Spool(data_path(settings, settings.spool.path), fsync=settings.spool.fsync)
-        return cls(settings.deid.profiles, load_site_secret(settings), spool)
+        processes = settings.deid.processes or default_processes()
+        return cls(settings.deid.profiles, load_site_secret(settings), spool, processes=processes)
+
+    def apply_many(
+        self, pairs: Sequence[tuple[Path, str]]
+    ) -> dict[tuple[Path, str], DeidCopy | Quarantine]:
+        """:meth:`apply` for many (file, profile) pairs: in ``processes`` worker processes
+        when there are several (de-identification is CPU-bound Python), else here."""
+        if self.processes <= 1 or len(pairs) < 2:
+            return {pair: self.apply(*pair) for pair in pairs}
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_start_child,
+                initargs=self._init_args,
+            )
+        chunk = max(1, len(pairs) // (self.processes * 4))
+        try:
+            outcomes = list(self._pool.map(_apply_in_child, pairs, chunksize=chunk))
+        except BrokenProcessPool:
+            LOGGER.error("de-identification processes died; de-identifying in the worker")
+            self._pool = None
+            return {pair: self.apply(*pair) for pair in pairs}
+        return dict(zip(pairs, outcomes, strict=True))
+
+    def close(self) -> None:
+        """Stop the de-identification processes, if any."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     def apply(
         self, source: Path, profile: str, *, text_reviewed: bool = False
@@ -109,3 +148,23 @@ class DeidStep:
         syntax = str(result.dataset.file_meta.TransferSyntaxUID)
         note = "pixel regions masked" if result.burned_in is BurnedIn.MASKED else ""
         return DeidCopy(spooled.path, syntax, spooled.size, result.vault, note)
+
+
+def default_processes() -> int:
+    """Processes for de-identification when ``deid.processes`` is 0: one per core beyond the
+    two the receiver, database and archive need, at most 4 (1: in the worker process)."""
+    cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 2))
+
+
+_CHILD: DeidStep | None = None
+
+
+def _start_child(profiles: list[DeidProfile], secret: bytes, root: Path, fsync: bool) -> None:
+    global _CHILD  # noqa: PLW0603 - one step per pool process, made once
+    _CHILD = DeidStep(profiles, secret, Spool(root, fsync=fsync))
+
+
+def _apply_in_child(pair: tuple[Path, str]) -> DeidCopy | Quarantine:
+    assert _CHILD is not None
+    return _CHILD.apply(*pair)

@@ -132,5 +132,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> 
         pass
     finally:
         housekeeper.stop_event.set()
+        if ctx.deid is not None:
+            ctx.deid.close()
         pool.close()
     return 0

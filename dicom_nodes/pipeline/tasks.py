@@ -101,6 +101,7 @@ def route_round(ctx: PipelineContext) -> int:
         decisions: list[store.Routing] = []
         completed: list[tuple[str, str]] = []
         acc = _Collected()
+        plans: list[tuple[store.ReceivedInstance, RouteSettings, Lane]] = []
         for inst in batch:
             try:
                 facts = facts_from_file(inst.spool_path, inst.calling_ae, inst.called_ae, needed)
@@ -113,7 +114,9 @@ def route_round(ctx: PipelineContext) -> int:
             if route is None:
                 ctx.warn_once("an instance matched no route; add a catch-all route")
                 continue
-            lane = lane_for(route, ctx.lane_rules, facts)
+            plans.append((inst, route, lane_for(route, ctx.lane_rules, facts)))
+        acc.copies = _deidentify_batch(ctx, plans)
+        for inst, route, lane in plans:
             deliveries = _deliveries(ctx, route, inst, acc)
             decisions.append(store.Routing(inst, route.name, lane, tuple(deliveries)))
             if route.complete_immediately:
@@ -172,6 +175,24 @@ class _Collected:
     outputs: list[store.DeidOutput] = field(default_factory=list)
     vault: list[Any] = field(default_factory=list)
     events: list[AuditEntry] = field(default_factory=list)
+    copies: Mapping[tuple[Path, str], Any] = field(default_factory=dict)
+    """De-identification outcomes of this round by (spooled file, profile)."""
+
+
+def _deidentify_batch(
+    ctx: PipelineContext, plans: Sequence[tuple[store.ReceivedInstance, RouteSettings, Lane]]
+) -> Mapping[tuple[Path, str], Any]:
+    """Every (file, profile) copy the batch's routes need, made at once (in parallel when
+    ``deid.processes`` allows): one copy per profile however many destinations get it."""
+    if ctx.deid is None:
+        return {}
+    pairs: dict[tuple[Path, str], None] = {}
+    for inst, route, _lane in plans:
+        for text in route.steps:
+            step = parse_step(text)
+            if step.kind is StepKind.DEIDENTIFY and step.argument in ctx.deid.engines:
+                pairs[(inst.spool_path, step.argument)] = None
+    return ctx.deid.apply_many(list(pairs))
 
 
 def _deliveries(
@@ -202,7 +223,9 @@ def _deliveries(
             else:
                 from dicom_nodes.deid.step import Quarantine
 
-                outcome = ctx.deid.apply(inst.spool_path, profile)
+                outcome = acc.copies.get((inst.spool_path, profile))
+                if outcome is None:  # not made with the batch (a direct call): make it now
+                    outcome = ctx.deid.apply(inst.spool_path, profile)
                 vault.extend(outcome.vault)
                 if isinstance(outcome, Quarantine):
                     held[profile] = outcome.reason

@@ -23,6 +23,11 @@ class FakeDeidStep:
         self.engines = {"ok": object(), "held": object()}
         self.calls: list[tuple[Path, str]] = []
 
+    def apply_many(
+        self, pairs: list[tuple[Path, str]]
+    ) -> dict[tuple[Path, str], DeidCopy | Quarantine]:
+        return {pair: self.apply(*pair) for pair in pairs}
+
     def apply(self, source: Path, profile: str) -> DeidCopy | Quarantine:
         self.calls.append((source, profile))
         if profile == "held":
