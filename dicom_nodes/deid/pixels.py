@@ -386,6 +386,7 @@ def apply_mask(ds: Dataset, regions: Sequence[Sequence[int]]) -> None:
         if tag in ds:
             del ds[tag]
     assert meta is not None
+    _mark_lossy(ds, str(meta.TransferSyntaxUID))
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     if str(ds.get("PhotometricInterpretation", "")).strip() != photometric:
         ds.PhotometricInterpretation = photometric
@@ -399,6 +400,33 @@ def apply_mask(ds: Dataset, regions: Sequence[Sequence[int]]) -> None:
     if largest is not None and highest > largest and photometric in _MONOCHROME:
         ds.LargestImagePixelValue = highest
     ds.BurnedInAnnotation = "NO"
+
+
+LOSSY_METHODS = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG Extended
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",  # JPEG-LS Near-Lossless
+}
+"""Transfer syntaxes that are always lossy → Lossy Image Compression Method (PS3.3
+C.7.6.1.1.5.1). JPEG 2000 and HTJ2K may be either; their files must say so themselves."""
+
+
+def _mark_lossy(ds: Dataset, source_syntax: str) -> None:
+    """Decoded lossy pixels stay lossy when written uncompressed: Lossy Image Compression
+    (0028,2110) ``01`` and the method, as PS3.3 C.7.6.1.1.5 requires."""
+    method = LOSSY_METHODS.get(source_syntax)
+    if method is None:
+        return
+    ds.LossyImageCompression = "01"
+    current = ds.get("LossyImageCompressionMethod")  # by keyword: the value itself
+    if not current:
+        methods: list[str] = []
+    elif isinstance(current, MultiValue | list):
+        methods = [str(m) for m in current]
+    else:
+        methods = [str(current)]
+    if method not in methods:
+        ds.LossyImageCompressionMethod = [*methods, method]
 
 
 def _int_or_none(ds: Dataset, keyword: str) -> int | None:

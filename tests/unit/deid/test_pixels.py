@@ -32,6 +32,7 @@ from pydicom.uid import (
 from config.deid import BurnedInPolicy, MaskRule
 from dicom_nodes.deid.model import BurnedIn
 from dicom_nodes.deid.pixels import (
+    LOSSY_METHODS,
     TEXT_SOP_CLASSES,
     MaskError,
     apply_mask,
@@ -184,7 +185,16 @@ def expected_after(
 
 def assert_only_pixels_changed(before: Dataset, after: Dataset) -> None:
     added = set(after.keys()) - set(before.keys())
-    assert added <= {0x00280301}, f"added {sorted(added)}"
+    allowed = {0x00280301}  # Burned In Annotation
+    if str(before.file_meta.TransferSyntaxUID) in LOSSY_METHODS:
+        allowed |= {0x00282110, 0x00282114}  # decoded lossy pixels stay marked lossy
+        assert after.LossyImageCompression == "01"
+        assert LOSSY_METHODS[str(before.file_meta.TransferSyntaxUID)] in list(
+            after.LossyImageCompressionMethod
+            if after["LossyImageCompressionMethod"].VM > 1
+            else [after.LossyImageCompressionMethod]
+        )
+    assert added <= allowed, f"added {sorted(added)}"
     assert after.BurnedInAnnotation == "NO"
     for elem in before:
         if elem.tag in REWRITTEN:
