@@ -18,7 +18,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -101,7 +100,7 @@ class DeidStep:
         """:meth:`apply` for many (file, profile) pairs: in ``processes`` worker processes
         when there are several (de-identification is CPU-bound Python), else here."""
         if self.processes <= 1 or len(pairs) < 2:
-            return {pair: self.apply(*pair) for pair in pairs}
+            return self._store({pair: self.make(*pair) for pair in pairs})
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.processes,
@@ -111,12 +110,12 @@ class DeidStep:
             )
         chunk = max(1, len(pairs) // (self.processes * 4))
         try:
-            outcomes = list(self._pool.map(_apply_in_child, pairs, chunksize=chunk))
+            made = list(self._pool.map(_make_in_child, pairs, chunksize=chunk))
         except BrokenProcessPool:
             LOGGER.error("de-identification processes died; de-identifying in the worker")
             self._pool = None
-            return {pair: self.apply(*pair) for pair in pairs}
-        return dict(zip(pairs, outcomes, strict=True))
+            return self._store({pair: self.make(*pair) for pair in pairs})
+        return self._store(dict(zip(pairs, made, strict=True)))
 
     def close(self) -> None:
         """Stop the de-identification processes, if any."""
@@ -131,6 +130,15 @@ class DeidStep:
 
         *text_reviewed*: an admin looked at the pixels and found no identifying text
         (``radiogate quarantine release``); burned-in annotation no longer holds it back."""
+        made = self.make(source, profile, text_reviewed=text_reviewed)
+        if isinstance(made, Quarantine):
+            return made
+        return self._store({(source, profile): made})[(source, profile)]
+
+    def make(
+        self, source: Path, profile: str, *, text_reviewed: bool = False
+    ) -> _Made | Quarantine:
+        """The de-identified bytes of *source* (not yet stored), or why it is held back."""
         engine = self.engines[profile]
         try:
             data = source.read_bytes()
@@ -140,14 +148,30 @@ class DeidStep:
             return Quarantine(f"deid-failed:{type(exc).__name__.lower()}")
         if result.burned_in is BurnedIn.NEEDS_REVIEW and not text_reviewed:
             return Quarantine("burned-in-annotation", result.vault)
-        fd, name = tempfile.mkstemp(dir=self.tmp, suffix=".dcm")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(out)
-        spooled = self.spool.commit(Path(name))
-        Path(name).unlink(missing_ok=True)  # left behind when identical bytes were spooled
         syntax = str(result.dataset.file_meta.TransferSyntaxUID)
         note = "pixel regions masked" if result.burned_in is BurnedIn.MASKED else ""
-        return DeidCopy(spooled.path, syntax, spooled.size, result.vault, note)
+        return _Made(out, syntax, result.vault, note)
+
+    def _store(
+        self, made: dict[tuple[Path, str], _Made | Quarantine]
+    ) -> dict[tuple[Path, str], DeidCopy | Quarantine]:
+        """Write the copies to the spool, durable together (one file system sync)."""
+        copies = [(pair, m) for pair, m in made.items() if isinstance(m, _Made)]
+        spooled = self.spool.commit_bytes([m.data for _pair, m in copies], self.tmp)
+        out: dict[tuple[Path, str], DeidCopy | Quarantine] = dict(made)  # type: ignore[arg-type]
+        for (pair, m), file in zip(copies, spooled, strict=True):
+            out[pair] = DeidCopy(file.path, m.syntax, file.size, m.vault, m.note)
+        return out
+
+
+@dataclass(frozen=True)
+class _Made:
+    """A de-identified file in memory, before it is stored."""
+
+    data: bytes
+    syntax: str
+    vault: list[VaultEntry]
+    note: str
 
 
 def default_processes() -> int:
@@ -165,6 +189,6 @@ def _start_child(profiles: list[DeidProfile], secret: bytes, root: Path, fsync: 
     _CHILD = DeidStep(profiles, secret, Spool(root, fsync=fsync))
 
 
-def _apply_in_child(pair: tuple[Path, str]) -> DeidCopy | Quarantine:
+def _make_in_child(pair: tuple[Path, str]) -> _Made | Quarantine:
     assert _CHILD is not None
-    return _CHILD.apply(*pair)
+    return _CHILD.make(*pair)

@@ -15,10 +15,14 @@ acknowledged; :meth:`Spool.prepare` removes them at start-up.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from blake3 import blake3
 
@@ -40,6 +44,31 @@ class SpooledFile:
     size: int
     created: bool
     """False when identical bytes were already spooled (nothing new on disk)."""
+
+
+_LIBC: Any = None
+
+
+def _syncfs(path: Path) -> bool:
+    """``syncfs(2)`` of the file system holding *path*: every dirty page and directory entry
+    of it reaches the disk. False where the call is unavailable (non-Linux)."""
+    global _LIBC  # noqa: PLW0603 - loaded once
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _LIBC.syncfs.argtypes = [ctypes.c_int]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if not _LIBC:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _LIBC.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+    return True
 
 
 def _hash_file(path: Path) -> tuple[bytes, int]:
@@ -131,6 +160,44 @@ class Spool:
         except OSError as exc:
             raise OutOfResources(f"spool write failed: {exc.strerror}") from exc
         return SpooledFile(target, digest, size, created=True)
+
+    def commit_bytes(self, datas: Sequence[bytes], temp_dir: Path) -> list[SpooledFile]:
+        """Make many in-memory files durable at once (files the node makes itself, such as
+        de-identified copies): hash in memory, skip what is already spooled, write and rename
+        the rest, then one ``syncfs`` of the spool's file system instead of two fsyncs per file
+        (falls back to them where ``syncfs`` is unavailable). Returns once all are durable."""
+        out: list[SpooledFile] = []
+        written: list[Path] = []
+        try:
+            for data in datas:
+                digest = blake3(data, max_threads=1).digest()
+                target = self.path_for(digest)
+                if target.exists():
+                    out.append(SpooledFile(target, digest, len(data), created=False))
+                    continue
+                temp = temp_dir / f"{os.getpid()}-{digest.hex()[:16]}.tmp"
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+                os.rename(temp, target)
+                written.append(target)
+                out.append(SpooledFile(target, digest, len(data), created=True))
+            if written and self.fsync and not _syncfs(self.root):
+                for path in written:
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                for directory in {path.parent for path in written}:
+                    self._fsync_dir(directory)
+        except OSError as exc:
+            raise OutOfResources(f"spool write failed: {exc.strerror}") from exc
+        return out
 
     def discard(self, spooled: SpooledFile) -> None:
         """Undo :meth:`commit` of a file that could not be recorded (if it created the file)."""

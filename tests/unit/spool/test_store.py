@@ -64,3 +64,25 @@ def test_watermarks(tmp_path: Path) -> None:
 def test_commit_failure_is_out_of_resources(spool: Spool) -> None:
     with pytest.raises(OutOfResources):
         spool.commit(spool.incoming / "does-not-exist.dcm")
+
+
+def test_commit_bytes_is_content_addressed_and_skips_what_is_there(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    first = spool.commit_bytes([b"alpha", b"beta"], temp)
+    assert [f.created for f in first] == [True, True]
+    for f, data in zip(first, [b"alpha", b"beta"], strict=True):
+        assert f.path == spool.path_for(blake3(data).digest())
+        assert f.path.read_bytes() == data and f.size == len(data)
+    again = spool.commit_bytes([b"beta", b"gamma"], temp)
+    assert [f.created for f in again] == [False, True]
+    assert again[0].path == first[1].path
+    assert list(temp.iterdir()) == []  # every temporary file was renamed into place
+
+
+def test_syncfs_is_used_where_available(tmp_path: Path) -> None:
+    from dicom_nodes.spool import store
+
+    assert store._syncfs(tmp_path) is True  # Linux: one call makes the file system durable
