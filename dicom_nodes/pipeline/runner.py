@@ -68,7 +68,13 @@ def _deid(settings: Settings) -> tuple[Any, Any]:
     from dicom_nodes.deid.step import DeidStep
     from dicom_nodes.deid.vault import Vault
 
-    return DeidStep.from_settings(settings), Vault(load_vault_key(settings))
+    step = DeidStep.from_settings(settings)
+    LOGGER.info(
+        "de-identification: profiles %s, %s",
+        ", ".join(step.engines),
+        "in the worker process" if step.processes <= 1 else f"in {step.processes} processes",
+    )
+    return step, Vault(load_vault_key(settings))
 
 
 def _health(pool: ConnectionPool) -> dict[str, bool]:

@@ -187,6 +187,8 @@ def test_worker_killed_while_deidentifying_loses_nothing_leaves_nothing(
     secrets = {
         "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
         "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+        # de-identify in a pool of processes: the kill takes them down with the worker
+        "RADIOGATE_DEID__PROCESSES": "2",
     }
     node = Node(fresh_dsn, tmp_path / "node", orthanc, extra_toml=ROUTES, extra_env=secrets)
     node.start(worker=False)
