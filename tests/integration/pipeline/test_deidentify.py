@@ -174,6 +174,10 @@ def test_archive_holds_only_deidentified_objects(
             assert not [v for v in originals if v in data]
     finally:
         node.stop()
+    # Logs name instances by UID, never by anything else of the originals.
+    logs = b"".join(p.read_bytes() for p in node.data_dir.glob("*.log"))
+    assert logs, "no logs were written"
+    assert not [v for v in originals if v in logs and not re.fullmatch(rb"[0-9.]+", v)]
 
 
 @pytest.mark.slow
