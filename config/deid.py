@@ -30,7 +30,20 @@ def _normalise(value: str) -> str:
     return value.strip().lower().replace("_", "-").replace(" ", "-")
 
 
-class DeidOption(StrEnum):
+class _SpelledFreely(StrEnum):
+    """Accepts a member's value in any case, with ``_`` or spaces for ``-``."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            key = _normalise(value)
+            for member in cls:
+                if key == member.value:
+                    return member
+        return None
+
+
+class DeidOption(_SpelledFreely):
     """The options of PS3.15 Table E.1-1 (column names) that a profile may add."""
 
     RETAIN_SAFE_PRIVATE = "retain-safe-private"
@@ -44,32 +57,14 @@ class DeidOption(StrEnum):
     CLEAN_STRUCTURED_CONTENT = "clean-structured-content"
     CLEAN_GRAPHICS = "clean-graphics"
 
-    @classmethod
-    def _missing_(cls, value: object) -> Any:
-        if isinstance(value, str):
-            key = _normalise(value)
-            for member in cls:
-                if key == member.value:
-                    return member
-        return None
 
-
-class BurnedInPolicy(StrEnum):
+class BurnedInPolicy(_SpelledFreely):
     """What a route does with images that may show burned-in text (PS3.15 E.3.1)."""
 
     QUARANTINE = "quarantine"
     """Hold the instance back (audited, listed for admins); never forward it."""
     MASK = "mask"
     """Black out the regions of the first matching mask rule; quarantine when none matches."""
-
-    @classmethod
-    def _missing_(cls, value: object) -> Any:
-        if isinstance(value, str):
-            key = _normalise(value)
-            for member in cls:
-                if key == member.value:
-                    return member
-        return None
 
 
 @dataclass(frozen=True)
