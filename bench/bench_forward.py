@@ -63,6 +63,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # 
 from dicom_nodes.db.migrate import migrate  # noqa: E402
 from dicom_nodes.services.orthanc import ManagedOrthanc  # noqa: E402
 from dicom_nodes.services.postgres import PrivateCluster  # noqa: E402
+from tests.support import free_port, stop_group, wait_for_echo  # noqa: E402
 
 STORESCU = "/usr/bin/storescu"
 ECHOSCU = "/usr/bin/echoscu"
@@ -168,45 +169,6 @@ def generate(
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_echo(port: int, aec: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = subprocess.run(
-            [ECHOSCU, "-aet", "BENCH", "-aec", aec, "-to", "5", HOST, str(port)],
-            capture_output=True,
-            check=False,
-            timeout=30,
-        )
-        if result.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{aec} on port {port} does not answer C-ECHO")
-        time.sleep(0.2)
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGTERM the process group we created for *proc*; SIGKILL it after *timeout*."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (by its id only)
-
-
 def _stat(pid: int) -> tuple[int, int, int, float] | None:
     """(ppid, pgrp, own cpu ticks, reaped children's cpu ticks) of *pid*."""
     try:
@@ -296,7 +258,7 @@ class Orthanc:
             executable=ORTHANC,
         )
         self.managed.start()
-        wait_for_echo(self.managed.dicom_port, self.managed.ae_title)
+        wait_for_echo(self.managed.dicom_port, self.managed.ae_title, timeout=60.0)
 
     @property
     def pid(self) -> int:
@@ -395,7 +357,7 @@ timeout = 30.0
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for_echo(self.port, "RADIOGATE")
+        wait_for_echo(self.port, "RADIOGATE", timeout=60.0)
         if worker:
             self.start_worker()
 

@@ -58,6 +58,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # 
 from dicom_nodes.db.migrate import migrate  # noqa: E402
 from dicom_nodes.services.orthanc import ManagedOrthanc  # noqa: E402
 from dicom_nodes.services.postgres import PrivateCluster  # noqa: E402
+from tests.support import free_port, stop_group, wait_for_echo  # noqa: E402
 
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
@@ -214,30 +215,6 @@ def generate(dest: Path, name: str, label: str, count: int, size: int, seed: int
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_echo(port: int, aec: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = subprocess.run(
-            [ECHOSCU, "-aet", "BENCH", "-aec", aec, "-to", "5", HOST, str(port)],
-            capture_output=True,
-            check=False,
-            timeout=30,
-        )
-        if result.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{aec} on port {port} does not answer C-ECHO")
-        time.sleep(0.2)
-
-
 def vm_hwm_kib(pid: int) -> int:
     """Peak resident set size (VmHWM) of *pid* in KiB, 0 if gone."""
     try:
@@ -268,22 +245,6 @@ def children_of(pid: int) -> list[int]:
             with contextlib.suppress(OSError):
                 out.extend(int(c) for c in (task / "children").read_text().split())
     return out
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """SIGTERM the process group we created for *proc*; SIGKILL it after *timeout*."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    # storescp --fork children may outlive their parent: same group, by its id.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class Receiver(Protocol):
@@ -342,7 +303,7 @@ class Radiogate:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for_echo(self.port, self.ae_title)
+        wait_for_echo(self.port, self.ae_title, timeout=60.0)
 
     def stored(self) -> int:
         with psycopg.connect(self.dsn) as conn:
@@ -380,7 +341,7 @@ class Radiogate:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_group(self.proc)
+            stop_group(self.proc, timeout=20.0)
             self.proc = None
         if self.db:
             with psycopg.connect(self.cluster.admin_dsn, autocommit=True) as conn:
@@ -420,7 +381,7 @@ class Storescp:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_for_echo(self.port, self.ae_title)
+        wait_for_echo(self.port, self.ae_title, timeout=60.0)
 
     def stored(self) -> int:
         return sum(1 for p in self.out.iterdir() if p.name.startswith("CT."))
@@ -435,7 +396,7 @@ class Storescp:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_group(self.proc)
+            stop_group(self.proc, timeout=20.0)
             self.proc = None
 
 
@@ -457,7 +418,7 @@ class Orthanc:
             executable=ORTHANC,
         )
         self.managed.start()
-        wait_for_echo(self.port, self.ae_title)
+        wait_for_echo(self.port, self.ae_title, timeout=60.0)
 
     def stored(self) -> int:
         assert self.managed is not None

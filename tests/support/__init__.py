@@ -71,6 +71,23 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 30) -> N
             kill_process_group(proc)
 
 
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM the process group *proc* leads (started with ``start_new_session``); SIGKILL it
+    after *timeout*, and any stragglers of the group afterwards (e.g. ``storescp --fork``
+    children that outlive their parent)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def kill_process_group(proc: subprocess.Popen[bytes] | None) -> None:
     """SIGKILL *proc* and every process it started (its process group)."""
     if proc is not None:
