@@ -157,15 +157,27 @@ def route_round(ctx: PipelineContext) -> int:
         if events:
             ctx.audit(conn, events)
         for dest, lane in lanes_touched.items():
-            store.defer_job(
-                conn,
-                FORWARD_TASK,
-                ctx.node,
-                {"node": ctx.node, "destination": dest},
-                lock_key=f"forward:{ctx.node}:{dest}:{lane.value}",
-                priority=lane.priority,
-            )
+            _defer_forward(conn, ctx, dest, lane)
         return len(batch)
+
+
+def _defer_forward(
+    conn: psycopg.Connection[Any],
+    ctx: PipelineContext,
+    destination: str,
+    lane: Lane,
+    when: dt.datetime | None = None,
+) -> None:
+    """The forwarding loop of (node, destination, lane), unless one is already waiting."""
+    store.defer_job(
+        conn,
+        FORWARD_TASK,
+        ctx.node,
+        {"node": ctx.node, "destination": destination},
+        lock_key=f"forward:{ctx.node}:{destination}:{lane.value}",
+        priority=lane.priority,
+        schedule_at=when,
+    )
 
 
 @dataclass
@@ -223,9 +235,7 @@ def _deliveries(
             else:
                 from dicom_nodes.deid.step import Quarantine
 
-                outcome = acc.copies.get((inst.spool_path, profile))
-                if outcome is None:  # not made with the batch (a direct call): make it now
-                    outcome = ctx.deid.apply(inst.spool_path, profile)
+                outcome = acc.copies[(inst.spool_path, profile)]  # _deidentify_batch
                 vault.extend(outcome.vault)
                 if isinstance(outcome, Quarantine):
                     held[profile] = outcome.reason
@@ -474,15 +484,7 @@ def _schedule_retry(conn: psycopg.Connection[Any], ctx: PipelineContext, destina
         return
     when: dt.datetime = row[0]
     lane = {lane.rank: lane for lane in Lane}[int(row[1])]
-    store.defer_job(
-        conn,
-        FORWARD_TASK,
-        ctx.node,
-        {"node": ctx.node, "destination": destination},
-        lock_key=f"forward:{ctx.node}:{destination}:{lane.value}",
-        priority=lane.priority,
-        schedule_at=when,
-    )
+    _defer_forward(conn, ctx, destination, lane, when)
 
 
 def kick(ctx: PipelineContext) -> dict[str, int]:

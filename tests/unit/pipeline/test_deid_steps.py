@@ -8,7 +8,13 @@ from typing import Any
 from config.routes import RouteSettings
 from dicom_nodes.deid.step import DeidCopy, Quarantine
 from dicom_nodes.pipeline import store
-from dicom_nodes.pipeline.tasks import PipelineContext, _Collected, _deliveries
+from dicom_nodes.pipeline.lanes import Lane
+from dicom_nodes.pipeline.tasks import (
+    PipelineContext,
+    _Collected,
+    _deidentify_batch,
+    _deliveries,
+)
 
 INSTANCE = store.ReceivedInstance(
     "1.2.3.4", "1.2.840.10008.5.1.4.1.1.2", "1.2.3", "1.2.840.10008.1.2.1",
@@ -35,6 +41,13 @@ class FakeDeidStep:
         return DeidCopy(Path(f"/spool/cd/{profile}.dcm"), "1.2.840.10008.1.2.1", 10, [])
 
 
+def _route(ctx: PipelineContext, route: RouteSettings) -> tuple[list[store.Delivery], _Collected]:
+    """What a routing round does for one instance: the batch's copies, then the deliveries."""
+    acc = _Collected()
+    acc.copies = _deidentify_batch(ctx, [(INSTANCE, route, Lane.ROUTINE)])
+    return _deliveries(ctx, route, INSTANCE, acc), acc
+
+
 def _ctx(deid: Any) -> PipelineContext:
     return PipelineContext(
         node="n", pool=None,  # type: ignore[arg-type]
@@ -45,9 +58,8 @@ def _ctx(deid: Any) -> PipelineContext:
 
 def test_forward_steps_send_the_version_made_before_them() -> None:
     fake = FakeDeidStep()
-    acc = _Collected()
     route = RouteSettings(steps=["forward:a", "deidentify:ok", "forward:b", "forward:c"])
-    got = _deliveries(_ctx(fake), route, INSTANCE, acc)
+    got, acc = _route(_ctx(fake), route)
     assert got == [
         store.Delivery("a", "", False),
         store.Delivery("b", "ok", False),
@@ -59,9 +71,8 @@ def test_forward_steps_send_the_version_made_before_them() -> None:
 
 
 def test_quarantine_holds_every_destination_of_that_profile() -> None:
-    acc = _Collected()
     route = RouteSettings(steps=["deidentify:held", "forward:a", "forward:b"])
-    got = _deliveries(_ctx(FakeDeidStep()), route, INSTANCE, acc)
+    got, acc = _route(_ctx(FakeDeidStep()), route)
     assert got == [store.Delivery("a", "held", True), store.Delivery("b", "held", True)]
     assert acc.outputs == []
     assert [e[0] for e in acc.events] == ["quarantined"]
@@ -70,8 +81,7 @@ def test_quarantine_holds_every_destination_of_that_profile() -> None:
 
 def test_without_the_deid_step_nothing_identified_is_sent() -> None:
     for deid in (None, FakeDeidStep()):
-        acc = _Collected()
         route = RouteSettings(steps=["deidentify:missing", "forward:a"])
-        got = _deliveries(_ctx(deid), route, INSTANCE, acc)
+        got, acc = _route(_ctx(deid), route)
         assert got == [store.Delivery("a", "missing", True)]
         assert acc.events[0][1]["reason"] == "deid-unavailable"
