@@ -1,10 +1,11 @@
 """The ``deidentify:<profile>`` route step: spooled original → spooled de-identified copy.
 
-The worker calls :meth:`DeidStep.apply` while routing, inside the routing transaction: the copy
-is written to the spool durably (content-addressed, fsync, rename, directory fsync) before the
-transaction that records it commits, exactly as the receiver does for originals. Output is
-deterministic (:mod:`dicom_nodes.deid.engine`), so a routing round that is rolled back and run
-again writes the same file under the same name.
+The worker calls :meth:`DeidStep.apply_many` for a routing batch, inside the routing
+transaction: the copies are written to the content-addressed spool and made durable together
+(:meth:`~dicom_nodes.spool.store.Spool.commit_bytes`, one file system sync) before the
+transaction that records them commits. Output is deterministic
+(:mod:`dicom_nodes.deid.engine`), so a routing round that is rolled back and run again writes
+the same files under the same names.
 
 An instance is *quarantined* instead of copied — held back, audited, listed for admins, never
 forwarded — when it may show burned-in text that no mask rule covers, or when it cannot be
