@@ -181,13 +181,19 @@ def _quarantine(conn: psycopg.Connection[Any], args: argparse.Namespace, setting
                FOR UPDATE OF f""",
             (args.uids,),
         ).fetchall()
+        made: dict[tuple[str, str], Any] = {}  # one copy per (instance, profile)
         for uid, destination, profile, path, sop_class, study in rows:
-            outcome = step.apply(Path(path), profile, text_reviewed=True) if profile else None
+            first = (uid, profile) not in made
+            if first:
+                made[(uid, profile)] = (
+                    step.apply(Path(path), profile, text_reviewed=True) if profile else None
+                )
+            outcome = made[(uid, profile)]
             if isinstance(outcome, Quarantine):
                 print(f"{uid}: still not releasable ({outcome.reason})", file=sys.stderr)
                 failed += 1
                 continue
-            if outcome is not None:
+            if outcome is not None and first:
                 store.record_deid_outputs(
                     conn,
                     [store.DeidOutput(uid, profile, outcome.spool_path,
