@@ -93,6 +93,12 @@ class PipelineSettings:
     retry_initial: float = 2.0
     """First retry delay after a failed forward, seconds (doubles, see retry_max)."""
     retry_max: float = 300.0
+    stall_after: float = 300.0
+    """A destination with waiting items and no send or confirmation for this many seconds (or
+    an item overdue this long) makes the worker's ``/health`` unhealthy."""
+    retention_days: float = 30.0
+    """Days an instance that waits for nobody (cancelled, unroutable, quarantined or failed
+    and not decided on) keeps its spool copies before they are purged (0: keep forever)."""
 
 
 @dataclass(frozen=True)

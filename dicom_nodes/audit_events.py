@@ -10,7 +10,7 @@ their own short transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -28,12 +28,16 @@ from audit import (
     Step,
     Study,
 )
+from dicom_nodes.state.repository import AuditEntry, AuditSink
 
 __all__ = [
+    "PIPELINE_STEPS",
     "AuditWriter",
     "association_event",
     "instance_received",
     "pipeline_event",
+    "pipeline_sink",
+    "study_reopened",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -108,30 +112,38 @@ def association_event(
     )
 
 
-_PIPELINE_STEPS: dict[str, tuple[EventID, EventAction, Step]] = {
-    "routed": (EventID.APPLICATION_ACTIVITY, EventAction.EXECUTE, Step.ROUTED),
-    "forwarded": (EventID.INSTANCES_TRANSFERRED, EventAction.READ, Step.FORWARDED),
-    "confirmed": (EventID.INSTANCES_TRANSFERRED, EventAction.READ, Step.CONFIRMED),
-    "released": (EventID.APPLICATION_ACTIVITY, EventAction.DELETE, Step.RELEASED),
-    "forward-failed": (EventID.INSTANCES_TRANSFERRED, EventAction.READ, Step.FORWARD_ABANDONED),
-    "study-complete": (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE, Step.STUDY_COMPLETED),
-    "de-identified": (EventID.APPLICATION_ACTIVITY, EventAction.CREATE, Step.DEIDENTIFIED),
-    "quarantined": (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE, Step.QUARANTINED),
-    "quarantine-released": (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE, Step.QUARANTINED),
+_PIPELINE_STEPS: dict[Step, tuple[EventID, EventAction]] = {
+    Step.ROUTED: (EventID.APPLICATION_ACTIVITY, EventAction.EXECUTE),
+    Step.UNROUTABLE: (EventID.APPLICATION_ACTIVITY, EventAction.EXECUTE),
+    Step.REROUTED: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
+    Step.DEIDENTIFIED: (EventID.APPLICATION_ACTIVITY, EventAction.CREATE),
+    Step.QUARANTINED: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
+    Step.QUARANTINE_RELEASED: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
+    Step.FORWARDED: (EventID.INSTANCES_TRANSFERRED, EventAction.READ),
+    Step.FORWARD_RETRY: (EventID.INSTANCES_TRANSFERRED, EventAction.READ),
+    Step.FORWARD_ABANDONED: (EventID.INSTANCES_TRANSFERRED, EventAction.READ),
+    Step.CONFIRMED: (EventID.INSTANCES_TRANSFERRED, EventAction.READ),
+    Step.NOT_CONFIRMED: (EventID.INSTANCES_TRANSFERRED, EventAction.READ),
+    Step.CANCELLED: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
+    Step.RETRIED: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
+    Step.HELD: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
+    Step.RESUMED: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
+    Step.RELEASED: (EventID.APPLICATION_ACTIVITY, EventAction.DELETE),
+    Step.FILE_MISSING: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
+    Step.PURGED: (EventID.APPLICATION_ACTIVITY, EventAction.DELETE),
+    Step.STUDY_COMPLETED: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
+    Step.STUDY_REOPENED: (EventID.APPLICATION_ACTIVITY, EventAction.UPDATE),
 }
+"""The DICOM event (PS3.15 A.5.3) each pipeline step is recorded as."""
+
+PIPELINE_STEPS: frozenset[Step] = frozenset(_PIPELINE_STEPS)
 
 
-def pipeline_event(
-    node: str,
-    local_ae: str,
-    step: str,
-    details: Mapping[str, Any],
-    *,
-    user: str | None = None,
-) -> AuditEvent:
-    """An event of the worker's pipeline; *details* holds UIDs, destination and codes;
-    *user* is the staff member who caused it (admin commands)."""
-    event_id, action, kind = _PIPELINE_STEPS[step]
+def pipeline_event(node: str, local_ae: str, entry: AuditEntry) -> AuditEvent:
+    """The audit event of one pipeline step; *entry* holds its UIDs, destination, codes and the
+    staff member who caused it (admin commands)."""
+    event_id, action = _PIPELINE_STEPS[entry.step]
+    details, user = entry.details, entry.user
     participants = [_app(local_ae, requestor=user is None, role=RoleID.SOURCE)]
     if user is not None:
         participants.insert(0, ActiveParticipant(user, requestor=True))
@@ -150,22 +162,38 @@ def pipeline_event(
             else ()
         )
         objects = (Study(str(study), (), instances),)
-    failed = step == "forward-failed"
     reason = details.get("reason") or (
         f"status-{int(details['status']):04x}"
-        if failed and details.get("status") is not None
+        if entry.outcome is not EventOutcome.SUCCESS and details.get("status") is not None
         else None
     )
     return AuditEvent(
         event_id=event_id,
         action=action,
-        step=kind,
+        step=entry.step,
         participants=tuple(participants),
         source=AuditSource(node),
         objects=objects,
-        outcome=EventOutcome.SERIOUS_FAILURE if failed else EventOutcome.SUCCESS,
+        outcome=entry.outcome,
         reason=reason,
     )
+
+
+def pipeline_sink(node: str, local_ae: str) -> AuditSink:
+    """The pipeline's audit sink: its events queued in the transaction of the state change
+    they record (chained by the sealer)."""
+
+    def sink(conn: psycopg.Connection[Any], entries: Sequence[AuditEntry]) -> None:
+        if entries:
+            audit.enqueue_many(conn, [pipeline_event(node, local_ae, e) for e in entries])
+
+    return sink
+
+
+def study_reopened(node: str, local_ae: str, study_uid: str) -> AuditEvent:
+    """A late instance re-opened a complete study (the ``late-arrival`` transition)."""
+    details = {"study_instance_uid": study_uid, "reason": "late-arrival"}
+    return pipeline_event(node, local_ae, AuditEntry(Step.STUDY_REOPENED, details))
 
 
 class AuditWriter:

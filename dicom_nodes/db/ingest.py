@@ -12,10 +12,12 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 import audit
-from dicom_nodes.audit_events import instance_received
+from dicom_nodes.audit_events import instance_received, study_reopened
 from dicom_nodes.errors import DatabaseUnavailable
 from dicom_nodes.spool.inspect import DatasetIdentity
 from dicom_nodes.spool.store import SpooledFile
+from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
+from dicom_nodes.state.repository import INGEST_SQL
 
 __all__ = ["IngestRecorder", "PostgresIngest", "Receipt", "RecordOutcome"]
 
@@ -48,56 +50,6 @@ class IngestRecorder(Protocol):
     ) -> RecordOutcome:
         """Record the instance; raise :class:`DatabaseUnavailable` when that is not possible."""
         ...
-
-
-_RECORD_SQL = """
-WITH existing AS (
-    SELECT blake3 FROM ingest_instance WHERE sop_instance_uid = %(sop)s
-), ins AS (
-    INSERT INTO ingest_instance (
-        sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, modality,
-        transfer_syntax_uid, size_bytes, blake3, spool_path, calling_ae, called_ae,
-        peer_address, peer_port, node, association_id)
-    SELECT %(sop)s, %(cls)s, %(study)s, %(series)s, %(modality)s, %(ts)s, %(size)s, %(b3)s,
-           %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s
-    WHERE NOT EXISTS (SELECT 1 FROM existing)
-    ON CONFLICT (sop_instance_uid) DO NOTHING
-    RETURNING 1
-), dup AS (
-    INSERT INTO ingest_duplicate (
-        sop_instance_uid, bytes_differ, blake3, size_bytes, spool_path, calling_ae, called_ae,
-        peer_address, peer_port, node, association_id, note)
-    SELECT %(sop)s, existing.blake3 <> %(b3)s, %(b3)s, %(size)s, %(path)s, %(calling)s,
-           %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s,
-           CASE WHEN existing.blake3 <> %(b3)s
-                THEN 're-sent with different bytes; kept as ' || %(path)s
-                ELSE 're-sent with identical bytes' END
-    FROM existing
-    RETURNING bytes_differ
-), prior_study AS (
-    SELECT state FROM study WHERE study_instance_uid = %(study)s
-), study_row AS (
-    INSERT INTO study AS s (study_instance_uid)
-    SELECT %(study)s WHERE EXISTS (SELECT 1 FROM ins)
-    ON CONFLICT (study_instance_uid) DO UPDATE
-        SET last_received_at = clock_timestamp(),
-            state = 'receiving',
-            increments = s.increments + (s.state = 'complete')::int
-    RETURNING increments
-), job AS (
-    -- The job that routes what this node received: deferred in this same transaction, at most
-    -- one waiting per node (procrastinate's queueing lock; a conflict means one is waiting).
-    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock, args)
-    SELECT %(queue)s, 'radiogate.route_received', 100, %(qlock)s, %(qlock)s,
-           jsonb_build_object('node', %(node)s::text)
-    WHERE EXISTS (SELECT 1 FROM ins)
-    ON CONFLICT DO NOTHING
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM ins), (SELECT bytes_differ FROM dup),
-       (SELECT count(*) FROM study_row), (SELECT count(*) FROM job),
-       coalesce((SELECT state = 'complete' FROM prior_study), false)
-"""
 
 
 def _received_event(
@@ -148,8 +100,10 @@ class PostgresIngest:
             "port": receipt.peer_port,
             "node": receipt.node,
             "assoc": receipt.association_id,
-            "queue": f"node:{receipt.node}",
-            "qlock": f"route:{receipt.node}",
+            "queue": queue_name(receipt.node),
+            "qlock": route_lock(receipt.node),
+            "task": ROUTE_TASK,
+            "priority": ROUTE_PRIORITY,
         }
         last_error: Exception | None = None
         # Attempt 2 covers a pooled connection broken by a database restart; attempt 3 a
@@ -157,11 +111,18 @@ class PostgresIngest:
         for _attempt in range(3):
             try:
                 with self.pool.connection(timeout=self.timeout) as conn:
-                    row = conn.execute(_RECORD_SQL, params).fetchone()
+                    row = conn.execute(INGEST_SQL, params).fetchone()
                     assert row is not None
                     if row[0] or row[1] is not None:
                         # The "received" audit event commits with the instance row.
                         audit.enqueue(conn, _received_event(identity, receipt, row))
+                    if row[0] and row[4]:
+                        # The study was complete: this receipt is its late-arrival event.
+                        audit.enqueue(
+                            conn,
+                            study_reopened(receipt.node, receipt.called_ae,
+                                           identity.study_instance_uid),
+                        )  # fmt: skip
             except PoolTimeout as exc:
                 raise DatabaseUnavailable("no database connection available") from exc
             except psycopg.OperationalError as exc:

@@ -1,8 +1,15 @@
-"""Pipeline commands: ``radiogate worker|study|route|job|status``."""
+"""Pipeline commands: ``radiogate worker|status|route|job|quarantine|study``.
+
+Admin commands issue state-model events (:mod:`dicom_nodes.pipeline.admin`), never SQL of their
+own. Exit codes: 0 done (for ``route test``: a route matches); 1 something asked for was not
+done (unknown UIDs, rows in another state, no route matches); 2 usage or unreadable input;
+3 the database cannot be reached.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from pathlib import Path
@@ -12,9 +19,16 @@ import psycopg
 
 from config import Settings
 
-__all__ = ["add_parsers", "run"]
+__all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS = ("worker", "study", "route", "job", "status", "quarantine")
+EXIT_NOT_DONE, EXIT_USAGE, EXIT_DATABASE = 1, 2, 3
+
+
+def _user(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--user", default=None, help="who decides (for the audit trail; default: your login)"
+    )
 
 
 def add_parsers(sub: Any) -> None:
@@ -23,36 +37,51 @@ def add_parsers(sub: Any) -> None:
     ssub = study.add_subparsers(dest="study_command", required=True)
     complete = ssub.add_parser("complete", help="mark a study complete now (audited)")
     complete.add_argument("uid", help="Study Instance UID")
-    complete.add_argument("--user", default="admin", help="who completes it (for the audit trail)")
+    _user(complete)
     route = sub.add_parser("route", help="routes")
     rsub = route.add_subparsers(dest="route_command", required=True)
-    rtest = rsub.add_parser("test", help="print which route and lane a file would get")
+    rtest = rsub.add_parser(
+        "test", help="which route, lane and destinations a file would get, and why"
+    )
     rtest.add_argument("file", type=Path)
     rtest.add_argument("--calling-ae", default="", help="calling AE title to assume")
     rtest.add_argument("--called-ae", default="", help="called AE title to assume")
+    rretry = rsub.add_parser(
+        "retry", help="route unroutable instances again (after fixing the routes)"
+    )
+    rretry.add_argument("uids", nargs="*", help="SOP Instance UIDs (default: every unroutable)")
+    _user(rretry)
     job = sub.add_parser("job", help="forwarding queue administration")
     jsub = job.add_subparsers(dest="job_command", required=True)
-    jlist = jsub.add_parser("list", help="list forwarding items that are failing or dead")
-    jlist.add_argument("--all", action="store_true", help="also pending items")
+    jlist = jsub.add_parser("list", help="list forward items that are failing or dead")
+    jlist.add_argument("--all", action="store_true", help="also pending and sent items")
     for name, text in (
-        ("retry", "re-queue dead or cancelled items now"),
-        ("cancel", "give up on pending or dead items"),
+        ("retry", "re-queue dead items (named ones: dead or cancelled) now"),
+        ("cancel", "give up on items (named ones: waiting, dead or quarantined)"),
     ):
         p = jsub.add_parser(name, help=text)
         p.add_argument("uids", nargs="*", help="SOP Instance UIDs (default: every dead item)")
         p.add_argument("--destination", default=None)
-    sub.add_parser("status", help="summary of queues, lanes and the oldest unconfirmed instance")
+        _user(p)
+        if name == "cancel":
+            p.add_argument(
+                "--waiting",
+                action="store_true",
+                help="with --destination and no UIDs: also its pending and sent items "
+                "(give up on a destination)",
+            )
+    sub.add_parser("status", help="summary of queues, lanes and the oldest waiting instance")
     quarantine = sub.add_parser(
         "quarantine", help="instances held back by de-identification (burned-in text, failures)"
     )
     qsub = quarantine.add_subparsers(dest="quarantine_command", required=True)
-    qsub.add_parser("list", help="list quarantined instances (UIDs, destination, profile, reason)")
+    qsub.add_parser("list", help="list quarantined items (UID, destination, profile, reason)")
     release = qsub.add_parser(
         "release",
         help="after reviewing the pixels: de-identify and forward them anyway (audited)",
     )
     release.add_argument("uids", nargs="+", help="SOP Instance UIDs")
-    release.add_argument("--user", required=True, help="who reviewed them (for the audit trail)")
+    _user(release)
 
 
 def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
@@ -60,199 +89,136 @@ def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
         from dicom_nodes.pipeline.runner import run_worker
 
         return run_worker(settings, dsn)
-    if args.command == "route":
+    if args.command == "route" and args.route_command == "test":
         return _route_test(args, settings)
-    with psycopg.connect(dsn, connect_timeout=5) as conn:
-        if args.command == "study":
-            return _study_complete(conn, args, settings)
-        if args.command == "job":
-            return _job(conn, args)
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        print(f"radiogate: cannot reach the database: {reason}", file=sys.stderr)
+        return EXIT_DATABASE
+    with conn:
         if args.command == "status":
+            from dicom_nodes.pipeline.status import status
+
             print(json.dumps(status(conn, settings.node.name), indent=2, default=str))
-        if args.command == "quarantine":
-            return _quarantine(conn, args, settings)
             return 0
-    return 2
+        if args.command == "job" and args.job_command == "list":
+            return _job_list(conn, args.all)
+        if args.command == "quarantine" and args.quarantine_command == "list":
+            return _quarantine_list(conn)
+        return _admin(conn, args, settings)
+
+
+def _admin(conn: psycopg.Connection[Any], args: argparse.Namespace, settings: Settings) -> int:
+    from dicom_nodes.audit_events import pipeline_sink
+    from dicom_nodes.pipeline import admin
+
+    sink = pipeline_sink(settings.node.name, settings.scp.ae_title)
+    user = args.user or getpass.getuser()
+    if args.command == "study":
+        outcome = admin.complete_study(conn, sink, args.uid, user)
+    elif args.command == "route":
+        outcome = admin.reroute(conn, sink, args.uids, user)
+    elif args.command == "job" and args.job_command == "retry":
+        outcome = admin.retry(conn, sink, args.uids, args.destination, user)
+    elif args.command == "job":
+        if args.waiting and (args.uids or not args.destination):
+            print("radiogate: --waiting needs --destination and no UIDs", file=sys.stderr)
+            return EXIT_USAGE
+        outcome = admin.cancel(conn, sink, args.uids, args.destination, user, waiting=args.waiting)
+    else:
+        from dicom_nodes.deid.secrets import load_vault_key
+        from dicom_nodes.deid.step import DeidStep
+        from dicom_nodes.deid.vault import Vault
+
+        outcome = admin.release_quarantine(
+            conn, sink, args.uids, user,
+            step=DeidStep.from_settings(settings), vault=Vault(load_vault_key(settings)),
+        )  # fmt: skip
+    done = ", ".join(f"{count} {what}" for what, count in outcome.changed.items())
+    print(done or "nothing changed")
+    for uid, why in outcome.skipped:
+        print(f"{uid}: not changed ({why})", file=sys.stderr)
+    for uid in outcome.unknown:
+        print(f"{uid}: unknown", file=sys.stderr)
+    asked = bool(getattr(args, "uids", None) or getattr(args, "uid", None))
+    if outcome.skipped or outcome.unknown or (asked and outcome.total == 0):
+        return EXIT_NOT_DONE
+    return 0
 
 
 def _route_test(args: argparse.Namespace, settings: Settings) -> int:
-    from dicom_nodes.pipeline.routes import (
-        facts_from_file,
-        lane_for,
-        select_route,
-        tags_needed,
-    )
+    from pydicom.errors import InvalidDicomError
+
+    from dicom_nodes.pipeline.route import plan_route
+    from dicom_nodes.pipeline.routes import explain, facts_from_file, select_route, tags_needed
 
     needed = tags_needed(settings.routes, settings.lane_rules)
-    facts = facts_from_file(args.file, args.calling_ae, args.called_ae, needed)
+    try:
+        facts = facts_from_file(args.file, args.calling_ae, args.called_ae, needed)
+    except (OSError, ValueError, InvalidDicomError) as exc:
+        print(f"radiogate: cannot read {args.file} as DICOM: {type(exc).__name__}: {exc}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     route = select_route(settings.routes, facts)
+    print(f"facts: calling={facts.calling_ae or '-'} called={facts.called_ae or '-'} "
+          f"modality={facts.modality or '-'} sop_class={facts.sop_class_uid or '-'}")  # fmt: skip
+    for candidate in settings.routes:
+        why = explain(candidate.match, facts)
+        print(f"  route {candidate.name}: {'matches' if why is None else why}")
+        if candidate is route:
+            break
     if route is None:
-        print("no route matches")
-        return 1
-    lane = lane_for(route, settings.lane_rules, facts)
-    print(f"route: {route.name}\nlane: {lane.value}\nsteps: {', '.join(route.steps)}")
+        print("no route matches: the instance would be kept as unroutable")
+        return EXIT_NOT_DONE
+    profiles = {p.name for p in settings.deid.profiles}
+    plan = plan_route(
+        facts, route, settings.lane_rules,
+        destinations={d.name for d in settings.destinations}, profiles=profiles,
+    )  # fmt: skip
+    print(f"route: {plan.route}\nlane: {plan.lane.value}\nsteps: {', '.join(route.steps)}")
+    for delivery in plan.deliveries:
+        version = f"de-identified ({delivery.profile})" if delivery.profile else "as received"
+        held = " - held: profile not available" if delivery.profile in plan.unavailable else ""
+        print(f"  -> {delivery.destination}: {version}{held}")
+    for warning in plan.warnings:
+        print(f"warning: {warning}")
+    if plan.complete_study:
+        print("the study is complete as soon as this instance arrives")
     return 0
 
 
-def _study_complete(
-    conn: psycopg.Connection[Any], args: argparse.Namespace, settings: Settings
-) -> int:
-    import audit
-    from dicom_nodes.audit_events import pipeline_event
-    from dicom_nodes.pipeline import store
-
-    with conn.transaction():
-        done = store.complete_study(conn, args.uid, f"admin:{args.user}")
-        if done:
-            audit.enqueue(
-                conn,
-                pipeline_event(
-                    settings.node.name,
-                    settings.scp.ae_title,
-                    "study-complete",
-                    {"study_instance_uid": args.uid, "reason": "admin"},
-                    user=args.user,
-                ),
-            )
-    print("study completed" if done else "study not found or already complete")
-    return 0 if done else 1
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    print("\t".join(header))
+    for row in rows:
+        print("\t".join("-" if v is None or v == "" else str(v) for v in row))
 
 
-def _job(conn: psycopg.Connection[Any], args: argparse.Namespace) -> int:
-    if args.job_command == "list":
-        states = ("dead", "pending") if args.all else ("dead",)
-        rows = conn.execute(
-            """SELECT sop_instance_uid, destination, state, attempts, last_status, last_error,
-                      next_attempt_at
-               FROM forward_item WHERE state = ANY(%s) ORDER BY created_at LIMIT 1000""",
-            (list(states),),
-        ).fetchall()
-        for r in rows:
-            status = "-" if r[4] is None else f"0x{int(r[4]):04X}"
-            print(f"{r[0]}\t{r[1]}\t{r[2]}\tattempts={r[3]}\tstatus={status}\t{r[5]}")
-        print(f"{len(rows)} items", file=sys.stderr)
-        return 0
-    target = "pending" if args.job_command == "retry" else "cancelled"
-    source = (
-        ("dead", "cancelled") if args.job_command == "retry" else ("dead", "pending", "quarantined")
-    )
-    with conn.transaction():
-        rows = conn.execute(
-            """UPDATE forward_item SET state = %s, next_attempt_at = clock_timestamp()
-               WHERE state = ANY(%s) AND (cardinality(%s::text[]) = 0 OR sop_instance_uid = ANY(%s))
-                 AND (%s::text IS NULL OR destination = %s)
-               RETURNING sop_instance_uid""",
-            (target, list(source), args.uids, args.uids, args.destination, args.destination),
-        ).fetchall()
-    print(f"{len(rows)} items {'re-queued' if target == 'pending' else 'cancelled'}")
+def _job_list(conn: psycopg.Connection[Any], everything: bool) -> int:
+    states = ["dead", "pending", "sent"] if everything else ["dead"]
+    rows = conn.execute(
+        """SELECT sop_instance_uid, destination, state, attempts,
+                  CASE WHEN last_status IS NULL THEN NULL
+                       ELSE '0x' || upper(lpad(to_hex(last_status), 4, '0')) END,
+                  nullif(hold_reason, ''), left(last_error, 120), next_attempt_at
+           FROM forward_item WHERE state = ANY(%s) ORDER BY created_at LIMIT 1000""",
+        (states,),
+    ).fetchall()
+    _table(("SOP Instance UID", "destination", "state", "attempts", "last status", "reason",
+            "last error", "next attempt"), rows)  # fmt: skip
+    print(f"{len(rows)} items", file=sys.stderr)
     return 0
 
 
-def _quarantine(conn: psycopg.Connection[Any], args: argparse.Namespace, settings: Settings) -> int:
-    """List quarantined items, or release reviewed ones: de-identify without the burned-in
-    hold, record the copy and the vault entries, re-queue, audit who decided."""
-    if args.quarantine_command == "list":
-        rows = conn.execute(
-            """SELECT f.sop_instance_uid, f.destination, f.profile, i.sop_class_uid,
-                      i.study_instance_uid, f.created_at
-               FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
-               WHERE f.state = 'quarantined' ORDER BY f.created_at LIMIT 1000"""
-        ).fetchall()
-        for r in rows:
-            print(f"{r[0]}\t{r[1]}\tprofile={r[2]}\tclass={r[3]}\tstudy={r[4]}\tsince={r[5]}")
-        print(f"{len(rows)} quarantined items", file=sys.stderr)
-        return 0
-    import audit as audit_trail
-    from dicom_nodes.audit_events import pipeline_event
-    from dicom_nodes.deid.secrets import load_vault_key
-    from dicom_nodes.deid.step import DeidStep, Quarantine
-    from dicom_nodes.deid.vault import Vault
-    from dicom_nodes.pipeline import store
-
-    step = DeidStep.from_settings(settings)
-    vault = Vault(load_vault_key(settings))
-    failed = 0
-    with conn.transaction():
-        rows = conn.execute(
-            """SELECT f.sop_instance_uid, f.destination, f.profile, i.spool_path,
-                      i.sop_class_uid, i.study_instance_uid
-               FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
-               WHERE f.state = 'quarantined' AND f.sop_instance_uid = ANY(%s)
-               FOR UPDATE OF f""",
-            (args.uids,),
-        ).fetchall()
-        made: dict[tuple[str, str], Any] = {}  # one copy per (instance, profile)
-        for uid, destination, profile, path, sop_class, study in rows:
-            first = (uid, profile) not in made
-            if first:
-                made[(uid, profile)] = (
-                    step.apply(Path(path), profile, text_reviewed=True) if profile else None
-                )
-            outcome = made[(uid, profile)]
-            if isinstance(outcome, Quarantine):
-                print(f"{uid}: still not releasable ({outcome.reason})", file=sys.stderr)
-                failed += 1
-                continue
-            if outcome is not None and first:
-                store.record_deid_outputs(
-                    conn,
-                    [store.DeidOutput(uid, profile, outcome.spool_path,
-                                      outcome.transfer_syntax_uid, outcome.size,
-                                      "released after pixel review")],
-                )  # fmt: skip
-                vault.record(conn, outcome.vault)
-            conn.execute(
-                """UPDATE forward_item SET state = 'pending', next_attempt_at = clock_timestamp()
-                   WHERE sop_instance_uid = %s AND destination = %s""",
-                (uid, destination),
-            )
-            details = {"sop_instance_uid": uid, "sop_class_uid": sop_class,
-                       "study_instance_uid": study, "destination": destination,
-                       "reason": "released-after-review"}  # fmt: skip
-            audit_trail.enqueue(
-                conn,
-                pipeline_event(
-                    settings.node.name, settings.scp.ae_title, "quarantine-released", details,
-                    user=args.user,
-                ),
-            )  # fmt: skip
-        # The worker's housekeeping defers forwarding jobs for pending items.
-    print(f"{len(rows) - failed} items released, {len(args.uids) - len(rows)} not quarantined")
-    return 1 if failed else 0
-
-
-def status(conn: psycopg.Connection[Any], node: str) -> dict[str, Any]:
-    """Queue depths per lane, counts per state, oldest unconfirmed instance age (seconds)."""
-    by_state = dict(
-        conn.execute(
-            "SELECT state, count(*) FROM ingest_instance WHERE node = %s GROUP BY state", (node,)
-        ).fetchall()
-    )
-    lanes = dict(
-        conn.execute(
-            """SELECT CASE f.lane_rank WHEN 0 THEN 'critical' WHEN 1 THEN 'urgent'
-                      ELSE 'routine' END, count(*)
-               FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
-               WHERE i.node = %s AND f.state = 'pending' GROUP BY 1""",
-            (node,),
-        ).fetchall()
-    )
-    forward = dict(
-        conn.execute("SELECT state, count(*) FROM forward_item GROUP BY state").fetchall()
-    )
-    oldest = conn.execute(
-        """SELECT extract(epoch FROM clock_timestamp() - min(received_at)) FROM ingest_instance
-           WHERE node = %s AND state IN ('received', 'routed', 'forwarded')""",
-        (node,),
-    ).fetchone()
-    studies = dict(conn.execute("SELECT state, count(*) FROM study GROUP BY state").fetchall())
-    return {
-        "node": node,
-        "instances": by_state,
-        "forward_items": forward,
-        "queue_depth_by_lane": {
-            lane: lanes.get(lane, 0) for lane in ("critical", "urgent", "routine")
-        },
-        "oldest_unconfirmed_seconds": float(oldest[0]) if oldest and oldest[0] is not None else 0.0,
-        "studies": studies,
-    }
+def _quarantine_list(conn: psycopg.Connection[Any]) -> int:
+    rows = conn.execute(
+        """SELECT f.sop_instance_uid, f.destination, nullif(f.profile, ''), f.hold_reason,
+                  i.sop_class_uid, i.study_instance_uid, f.state_changed_at
+           FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+           WHERE f.state = 'quarantined' ORDER BY f.created_at LIMIT 1000"""
+    ).fetchall()
+    _table(("SOP Instance UID", "destination", "profile", "reason", "SOP Class UID",
+            "Study Instance UID", "since"), rows)  # fmt: skip
+    print(f"{len(rows)} quarantined items", file=sys.stderr)
+    return 0

@@ -1,8 +1,9 @@
-"""Prometheus metrics and health of a node, read from PostgreSQL at scrape time.
+"""Prometheus metrics of a node's pipeline, read from PostgreSQL at scrape time (the worker
+exports them; the receiver exports its own, :mod:`dicom_nodes.scp.metrics`).
 
 PostgreSQL is the one durable state, so counters derived from it are exact across any number of
-SCP receiver processes and workers, survive restarts, and every process that serves
-``/metrics`` reports the same figures.
+workers and survive restarts. Gauges separate what waits for a destination (pending, sent) from
+what is held for a person (quarantined, dead) and what matched no route.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from psycopg_pool import ConnectionPool
+
+from dicom_nodes.pipeline.status import WAITING_INSTANCE_STATES
 
 __all__ = ["PipelineCollector"]
 
@@ -31,8 +34,6 @@ class PipelineCollector(Collector):
             with self.pool.connection(timeout=2) as conn:
                 row = conn.execute(
                     """SELECT
-                         (SELECT count(*) FROM ingest_instance WHERE node = %(n)s),
-                         (SELECT count(*) FROM ingest_duplicate WHERE node = %(n)s),
                          (SELECT count(*) FROM forward_item f JOIN ingest_instance i
                               USING (sop_instance_uid)
                           WHERE i.node = %(n)s AND f.sent_at IS NOT NULL),
@@ -47,17 +48,22 @@ class PipelineCollector(Collector):
                           WHERE i.node = %(n)s AND f.attempts > 1),
                          (SELECT extract(epoch FROM clock_timestamp() - min(received_at))
                           FROM ingest_instance WHERE node = %(n)s
-                            AND state IN ('received', 'routed', 'forwarded')),
+                            AND state = ANY(%(waiting)s)),
                          (SELECT count(*) FROM forward_item f JOIN ingest_instance i
                               USING (sop_instance_uid)
-                          WHERE i.node = %(n)s AND f.state = 'quarantined')""",
-                    {"n": self.node},
+                          WHERE i.node = %(n)s AND f.state = 'quarantined'),
+                         (SELECT count(*) FROM ingest_instance
+                          WHERE node = %(n)s AND state = 'unroutable'),
+                         (SELECT count(*) FROM ingest_instance
+                          WHERE node = %(n)s AND state = 'missing')""",
+                    {"n": self.node, "waiting": list(WAITING_INSTANCE_STATES)},
                 ).fetchone()
                 lanes: dict[int, int] = dict(
                     conn.execute(
                         """SELECT f.lane_rank, count(*) FROM forward_item f
                            JOIN ingest_instance i USING (sop_instance_uid)
-                           WHERE i.node = %s AND f.state = 'pending' GROUP BY 1""",
+                           WHERE i.node = %s AND f.state IN ('pending', 'sent')
+                           GROUP BY 1""",
                         (self.node,),
                     ).fetchall()
                 )
@@ -71,33 +77,56 @@ class PipelineCollector(Collector):
         assert row is not None
         labels = ["node"]
         for name, doc, value in (
-            ("radiogate_received_instances", "Instances received and recorded", row[0]),
-            ("radiogate_duplicate_instances", "Re-sent instances recorded as duplicates", row[1]),
-            ("radiogate_forwarded_instances", "Instance forwards sent (per destination)", row[2]),
-            ("radiogate_confirmed_instances", "Instance forwards confirmed", row[3]),
-            ("radiogate_failed_instances", "Instance forwards failed permanently", row[4]),
-            ("radiogate_forward_retries", "Forward attempts beyond the first", row[5]),
+            ("radiogate_forwarded_instances", "Instance forwards sent (per destination)", row[0]),
+            ("radiogate_confirmed_instances", "Instance forwards confirmed", row[1]),
+            ("radiogate_failed_instances", "Instance forwards failed permanently", row[2]),
+            ("radiogate_forward_retries", "Forward attempts beyond the first", row[3]),
         ):
             c = CounterMetricFamily(name, doc, labels=labels)
             c.add_metric([self.node], float(value))
             yield c
         depth = GaugeMetricFamily(
-            "radiogate_queue_depth", "Pending forwards per lane", labels=["node", "lane"]
+            "radiogate_queue_depth",
+            "Forwards waiting for a destination (pending or sent, not confirmed) per lane",
+            labels=["node", "lane"],
         )
         for rank, lane in ((0, "critical"), (1, "urgent"), (2, "routine")):
             depth.add_metric([self.node, lane], float(lanes.get(rank, 0)))
         yield depth
         oldest = GaugeMetricFamily(
             "radiogate_oldest_unconfirmed_seconds",
-            "Age of the oldest received instance not yet confirmed by every destination",
+            "Age of the oldest instance the pipeline still works on (received or routed; held,"
+            " cancelled and unroutable ones wait for a person and are counted apart)",
             labels=labels,
         )
-        oldest.add_metric([self.node], float(row[6] or 0.0))
+        oldest.add_metric([self.node], float(row[4] or 0.0))
         yield oldest
         held = GaugeMetricFamily(
             "radiogate_quarantined_instances",
             "Forwards held back by de-identification (burned-in text, failures) for an admin",
             labels=labels,
         )
-        held.add_metric([self.node], float(row[7]))
+        held.add_metric([self.node], float(row[5]))
         yield held
+        waiting = GaugeMetricFamily(
+            "radiogate_forwards_waiting",
+            "Forwards waiting for a destination (pending or sent, not confirmed)",
+            labels=labels,
+        )
+        waiting.add_metric([self.node], float(sum(lanes.values())))
+        yield waiting
+        for_person = GaugeMetricFamily(
+            "radiogate_forwards_held",
+            "Forwards held for a person's decision, by kind (quarantined, dead)",
+            labels=["node", "kind"],
+        )
+        for_person.add_metric([self.node, "quarantined"], float(row[5]))
+        for_person.add_metric([self.node, "dead"], float(row[2]))
+        yield for_person
+        for name, doc, value in (
+            ("radiogate_unroutable_instances", "Instances that matched no route", row[6]),
+            ("radiogate_missing_instances", "Instances whose spool file was gone", row[7]),
+        ):
+            g = GaugeMetricFamily(name, doc, labels=labels)
+            g.add_metric([self.node], float(value))
+            yield g

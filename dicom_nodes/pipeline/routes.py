@@ -20,9 +20,20 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.tag import BaseTag, Tag
 
 from config.routes import LaneRule, MatchSettings, RouteSettings
-from dicom_nodes.pipeline.lanes import Lane
+from dicom_nodes.state.lanes import Lane
 
-__all__ = ["Facts", "Step", "StepKind", "facts_from_file", "lane_for", "parse_step", "select_route"]
+__all__ = [
+    "Facts",
+    "Step",
+    "StepKind",
+    "explain",
+    "facts_from_file",
+    "lane_for",
+    "matches",
+    "parse_step",
+    "select_route",
+    "tags_needed",
+]
 
 
 class StepKind(StrEnum):
@@ -134,3 +145,21 @@ def lane_for(route: RouteSettings, rules: Sequence[LaneRule], facts: Facts) -> L
         return Lane(route.lane)
     lanes = [Lane(rule.lane) for rule in rules if matches(rule.match, facts)]
     return Lane.most_urgent(*lanes)
+
+
+def explain(match: MatchSettings, facts: Facts) -> str | None:
+    """Why *match* does not hold for *facts* (the first failing condition), or None."""
+    for name, patterns, value in (
+        ("calling AE", match.calling_ae, facts.calling_ae),
+        ("called AE", match.called_ae, facts.called_ae),
+        ("modality", match.modality, facts.modality),
+        ("SOP class", match.sop_class_uid, facts.sop_class_uid),
+    ):
+        if not _any(patterns, value):
+            return f"{name} {value or '(empty)'!r} is not one of {patterns}"
+    for tag, patterns in match.tags.items():
+        if tag not in facts.tags:
+            return f"{tag} is absent"
+        if not matches(MatchSettings(tags={tag: patterns}), facts):
+            return f"{tag} {facts.tags[tag]!r} is not one of {patterns}"
+    return None

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import signal
 import threading
-from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
@@ -14,13 +13,17 @@ from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 
 from config import Settings, data_path
+from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.forward.model import Destination
 from dicom_nodes.metrics_server import serve
+from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.pipeline.housekeeping import Housekeeper, stalled_destinations
 from dicom_nodes.pipeline.metrics import PipelineCollector
-from dicom_nodes.pipeline.tasks import AuditHook
-from dicom_nodes.pipeline.worker import Housekeeper, build_app, make_context
+from dicom_nodes.pipeline.worker import build_app
+from dicom_nodes.state.jobs import queue_name
+from dicom_nodes.state.repository import AuditSink
 
-__all__ = ["make_destinations", "run_worker"]
+__all__ = ["health", "make_destinations", "run_worker"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,21 +48,6 @@ def make_destinations(settings: Settings) -> dict[str, Destination]:
     return out
 
 
-def audit_hook(settings: Settings) -> AuditHook:
-    """Pipeline events queued in the transaction of the transition they record."""
-    import audit as audit_trail
-    from dicom_nodes.audit_events import pipeline_event
-
-    node, local_ae = settings.node.name, settings.scp.ae_title
-
-    def hook(conn: Any, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        audit_trail.enqueue_many(
-            conn, [pipeline_event(node, local_ae, step, details) for step, details in events]
-        )
-
-    return hook
-
-
 def _deid(settings: Settings) -> tuple[Any, Any]:
     """The de-identification step and vault, when a route names a profile."""
     if not any(step.startswith("deidentify:") for r in settings.routes for step in r.steps):
@@ -77,26 +65,30 @@ def _deid(settings: Settings) -> tuple[Any, Any]:
     return step, Vault(load_vault_key(settings))
 
 
-def _health(pool: ConnectionPool) -> dict[str, bool]:
+def health(ctx: PipelineContext) -> dict[str, bool]:
+    """The worker's ``/health`` checks: the database answers, and no destination's queue is
+    stalled (:func:`~dicom_nodes.pipeline.housekeeping.stalled_destinations`)."""
     try:
-        with pool.connection(timeout=2) as conn:
-            conn.execute("SELECT 1")
-        return {"database": True}
+        with ctx.pool.connection(timeout=2) as conn:
+            stalled = set(stalled_destinations(conn, ctx))
     except Exception:
         return {"database": False}
+    checks = {"database": True}
+    checks.update({f"destination:{name}": name not in stalled for name in ctx.destinations})
+    return checks
 
 
-def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> int:
+def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> int:
     """Run until SIGTERM/SIGINT."""
     if audit is None:
-        audit = audit_hook(settings)
+        audit = pipeline_sink(settings.node.name, settings.scp.ae_title)
     pool = ConnectionPool(dsn, min_size=1, max_size=settings.worker.concurrency + 3, open=True)
     destinations = make_destinations(settings)
-    ctx = make_context(
-        settings.node.name,
+    ctx = PipelineContext(
+        node=settings.node.name,
         pool=pool,
-        routes=settings.routes,
-        lane_rules=settings.lane_rules,
+        routes=list(settings.routes),
+        lane_rules=list(settings.lane_rules),
         destinations=destinations,
         settings=settings.pipeline,
         audit=audit,
@@ -105,9 +97,9 @@ def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> 
     if settings.worker.metrics_port:
         registry = CollectorRegistry()
         registry.register(PipelineCollector(pool, settings.node.name))
-        serve("127.0.0.1", settings.worker.metrics_port, registry, lambda: _health(pool))
+        serve("127.0.0.1", settings.worker.metrics_port, registry, lambda: health(ctx))
         LOGGER.info("worker metrics on http://127.0.0.1:%d/metrics", settings.worker.metrics_port)
-    housekeeper = Housekeeper(ctx, settings.pipeline)
+    housekeeper = Housekeeper(ctx)
     housekeeper.start()
     app = build_app(dsn, ctx)
     LOGGER.info(
@@ -125,7 +117,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditHook | None = None) -> 
     signal.signal(signal.SIGTERM, on_term)
     try:
         app.run_worker(
-            queues=[f"node:{settings.node.name}"],
+            queues=[queue_name(settings.node.name)],
             concurrency=settings.worker.concurrency,
             install_signal_handlers=True,
             wait=True,

@@ -97,7 +97,7 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
 
     from dicom_nodes.errors import OutOfResources
     from dicom_nodes.metrics_server import serve
-    from dicom_nodes.pipeline.metrics import PipelineCollector
+    from dicom_nodes.scp.metrics import ReceiverCollector
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
@@ -106,7 +106,7 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
     pool.open(wait=False)
     spool = make_spool(settings)
     registry = CollectorRegistry()
-    registry.register(PipelineCollector(pool, settings.node.name))
+    registry.register(ReceiverCollector(pool, settings.node.name))
 
     def health() -> dict[str, bool]:
         checks = {"database": False, "spool_space": False, "accepting": False}

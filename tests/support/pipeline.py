@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,15 @@ timeout = 20.0
     def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn) as conn:
             return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    def wait_for(self, check: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Poll *check* until it holds; TimeoutError with the worker log's tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                log = self.worker.log_path.read_text()[-3000:] if self.worker else ""
+                raise TimeoutError(f"condition not met in {timeout} s\n{log}")
+            time.sleep(0.2)
 
     def wait_released(self, count: int, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

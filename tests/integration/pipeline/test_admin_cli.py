@@ -52,8 +52,40 @@ tags = { RequestedProcedurePriority = ["STAT"] }
     out = _cli(env, "route", "test", str(files[0]))
     assert out.returncode == 0, out.stderr
     assert "route: default" in out.stdout and "lane: routine" in out.stdout
+    assert "route er: calling AE '(empty)' is not one of ['ER_*']" in out.stdout
     out = _cli(env, "route", "test", str(stat), "--calling-ae", "ER_CT2")
     assert "route: er" in out.stdout and "lane: critical" in out.stdout
+    assert "-> archive: as received" in out.stdout
+
+
+def test_route_test_explains_unroutable_and_bad_files(tmp_path: Path) -> None:
+    files = extract_ct(tmp_path / "ct")
+    cfg = tmp_path / "r.toml"
+    cfg.write_text(
+        """
+[[routes]]
+name = "mr-only"
+steps = ["forward:archive"]
+[routes.match]
+modality = ["MR"]
+[[routes]]
+name = "stat-only"
+steps = ["forward:archive"]
+[routes.match]
+tags = { RequestedProcedurePriority = ["STAT"] }
+"""
+    )
+    env = {"RADIOGATE_CONFIG": str(cfg), "PATH": "/usr/bin:/bin"}
+    out = _cli(env, "route", "test", str(files[0]))
+    assert out.returncode == 1, out
+    assert "route mr-only: modality 'CT' is not one of ['MR']" in out.stdout
+    assert "route stat-only: RequestedProcedurePriority is absent" in out.stdout
+    assert "no route matches: the instance would be kept as unroutable" in out.stdout
+    for bad in (tmp_path / "missing.dcm", cfg):
+        out = _cli(env, "route", "test", str(bad))
+        assert out.returncode == 2, out
+        assert out.stderr.startswith(f"radiogate: cannot read {bad} as DICOM"), out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_job_and_status_commands(fresh_dsn: str, tmp_path: Path, orthanc: ManagedOrthanc) -> None:
@@ -88,19 +120,53 @@ steps = ["forward:archive", "forward:offline"]
             if rows[0][0] == 3:
                 break
             time.sleep(0.2)
-        status = json.loads(_cli(env, "status").stdout)
+        out = _cli(env, "status")
+        assert out.returncode == 0, out
+        status = json.loads(out.stdout)
         assert status["queue_depth_by_lane"]["routine"] == 3
-        assert status["instances"].get("forwarded", 0) + status["instances"].get("routed", 0) == 3
+        assert status["instances"] == {"routed": 3}
+        assert status["waiting_for_destination"] == 3
         assert status["oldest_unconfirmed_seconds"] > 0
         listing = _cli(env, "job", "list", "--all")
-        assert listing.stdout.count("\toffline\tpending") == 3, listing.stdout
+        lines = listing.stdout.splitlines()
+        assert lines[0].split("\t")[:3] == ["SOP Instance UID", "destination", "state"]
+        assert listing.stdout.count("\toffline\tpending\t") == 3, listing.stdout
+        # A bare cancel takes dead items only: these are pending.
         cancelled = _cli(env, "job", "cancel", "--destination", "offline")
-        assert "3 items cancelled" in cancelled.stdout
+        assert cancelled.stdout.strip() == "0 cancelled" and cancelled.returncode == 0
+        cancelled = _cli(env, "job", "cancel", "--destination", "offline", "--waiting",
+                         "--user", "alice")  # fmt: skip
+        assert cancelled.stdout.strip() == "3 cancelled", cancelled
         assert node.query("SELECT count(*) FROM forward_item WHERE state = 'cancelled'") == [(3,)]
-        # Spool copies stay: the instances were not confirmed everywhere.
+        # Nothing waits for a destination any more: the instances are settled as cancelled and
+        # stop counting as unconfirmed; their spool copies stay for a retry.
+        node.wait_for(lambda: node.query("SELECT DISTINCT state FROM ingest_instance")
+                      == [("cancelled",)])  # fmt: skip
+        status = json.loads(_cli(env, "status").stdout)
+        assert status["oldest_unconfirmed_seconds"] == 0.0
         assert len(node.scp.spooled_files()) == 3
-        retried = _cli(env, "job", "retry", "--destination", "offline")
-        assert "3 items re-queued" in retried.stdout
-        assert node.query("SELECT count(*) FROM forward_item WHERE state = 'pending'") == [(3,)]
+        # A bare retry takes dead items only; named cancelled items go back to pending.
+        assert _cli(env, "job", "retry", "--destination", "offline").stdout.startswith("0 retried")
+        uids = [r[0] for r in node.query("SELECT sop_instance_uid FROM ingest_instance")]
+        retried = _cli(env, "job", "retry", "--destination", "offline", *uids)
+        assert retried.stdout.startswith("3 retried"), retried
+        assert node.query(
+            "SELECT count(*) FROM forward_item WHERE state = 'pending' AND destination = 'offline'"
+        ) == [(3,)]
+        assert node.query("SELECT DISTINCT state FROM ingest_instance") == [("routed",)]
+        # Unknown UIDs and rows in another state are named, and the exit code says so.
+        out = _cli(env, "job", "cancel", "1.2.3.999")
+        assert out.returncode == 1 and "1.2.3.999: unknown" in out.stderr
+        out = _cli(env, "job", "retry", uids[0])
+        assert (
+            out.returncode == 1 and "not changed (archive=confirmed, offline=pending)" in out.stderr
+        )
+        # Every decision is an audit event naming the person.
+        events = node.query(
+            "SELECT count(*) FROM audit_pending WHERE step = 'cancelled'"
+            " AND convert_from(body, 'UTF8') LIKE %s",
+            "%alice%",
+        )
+        assert events == [(3,)]
     finally:
         node.stop()

@@ -110,7 +110,14 @@ def test_archive_holds_only_deidentified_objects(
             [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "list"],
             capture_output=True, text=True, check=True, env=env,
         )  # fmt: skip
-        assert sc_uid in listed.stdout and "profile=basic" in listed.stdout
+        rows = [line.split("\t") for line in listed.stdout.splitlines()]
+        assert rows[0][:4] == ["SOP Instance UID", "destination", "profile", "reason"]
+        assert [r[:3] for r in rows[1:]] == [[sc_uid, "archive", "basic"]]
+        assert rows[1][3].startswith("burned-in"), rows[1]
+        # Nothing waits for a destination: the instance is held for a person.
+        assert node.query(
+            "SELECT state FROM ingest_instance WHERE sop_instance_uid = %s", sc_uid
+        ) == [("held",)]
         url = f"http://127.0.0.1:{node.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as rsp:
             metrics = rsp.read().decode()

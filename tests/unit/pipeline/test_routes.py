@@ -7,7 +7,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from config.routes import LaneRule, MatchSettings, RouteSettings
-from dicom_nodes.pipeline.lanes import Lane
 from dicom_nodes.pipeline.routes import (
     Facts,
     Step,
@@ -18,7 +17,7 @@ from dicom_nodes.pipeline.routes import (
     select_route,
     tags_needed,
 )
-from dicom_nodes.pipeline.states import InvalidTransition, check_instance, check_study
+from dicom_nodes.state.lanes import Lane
 
 ER = RouteSettings(
     name="er",
@@ -83,14 +82,3 @@ def test_steps() -> None:
         parse_step("forward")
     with pytest.raises(ValueError):
         parse_step("teleport:mars")
-
-
-def test_transitions() -> None:
-    assert check_instance("received", "routed") == "routed"
-    with pytest.raises(InvalidTransition):
-        check_instance("received", "released")
-    with pytest.raises(InvalidTransition):
-        check_instance("released", "routed")
-    assert check_study("complete", "receiving") == "receiving"
-    with pytest.raises(InvalidTransition):
-        check_study("receiving", "receiving")

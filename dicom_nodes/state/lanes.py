@@ -26,5 +26,13 @@ class Lane(StrEnum):
         return {"critical": 0, "urgent": 1, "routine": 2}[self.value]
 
     @classmethod
+    def from_rank(cls, rank: int) -> Lane:
+        """The lane whose :attr:`rank` is *rank*."""
+        for lane in cls:
+            if lane.rank == rank:
+                return lane
+        raise ValueError(f"no lane has rank {rank}")
+
+    @classmethod
     def most_urgent(cls, *lanes: Lane) -> Lane:
         return min(lanes, key=lambda lane: lane.rank) if lanes else cls.ROUTINE

@@ -1,0 +1,163 @@
+"""Claiming work: the rows a round works on, locked ``FOR UPDATE SKIP LOCKED`` in its transaction.
+
+A round claims rows, does the work and records the outcome through
+:mod:`dicom_nodes.state.repository` in one transaction: a worker killed in the middle leaves
+nothing half-done; its rows are unlocked when PostgreSQL notices the dead connection and another
+worker takes them (a destination receiving an instance twice is harmless; forwarding is
+idempotent by SOP Instance UID). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from dicom_nodes.forward.model import OutgoingFile
+from dicom_nodes.state.lanes import Lane
+
+__all__ = [
+    "ClaimedForward",
+    "ReceivedInstance",
+    "claim_forwards",
+    "claim_received",
+    "claim_sent",
+    "next_due",
+    "outgoing",
+]
+
+Conn = psycopg.Connection[Any]
+_LANES = {lane.rank: lane for lane in Lane}
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """A received instance waiting to be routed, with the facts recorded at ingest."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    transfer_syntax_uid: str
+    spool_path: Path
+    calling_ae: str
+    called_ae: str
+    modality: str = ""
+
+
+def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
+    """Up to *limit* instances of *node* in state ``received``, oldest first."""
+    rows = conn.execute(
+        """SELECT sop_instance_uid, sop_class_uid, study_instance_uid, transfer_syntax_uid,
+                  spool_path, calling_ae, called_ae, modality
+           FROM ingest_instance
+           WHERE node = %s AND state = 'received'
+           ORDER BY received_at
+           LIMIT %s FOR UPDATE SKIP LOCKED""",
+        (node, limit),
+    ).fetchall()
+    return [ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7]) for r in rows]
+
+
+@dataclass(frozen=True)
+class ClaimedForward:
+    """A forward item to send (or to ask about), with the file it stands for."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    transfer_syntax_uid: str
+    spool_path: Path | None
+    """The file to send: the instance as received, or its de-identified copy (``profile``);
+    None when the item's profile has no recorded copy (it must never fall back to the
+    original)."""
+    destination: str
+    lane: Lane
+    attempts: int
+    profile: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.sop_instance_uid, self.destination)
+
+
+_ITEMS = """FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+           LEFT JOIN deid_output d
+                  ON d.sop_instance_uid = f.sop_instance_uid AND d.profile = f.profile
+           WHERE f.destination = %s AND f.state = %s AND i.node = %s
+             AND f.next_attempt_at <= clock_timestamp()"""
+
+_COLUMNS = """f.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
+              coalesce(d.transfer_syntax_uid, i.transfer_syntax_uid),
+              CASE WHEN f.profile = '' THEN i.spool_path ELSE d.spool_path END,
+              f.destination, f.lane_rank, f.attempts, f.profile"""
+
+
+def _claimed(rows: list[tuple[Any, ...]]) -> list[ClaimedForward]:
+    return [
+        ClaimedForward(
+            r[0], r[1], r[2], r[3], None if r[4] is None else Path(r[4]), r[5],
+            _LANES[int(r[6])], int(r[7]), r[8],
+        )
+        for r in rows
+    ]  # fmt: skip
+
+
+def claim_forwards(conn: Conn, node: str, destination: str, limit: int) -> list[ClaimedForward]:
+    """Due ``pending`` items for *destination* of the most urgent lane that has any, oldest first.
+
+    A batch holds one lane only: a batch is sent and confirmed as a whole, so a critical
+    item in a batch filled up with routine ones would wait for all of them."""
+    head = conn.execute(
+        f"SELECT f.lane_rank {_ITEMS} ORDER BY f.lane_rank, f.created_at"
+        " LIMIT 1 FOR UPDATE OF f SKIP LOCKED",
+        (destination, "pending", node),
+    ).fetchone()
+    if head is None:
+        return []
+    rows = conn.execute(
+        f"""SELECT {_COLUMNS} {_ITEMS} AND f.lane_rank = %s
+            ORDER BY f.created_at LIMIT %s FOR UPDATE OF f SKIP LOCKED""",
+        (destination, "pending", node, head[0], limit),
+    ).fetchall()
+    return _claimed(rows)
+
+
+def claim_sent(conn: Conn, node: str, destination: str, limit: int) -> list[ClaimedForward]:
+    """Due ``sent`` items for *destination*: sent, not confirmed yet, time to ask again."""
+    rows = conn.execute(
+        f"""SELECT {_COLUMNS} {_ITEMS}
+            ORDER BY f.lane_rank, f.next_attempt_at LIMIT %s FOR UPDATE OF f SKIP LOCKED""",
+        (destination, "sent", node, limit),
+    ).fetchall()
+    return _claimed(rows)
+
+
+def next_due(
+    conn: Conn, node: str, destination: str, state: str
+) -> tuple[dt.datetime, Lane] | None:
+    """When the next item of *destination* in *state* is due, and the most urgent lane waiting."""
+    row = conn.execute(
+        """SELECT min(f.next_attempt_at), min(f.lane_rank)
+           FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+           WHERE f.destination = %s AND f.state = %s AND i.node = %s""",
+        (destination, state, node),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return row[0], _LANES[int(row[1])]
+
+
+def outgoing(item: ClaimedForward) -> OutgoingFile:
+    """What to send for *item*: the original as recorded, or the copy as its own header says
+    (a de-identified copy carries new UIDs). Raises OSError/ValueError for a file that is gone
+    or unreadable."""
+    if item.spool_path is None:
+        raise FileNotFoundError(f"no de-identified copy of {item.sop_instance_uid} is recorded")
+    if item.profile:
+        return OutgoingFile.from_path(item.spool_path)
+    return OutgoingFile(
+        item.spool_path, item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax_uid
+    )

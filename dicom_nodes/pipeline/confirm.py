@@ -1,0 +1,109 @@
+"""Stage 4, confirm: ask the destination which sent items it holds (C-FIND query or Storage
+Commitment, :meth:`dicom_nodes.forward.model.Destination.confirm`) before anything is released.
+
+Right after a batch is sent, :func:`confirm_now` asks about it in the same transaction; items
+the destination confirms become ``confirmed``; the others stay ``sent`` until their next
+attempt, when :func:`confirm_round` asks again: ``confirmed``, or ``not-confirmed`` back to
+``pending`` (sent again: destinations are idempotent by SOP Instance UID). A destination that
+cannot be asked (down, no report in time) changes no state; the items are asked again after a
+back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+
+from dicom_nodes.forward.model import Instance, OutgoingFile
+from dicom_nodes.pipeline import release
+from dicom_nodes.pipeline.claims import ClaimedForward, claim_sent, next_due, outgoing
+from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.state import FORWARD, Change, ForwardEvent, ForwardState
+from dicom_nodes.state import repository as repo
+from dicom_nodes.state.jobs import defer_confirm, defer_forward
+
+__all__ = ["ask", "confirm_now", "confirm_round"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+def ask(
+    ctx: PipelineContext, destination: str, sent: Sequence[tuple[ClaimedForward, OutgoingFile]]
+) -> Mapping[tuple[str, str], bool] | None:
+    """The destination's answer per item key, or None when it could not be asked."""
+    if not sent:
+        return {}
+    try:
+        answers = ctx.destinations[destination].confirm(
+            [Instance(f.sop_class_uid, f.sop_instance_uid) for _, f in sent]
+        )
+    except Exception as exc:
+        LOGGER.warning("confirmation from %s failed: %s", destination, type(exc).__name__)
+        return None
+    return {item.key: bool(answers.get(f.sop_instance_uid)) for item, f in sent}
+
+
+def confirm_now(
+    conn: psycopg.Connection[Any],
+    ctx: PipelineContext,
+    destination: str,
+    sent: Sequence[tuple[ClaimedForward, OutgoingFile]],
+) -> None:
+    """Confirm a batch just sent; what is not confirmed yet is asked about later."""
+    if not sent:
+        return
+    answers = ask(ctx, destination, sent) or {}
+    done = [item for item, _ in sent if answers.get(item.key)]
+    repo.apply(conn, ctx.audit, FORWARD, ForwardEvent.CONFIRMED, [Change(i.key) for i in done])
+    if len(done) < len(sent):
+        _schedule_next(conn, ctx, destination)
+
+
+def confirm_round(ctx: PipelineContext, destination: str) -> int:
+    """Ask again about one batch of due ``sent`` items; returns how many were claimed."""
+    with ctx.pool.connection() as conn, conn.transaction():
+        batch = claim_sent(conn, ctx.node, destination, ctx.settings.batch_size)
+        if not batch:
+            _schedule_next(conn, ctx, destination)
+            return 0
+        sent: list[tuple[ClaimedForward, OutgoingFile]] = []
+        lost: list[ClaimedForward] = []
+        for item in batch:
+            try:
+                sent.append((item, outgoing(item)))
+            except (OSError, ValueError):
+                lost.append(item)  # its copy is gone: send again (forwarding isolates it)
+        answers = ask(ctx, destination, sent)
+        if answers is None:
+            repo.defer_attempts(
+                conn,
+                [item.key for item, _ in sent],
+                ctx.backoff(max(item.attempts for item, _ in sent)) if sent else 0.0,
+                error="confirmation unavailable",
+            )
+            answers = {}
+            sent = []
+        done = [item for item, _ in sent if answers.get(item.key)]
+        again = [item for item, _ in sent if not answers.get(item.key)] + lost
+        repo.apply(conn, ctx.audit, FORWARD, ForwardEvent.CONFIRMED, [Change(i.key) for i in done])
+        repo.apply(
+            conn, ctx.audit, FORWARD, ForwardEvent.NOT_CONFIRMED,
+            [Change(i.key, {"reason": "not-held-by-destination"}) for i in again],
+            values={"delay": [ctx.backoff(i.attempts) for i in again]},
+        )  # fmt: skip
+        release.settle(conn, ctx.audit, sorted({item.sop_instance_uid for item in batch}))
+        _schedule_next(conn, ctx, destination)
+        if again:  # sent again once their back-off has passed
+            due = next_due(conn, ctx.node, destination, ForwardState.PENDING)
+            if due is not None:
+                defer_forward(conn, ctx.node, destination, due[1], due[0])
+    return len(batch)
+
+
+def _schedule_next(conn: psycopg.Connection[Any], ctx: PipelineContext, destination: str) -> None:
+    due = next_due(conn, ctx.node, destination, ForwardState.SENT)
+    if due is not None:
+        defer_confirm(conn, ctx.node, destination, due[0])

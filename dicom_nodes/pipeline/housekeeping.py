@@ -1,0 +1,143 @@
+"""Stage 6, housekeeping: completing quiet studies, and making sure waiting work has a job.
+
+Jobs are deferred in the transaction that makes work ready, but a job can die with its worker.
+:func:`kick` (every few seconds, from the worker's :class:`Housekeeper` thread) marks jobs of
+dead workers failed, defers a job for every kind of waiting work, settles instances a dead
+worker left unsettled, sweeps abandoned temporary files of de-identification and purges what
+outlived its retention. :func:`stalled_destinations` is the worker's ``/health`` check of
+progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from dicom_nodes.pipeline import release
+from dicom_nodes.pipeline.claims import next_due
+from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.state import STUDY, Change, ForwardState, StudyEvent
+from dicom_nodes.state import repository as repo
+from dicom_nodes.state.jobs import (
+    STALLED_AFTER,
+    defer_confirm,
+    defer_forward,
+    defer_route,
+    fail_stalled_jobs,
+)
+
+__all__ = ["Housekeeper", "complete_quiet_studies", "kick", "stalled_destinations"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+def complete_quiet_studies(ctx: PipelineContext) -> list[str]:
+    """``study-quiet`` for studies without a new instance for ``pipeline.quiet_period``."""
+    with ctx.pool.connection() as conn, conn.transaction():
+        rows = conn.execute(
+            """SELECT study_instance_uid, increments FROM study
+               WHERE state = 'receiving'
+                 AND last_received_at < clock_timestamp() - make_interval(secs => %s)
+               ORDER BY study_instance_uid FOR UPDATE SKIP LOCKED""",
+            (ctx.settings.quiet_period,),
+        ).fetchall()
+        uids = [str(r[0]) for r in rows]
+        repo.apply(
+            conn, ctx.audit, STUDY, StudyEvent.STUDY_QUIET,
+            [Change((uid,), {"reason": "quiet-period"}) for uid in uids],
+            values={"by": ["quiet-period"] * len(uids)},
+        )  # fmt: skip
+    for uid, increment in rows:
+        LOGGER.info("study %s complete (increment %d)", uid, increment)
+    return uids
+
+
+def kick(ctx: PipelineContext) -> dict[str, int]:
+    """Self-healing: make sure every kind of waiting work has a job (after crashes/restarts)."""
+    done: dict[str, int] = defaultdict(int)
+    if ctx.deid is not None and (swept := ctx.deid.sweep()):
+        done["deid-temp-swept"] += swept
+    with ctx.pool.connection() as conn, conn.transaction():
+        stalled = fail_stalled_jobs(conn, ctx.node, STALLED_AFTER)
+        if stalled:
+            LOGGER.warning(
+                "jobs %s of a dead worker marked failed; their work is re-queued", stalled
+            )
+            done["stalled"] += len(stalled)
+    with ctx.pool.connection() as conn, conn.transaction():
+        received = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM ingest_instance WHERE node = %s AND state = 'received')",
+            (ctx.node,),
+        ).fetchone()
+        if received and received[0] and defer_route(conn, ctx.node):
+            done["route"] += 1
+        for destination in ctx.destinations:
+            if (due := next_due(conn, ctx.node, destination, ForwardState.PENDING)) is not None:
+                done["forward"] += defer_forward(conn, ctx.node, destination, due[1], due[0])
+            if (due := next_due(conn, ctx.node, destination, ForwardState.SENT)) is not None:
+                done["confirm"] += defer_confirm(conn, ctx.node, destination, due[0])
+    for event, count in release.settle_leftovers(ctx).items():
+        done[f"settled-{event}"] += count
+    if purged := release.purge_expired(ctx):
+        done["purged"] += purged
+    return dict(done)
+
+
+def stalled_destinations(conn: psycopg.Connection[Any], ctx: PipelineContext) -> list[str]:
+    """Destinations whose queue is not moving: an item overdue by ``pipeline.stall_after``
+    (nobody works the queue), or items waiting that long without any confirmation by that
+    destination (it is down, or refuses everything)."""
+    after = ctx.settings.stall_after
+    rows = conn.execute(
+        """WITH waiting AS (
+               SELECT f.destination, min(f.next_attempt_at) AS due, min(f.created_at) AS since
+               FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+               WHERE i.node = %(node)s AND f.state IN ('pending', 'sent')
+               GROUP BY f.destination)
+           SELECT w.destination FROM waiting w
+           WHERE w.due < clock_timestamp() - make_interval(secs => %(after)s)
+              OR (w.since < clock_timestamp() - make_interval(secs => %(after)s)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM forward_item g
+                      WHERE g.destination = w.destination
+                        AND g.confirmed_at
+                            > clock_timestamp() - make_interval(secs => %(after)s)))""",
+        {"node": ctx.node, "after": after},
+    ).fetchall()
+    return sorted(str(r[0]) for r in rows if r[0] in ctx.destinations)
+
+
+class Housekeeper(threading.Thread):
+    """Completes quiet studies every second; every few seconds makes sure waiting work has a job."""
+
+    def __init__(
+        self,
+        ctx: PipelineContext,
+        *,
+        kick_every: float = 5.0,
+        on_complete: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(name="radiogate-housekeeper", daemon=True)
+        self.ctx = ctx
+        self.kick_every = kick_every
+        self.on_complete = on_complete
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        last_kick = 0.0
+        while not self.stop_event.wait(1.0):
+            try:
+                for uid in complete_quiet_studies(self.ctx):
+                    if self.on_complete is not None:
+                        self.on_complete(uid)
+                if time.monotonic() - last_kick > self.kick_every:
+                    kick(self.ctx)
+                    last_kick = time.monotonic()
+            except Exception:
+                LOGGER.exception("housekeeping failed; retrying")

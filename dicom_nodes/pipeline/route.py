@@ -1,0 +1,220 @@
+"""Stage 1, route: decide what happens to each received instance, and record it.
+
+:func:`plan_route` is pure: from the facts about an instance and the route that matched, it
+gives the lane, the de-identified copies to make and the destinations with the version each
+gets. :func:`route_round` claims a batch of ``received`` instances and, in one transaction,
+moves each to
+
+* ``routed`` with its forward items (``pending``, or ``quarantined`` when de-identification
+  held the copy back) — the copies are made by :mod:`dicom_nodes.pipeline.deidentify` first;
+* ``unroutable`` when no route matches or the header cannot be read for routing (kept in the
+  spool; ``radiogate route retry`` re-routes it once the routes are fixed);
+* ``missing`` when its spool file is gone.
+
+Facts come from the row the receiver recorded (AE titles, modality, SOP class); the header
+is read only when a route or lane rule looks at other attributes. Every claimed instance
+leaves ``received``, so no instance can keep a routing job busy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from pydicom.errors import InvalidDicomError
+
+from config.routes import LaneRule, RouteSettings
+from dicom_nodes.pipeline import deidentify, release
+from dicom_nodes.pipeline.claims import ReceivedInstance, claim_received
+from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.pipeline.routes import (
+    Facts,
+    StepKind,
+    facts_from_file,
+    lane_for,
+    parse_step,
+    select_route,
+    tags_needed,
+)
+from dicom_nodes.state import INSTANCE, STUDY, Change, InstanceEvent, Lane, StudyEvent
+from dicom_nodes.state import repository as repo
+from dicom_nodes.state.jobs import defer_forward
+
+__all__ = ["Delivery", "RoutePlan", "facts_for", "plan_route", "route_round"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One destination of a route: which version it gets ('' = as received)."""
+
+    destination: str
+    profile: str = ""
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """What a route does with one instance."""
+
+    route: str
+    lane: Lane
+    profiles: tuple[str, ...]
+    """De-identification profiles to apply, in step order (each once)."""
+    deliveries: tuple[Delivery, ...]
+    unavailable: frozenset[str]
+    """Profiles this node cannot apply: their destinations are held, never sent identified."""
+    complete_study: bool
+    warnings: tuple[str, ...] = ()
+
+
+def plan_route(
+    facts: Facts,
+    route: RouteSettings,
+    lane_rules: Sequence[LaneRule],
+    *,
+    destinations: Collection[str],
+    profiles: Collection[str],
+) -> RoutePlan:
+    """The plan of *route* for an instance with *facts* (pure; no I/O).
+
+    ``forward`` steps after a ``deidentify:<profile>`` step send that profile's copy; a step
+    naming an unknown destination, or a step kind this version cannot run, is skipped with a
+    warning; a profile this node does not have holds its destinations (``deid-unavailable``)."""
+    made: list[str] = []
+    unavailable: set[str] = set()
+    deliveries: list[Delivery] = []
+    warnings: list[str] = []
+    profile = ""
+    for text in route.steps:
+        step = parse_step(text)
+        if step.kind is StepKind.DEIDENTIFY:
+            profile = step.argument
+            if profile not in profiles:
+                unavailable.add(profile)
+                warnings.append(f"route {route.name}: profile {profile!r} is not available")
+            elif profile not in made:
+                made.append(profile)
+        elif step.kind is StepKind.FORWARD:
+            if step.argument not in destinations:
+                warnings.append(f"route {route.name}: unknown destination {step.argument!r}")
+                continue
+            deliveries.append(Delivery(step.argument, profile))
+        else:
+            warnings.append(f"route {route.name}: step {text!r} is not available; skipped")
+    return RoutePlan(
+        route=route.name,
+        lane=lane_for(route, lane_rules, facts),
+        profiles=tuple(made),
+        deliveries=tuple(deliveries),
+        unavailable=frozenset(unavailable),
+        complete_study=route.complete_immediately,
+        warnings=tuple(warnings),
+    )
+
+
+def facts_for(inst: ReceivedInstance, needed: Sequence[str]) -> Facts:
+    """The routing facts of *inst*: from its ingest row, plus header attributes if *needed*."""
+    if needed:
+        return facts_from_file(inst.spool_path, inst.calling_ae, inst.called_ae, needed)
+    return Facts(inst.calling_ae, inst.called_ae, inst.modality, inst.sop_class_uid)
+
+
+def route_round(ctx: PipelineContext) -> int:
+    """Route one batch of received instances; returns how many left ``received``."""
+    needed = tags_needed(ctx.routes, ctx.lane_rules)
+    profiles = ctx.deid.engines if ctx.deid is not None else {}
+    with ctx.pool.connection() as conn, conn.transaction():
+        batch = claim_received(conn, ctx.node, ctx.settings.batch_size)
+        if not batch:
+            return 0
+        planned: list[tuple[ReceivedInstance, RoutePlan]] = []
+        unroutable: list[Change] = []
+        missing: list[Change] = []
+        for inst in batch:
+            if not inst.spool_path.exists():
+                LOGGER.error("spool file of %s is missing", inst.sop_instance_uid)
+                missing.append(Change((inst.sop_instance_uid,), {"reason": "spool-file-missing"}))
+                continue
+            try:
+                facts = facts_for(inst, needed)
+            except (OSError, ValueError, InvalidDicomError) as exc:
+                LOGGER.error(
+                    "cannot read the header of %s for routing: %s",
+                    inst.sop_instance_uid, type(exc).__name__,
+                )  # fmt: skip
+                unroutable.append(Change((inst.sop_instance_uid,), {"reason": "unreadable-header"}))
+                continue
+            route = select_route(ctx.routes, facts)
+            if route is None:
+                LOGGER.warning(
+                    "instance %s matched no route (calling %s, modality %s); it is kept as "
+                    "unroutable: see `radiogate route test`",
+                    inst.sop_instance_uid, facts.calling_ae or "-", facts.modality or "-",
+                )  # fmt: skip
+                unroutable.append(Change((inst.sop_instance_uid,), {"reason": "no-route"}))
+                continue
+            plan = plan_route(
+                facts, route, ctx.lane_rules, destinations=ctx.destinations, profiles=profiles
+            )
+            for warning in plan.warnings:
+                ctx.warn_once(warning)
+            planned.append((inst, plan))
+        outcome = deidentify.make_copies(ctx, planned)
+        outcome.record(conn, ctx)
+        repo.apply(conn, ctx.audit, INSTANCE, InstanceEvent.FILE_MISSING, missing)
+        repo.apply(conn, ctx.audit, INSTANCE, InstanceEvent.UNROUTABLE, unroutable)
+        repo.apply(
+            conn, ctx.audit, INSTANCE, InstanceEvent.ROUTED,
+            [Change((i.sop_instance_uid,), {"route": p.route, "lane": p.lane.value})
+             for i, p in planned],
+            values={"route": [p.route for _, p in planned],
+                    "lane": [p.lane.value for _, p in planned]},
+        )  # fmt: skip
+        repo.create_forward_items(conn, outcome.items)
+        ctx.audit(conn, outcome.events)
+        _complete_by_rule(conn, ctx, planned)
+        lanes: dict[str, tuple[str, int]] = {}
+        touched: dict[str, Lane] = {}
+        for inst, plan in planned:
+            best = lanes.get(inst.study_instance_uid)
+            if best is None or plan.lane.rank < best[1]:
+                lanes[inst.study_instance_uid] = (plan.lane.value, plan.lane.rank)
+        for item in outcome.items:
+            if not item.hold_reason:
+                lane = Lane.from_rank(item.lane_rank)
+                previous = touched.get(item.destination)
+                touched[item.destination] = (
+                    lane if previous is None else Lane.most_urgent(previous, lane)
+                )
+        repo.promote_study_lanes(conn, lanes)
+        # Instances with nothing to wait for (all held, or routes that forward nowhere).
+        release.settle(conn, ctx.audit, [i.sop_instance_uid for i, _ in planned])
+        for destination, lane in touched.items():
+            defer_forward(conn, ctx.node, destination, lane)
+    return len(batch)
+
+
+def _complete_by_rule(
+    conn: repo.Conn, ctx: PipelineContext, planned: Sequence[tuple[ReceivedInstance, RoutePlan]]
+) -> None:
+    """Studies whose route says "complete as soon as an instance arrives" (e.g. one CR image)."""
+    by_study = {i.study_instance_uid: p.route for i, p in planned if p.complete_study}
+    if not by_study:
+        return
+    receiving = {
+        str(r[0])
+        for r in conn.execute(
+            """SELECT study_instance_uid FROM study
+               WHERE study_instance_uid = ANY(%s) AND state = 'receiving'
+               ORDER BY study_instance_uid FOR UPDATE""",
+            (sorted(by_study),),
+        ).fetchall()
+    }
+    studies = sorted(receiving)
+    repo.apply(
+        conn, ctx.audit, STUDY, StudyEvent.STUDY_RULE,
+        [Change((uid,), {"reason": "route-rule"}) for uid in studies],
+        values={"by": [f"rule:{by_study[uid]}" for uid in studies]},
+    )  # fmt: skip

@@ -1,0 +1,37 @@
+"""The pipeline's durable state: state machines, the one module that writes them, jobs, lanes.
+
+Shared by the receiver (which records instances as ``received`` and defers the routing job)
+and the pipeline (everything after); it imports neither.
+"""
+
+from dicom_nodes.state.lanes import Lane
+from dicom_nodes.state.model import (
+    FORWARD,
+    INSTANCE,
+    STUDY,
+    ForwardEvent,
+    ForwardState,
+    InstanceEvent,
+    InstanceState,
+    InvalidTransition,
+    StudyEvent,
+    StudyState,
+)
+from dicom_nodes.state.repository import AuditEntry, AuditSink, Change
+
+__all__ = [
+    "FORWARD",
+    "INSTANCE",
+    "STUDY",
+    "AuditEntry",
+    "AuditSink",
+    "Change",
+    "ForwardEvent",
+    "ForwardState",
+    "InstanceEvent",
+    "InstanceState",
+    "InvalidTransition",
+    "Lane",
+    "StudyEvent",
+    "StudyState",
+]

@@ -1,0 +1,371 @@
+"""The one writer of the pipeline's state: ``ingest_instance``, ``forward_item``, ``study``.
+
+Every state change is an event of :mod:`dicom_nodes.state.model` applied by :func:`apply` as
+one statement per batch::
+
+    UPDATE <table> SET state = <target> … WHERE <key> = ANY(…) AND state = ANY(<sources>)
+
+and when fewer rows change than were named, :class:`~dicom_nodes.state.model.InvalidTransition`
+is raised (the caller's transaction rolls back: nothing of the batch happened). Each changed row
+appends exactly one audit event, of the step the transition names, in the same transaction.
+Callers lock the rows they change first (``FOR UPDATE [SKIP LOCKED]`` in their claim), so a
+mismatch means a bug or an admin's concurrent change, never a race the caller should ignore.
+
+No other module writes these three tables (``tests/unit/test_state_owner.py`` checks the
+source); rows are created here too: instances by :data:`INGEST_SQL` (in the receiver's
+transaction, state ``received``), forward items by :func:`create_forward_items` (``pending``,
+or ``quarantined`` when de-identification held the copy back), studies on first receipt
+(``receiving``; a receipt for a complete study is the ``late-arrival`` event).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from audit import EventOutcome, Step
+from dicom_nodes.state.model import (
+    FORWARD,
+    INSTANCE,
+    STUDY,
+    ForwardEvent,
+    ForwardState,
+    InstanceEvent,
+    InvalidTransition,
+    Machine,
+    StudyEvent,
+)
+
+__all__ = [
+    "INGEST_SQL",
+    "AuditEntry",
+    "AuditSink",
+    "Change",
+    "NewForwardItem",
+    "apply",
+    "create_forward_items",
+    "defer_attempts",
+    "no_audit",
+    "promote_study_lanes",
+    "value_names",
+]
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit event to append: the step, what it is about (UIDs, destination, codes), who
+    caused it when a person did, and its outcome."""
+
+    step: Step
+    details: Mapping[str, Any] = field(default_factory=dict)
+    user: str | None = None
+    outcome: EventOutcome = EventOutcome.SUCCESS
+
+
+AuditSink = Callable[[Conn, Sequence[AuditEntry]], None]
+"""Appends audit events, in order, in the caller's transaction."""
+
+
+def no_audit(_conn: Conn, _entries: Sequence[AuditEntry]) -> None:
+    """An :data:`AuditSink` that records nothing (unit tests of stage logic only)."""
+    return None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row an event applies to: its key, and what its audit event should say besides the
+    row's own UIDs (reason, status, route, lane, profile…)."""
+
+    key: tuple[str, ...]
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+_COLUMN_TYPES: dict[str, str] = {
+    "route": "text",
+    "lane": "text",
+    "status": "integer",
+    "error": "text",
+    "note": "text",
+    "syntax": "text",
+    "delay": "float8",
+    "reason": "text",
+    "by": "text",
+}
+"""SQL types of the per-row values :func:`apply` may be given (``v.<name>`` in *assign*)."""
+
+_ASSIGN: dict[tuple[str, str], str] = {
+    (INSTANCE.name, InstanceEvent.ROUTED): "route = v.route, lane = v.lane",
+    (FORWARD.name, ForwardEvent.SENT): (
+        "attempts = t.attempts + 1, last_status = v.status, last_error = '', note = v.note,"
+        " sent_transfer_syntax = v.syntax, sent_at = clock_timestamp(), confirmed_at = NULL,"
+        " next_attempt_at = clock_timestamp() + make_interval(secs => v.delay)"
+    ),
+    (FORWARD.name, ForwardEvent.CONFIRMED): "confirmed_at = clock_timestamp()",
+    (FORWARD.name, ForwardEvent.NOT_CONFIRMED): (
+        "next_attempt_at = clock_timestamp() + make_interval(secs => v.delay)"
+    ),
+    (FORWARD.name, ForwardEvent.RETRYABLE_FAILURE): (
+        "attempts = t.attempts + 1, last_status = v.status, last_error = v.error,"
+        " next_attempt_at = clock_timestamp() + make_interval(secs => v.delay)"
+    ),
+    (FORWARD.name, ForwardEvent.PERMANENT_FAILURE): (
+        "attempts = t.attempts + 1, last_status = v.status, last_error = v.error,"
+        " hold_reason = v.reason"
+    ),
+    (FORWARD.name, ForwardEvent.RETRIED): (
+        "next_attempt_at = clock_timestamp(), hold_reason = '', last_error = ''"
+    ),
+    (FORWARD.name, ForwardEvent.RELEASED_BY_REVIEW): "next_attempt_at = clock_timestamp()",
+    (STUDY.name, StudyEvent.STUDY_QUIET): "completed_at = clock_timestamp(), completed_by = v.by",
+    (STUDY.name, StudyEvent.STUDY_RULE): "completed_at = clock_timestamp(), completed_by = v.by",
+    (STUDY.name, StudyEvent.STUDY_FORCED): "completed_at = clock_timestamp(), completed_by = v.by",
+}
+"""What else an event changes besides the state, using ``v.<name>`` per-row values."""
+
+_SOURCE_ROWS: dict[str, tuple[str, str, str]] = {
+    # machine name: (extra FROM, extra WHERE, RETURNING columns → class, study, destination)
+    "instance": ("", "", "t.sop_class_uid, t.study_instance_uid, ''"),
+    "forward item": (
+        ", ingest_instance i",
+        " AND i.sop_instance_uid = t.sop_instance_uid",
+        "i.sop_class_uid, i.study_instance_uid, t.destination",
+    ),
+    "study": ("", "", "'', t.study_instance_uid, ''"),
+}
+
+
+def value_names(machine: Machine[Any, Any], event: Any) -> set[str]:
+    """The per-row values (``v.<name>``) *event* of *machine* needs."""
+    return set(re.findall(r"\bv\.(\w+)", _ASSIGN.get((machine.name, str(event)), "")))
+
+
+def apply(
+    conn: Conn,
+    audit: AuditSink,
+    machine: Machine[Any, Any],
+    event: Any,
+    changes: Sequence[Change],
+    *,
+    values: Mapping[str, Sequence[Any]] | None = None,
+    user: str | None = None,
+) -> int:
+    """Apply *event* to every row of *changes*; one audit event per row; returns the count.
+
+    *values* are the per-row values the event's other assignments use (:data:`_ASSIGN`: one
+    sequence per name, aligned with *changes*); *user* is the person who caused it. Raises
+    :class:`~dicom_nodes.state.model.InvalidTransition` when a row is not in a state the
+    event may leave (or does not exist)."""
+    if not changes:
+        return 0
+    rule = machine.transition(event)
+    assign = _ASSIGN.get((machine.name, str(event)), "")
+    values = dict(values or {})
+    missing = value_names(machine, event) - set(values)
+    if missing:
+        raise ValueError(f"{machine.name} {event} needs values {sorted(missing)}")
+    seen: set[tuple[str, ...]] = set()
+    for change in changes:
+        if len(change.key) != len(machine.keys):
+            raise ValueError(f"{machine.name} key must be {machine.keys}, got {change.key}")
+        if change.key in seen:
+            raise ValueError(f"{machine.name} {change.key} named twice in one {event} batch")
+        seen.add(change.key)
+    columns = [*machine.keys, *values]
+    arrays: list[Sequence[Any]] = [[c.key[i] for c in changes] for i in range(len(machine.keys))]
+    casts = ["text[]"] * len(machine.keys)
+    for name, column in values.items():
+        if len(column) != len(changes):
+            raise ValueError(f"values[{name!r}] has {len(column)} entries for {len(changes)} rows")
+        arrays.append(list(column))
+        casts.append(f"{_COLUMN_TYPES[name]}[]")
+    extra_from, extra_where, returning = _SOURCE_ROWS[machine.name]
+    query = sql.SQL(
+        "UPDATE {table} t SET state = %s, state_changed_at = clock_timestamp(){assign}"
+        " FROM unnest({arrays}) AS v({columns}){extra_from}"
+        " WHERE {match} AND t.state = ANY(%s){extra_where}"
+        " RETURNING {keys}, {returning}"
+    ).format(
+        table=sql.Identifier(machine.table),
+        assign=sql.SQL(", " + assign if assign else ""),
+        arrays=sql.SQL(", ").join(sql.SQL("%s::" + cast) for cast in casts),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        extra_from=sql.SQL(extra_from),
+        match=sql.SQL(" AND ").join(
+            sql.SQL("t.{k} = v.{k}").format(k=sql.Identifier(k)) for k in machine.keys
+        ),
+        extra_where=sql.SQL(extra_where),
+        keys=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in machine.keys),
+        returning=sql.SQL(returning),
+    )
+    params = [rule.target.value, *arrays, [s.value for s in rule.sources]]
+    rows = conn.execute(query, params).fetchall()
+    if len(rows) != len(changes):
+        changed = {tuple(str(v) for v in r[: len(machine.keys)]) for r in rows}
+        _raise_mismatch(conn, machine, event, changes, changed)
+    by_key = {tuple(str(v) for v in row[: len(machine.keys)]): row for row in rows}
+    entries: list[AuditEntry] = []
+    for change in changes:  # audit events in the order the caller named the rows
+        sop_class, study, destination = by_key[change.key][len(machine.keys) :]
+        details: dict[str, Any] = {"study_instance_uid": study}
+        if machine.keys[0] == "sop_instance_uid":
+            details["sop_instance_uid"] = change.key[0]
+            details["sop_class_uid"] = sop_class
+        if destination:
+            details["destination"] = destination
+        details.update(change.details)
+        entries.append(AuditEntry(rule.step, details, user, rule.outcome))
+    audit(conn, entries)
+    return len(rows)
+
+
+def _raise_mismatch(
+    conn: Conn,
+    machine: Machine[Any, Any],
+    event: Any,
+    changes: Sequence[Change],
+    changed: set[tuple[Any, ...]],
+) -> None:
+    missed = [c.key for c in changes if c.key not in changed][:3]
+    found: list[str] = []
+    for key in missed:
+        query = sql.SQL("SELECT state FROM {table} WHERE {where}").format(
+            table=sql.Identifier(machine.table),
+            where=sql.SQL(" AND ").join(
+                sql.SQL("{} = %s").format(sql.Identifier(k)) for k in machine.keys
+            ),
+        )
+        row = conn.execute(query, key).fetchone()
+        found.append(f"{'/'.join(key)} is {row[0] if row else 'absent'}")
+    raise InvalidTransition(
+        f"{machine.name}: {event} applies to {len(changes)} rows, "
+        f"{len(changes) - len(changed)} not in {sorted(machine.transition(event).sources)}: "
+        + "; ".join(found)
+    )
+
+
+INGEST_SQL = """
+WITH existing AS (
+    SELECT blake3 FROM ingest_instance WHERE sop_instance_uid = %(sop)s
+), ins AS (
+    INSERT INTO ingest_instance (
+        sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, modality,
+        transfer_syntax_uid, size_bytes, blake3, spool_path, calling_ae, called_ae,
+        peer_address, peer_port, node, association_id)
+    SELECT %(sop)s, %(cls)s, %(study)s, %(series)s, %(modality)s, %(ts)s, %(size)s, %(b3)s,
+           %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s
+    WHERE NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT (sop_instance_uid) DO NOTHING
+    RETURNING 1
+), dup AS (
+    INSERT INTO ingest_duplicate (
+        sop_instance_uid, bytes_differ, blake3, size_bytes, spool_path, calling_ae, called_ae,
+        peer_address, peer_port, node, association_id, note)
+    SELECT %(sop)s, existing.blake3 <> %(b3)s, %(b3)s, %(size)s, %(path)s, %(calling)s,
+           %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s,
+           CASE WHEN existing.blake3 <> %(b3)s
+                THEN 're-sent with different bytes; kept as ' || %(path)s
+                ELSE 're-sent with identical bytes' END
+    FROM existing
+    RETURNING bytes_differ
+), prior_study AS (
+    SELECT state FROM study WHERE study_instance_uid = %(study)s
+), study_row AS (
+    -- First receipt: the study starts 'receiving'. A receipt for a complete study is the
+    -- 'late-arrival' event (complete -> receiving, model.STUDY); the receiver appends its
+    -- audit event (study-reopened) in this transaction.
+    INSERT INTO study AS s (study_instance_uid)
+    SELECT %(study)s WHERE EXISTS (SELECT 1 FROM ins)
+    ON CONFLICT (study_instance_uid) DO UPDATE
+        SET last_received_at = clock_timestamp(),
+            state = 'receiving',
+            state_changed_at = CASE WHEN s.state = 'complete' THEN clock_timestamp()
+                                    ELSE s.state_changed_at END,
+            increments = s.increments + (s.state = 'complete')::int
+    RETURNING increments
+), job AS (
+    -- The job that routes what this node received: deferred in this same transaction, at most
+    -- one waiting per node (procrastinate's queueing lock; a conflict means one is waiting).
+    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock, args)
+    SELECT %(queue)s, %(task)s, %(priority)s, %(qlock)s, %(qlock)s,
+           jsonb_build_object('node', %(node)s::text)
+    WHERE EXISTS (SELECT 1 FROM ins)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM ins), (SELECT bytes_differ FROM dup),
+       (SELECT count(*) FROM study_row), (SELECT count(*) FROM job),
+       coalesce((SELECT state = 'complete' FROM prior_study), false)
+"""
+"""The receiver's one statement per instance (PS3.4 B.2.2 success is answered after it
+commits): a new instance row (``received``), or a duplicate row for a re-send; the study row;
+the routing job. Parameters: see :class:`dicom_nodes.db.ingest.PostgresIngest`."""
+
+assert StudyEvent.LATE_ARRIVAL in STUDY.transitions  # the study_row upsert above
+
+
+@dataclass(frozen=True)
+class NewForwardItem:
+    """A forward item created by routing: ``pending``, or ``quarantined`` with the reason."""
+
+    sop_instance_uid: str
+    destination: str
+    lane_rank: int
+    profile: str = ""
+    hold_reason: str = ""
+
+    @property
+    def state(self) -> ForwardState:
+        return ForwardState.QUARANTINED if self.hold_reason else ForwardState.PENDING
+
+
+def create_forward_items(conn: Conn, items: Sequence[NewForwardItem]) -> None:
+    """Create routing's forward items (their initial state; the instance's ``routed`` event
+    and any ``quarantined`` event are appended by the caller in the same transaction)."""
+    if not items:
+        return
+    conn.cursor().executemany(
+        """INSERT INTO forward_item
+               (sop_instance_uid, destination, lane_rank, profile, state, hold_reason)
+           VALUES (%s, %s, %s, %s, %s, %s)""",
+        [
+            (i.sop_instance_uid, i.destination, i.lane_rank, i.profile, i.state.value,
+             i.hold_reason)
+            for i in items
+        ],
+    )  # fmt: skip
+
+
+def promote_study_lanes(conn: Conn, lanes: Mapping[str, tuple[str, int]]) -> None:
+    """Raise each study's lane to (name, rank) when that is more urgent than its current one."""
+    if not lanes:
+        return
+    conn.cursor().executemany(
+        """UPDATE study SET lane = %s
+           WHERE study_instance_uid = %s
+             AND %s < (CASE lane WHEN 'critical' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END)""",
+        [(name, uid, rank) for uid, (name, rank) in lanes.items()],
+    )
+
+
+def defer_attempts(
+    conn: Conn, keys: Sequence[tuple[str, str]], delay: float, *, error: str = ""
+) -> None:
+    """Move the next attempt of forward items (no state change: a confirmation that could not
+    be asked, a destination that could not be reached before anything was sent)."""
+    if not keys:
+        return
+    conn.execute(
+        """UPDATE forward_item f SET
+               next_attempt_at = clock_timestamp() + make_interval(secs => %s),
+               last_error = CASE WHEN %s = '' THEN f.last_error ELSE %s END
+           FROM unnest(%s::text[], %s::text[]) AS v(uid, destination)
+           WHERE f.sop_instance_uid = v.uid AND f.destination = v.destination""",
+        (delay, error, error, [k[0] for k in keys], [k[1] for k in keys]),
+    )
