@@ -153,12 +153,12 @@ def stage(fresh_dsn: str, tmp_path: Path) -> Iterator[Stage]:
             RouteSettings(
                 name="ct", match=MatchSettings(modality=["CT"]), steps=["forward:archive"]
             ),
-        ],  # fmt: skip
+        ],
         lane_rules=[],
         destinations={"archive": dest, "backup": other},
         settings=PipelineSettings(
             batch_size=4, retry_initial=60.0, retry_max=600.0, stall_after=30.0
-        ),  # fmt: skip
+        ),
         audit=SINK,
     )
     yield Stage(ctx, spool, files, dest, other)
