@@ -47,6 +47,7 @@ from audit import (
     SyslogSink,
     append,
     audited_search,
+    enqueue,
     generate_key,
     read_checkpoint_file,
     rotate_key,
@@ -59,6 +60,7 @@ from audit import (
 from audit.checkpoint import CheckpointFileError, CheckpointSink
 from audit.identifiers import check_network_address
 from audit.keys import Signer
+from dicom_nodes.audit_events import audit_verified, key_rotated
 
 __all__ = ["add_parser", "run"]
 
@@ -148,6 +150,21 @@ def _requestor(args: argparse.Namespace) -> ActiveParticipant:
     return ActiveParticipant(args.as_user or getpass.getuser(), True, None, address)
 
 
+def _user() -> str:
+    return getpass.getuser()
+
+
+def _record(settings: config.Settings, event: AuditEvent) -> None:
+    """Append an event about the audit trail itself (security configuration, verification);
+    a database that cannot take it is said, not hidden."""
+    try:
+        with psycopg.connect(_dsn(settings), connect_timeout=5) as conn:
+            enqueue(conn, event)
+    except psycopg.OperationalError as exc:
+        print(f"warning: {event.step.value} not recorded in the audit trail: "
+              f"{type(exc).__name__}", file=sys.stderr)  # fmt: skip
+
+
 def _source(settings: config.Settings) -> AuditSource:
     return AuditSource(settings.node.name, settings.audit.site_id or None)
 
@@ -203,13 +220,18 @@ def _run(args: argparse.Namespace, settings: config.Settings) -> int:
     if cmd == "checkpoint":
         checkpointer = _checkpointer(settings, Signer.load(key_path))
         if args.watch:
+            from dicom_nodes.lifecycle import record_start, record_stop
+
             stop = threading.Event()
+            record_start(_dsn(settings), settings, "sealer")
             try:
                 checkpointer.run(
                     lambda: psycopg.connect(_dsn(settings)), stop, poll=a.seal_interval
                 )
             except KeyboardInterrupt:
                 stop.set()
+            finally:
+                record_stop(_dsn(settings), settings, "sealer")
             return 0
         with psycopg.connect(_dsn(settings)) as conn:
             cp = checkpointer.maybe_checkpoint(conn, force=True)
@@ -241,6 +263,7 @@ def _rotate(settings: config.Settings, key_path: Path, keyring_path: Path) -> in
     except psycopg.OperationalError:
         print("database unavailable: no final checkpoint with the old key", file=sys.stderr)
     old, new = rotate_key(key_path, keyring_path)
+    _record(settings, key_rotated(settings.node.name, _user(), old.key_id, new.key_id))
     print(
         f"signing key {old.key_id} retired (kept as {key_path.name}.{old.key_id}.retired: "
         f"destroy or lock it away); new key {new.key_id} in {key_path}, endorsed in keyring"
@@ -280,6 +303,11 @@ def _verify(args: argparse.Namespace, settings: config.Settings) -> int:
         report = verify(conn, keyring, external, progress=progress, dsn=dsn, workers=args.workers)
     if progress is not None:
         progress.done()
+    first = min(report.damages, key=lambda d: d.seq) if report.damages else None
+    _record(
+        settings,
+        audit_verified(settings.node.name, _user(), None if first is None else first.kind.value),
+    )
     print(report.summary())
     for warning in report.warnings:
         print(f"warning: {warning}")

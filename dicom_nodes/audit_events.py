@@ -27,6 +27,8 @@ from audit import (
     RoleID,
     Step,
     Study,
+    SystemObject,
+    SystemObjectKind,
 )
 from dicom_nodes.state.repository import AuditEntry, AuditSink
 
@@ -194,6 +196,83 @@ def study_reopened(node: str, local_ae: str, study_uid: str) -> AuditEvent:
     """A late instance re-opened a complete study (the ``late-arrival`` transition)."""
     details = {"study_instance_uid": study_uid, "reason": "late-arrival"}
     return pipeline_event(node, local_ae, AuditEntry(Step.STUDY_REOPENED, details))
+
+
+def application_event(
+    node: str, service: str, *, started: bool, config_hash: str, user: str | None = None
+) -> AuditEvent:
+    """110100 Application Activity, Application Start / Stop (PS3.15 A.5.3.1): a Radiogate
+    service (``scp``, ``worker``, ``sealer``, ``stack``) started or stopped, naming the hash of
+    the effective configuration it ran with."""
+    participants = [ActiveParticipant(f"radiogate-{service}", requestor=user is None,
+                                      role=RoleID.APPLICATION)]  # fmt: skip
+    if user is not None:
+        participants.insert(0, ActiveParticipant(user, requestor=True))
+    return AuditEvent(
+        event_id=EventID.APPLICATION_ACTIVITY,
+        action=EventAction.EXECUTE,
+        step=Step.APPLICATION_STARTED if started else Step.APPLICATION_STOPPED,
+        participants=tuple(participants),
+        source=AuditSource(node),
+        objects=(SystemObject(SystemObjectKind.CONFIGURATION, config_hash),),
+        event_types=(
+            audit.EventTypeCode.APPLICATION_START
+            if started
+            else audit.EventTypeCode.APPLICATION_STOP,
+        ),
+    )
+
+
+def config_changed(node: str, service: str, previous: str | None, current: str) -> AuditEvent:
+    """110113 Security Alert, Software Configuration (PS3.15 A.5.3.11): a service started with
+    an effective configuration other than the one it last ran with (both hashes named)."""
+    objects = [SystemObject(SystemObjectKind.CONFIGURATION, current)]
+    if previous:
+        objects.append(SystemObject(SystemObjectKind.CONFIGURATION, previous))
+    return AuditEvent(
+        event_id=EventID.SECURITY_ALERT,
+        action=EventAction.EXECUTE,
+        step=Step.CONFIG_CHANGED,
+        participants=(
+            ActiveParticipant(f"radiogate-{service}", requestor=True, role=RoleID.APPLICATION),
+        ),
+        source=AuditSource(node),
+        objects=tuple(objects),
+        event_types=(audit.EventTypeCode.SOFTWARE_CONFIGURATION,),
+        reason="first-start" if previous is None else "configuration-changed",
+    )
+
+
+def key_rotated(node: str, user: str, old_key: str, new_key: str) -> AuditEvent:
+    """110113 Security Alert, Security Configuration (PS3.15 A.5.3.11): the audit signing key
+    was replaced (the retired and the new key ID are named)."""
+    return AuditEvent(
+        event_id=EventID.SECURITY_ALERT,
+        action=EventAction.EXECUTE,
+        step=Step.KEY_ROTATED,
+        participants=(ActiveParticipant(user, requestor=True),),
+        source=AuditSource(node),
+        objects=(
+            SystemObject(SystemObjectKind.SIGNING_KEY, old_key),
+            SystemObject(SystemObjectKind.SIGNING_KEY, new_key),
+        ),
+        event_types=(audit.EventTypeCode.SECURITY_CONFIGURATION,),
+    )
+
+
+def audit_verified(node: str, user: str, damage: str | None) -> AuditEvent:
+    """110101 Audit Log Used (PS3.15 A.5.3.2): the trail was verified; the outcome says
+    whether it was intact, the reason names the first damage found."""
+    return AuditEvent(
+        event_id=EventID.AUDIT_LOG_USED,
+        action=EventAction.READ,
+        step=Step.AUDIT_VERIFIED,
+        participants=(ActiveParticipant(user, requestor=True),),
+        source=AuditSource(node),
+        objects=(SystemObject(SystemObjectKind.AUDIT_LOG, "audit_event"),),
+        outcome=EventOutcome.SUCCESS if damage is None else EventOutcome.SERIOUS_FAILURE,
+        reason=damage,
+    )
 
 
 class AuditWriter:

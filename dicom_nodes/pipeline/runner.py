@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from config import Settings, data_path
 from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.forward.model import Destination
+from dicom_nodes.lifecycle import record_start, record_stop
 from dicom_nodes.metrics_server import serve
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.housekeeping import Housekeeper, stalled_destinations
@@ -108,6 +109,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         settings.worker.concurrency,
         ", ".join(destinations),
     )
+    record_start(dsn, settings, "worker")
     stop = threading.Event()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
@@ -133,4 +135,5 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         if ctx.deid is not None:
             ctx.deid.close()
         pool.close()
+        record_stop(dsn, settings, "worker")
     return 0

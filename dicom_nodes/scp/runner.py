@@ -22,6 +22,7 @@ from types import FrameType
 
 from config import Settings
 from dicom_nodes.audit_events import AuditWriter
+from dicom_nodes.lifecycle import record_start, record_stop
 from dicom_nodes.scp.app import build_server, make_pool, make_recorder, make_spool
 
 __all__ = ["run_scp"]
@@ -182,6 +183,7 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
         port,
         count,
     )
+    record_start(dsn, settings, "scp")
     if on_ready is not None:
         on_ready(port)
     while children or metrics_pid:
@@ -208,5 +210,6 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
             time.sleep(0.5)
             spawn(index)
     reserved.close()
+    record_stop(dsn, settings, "scp")
     LOGGER.info("SCP stopped")
     return 0

@@ -88,8 +88,21 @@ def test_keygen_checkpoint_verify_query_export_rotate(fresh_dsn: str, tmp_path: 
     with psycopg.connect(fresh_dsn) as conn:
         enqueue_many(conn, [received(i) for i in range(2)])
         conn.commit()
-    assert "2 enqueued events sealed" in _ok(_cli(fresh_dsn, data, "seal"))
-    assert "intact: 29 events" in _ok(_cli(fresh_dsn, data, "verify"))
+    # Two verifications and the key rotation were recorded too (security configuration,
+    # audit log used: PS3.15 A.5.3.11 / A.5.3.2), waiting for the sealer with the two above.
+    assert "5 enqueued events sealed" in _ok(_cli(fresh_dsn, data, "seal"))
+    assert "intact: 32 events" in _ok(_cli(fresh_dsn, data, "verify"))
+    with psycopg.connect(fresh_dsn) as conn:
+        audit.seal(conn)
+        rows = conn.execute(
+            "SELECT step, body FROM audit_event WHERE step IN ('key-rotated', 'audit-verified')"
+            " ORDER BY seq"
+        ).fetchall()
+    steps = [r[0] for r in rows]
+    assert steps == ["audit-verified", "key-rotated", "audit-verified", "audit-verified"], steps
+    rotated = json.loads(bytes(rows[1][1]))
+    assert rotated["event"] == "110113" and rotated["types"] == ["110129"]
+    assert [o["id"] for o in rotated["objects"]] == [k["key_id"] for k in keyring["keys"]]
 
 
 def test_verify_reports_damage_with_exit_status(fresh_dsn: str, tmp_path: Path) -> None:
@@ -106,6 +119,14 @@ def test_verify_reports_damage_with_exit_status(fresh_dsn: str, tmp_path: Path) 
     result = _cli(fresh_dsn, data, "verify")
     assert result.returncode == 1
     assert "DAMAGED: edited at seq 5" in result.stdout
+    with psycopg.connect(fresh_dsn) as conn:
+        (body,) = conn.execute("SELECT body FROM audit_pending").fetchone() or (b"",)
+    verified = json.loads(bytes(body))
+    assert (verified["step"], verified["outcome"], verified["reason"]) == (
+        "audit-verified",
+        8,
+        "edited",
+    )
 
 
 def test_checkpoint_without_key_is_a_clear_error(fresh_dsn: str, tmp_path: Path) -> None:

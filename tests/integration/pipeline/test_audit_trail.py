@@ -72,6 +72,18 @@ def test_pipeline_events_per_instance(
     with psycopg.connect(fresh_dsn) as conn:
         rows = conn.execute("SELECT body FROM audit_event").fetchall()
     bodies = b"\n".join(bytes(r[0]) for r in rows)
+    # Each service's start (with its configuration's hash; the first start is a configuration
+    # change) and stop is an event.
+    lifecycle = Counter(
+        (doc["step"], doc["participants"][0]["user"])
+        for doc in (json.loads(bytes(r[0])) for r in rows)
+        if doc["step"].startswith(("application-", "config-"))
+    )
+    assert lifecycle == {
+        (step, f"radiogate-{service}"): 1
+        for step in ("application-started", "application-stopped", "config-changed")
+        for service in ("scp", "worker")
+    }, lifecycle
     # The association refused for its called AE title is a security alert (110113).
     rejected = [json.loads(bytes(r[0])) for r in rows if b'"association-rejected"' in bytes(r[0])]
     assert len(rejected) == 1, rejected
