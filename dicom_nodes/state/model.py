@@ -209,9 +209,7 @@ INSTANCE: Machine[InstanceState, InstanceEvent] = Machine(
         InstanceEvent.ROUTED: _t({I.RECEIVED}, I.ROUTED, Step.ROUTED),
         InstanceEvent.UNROUTABLE: _t({I.RECEIVED}, I.UNROUTABLE, Step.UNROUTABLE, _MINOR),
         InstanceEvent.REROUTED: _t({I.UNROUTABLE}, I.RECEIVED, Step.REROUTED),
-        InstanceEvent.FILE_MISSING: _t(
-            {I.RECEIVED, I.ROUTED, I.HELD}, I.MISSING, Step.FILE_MISSING, _FAILED
-        ),
+        InstanceEvent.FILE_MISSING: _t({I.RECEIVED}, I.MISSING, Step.FILE_MISSING, _FAILED),
         InstanceEvent.ALL_CONFIRMED: _t({I.ROUTED}, I.RELEASED, Step.RELEASED),
         InstanceEvent.HELD: _t({I.ROUTED, I.CANCELLED}, I.HELD, Step.HELD, _MINOR),
         InstanceEvent.CANCELLED: _t({I.ROUTED, I.HELD}, I.CANCELLED, Step.CANCELLED),
