@@ -1,0 +1,3 @@
+"""Pure computation on images and features (no network, no database): planned."""
+
+__all__: list[str] = []

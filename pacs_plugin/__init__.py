@@ -1,0 +1,3 @@
+"""The Orthanc Python plugin: planned."""
+
+__all__: list[str] = []
