@@ -365,6 +365,7 @@ def _check_semantics(s: Settings) -> None:
             f"node.name: expected letters, digits, '-', '_' or '.', got {s.node.name!r}"
         )
     _check_audit(s)
+    _check_alerts(s)
     tls = s.scp.tls
     if tls.enabled:
         for name in ("certificate", "private_key"):
@@ -378,6 +379,38 @@ def _check_semantics(s: Settings) -> None:
                 "scp.tls.ca_certificates: expected an existing PEM file when "
                 "require_client_certificate is true"
             )
+
+
+def _check_alerts(s: Settings) -> None:
+    a = s.alerts
+    names: set[str] = set()
+    for i, t in enumerate(a.target):
+        key = f"alerts.target[{i}]"
+        if not t.name or not all(c.isalnum() or c in "-_." for c in t.name):
+            raise ConfigError(f"{key}.name: expected letters, digits, '-', '_' or '.'")
+        if t.name in names:
+            raise ConfigError(f"{key}.name: {t.name!r} is defined twice")
+        names.add(t.name)
+        if t.kind not in ("webhook", "mqtt"):
+            raise ConfigError(f"{key}.kind: expected webhook or mqtt, got {t.kind!r}")
+        if t.kind == "webhook" and not t.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}.url: expected an http:// or https:// URL, got {t.url!r}")
+        if t.kind == "mqtt":
+            _check_port(f"{key}.port", t.port)
+            if not t.topic or any(c in t.topic for c in "#+"):
+                raise ConfigError(f"{key}.topic: expected a topic without wildcards")
+        if t.timeout <= 0:
+            raise ConfigError(f"{key}.timeout: expected a positive number of seconds")
+    for field_name in ("targets", "escalation_targets"):
+        for i, name in enumerate(getattr(a, field_name)):
+            if name not in names:
+                raise ConfigError(
+                    f"alerts.{field_name}[{i}]: no [[alerts.target]] is named {name!r}"
+                )
+    for field_name in ("category1_minutes", "category2_minutes", "category3_minutes",
+                       "retry_initial", "retry_max"):  # fmt: skip
+        if getattr(a, field_name) <= 0:
+            raise ConfigError(f"alerts.{field_name}: expected a positive number")
 
 
 def _check_audit(s: Settings) -> None:

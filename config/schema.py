@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from config.alerts import AlertSettings
 from config.deid import DeidSettings
 from config.routes import (
     DestinationSettings,
@@ -200,5 +201,7 @@ class Settings:
     routes: list[RouteSettings] = field(default_factory=lambda: [RouteSettings()])
     """Ordered routes; the first match wins. Default: forward everything to ``archive``."""
     lane_rules: list[LaneRule] = field(default_factory=list)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    """Where critical and incomplete results are announced; escalation of unacknowledged ones."""
     deid: DeidSettings = field(default_factory=DeidSettings)
     """De-identification profiles (``deidentify:<profile>`` steps) and their secrets."""

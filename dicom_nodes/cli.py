@@ -33,10 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     cfgsub.add_parser("show", help="print the effective configuration as JSON")
     cfgsub.add_parser("default", help="print the documented default configuration file")
     from dicom_nodes import audit_cli
+    from dicom_nodes.alerts import cli as alert_cli
     from dicom_nodes.deid import cli as deid_cli
 
     audit_cli.add_parser(sub)
     deid_cli.add_parser(sub)
+    alert_cli.add_parser(sub)
     return p
 
 
@@ -75,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dicom_nodes.deid import cli as deid_cli
 
         return deid_cli.main_reidentify(args, settings)
+    if args.command == "alert":
+        from dicom_nodes.alerts import cli as alert_cli
+
+        return alert_cli.run(args, settings, database_dsn(settings))
     if args.command in pipeline_cli.COMMANDS:
         return pipeline_cli.run(args, settings, database_dsn(settings))
     if args.command == "db":

@@ -45,6 +45,7 @@ __all__ = [
     "SECRET_LENGTH",
     "SecretError",
     "VaultKey",
+    "ensure_key_file",
     "ensure_secrets",
     "load_site_secret",
     "load_vault_key",
@@ -253,3 +254,14 @@ def ensure_secrets(settings: Settings, environ: Mapping[str, str] | None = None)
                 raise SecretError(f"{what} {path} could not be created: {exc.strerror}") from None
         _read_file(path, what, env_name)
     return created
+
+
+def ensure_key_file(path: Path, what: str) -> bytes:
+    """A 32-byte key file of this node (e.g. an alert target's HMAC key): created like the
+    secrets above when missing (0600, atomically, never replaced), checked, and returned."""
+    if not path.exists() and not path.is_symlink():
+        try:
+            _create_secret(path)
+        except OSError as exc:
+            raise SecretError(f"{what} {path} could not be created: {exc.strerror}") from None
+    return _read_file(path, what, "(no environment variable)")

@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from dicom_nodes.alerts.outbox import AlertContext, escalate_due
 from dicom_nodes.pipeline import release
 from dicom_nodes.pipeline.claims import next_due
 from dicom_nodes.pipeline.context import PipelineContext
@@ -26,6 +27,7 @@ from dicom_nodes.state import STUDY, Change, ForwardState, StudyEvent
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import (
     STALLED_AFTER,
+    defer_alerts,
     defer_confirm,
     defer_forward,
     defer_route,
@@ -82,6 +84,14 @@ def kick(ctx: PipelineContext) -> dict[str, int]:
                 done["forward"] += defer_forward(conn, ctx.node, destination, due[1], due[0])
             if (due := next_due(conn, ctx.node, destination, ForwardState.SENT)) is not None:
                 done["confirm"] += defer_confirm(conn, ctx.node, destination, due[0])
+    with ctx.pool.connection() as conn, conn.transaction():
+        due = conn.execute(
+            """SELECT EXISTS (SELECT 1 FROM alert_delivery d JOIN alert a USING (alert_id)
+                              WHERE d.state = 'pending' AND a.state = 'open' AND a.node = %s)""",
+            (ctx.node,),
+        ).fetchone()
+        if due and due[0] and defer_alerts(conn, ctx.node):
+            done["alerts"] += 1
     for event, count in release.settle_leftovers(ctx).items():
         done[f"settled-{event}"] += count
     if purged := release.purge_expired(ctx):
@@ -120,11 +130,13 @@ class Housekeeper(threading.Thread):
         self,
         ctx: PipelineContext,
         *,
+        alerts: AlertContext | None = None,
         kick_every: float = 5.0,
         on_complete: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(name="radiogate-housekeeper", daemon=True)
         self.ctx = ctx
+        self.alerts = alerts
         self.kick_every = kick_every
         self.on_complete = on_complete
         self.stop_event = threading.Event()
@@ -136,6 +148,8 @@ class Housekeeper(threading.Thread):
                 for uid in complete_quiet_studies(self.ctx):
                     if self.on_complete is not None:
                         self.on_complete(uid)
+                if self.alerts is not None:
+                    escalate_due(self.alerts)
                 if time.monotonic() - last_kick > self.kick_every:
                     kick(self.ctx)
                     last_kick = time.monotonic()

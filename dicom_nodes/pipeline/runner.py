@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 
 from config import Settings, data_path
+from dicom_nodes.alerts.outbox import AlertContext
+from dicom_nodes.alerts.targets import build_targets
 from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.forward.model import Destination
 from dicom_nodes.lifecycle import record_start, record_stop
@@ -100,9 +102,16 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         registry.register(PipelineCollector(pool, settings.node.name))
         serve("127.0.0.1", settings.worker.metrics_port, registry, lambda: health(ctx))
         LOGGER.info("worker metrics on http://127.0.0.1:%d/metrics", settings.worker.metrics_port)
-    housekeeper = Housekeeper(ctx)
+    alerts = AlertContext(
+        node=settings.node.name,
+        pool=pool,
+        settings=settings.alerts,
+        targets=build_targets(settings),
+        audit=audit,
+    )
+    housekeeper = Housekeeper(ctx, alerts=alerts)
     housekeeper.start()
-    app = build_app(dsn, ctx)
+    app = build_app(dsn, ctx, alerts)
     LOGGER.info(
         "worker for node %s: %d concurrent jobs, destinations %s",
         settings.node.name,

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import procrastinate
 
+from dicom_nodes.alerts.outbox import AlertContext, deliver_round
 from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.route import route_round
-from dicom_nodes.state.jobs import CONFIRM_TASK, FORWARD_TASK, ROUTE_TASK
+from dicom_nodes.state.jobs import ALERT_TASK, CONFIRM_TASK, FORWARD_TASK, ROUTE_TASK
 
 __all__ = ["build_app"]
 
 
-def build_app(dsn: str, ctx: PipelineContext) -> procrastinate.App:
-    """The procrastinate app with the pipeline's tasks bound to *ctx*."""
+def build_app(
+    dsn: str, ctx: PipelineContext, alerts: AlertContext | None = None
+) -> procrastinate.App:
+    """The procrastinate app with the pipeline's tasks bound to *ctx* (and *alerts*)."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
 
     @app.task(name=ROUTE_TASK)
@@ -45,5 +48,12 @@ def build_app(dsn: str, ctx: PipelineContext) -> procrastinate.App:
             total += n
         return total
 
-    _ = (route_received, forward_pending, confirm_sent)
+    @app.task(name=ALERT_TASK)
+    def deliver_alerts(node: str) -> int:
+        total = 0
+        while alerts is not None and (n := deliver_round(alerts)):
+            total += n
+        return total
+
+    _ = (route_received, forward_pending, confirm_sent, deliver_alerts)
     return app

@@ -10,6 +10,7 @@ task                          lock (and queueing lock)           priority (highe
 ``radiogate.route_received``  ``route:<node>``                   100 (before any forward)
 ``radiogate.forward_pending`` ``forward:<node>:<dest>:<lane>``   lane: 100 / 50 / 0
 ``radiogate.confirm_sent``    ``confirm:<node>:<dest>``          10
+``radiogate.deliver_alerts``  ``alerts:<node>``                  90
 ============================  =================================  ==========================
 
 Jobs are deferred in the transaction of the state change that makes work ready (the receiver
@@ -29,12 +30,15 @@ from psycopg.types.json import Jsonb
 from dicom_nodes.state.lanes import Lane
 
 __all__ = [
+    "ALERT_PRIORITY",
+    "ALERT_TASK",
     "CONFIRM_PRIORITY",
     "CONFIRM_TASK",
     "FORWARD_TASK",
     "ROUTE_PRIORITY",
     "ROUTE_TASK",
     "STALLED_AFTER",
+    "defer_alerts",
     "defer_confirm",
     "defer_forward",
     "defer_job",
@@ -49,10 +53,13 @@ Conn = psycopg.Connection[Any]
 ROUTE_TASK = "radiogate.route_received"
 FORWARD_TASK = "radiogate.forward_pending"
 CONFIRM_TASK = "radiogate.confirm_sent"
+ALERT_TASK = "radiogate.deliver_alerts"
 ROUTE_PRIORITY = 100
 """Routing decides the lanes, so it runs before any forwarding."""
 CONFIRM_PRIORITY = 10
 """Confirming releases spool space; it runs before the routine lane's sending."""
+ALERT_PRIORITY = 90
+"""Alerts go out before any forwarding but critical routing."""
 STALLED_AFTER = 15.0
 """Seconds without a worker heartbeat after which its running jobs are considered dead."""
 
@@ -123,6 +130,14 @@ def defer_confirm(conn: Conn, node: str, destination: str, when: dt.datetime | N
         priority=CONFIRM_PRIORITY,
         schedule_at=when,
     )
+
+
+def defer_alerts(conn: Conn, node: str, when: dt.datetime | None = None) -> bool:
+    """The loop that delivers the node's pending alert deliveries."""
+    return defer_job(
+        conn, ALERT_TASK, node, {"node": node}, lock_key=f"alerts:{node}",
+        priority=ALERT_PRIORITY, schedule_at=when,
+    )  # fmt: skip
 
 
 def fail_stalled_jobs(conn: Conn, node: str, seconds_since_heartbeat: float) -> list[int]:

@@ -29,6 +29,13 @@ Study (``study.state``)::
 
     receiving ─study-quiet / study-rule / study-forced─> complete ─late-arrival─> receiving
 
+Alert (``alert.state``) and its deliveries (``alert_delivery.state``, one per target and
+escalation level)::
+
+    open ─escalated─> open (next level's deliveries)      open ─acknowledged─> acknowledged
+    pending ─delivered─> delivered    pending ─delivery-failed─> pending (back-off)
+    pending ─cancelled─> cancelled (acknowledged before it was sent)
+
 The instance's state follows its items (:func:`settle_instance`): ``routed`` while any item
 waits for a destination (``pending``/``sent``), ``held`` when none waits and one is held for a
 person (``quarantined``, ``dead``), ``cancelled`` when none waits or is held and one was
@@ -45,10 +52,16 @@ from typing import Generic, TypeVar
 from audit import EventOutcome, Step
 
 __all__ = [
+    "ALERT",
+    "DELIVERY",
     "FORWARD",
     "INSTANCE",
     "MACHINES",
     "STUDY",
+    "AlertEvent",
+    "AlertState",
+    "DeliveryEvent",
+    "DeliveryState",
     "ForwardEvent",
     "ForwardState",
     "InstanceEvent",
@@ -110,6 +123,23 @@ class StudyState(StrEnum):
     COMPLETE = "complete"
 
 
+class AlertState(StrEnum):
+    """``alert.state``."""
+
+    OPEN = "open"
+    """Raised; delivered or not, nobody acknowledged it yet."""
+    ACKNOWLEDGED = "acknowledged"
+
+
+class DeliveryState(StrEnum):
+    """``alert_delivery.state``: one alert to one target at one escalation level."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    """Not sent: the alert was acknowledged first."""
+
+
 class InstanceEvent(StrEnum):
     ROUTED = "routed"
     UNROUTABLE = "unroutable"
@@ -139,6 +169,17 @@ class StudyEvent(StrEnum):
     STUDY_RULE = "study-rule"
     STUDY_FORCED = "study-forced"
     LATE_ARRIVAL = "late-arrival"
+
+
+class AlertEvent(StrEnum):
+    ESCALATED = "escalated"
+    ACKNOWLEDGED = "acknowledged"
+
+
+class DeliveryEvent(StrEnum):
+    DELIVERED = "delivered"
+    DELIVERY_FAILED = "delivery-failed"
+    CANCELLED = "cancelled"
 
 
 S = TypeVar("S", bound=StrEnum)
@@ -255,8 +296,39 @@ STUDY: Machine[StudyState, StudyEvent] = Machine(
     },
 )
 
+A, D = AlertState, DeliveryState
+
+ALERT: Machine[AlertState, AlertEvent] = Machine(
+    "alert",
+    "alert",
+    ("alert_id",),
+    AlertState,
+    AlertEvent,
+    {
+        AlertEvent.ESCALATED: _t({A.OPEN}, A.OPEN, Step.ALERT_ESCALATED, _MINOR),
+        AlertEvent.ACKNOWLEDGED: _t({A.OPEN}, A.ACKNOWLEDGED, Step.ALERT_ACKNOWLEDGED),
+    },
+)
+
+DELIVERY: Machine[DeliveryState, DeliveryEvent] = Machine(
+    "alert delivery",
+    "alert_delivery",
+    ("delivery_id",),
+    DeliveryState,
+    DeliveryEvent,
+    {
+        DeliveryEvent.DELIVERED: _t({D.PENDING}, D.DELIVERED, Step.ALERT_DELIVERED),
+        DeliveryEvent.DELIVERY_FAILED: _t(
+            {D.PENDING}, D.PENDING, Step.ALERT_DELIVERY_FAILED, _MINOR
+        ),
+        DeliveryEvent.CANCELLED: _t({D.PENDING}, D.CANCELLED, Step.CANCELLED),
+    },
+)
+
 MACHINES: tuple[Machine[InstanceState, InstanceEvent] | Machine[ForwardState, ForwardEvent]
-                | Machine[StudyState, StudyEvent], ...] = (INSTANCE, FORWARD, STUDY)  # fmt: skip
+                | Machine[StudyState, StudyEvent] | Machine[AlertState, AlertEvent]
+                | Machine[DeliveryState, DeliveryEvent], ...] = (
+    INSTANCE, FORWARD, STUDY, ALERT, DELIVERY)  # fmt: skip
 
 WAITING: frozenset[ForwardState] = frozenset({F.PENDING, F.SENT})
 """Item states in which a destination still has to receive or confirm the instance."""

@@ -1,4 +1,5 @@
-"""The one writer of the pipeline's state: ``ingest_instance``, ``forward_item``, ``study``.
+"""The one writer of the pipeline's state: ``ingest_instance``, ``forward_item``, ``study``,
+``alert``, ``alert_delivery``.
 
 Every state change is an event of :mod:`dicom_nodes.state.model` applied by :func:`apply` as
 one statement per batch::
@@ -15,7 +16,8 @@ No other module writes these three tables (``tests/unit/test_state_owner.py`` ch
 source); rows are created here too: instances by :data:`INGEST_SQL` (in the receiver's
 transaction, state ``received``), forward items by :func:`create_forward_items` (``pending``,
 or ``quarantined`` when de-identification held the copy back), studies on first receipt
-(``receiving``; a receipt for a complete study is the ``late-arrival`` event).
+(``receiving``; a receipt for a complete study is the ``late-arrival`` event), alerts and
+their deliveries by :func:`create_alert` and :func:`create_deliveries` (``open``, ``pending``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ from psycopg import sql
 
 from audit import EventOutcome, Step
 from dicom_nodes.state.model import (
+    ALERT,
+    DELIVERY,
     FORWARD,
     INSTANCE,
     STUDY,
+    AlertEvent,
+    DeliveryEvent,
     ForwardEvent,
     ForwardState,
     InstanceEvent,
@@ -48,6 +54,8 @@ __all__ = [
     "Change",
     "NewForwardItem",
     "apply",
+    "create_alert",
+    "create_deliveries",
     "create_forward_items",
     "defer_attempts",
     "no_audit",
@@ -123,6 +131,19 @@ _ASSIGN: dict[tuple[str, str], str] = {
         "next_attempt_at = clock_timestamp(), hold_reason = '', last_error = ''"
     ),
     (FORWARD.name, ForwardEvent.RELEASED_BY_REVIEW): "next_attempt_at = clock_timestamp()",
+    (ALERT.name, AlertEvent.ESCALATED): (
+        "level = t.level + 1, escalate_at = clock_timestamp() + make_interval(secs => v.delay)"
+    ),
+    (ALERT.name, AlertEvent.ACKNOWLEDGED): (
+        "acknowledged_at = clock_timestamp(), acknowledged_by = v.by"
+    ),
+    (DELIVERY.name, DeliveryEvent.DELIVERED): (
+        "attempts = t.attempts + 1, delivered_at = clock_timestamp(), last_error = ''"
+    ),
+    (DELIVERY.name, DeliveryEvent.DELIVERY_FAILED): (
+        "attempts = t.attempts + 1, last_error = v.error,"
+        " next_attempt_at = clock_timestamp() + make_interval(secs => v.delay)"
+    ),
     (STUDY.name, StudyEvent.STUDY_QUIET): "completed_at = clock_timestamp(), completed_by = v.by",
     (STUDY.name, StudyEvent.STUDY_RULE): "completed_at = clock_timestamp(), completed_by = v.by",
     (STUDY.name, StudyEvent.STUDY_FORCED): "completed_at = clock_timestamp(), completed_by = v.by",
@@ -138,6 +159,12 @@ _SOURCE_ROWS: dict[str, tuple[str, str, str]] = {
         "i.sop_class_uid, i.study_instance_uid, t.destination",
     ),
     "study": ("", "", "'', t.study_instance_uid, ''"),
+    "alert": ("", "", "'', t.study_instance_uid, ''"),
+    "alert delivery": (
+        ", alert a",
+        " AND a.alert_id = t.alert_id",
+        "'', a.study_instance_uid, t.target",
+    ),
 }
 
 
@@ -369,3 +396,43 @@ def defer_attempts(
            WHERE f.sop_instance_uid = v.uid AND f.destination = v.destination""",
         (delay, error, error, [k[0] for k in keys], [k[1] for k in keys]),
     )
+
+
+def create_alert(
+    conn: Conn,
+    *,
+    alert_id: str,
+    alert_key: str,
+    node: str,
+    study_uid: str,
+    series_uid: str,
+    category: int,
+    payload: Mapping[str, Any],
+    escalate_after: float,
+) -> bool:
+    """Create an alert (``open``); False when one with the same key exists (idempotent)."""
+    from psycopg.types.json import Jsonb
+
+    row = conn.execute(
+        """INSERT INTO alert (alert_id, alert_key, node, study_instance_uid,
+                              series_instance_uid, category, payload, escalate_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s,
+                   clock_timestamp() + make_interval(secs => %s))
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        (alert_id, alert_key, node, study_uid, series_uid, category, Jsonb(dict(payload)),
+         escalate_after),
+    ).fetchone()  # fmt: skip
+    return row is not None
+
+
+def create_deliveries(conn: Conn, alert_id: str, level: int, targets: Sequence[str]) -> int:
+    """Create ``pending`` deliveries of *alert_id* to *targets* at *level* (once each)."""
+    if not targets:
+        return 0
+    rows = conn.execute(
+        """INSERT INTO alert_delivery (delivery_id, alert_id, target, level)
+           SELECT %s || ':' || %s || ':' || t, %s, t, %s FROM unnest(%s::text[]) AS t
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        (alert_id, level, alert_id, level, list(targets)),
+    ).fetchall()
+    return len(rows)

@@ -1,5 +1,6 @@
 """State has one owner: no module but ``dicom_nodes/state/repository.py`` writes the tables
-whose rows carry pipeline state (``ingest_instance``, ``forward_item``, ``study``)."""
+whose rows carry state (``ingest_instance``, ``forward_item``, ``study``, ``alert``,
+``alert_delivery``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = ROOT / "dicom_nodes" / "state" / "repository.py"
-STATE_TABLES = ("ingest_instance", "forward_item", "study")
+STATE_TABLES = ("ingest_instance", "forward_item", "study", "alert", "alert_delivery")
 WRITE = re.compile(
     r"\b(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(" + "|".join(STATE_TABLES) + r")\b",
     re.IGNORECASE,

@@ -16,7 +16,7 @@ import pytest
 from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.state import FORWARD, INSTANCE, STUDY, Change, InvalidTransition
 from dicom_nodes.state import repository as repo
-from dicom_nodes.state.model import MACHINES, Machine
+from dicom_nodes.state.model import ALERT, DELIVERY, MACHINES, Machine
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +56,22 @@ def _row(conn: psycopg.Connection[Any], machine: Machine[Any, Any], state: str) 
             (uid, state),
         )
         return (uid, "archive")
+    if machine is ALERT or machine is DELIVERY:
+        alert_id = uuid.uuid4().hex[:16]
+        conn.execute(
+            """INSERT INTO alert (alert_id, alert_key, node, study_instance_uid, category,
+                   payload, escalate_at, state)
+               VALUES (%s, %s, 'node1', '1.2.3', 1, '{}', now(), %s)""",
+            (alert_id, alert_id, state if machine is ALERT else "open"),
+        )
+        if machine is ALERT:
+            return (alert_id,)
+        conn.execute(
+            """INSERT INTO alert_delivery (delivery_id, alert_id, target, level, state)
+               VALUES (%s, %s, 'pager', 0, %s)""",
+            (f"{alert_id}:0:pager", alert_id, state),
+        )
+        return (f"{alert_id}:0:pager",)
     uid = f"2.25.{uuid.uuid4().int}"
     conn.execute("INSERT INTO study (study_instance_uid, state) VALUES (%s, %s)", (uid, state))
     return (uid,)
