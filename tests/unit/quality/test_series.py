@@ -4,6 +4,7 @@ a truncated or undecodable slice, tilted or resized slices are each named."""
 from __future__ import annotations
 
 import dataclasses
+
 import pydicom
 import pytest
 
