@@ -76,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return deid_cli.main_reidentify(args, settings)
     if args.command in pipeline_cli.COMMANDS:
-        return pipeline_cli.run(args, settings, database_dsn(settings))
+        dsn = database_dsn(settings)
+        if args.command == "worker":
+            _use_commitment_reports(dsn)
+        return pipeline_cli.run(args, settings, dsn)
     if args.command == "db":
         from dicom_nodes.services.postgres import PrivateCluster
 
@@ -94,6 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster.stop()
         return 0
     return 2  # pragma: no cover - argparse enforces the choices
+
+
+def _use_commitment_reports(dsn: str) -> None:
+    """Destinations confirming by storage commitment wait for the reports that
+    ``radiogate scp`` records in PostgreSQL (PS3.4 J.3; :mod:`dicom_nodes.db.commitment`)."""
+    from dicom_nodes.db.commitment import PostgresCommitmentSink
+    from dicom_nodes.forward.factory import use_commitment_sink
+
+    use_commitment_sink(PostgresCommitmentSink(dsn))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,14 @@
 :func:`make_destination` takes this package's settings dataclasses. :func:`build_destination`
 takes anything shaped like a ``[[destinations]]`` entry of the configuration (``kind``,
 ``name``, ``ae_title``, ``host``, ``port``, ``url``, ``calling_ae``, ``parallel``,
-``confirm``, ``timeout``) without importing the configuration package, so the two can evolve
-separately; settings it does not carry keep their defaults here.
+``confirm``, ``timeout``, ``commitment_timeout``) without importing the configuration
+package, so the two can evolve separately; settings it does not carry keep their defaults here.
+
+A DIMSE destination that confirms by storage commitment needs a
+:class:`~dicom_nodes.forward.commitment.CommitmentSink`: the one passed in, else the process's
+sink installed once at start with :func:`use_commitment_sink` (``radiogate worker`` installs
+the PostgreSQL sink that ``radiogate scp`` writes the reports into). Without either,
+:func:`build_destination` refuses such a destination rather than let every confirmation fail.
 """
 
 from __future__ import annotations
@@ -24,7 +30,18 @@ from dicom_nodes.forward.settings import (
 )
 from dicom_nodes.forward.stow import StowRsDestination
 
-__all__ = ["DestinationConfig", "build_destination", "make_destination"]
+__all__ = ["DestinationConfig", "build_destination", "make_destination", "use_commitment_sink"]
+
+
+class _Process:
+    """What this process installed for every destination it builds."""
+
+    commitment_sink: CommitmentSink | None = None
+
+
+def use_commitment_sink(sink: CommitmentSink | None) -> None:
+    """Make *sink* the storage commitment sink of destinations built without one."""
+    _Process.commitment_sink = sink
 
 
 class DestinationConfig(Protocol):
@@ -50,6 +67,11 @@ class DestinationConfig(Protocol):
     def confirm(self) -> str: ...
     @property
     def timeout(self) -> float: ...
+    @property
+    def commitment_timeout(self) -> float: ...
+
+
+_NEEDS_SINK = (ConfirmMethod.STORAGE_COMMITMENT, ConfirmMethod.COMMITMENT_OR_QUERY)
 
 
 def make_destination(
@@ -86,7 +108,15 @@ def build_destination(
                 parallel=cfg.parallel,
                 timeout=cfg.timeout,
                 confirm=ConfirmMethod(cfg.confirm),
+                commitment_timeout=cfg.commitment_timeout,
             )
+            if commitment_sink is None:
+                commitment_sink = _Process.commitment_sink
+            if settings.confirm in _NEEDS_SINK and commitment_sink is None:
+                raise ValueError(
+                    f"confirm = {settings.confirm.value!r} needs a storage commitment sink "
+                    "(radiogate worker installs one)"
+                )
         elif cfg.kind == "stowrs":
             settings = StowSettings(
                 name=cfg.name, url=cfg.url, parallel=cfg.parallel, timeout=cfg.timeout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
@@ -26,21 +25,13 @@ LOGGER = logging.getLogger(__name__)
 
 
 def make_destinations(settings: Settings) -> dict[str, Destination]:
-    """Destinations from ``[[destinations]]``.
-
-    Storage commitment reports arrive at an SCP of ours; until one hosts the report handler
-    for the worker's process, ``confirm = "commitment"`` falls back to a C-FIND query when no
-    report comes in time.
-    """
+    """Destinations from ``[[destinations]]``."""
     from dicom_nodes.forward.factory import build_destination
 
     workdir = data_path(settings, "forward-tmp")
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Destination] = {}
-    for entry in settings.destinations:
-        d = entry
-        if d.confirm == "commitment":
-            d = dataclasses.replace(d, confirm="commitment-or-query")
+    for d in settings.destinations:
         out[d.name] = build_destination(d, workdir)
     return out
 
