@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from dicom_nodes.forward import (
     DimseDestination,
     DirectoryDestination,
     DirectorySettings,
+    InMemoryCommitmentSink,
     Instance,
     OutgoingFile,
     StowRsDestination,
     build_destination,
+    use_commitment_sink,
 )
 from dicom_nodes.forward.stow import multipart_body
 from tests.support.data import extract_ct
@@ -81,6 +84,7 @@ class _Cfg:
     parallel: int = 4
     confirm: str = "query"
     timeout: float = 30.0
+    commitment_timeout: float = 45.0
 
 
 def test_build_destination_from_config(tmp_path: Path) -> None:
@@ -95,3 +99,31 @@ def test_build_destination_from_config(tmp_path: Path) -> None:
         build_destination(_Cfg(kind="ftp"))
     with pytest.raises(ValueError, match="destination 'archive'"):
         build_destination(_Cfg(ae_title="WAY-TOO-LONG-AE-TITLE"))
+
+
+@pytest.fixture
+def process_sink() -> Iterator[InMemoryCommitmentSink]:
+    sink = InMemoryCommitmentSink()
+    use_commitment_sink(sink)
+    yield sink
+    use_commitment_sink(None)
+
+
+@pytest.mark.parametrize("confirm", ["commitment", "commitment-or-query"])
+def test_commitment_needs_a_sink(confirm: str) -> None:
+    """Refused at start instead of every confirmation failing (or silently querying)."""
+    with pytest.raises(ValueError, match=f"destination 'archive': confirm = '{confirm}' needs"):
+        build_destination(_Cfg(confirm=confirm))
+
+
+def test_commitment_uses_the_given_or_the_process_sink(
+    process_sink: InMemoryCommitmentSink,
+) -> None:
+    built = build_destination(_Cfg(confirm="commitment"))
+    assert isinstance(built, DimseDestination)
+    assert built.commitment_sink is process_sink
+    assert built.settings.confirm is ConfirmMethod.STORAGE_COMMITMENT
+    assert built.settings.commitment_timeout == 45.0
+    own = InMemoryCommitmentSink()
+    given = build_destination(_Cfg(confirm="commitment"), commitment_sink=own)
+    assert isinstance(given, DimseDestination) and given.commitment_sink is own
