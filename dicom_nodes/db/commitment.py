@@ -11,11 +11,12 @@ that lets the SCP receive a report the worker waits for:
   destination the transaction was asked of) and sends ``NOTIFY radiogate_commitment`` with
   the Transaction UID, delivered when it commits;
 * the worker waits (:meth:`~PostgresCommitmentSink.wait`) on a connection of its own that
-  ``LISTEN``\\ s on that channel, and re-reads the table every ``poll_interval`` seconds as well,
-  so a lost connection or a notification it could not see costs at most that much delay;
-* a report nobody waits for any more still counts: :meth:`~PostgresCommitmentSink.committed_earlier`
-  applies the reuse rule of :mod:`dicom_nodes.forward.commitment` (the most recent result per
-  instance, from transactions this destination was asked, younger than ``retention``).
+  listens on that channel (``LISTEN``), and re-reads the table every ``poll_interval``
+  seconds as well, so a lost connection or a notification it could not see costs at most that
+  much delay; the report it reads is marked taken (``commitment_request.taken_at``);
+* a report nobody took still counts: :meth:`~PostgresCommitmentSink.committed_earlier` applies
+  the reuse rule of :mod:`dicom_nodes.forward.commitment` to the results younger than
+  ``retention``.
 
 Clean-up: rows older than ``retention`` (default 7 days) are deleted by the worker, at most
 once every ``purge_interval`` (default 10 minutes), when it next records a request.
@@ -92,9 +93,14 @@ SELECT sop_instance_uid, sop_class_uid, failure_reason, event_type, reporter_ae,
 FROM commitment_result WHERE transaction_uid = %s
 """
 
+_TAKEN_SQL = """
+UPDATE commitment_request SET taken_at = coalesce(taken_at, clock_timestamp())
+WHERE transaction_uid = %s
+"""
+
 _EARLIER_SQL = """
 SELECT extract(epoch FROM r.received_at)::float8, r.sop_instance_uid, r.sop_class_uid,
-       r.committed
+       r.committed, q.taken_at IS NOT NULL
 FROM commitment_result r JOIN commitment_request q USING (transaction_uid)
 WHERE q.destination = %s AND q.peer_ae = %s AND r.sop_instance_uid = ANY(%s)
   AND r.received_at > clock_timestamp() - make_interval(secs => %s)
@@ -193,7 +199,7 @@ class PostgresCommitmentSink:
         self._purge_if_due()
 
     def wait(self, transaction_uid: str, timeout: float) -> CommitmentReport | None:
-        """The report for *transaction_uid*, or ``None`` after *timeout* seconds.
+        """The report for *transaction_uid* (then marked taken), or ``None`` after *timeout* s.
 
         LISTENs before it first reads the table, so a report recorded in between is seen
         either way; re-reads the table at least every ``poll_interval`` seconds; survives a
@@ -207,9 +213,12 @@ class PostgresCommitmentSink:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while True:
                         report = _load(conn, transaction_uid)
-                        remaining = deadline - time.monotonic()
-                        if report is not None or remaining <= 0:
+                        if report is not None:
+                            conn.execute(_TAKEN_SQL, (transaction_uid,))
                             return report
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return None
                         for note in conn.notifies(timeout=min(remaining, self.poll_interval)):
                             if note.payload == transaction_uid:
                                 break
@@ -235,7 +244,8 @@ class PostgresCommitmentSink:
                 _EARLIER_SQL, (destination, peer_ae, uids, self.retention)
             ).fetchall()
         return latest_committed(
-            [(float(r[0]), str(r[1]), str(r[2]), bool(r[3])) for r in rows], instances
+            [(float(r[0]), str(r[1]), str(r[2]), bool(r[3]), bool(r[4])) for r in rows],
+            instances,
         )
 
     def purge(self) -> tuple[int, int]:

@@ -28,11 +28,17 @@ implementations: :class:`InMemoryCommitmentSink` (one process that waits for its
 transactions, e.g. :class:`~dicom_nodes.forward.listener.CommitmentListener`) and
 :class:`~dicom_nodes.db.commitment.PostgresCommitmentSink` (the SCP records, any worker reads).
 
-Reports nobody waits for any more (the worker gave up or restarted) stay usable:
-:meth:`CommitmentSink.committed_earlier` answers for instances that a destination committed
-in a transaction Radiogate asked it for, by **the most recent result recorded for each
-instance** (committed, under the same SOP class) — a later failure for the same instance
-outweighs an earlier success.
+Reports nobody waits for any more (the worker gave up waiting, or restarted) stay usable:
+:meth:`CommitmentSink.committed_earlier` applies **the reuse rule** — an instance counts as
+committed by a destination when the most recent result recorded for it, among transactions
+Radiogate asked that destination (same name and AE title) for, within the sink's retention
+
+* says committed, under the SOP class we ask about (a later failure outweighs an earlier
+  success, and the other way round), and
+* belongs to a report that its requester never received (:meth:`CommitmentSink.wait` marks
+  a report taken when it returns it): a report that was waited for has done its job, so a
+  confirmation that failed afterwards asks the destination again rather than trusting an
+  answer given for an earlier round.
 
 Exceptions become N-EVENT-REPORT-RSP statuses in one place, :func:`report_status_for`.
 """
@@ -171,19 +177,20 @@ class CommitmentReport:
 
 
 def latest_committed(
-    results: Sequence[tuple[float, str, str, bool]], instances: Sequence[tuple[str, str]]
+    results: Sequence[tuple[float, str, str, bool, bool]], instances: Sequence[tuple[str, str]]
 ) -> set[str]:
     """The reuse rule (module docstring) over *results* ``(received_at, SOP Instance UID,
-    SOP class as reported, committed)``: which of *instances* ``(SOP class, SOP Instance UID)``
-    have a most recent result that is committed under their class ('' reported: any class)."""
-    latest: dict[str, tuple[float, str, bool]] = {}
-    for received_at, uid, sop_class, committed in results:
+    SOP class as reported, committed, taken by its requester)`` of one destination: which of
+    *instances* ``(SOP class, SOP Instance UID)`` have a most recent result that is committed,
+    under their class ('' reported: any class), and was never taken."""
+    latest: dict[str, tuple[float, str, bool, bool]] = {}
+    for received_at, uid, sop_class, committed, taken in results:
         if uid not in latest or received_at >= latest[uid][0]:
-            latest[uid] = (received_at, sop_class, committed)
+            latest[uid] = (received_at, sop_class, committed, taken)
     found = set()
     for sop_class, uid in instances:
         hit = latest.get(uid)
-        if hit is not None and hit[2] and hit[1] in ("", sop_class):
+        if hit is not None and hit[2] and not hit[3] and hit[1] in ("", sop_class):
             found.add(uid)
     return found
 
@@ -210,7 +217,8 @@ class CommitmentSink(Protocol):
         ...
 
     def wait(self, transaction_uid: str, timeout: float) -> CommitmentReport | None:
-        """The report for *transaction_uid*, waiting up to *timeout* s; ``None`` if none."""
+        """The report for *transaction_uid*, waiting up to *timeout* s; ``None`` if none.
+        A report returned is marked taken (the reuse rule no longer counts it)."""
         ...
 
     def committed_earlier(
@@ -234,6 +242,7 @@ class InMemoryCommitmentSink:
     def __init__(self, keep_seconds: float = 3600.0) -> None:
         self._reports: dict[str, CommitmentReport] = {}
         self._requests: dict[str, tuple[float, _Request]] = {}
+        self._taken: set[str] = set()
         self._cond = threading.Condition()
         self._keep = keep_seconds
 
@@ -243,6 +252,7 @@ class InMemoryCommitmentSink:
             del self._reports[uid]
         for uid in [u for u, (at, _r) in self._requests.items() if at < cutoff]:
             del self._requests[uid]
+        self._taken &= self._reports.keys()
 
     def put(self, report: CommitmentReport) -> None:
         with self._cond:
@@ -270,6 +280,7 @@ class InMemoryCommitmentSink:
                 if remaining <= 0:
                     return None
                 self._cond.wait(remaining)
+            self._taken.add(transaction_uid)
             return self._reports[transaction_uid]
 
     def committed_earlier(
@@ -278,13 +289,13 @@ class InMemoryCommitmentSink:
         wanted = _Request(destination, peer_ae)
         with self._cond:
             ours = [
-                r
-                for uid, r in self._reports.items()
-                if uid in self._requests and self._requests[uid][1] == wanted
+                (r, tx in self._taken)
+                for tx, r in self._reports.items()
+                if tx in self._requests and self._requests[tx][1] == wanted
             ]
         results = [
-            (r.received_at, uid, r.sop_classes.get(uid, ""), uid in r.committed)
-            for r in ours
+            (r.received_at, uid, r.sop_classes.get(uid, ""), uid in r.committed, taken)
+            for r, taken in ours
             for uid in (*r.committed, *r.failed)
         ]
         return latest_committed(results, instances)

@@ -42,25 +42,10 @@ def check_sink_contract(sink: CommitmentSink) -> None:
     assert 0.25 <= time.monotonic() - started < 5
     assert sink.committed_earlier("archive", "ORTHANC", a) == set()
 
-    # a report put from another thread wakes the waiter, committed and failed kept apart
+    # a late report (its requester no longer waits): committed and failed kept apart, and
+    # the committed ones count for this destination and AE only, under the same class
     sink.expect("2.25.1", "archive", "ORTHANC", "RADIOGATE", a)
-    got: list[CommitmentReport | None] = []
-    waiter = threading.Thread(target=lambda: got.append(sink.wait("2.25.1", timeout=20)))
-    waiter.start()
-    time.sleep(0.2)
     sink.put(report("2.25.1", ["1.2.3.1", "1.2.3.2"], {"1.2.3.3": 0x0112}))
-    waiter.join()
-    first = got[0]
-    assert first is not None
-    assert first.committed == {"1.2.3.1", "1.2.3.2"}
-    assert dict(first.failed) == {"1.2.3.3": 0x0112}
-    assert first.event_type == EventType.FAILURES_EXIST
-    assert first.reporter_ae == "ORTHANC"
-    # kept, not taken: a second look finds it again
-    again = sink.wait("2.25.1", timeout=0)
-    assert again is not None and again.committed == first.committed
-
-    # reuse: committed before, for this destination and AE only, under the same class
     assert sink.committed_earlier("archive", "ORTHANC", a) == {"1.2.3.1", "1.2.3.2"}
     assert sink.committed_earlier("other", "ORTHANC", a) == set()
     assert sink.committed_earlier("archive", "PACS2", a) == set()
@@ -76,6 +61,24 @@ def check_sink_contract(sink: CommitmentSink) -> None:
     time.sleep(0.05)
     sink.put(report("2.25.3", ["1.2.3.3"]))
     assert sink.committed_earlier("archive", "ORTHANC", a) == {"1.2.3.2", "1.2.3.3"}
+
+    # a report put from another thread wakes its waiter, which takes it: taken reports
+    # have done their job and no longer count, even over an earlier late one
+    sink.expect("2.25.4", "archive", "ORTHANC", "RADIOGATE", [(CT, "1.2.3.2"), (CT, "1.2.3.4")])
+    got: list[CommitmentReport | None] = []
+    waiter = threading.Thread(target=lambda: got.append(sink.wait("2.25.4", timeout=20)))
+    waiter.start()
+    time.sleep(0.3)
+    sink.put(report("2.25.4", ["1.2.3.2", "1.2.3.4"]))
+    waiter.join()
+    taken = got[0]
+    assert taken is not None and taken.committed == {"1.2.3.2", "1.2.3.4"}
+    assert taken.event_type == EventType.SUCCESSFUL and taken.reporter_ae == "ORTHANC"
+    asked = [*a, (CT, "1.2.3.4")]
+    assert sink.committed_earlier("archive", "ORTHANC", asked) == {"1.2.3.3"}
+    # a second look finds the report again
+    again = sink.wait("2.25.4", timeout=0)
+    assert again is not None and again.committed == taken.committed
 
     # a report for a transaction we never asked for is kept but confirms nothing
     sink.put(report("2.25.99", ["1.2.3.9"]))

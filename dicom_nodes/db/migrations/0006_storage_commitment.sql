@@ -4,9 +4,10 @@
 -- N-ACTION. The destination answers with an N-EVENT-REPORT on an association of its own to our
 -- SCP, which records one row per referenced instance and notifies 'radiogate_commitment' with
 -- the Transaction UID in the same transaction; the waiting worker LISTENs on that channel (and
--- polls as a fallback). Reports that arrive after their worker stopped waiting are still used:
--- a later confirmation of the same instances by the same destination counts the most recent
--- result recorded for each (dicom_nodes/db/commitment.py). Rows older than the retention period
+-- polls as a fallback) and marks the request taken when it reads the report. Reports that
+-- arrive after their worker stopped waiting (never taken) are still used: a later confirmation
+-- of the same instances by the same destination counts the most recent result recorded for each
+-- (the reuse rule, dicom_nodes/forward/commitment.py). Rows older than the retention period
 -- are deleted by the workers.
 
 CREATE TABLE commitment_request (
@@ -16,7 +17,8 @@ CREATE TABLE commitment_request (
     calling_ae       text        NOT NULL,             -- our AE title, where the peer reports
     instance_count   integer     NOT NULL CHECK (instance_count > 0),
     requested_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
-    reported_at      timestamptz                        -- first report received (NULL: none yet)
+    reported_at      timestamptz,                       -- first report received (NULL: none yet)
+    taken_at         timestamptz                        -- the waiting worker read the report
 );
 CREATE INDEX commitment_request_age ON commitment_request (requested_at);
 

@@ -129,9 +129,10 @@ def test_failed_sop_report_is_recorded_as_not_committed() -> None:
     sink.expect("1.9.2", "archive", "ORTHANC", "RADIOGATE", [(CT, "1.2.3"), (CT, "1.2.4")])
     info = _report_info("1.9.2", ["1.2.3"], {"1.2.4": 0x0112})
     assert handle_commitment_report(_event(EventType.FAILURES_EXIST, info), sink)[0] == 0
+    asked = [(CT, "1.2.3"), (CT, "1.2.4")]
+    assert sink.committed_earlier("archive", "ORTHANC", asked) == {"1.2.3"}
     report = sink.wait("1.9.2", timeout=0)
     assert report is not None and report.failed == {"1.2.4": 0x0112}
-    assert sink.committed_earlier("archive", "ORTHANC", [(CT, "1.2.3"), (CT, "1.2.4")]) == {"1.2.3"}
 
 
 def test_report_on_our_own_association_names_the_peer() -> None:
@@ -190,15 +191,17 @@ def test_in_memory_sink_forgets_after_keep_seconds() -> None:
 
 
 def test_latest_committed_rule() -> None:
-    rows: Sequence[tuple[float, str, str, bool]] = [
-        (1.0, "1.1", CT, True),
-        (2.0, "1.1", CT, False),  # later failure wins
-        (1.0, "1.2", CT, False),
-        (3.0, "1.2", CT, True),  # later success wins
-        (1.0, "1.3", "", True),  # no class reported: any class
-        (1.0, "1.4", MR, True),  # reported under another class
+    rows: Sequence[tuple[float, str, str, bool, bool]] = [
+        (1.0, "1.1", CT, True, False),
+        (2.0, "1.1", CT, False, False),  # later failure wins
+        (1.0, "1.2", CT, False, False),
+        (3.0, "1.2", CT, True, False),  # later success wins
+        (1.0, "1.3", "", True, False),  # no class reported: any class
+        (1.0, "1.4", MR, True, False),  # reported under another class
+        (1.0, "1.6", CT, True, False),
+        (2.0, "1.6", CT, True, True),  # the latest was taken by its requester
     ]
-    asked = [(CT, "1.1"), (CT, "1.2"), (CT, "1.3"), (CT, "1.4"), (CT, "1.5")]
+    asked = [(CT, "1.1"), (CT, "1.2"), (CT, "1.3"), (CT, "1.4"), (CT, "1.5"), (CT, "1.6")]
     assert latest_committed(rows, asked) == {"1.2", "1.3"}
 
 
