@@ -23,6 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from config.routes import DestinationSettings
 from config.schema import Settings
 
 __all__ = ["ENV_PREFIX", "ConfigError", "load", "settings_to_dict"]
@@ -206,6 +207,26 @@ def _check_ae(key: str, title: str) -> None:
 
 
 _STEP_KINDS = ("triage", "deidentify", "forward", "analyse")
+_CONFIRM = ("query", "commitment", "commitment-or-query", "none")
+
+
+def _check_commitment(s: Settings, key: str, d: DestinationSettings) -> None:
+    """Storage commitment reports come back on an association the peer opens to the AE it
+    knows as our ``calling_ae`` (PS3.4 J.3.3); the SCP that receives them answers only to
+    ``scp.ae_title`` while ``scp.require_called_aet`` holds."""
+    if (
+        d.confirm.startswith("commitment")
+        and s.scp.require_called_aet
+        and d.calling_ae.strip() != s.scp.ae_title.strip()
+    ):
+        raise ConfigError(
+            f"{key}.calling_ae: with confirm = {d.confirm!r} the destination reports to the AE "
+            f"it knows as {d.calling_ae!r}, and our SCP only answers to scp.ae_title "
+            f"{s.scp.ae_title!r}; use calling_ae = {s.scp.ae_title!r} (or set "
+            "scp.require_called_aet = false)"
+        )
+
+
 _LANES = ("critical", "urgent", "routine")
 
 
@@ -217,18 +238,23 @@ def _check_pipeline(s: Settings) -> None:
             raise ConfigError(f"{key}.name: expected a unique, non-empty name, got {d.name!r}")
         if d.kind not in ("dimse", "stowrs", "directory"):
             raise ConfigError(f"{key}.kind: expected dimse, stowrs or directory, got {d.kind!r}")
-        if d.confirm not in ("query", "commitment", "none"):
+        if d.confirm not in _CONFIRM:
             raise ConfigError(
-                f"{key}.confirm: expected query, commitment or none, got {d.confirm!r}"
+                f"{key}.confirm: expected one of {', '.join(_CONFIRM)}, got {d.confirm!r}"
             )
         if d.kind == "dimse":
             _check_ae(f"{key}.ae_title", d.ae_title)
             _check_ae(f"{key}.calling_ae", d.calling_ae)
             _check_port(f"{key}.port", d.port)
+            _check_commitment(s, key, d)
         elif not d.url:
             raise ConfigError(f"{key}.url: expected a URL (stowrs) or a directory (directory)")
         if d.parallel < 1 or d.timeout <= 0:
             raise ConfigError(f"{key}: parallel must be >= 1 and timeout > 0")
+        if d.commitment_timeout <= 0:
+            raise ConfigError(
+                f"{key}.commitment_timeout: expected a number > 0, got {d.commitment_timeout}"
+            )
     profiles = _check_deid(s)
     if not s.routes:
         raise ConfigError("routes: expected at least one route ([[routes]])")

@@ -77,11 +77,17 @@ class DestinationSettings:
     url: str = ""
     """STOW-RS base URL, or the directory for kind = directory."""
     calling_ae: str = "RADIOGATE"
+    """Our AE title on associations to this destination. With storage commitment it is also
+    where the destination sends its reports: its AE entry for this title must name the host
+    and port of ``radiogate scp``, so it must equal ``scp.ae_title``."""
     parallel: int = 4
     """Concurrent associations / requests."""
     confirm: str = "query"
-    """query (C-FIND at IMAGE level), commitment (Storage Commitment, PS3.4 J) or none."""
+    """query (C-FIND at IMAGE level), commitment (Storage Commitment, PS3.4 J; retried until
+    the report comes), commitment-or-query (a C-FIND when no report comes in time) or none."""
     timeout: float = 30.0
+    commitment_timeout: float = 60.0
+    """Seconds to wait for the storage commitment report after the N-ACTION."""
 
 
 @dataclass(frozen=True)

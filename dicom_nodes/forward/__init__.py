@@ -9,19 +9,25 @@ Implementations: :class:`DimseDestination` (C-STORE SCU; storage commitment or C
 confirm), :class:`StowRsDestination` (DICOMweb STOW-RS / QIDO-RS) and
 :class:`DirectoryDestination` (dry runs, tests). Each is built from its settings dataclass.
 Storage commitment reports arrive through :func:`handle_commitment_report` bound in an SCP
-(:class:`CommitmentListener`, or Radiogate's receiver) into a :class:`CommitmentSink`.
+(``radiogate scp``, or a :class:`CommitmentListener`) into a :class:`CommitmentSink`, where the
+requesting destination finds them (:mod:`.commitment_scu`).
 """
 
 from dicom_nodes.forward.commitment import (
     CommitmentReport,
     CommitmentSink,
+    EventReportStatus,
     InMemoryCommitmentSink,
     commitment_scp_context,
     handle_commitment_report,
 )
 from dicom_nodes.forward.dimse import DimseDestination
 from dicom_nodes.forward.directory import DirectoryDestination
-from dicom_nodes.forward.factory import DestinationConfig, build_destination, make_destination
+from dicom_nodes.forward.factory import (
+    DestinationConfig,
+    build_destination,
+    make_destination,
+)
 from dicom_nodes.forward.listener import CommitmentListener
 from dicom_nodes.forward.model import (
     ConfirmationUnavailable,
@@ -55,6 +61,7 @@ __all__ = [
     "DimseSettings",
     "DirectoryDestination",
     "DirectorySettings",
+    "EventReportStatus",
     "InMemoryCommitmentSink",
     "Instance",
     "InstanceRef",

@@ -16,8 +16,9 @@ How a batch is sent:
    consecutive failures to associate, the thread stops; instances nobody could send are
    reported retryable with the reason.
 
-Confirmation (``confirm``) by Storage Commitment (:mod:`.commitment`), by C-FIND
-(:mod:`.query`), or commitment with the query as fallback, as the settings say.
+Confirmation (``confirm``) by Storage Commitment (:mod:`.commitment_scu`), by C-FIND
+(:mod:`.query`), or commitment with the query as fallback when the peer refuses storage
+commitment or its report does not come in time, as the settings say.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.uid import UID
-from pynetdicom import _config, evt
-from pynetdicom.presentation import build_context
+from pynetdicom import _config
 
 from dicom_nodes.forward import query
 from dicom_nodes.forward._association import (
@@ -44,14 +44,8 @@ from dicom_nodes.forward._association import (
     open_association,
     store_contexts,
 )
-from dicom_nodes.forward.commitment import (
-    ACTION_REQUEST_COMMITMENT,
-    STORAGE_COMMITMENT_PUSH_MODEL,
-    STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
-    CommitmentSink,
-    build_commitment_request,
-    handle_commitment_report,
-)
+from dicom_nodes.forward.commitment import CommitmentSink
+from dicom_nodes.forward.commitment_scu import request_commitment
 from dicom_nodes.forward.model import (
     ConfirmationUnavailable,
     InstanceRef,
@@ -66,9 +60,6 @@ from dicom_nodes.forward.transcode import transcode
 __all__ = ["DimseDestination"]
 
 LOGGER = logging.getLogger(__name__)
-
-_COMMIT_CHUNK = 1000
-"""Instances per storage commitment transaction."""
 
 
 def _raw_send_mode() -> None:
@@ -132,8 +123,10 @@ class _Batch:
 class DimseDestination:
     """A DICOM peer reached by C-STORE; see the module docstring.
 
-    *commitment_sink* is where storage commitment reports for our ``calling_ae`` arrive
-    (a :class:`~dicom_nodes.forward.listener.CommitmentListener`'s sink, or the receiver's).
+    *commitment_sink* records our storage commitment requests and receives the reports sent
+    to our ``calling_ae``: in production the PostgreSQL sink that ``radiogate scp`` writes
+    (:class:`~dicom_nodes.db.commitment.PostgresCommitmentSink`), in tests also a
+    :class:`~dicom_nodes.forward.listener.CommitmentListener`'s.
     *workdir* holds transcoded copies while they are sent (default: the system temp dir).
     """
 
@@ -315,63 +308,33 @@ class DimseDestination:
                 return self.confirm_by_commitment(instances)
             except ConfirmationUnavailable as exc:
                 if method is ConfirmMethod.STORAGE_COMMITMENT:
+                    LOGGER.warning(
+                        "%s: storage commitment failed (%s); unconfirmed until the next attempt",
+                        self.name,
+                        exc,
+                    )
                     raise
-                LOGGER.warning("%s: storage commitment failed (%s); querying", self.name, exc)
+                LOGGER.warning(
+                    "%s: storage commitment failed (%s); falling back to C-FIND", self.name, exc
+                )
         return self.confirm_by_query(instances)
 
     def confirm_by_query(self, instances: Sequence[InstanceRef]) -> dict[str, bool]:
         """C-FIND the instances (PS3.4 C.6); confirmed when found with the same SOP class."""
         found = query.find_instances(self.settings, [i.sop_instance_uid for i in instances])
-        return {i.sop_instance_uid: _same_class(found, i) for i in instances}
+        confirmed = {i.sop_instance_uid: _same_class(found, i) for i in instances}
+        LOGGER.info(
+            "%s: %d of %d instances confirmed by C-FIND",
+            self.name,
+            sum(confirmed.values()),
+            len(confirmed),
+        )
+        return confirmed
 
     def confirm_by_commitment(self, instances: Sequence[InstanceRef]) -> dict[str, bool]:
-        """Storage Commitment Push Model (PS3.4 J.3): N-ACTION per chunk of instances, then
-        wait for each N-EVENT-REPORT in the sink. Raises :class:`ConfirmationUnavailable`."""
-        sink = self.commitment_sink
-        if sink is None:
+        """Storage Commitment Push Model (PS3.4 J.3), see :mod:`.commitment_scu`.
+
+        Raises :class:`ConfirmationUnavailable`."""
+        if self.commitment_sink is None:
             raise ConfirmationUnavailable("no commitment sink to receive the report")
-        requests = [
-            build_commitment_request(
-                [(i.sop_class_uid, i.sop_instance_uid) for i in instances[n : n + _COMMIT_CHUNK]]
-            )
-            for n in range(0, len(instances), _COMMIT_CHUNK)
-        ]
-        handlers: list[Any] = [(evt.EVT_N_EVENT_REPORT, handle_commitment_report, [sink])]
-        try:
-            assoc = open_association(
-                self.settings, [build_context(STORAGE_COMMITMENT_PUSH_MODEL)], handlers
-            )
-        except AssociationFailed as exc:
-            raise ConfirmationUnavailable(str(exc)) from exc
-        try:
-            if not assoc.accepted_contexts:
-                raise ConfirmationUnavailable(f"{self.name} does not support storage commitment")
-            for request in requests:
-                status, _reply = assoc.send_n_action(
-                    request,
-                    ACTION_REQUEST_COMMITMENT,
-                    STORAGE_COMMITMENT_PUSH_MODEL,
-                    STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
-                )
-                if "Status" not in status:
-                    raise ConfirmationUnavailable("no N-ACTION response")
-                if int(status.Status) != 0:
-                    raise ConfirmationUnavailable(
-                        f"storage commitment refused: status 0x{int(status.Status):04X}"
-                    )
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        confirmed: dict[str, bool] = {i.sop_instance_uid: False for i in instances}
-        deadline = time.monotonic() + self.settings.commitment_timeout
-        for request in requests:
-            report = sink.wait(str(request.TransactionUID), max(0.0, deadline - time.monotonic()))
-            if report is None:
-                raise ConfirmationUnavailable(
-                    f"no storage commitment report from {self.name} within "
-                    f"{self.settings.commitment_timeout:g} s"
-                )
-            for uid in report.committed:
-                if uid in confirmed:
-                    confirmed[uid] = True
-        return confirmed
+        return request_commitment(self.settings, self.commitment_sink, instances)

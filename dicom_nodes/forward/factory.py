@@ -3,8 +3,13 @@
 :func:`make_destination` takes this package's settings dataclasses. :func:`build_destination`
 takes anything shaped like a ``[[destinations]]`` entry of the configuration (``kind``,
 ``name``, ``ae_title``, ``host``, ``port``, ``url``, ``calling_ae``, ``parallel``,
-``confirm``, ``timeout``) without importing the configuration package, so the two can evolve
-separately; settings it does not carry keep their defaults here.
+``confirm``, ``timeout``, ``commitment_timeout``) without importing the configuration
+package, so the two can evolve separately; settings it does not carry keep their defaults here.
+
+A DIMSE destination that confirms by storage commitment needs a
+:class:`~dicom_nodes.forward.commitment.CommitmentSink` passed in (``radiogate worker`` passes
+the PostgreSQL sink that ``radiogate scp`` writes the reports into). Without one,
+:func:`build_destination` refuses such a destination rather than let every confirmation fail.
 """
 
 from __future__ import annotations
@@ -50,6 +55,11 @@ class DestinationConfig(Protocol):
     def confirm(self) -> str: ...
     @property
     def timeout(self) -> float: ...
+    @property
+    def commitment_timeout(self) -> float: ...
+
+
+_NEEDS_SINK = (ConfirmMethod.STORAGE_COMMITMENT, ConfirmMethod.COMMITMENT_OR_QUERY)
 
 
 def make_destination(
@@ -86,7 +96,13 @@ def build_destination(
                 parallel=cfg.parallel,
                 timeout=cfg.timeout,
                 confirm=ConfirmMethod(cfg.confirm),
+                commitment_timeout=cfg.commitment_timeout,
             )
+            if settings.confirm in _NEEDS_SINK and commitment_sink is None:
+                raise ValueError(
+                    f"confirm = {settings.confirm.value!r} needs a storage commitment sink "
+                    "(radiogate worker passes one)"
+                )
         elif cfg.kind == "stowrs":
             settings = StowSettings(
                 name=cfg.name, url=cfg.url, parallel=cfg.parallel, timeout=cfg.timeout

@@ -2,8 +2,9 @@
 
 Destinations such as Orthanc send the report on a new association to the AE title, host and
 port they have configured for us (Orthanc: the ``DicomModalities`` entry whose AET is our
-``calling_ae``). This listener is for processes that have no Radiogate SCP running; where one
-runs, bind :func:`~dicom_nodes.forward.commitment.handle_commitment_report` there instead.
+``calling_ae``). This listener is for processes that have no Radiogate SCP running (tests,
+tools); ``radiogate scp`` hosts the same handler with a PostgreSQL sink
+(:mod:`dicom_nodes.db.commitment`), which is what the worker uses.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dicom_nodes.forward.commitment import (
     STORAGE_COMMITMENT_PUSH_MODEL,
     CommitmentSink,
     InMemoryCommitmentSink,
+    commitment_scp_context,
     handle_commitment_report,
 )
 
@@ -54,7 +56,13 @@ class CommitmentListener:
         self._ae.acse_timeout = timeout
         self._ae.dimse_timeout = timeout
         self._ae.network_timeout = timeout
-        self._ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL, scu_role=True, scp_role=True)
+        cx = commitment_scp_context()
+        self._ae.add_supported_context(
+            STORAGE_COMMITMENT_PUSH_MODEL,
+            cx.transfer_syntax,
+            scu_role=cx.scu_role,
+            scp_role=cx.scp_role,
+        )
         self._ae.add_supported_context(VERIFICATION)
         self._server: Any = None
 

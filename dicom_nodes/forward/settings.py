@@ -25,14 +25,17 @@ class ConfirmMethod(Enum):
 
     STORAGE_COMMITMENT = "commitment"
     """Storage Commitment Push Model (PS3.4 J): N-ACTION-RQ, then wait for the N-EVENT-REPORT
-    (which needs a :class:`~dicom_nodes.forward.listener.CommitmentListener` the peer can
-    reach under our ``calling_ae``)."""
+    that the peer sends to the AE it knows as our ``calling_ae`` (``radiogate scp``, which
+    records it in PostgreSQL). No report within ``commitment_timeout``: not confirmed now
+    (:class:`~dicom_nodes.forward.model.ConfirmationUnavailable`), asked again at the next
+    attempt, where reports that came late count."""
 
     QUERY = "query"
     """C-FIND at IMAGE level with SOP Instance UID list matching (PS3.4 C.2.2.2.2, C.6)."""
 
     COMMITMENT_OR_QUERY = "commitment-or-query"
-    """Storage commitment; if the peer refuses it or no report arrives in time, a query."""
+    """Storage commitment; a query only if the peer refuses storage commitment or no report
+    arrives within ``commitment_timeout``."""
 
     NONE = "none"
     """Do not ask: a success status of the C-STORE counts as confirmation. For peers that

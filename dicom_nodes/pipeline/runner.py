@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
@@ -31,24 +30,18 @@ __all__ = ["health", "make_destinations", "run_worker"]
 LOGGER = logging.getLogger(__name__)
 
 
-def make_destinations(settings: Settings) -> dict[str, Destination]:
-    """Destinations from ``[[destinations]]``.
-
-    Storage commitment reports arrive at an SCP of ours; until one hosts the report handler
-    for the worker's process, ``confirm = "commitment"`` falls back to a C-FIND query when no
-    report comes in time.
-    """
+def make_destinations(settings: Settings, dsn: str) -> dict[str, Destination]:
+    """Destinations from ``[[destinations]]``; those confirming by storage commitment wait
+    for the reports ``radiogate scp`` records in PostgreSQL (PS3.4 J.3,
+    :mod:`dicom_nodes.db.commitment`)."""
+    from dicom_nodes.db.commitment import PostgresCommitmentSink
     from dicom_nodes.forward.factory import build_destination
 
     workdir = data_path(settings, "forward-tmp")
     workdir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Destination] = {}
-    for entry in settings.destinations:
-        d = entry
-        if d.confirm == "commitment":
-            d = dataclasses.replace(d, confirm="commitment-or-query")
-        out[d.name] = build_destination(d, workdir)
-    return out
+    sink = PostgresCommitmentSink(dsn)
+    return {d.name: build_destination(d, workdir, commitment_sink=sink)
+            for d in settings.destinations}  # fmt: skip
 
 
 def _deid(settings: Settings) -> tuple[Any, Any]:
@@ -86,7 +79,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
     if audit is None:
         audit = pipeline_sink(settings.node.name, settings.scp.ae_title)
     pool = ConnectionPool(dsn, min_size=1, max_size=settings.worker.concurrency + 3, open=True)
-    destinations = make_destinations(settings)
+    destinations = make_destinations(settings, dsn)
     ctx = PipelineContext(
         node=settings.node.name,
         pool=pool,

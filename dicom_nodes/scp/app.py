@@ -4,6 +4,13 @@ Presentation contexts: Verification (PS3.4 A) and every Storage SOP Class pynetd
 (PS3.4 B.5, Table B.5-1), each with every transfer syntax pydicom knows plus the few newer ones
 listed in :data:`EXTRA_TRANSFER_SYNTAXES`; data is stored as received, so accepting a syntax
 never requires a codec.
+
+With a commitment sink, also the Storage Commitment Push Model with the peer in the SCP role
+(PS3.4 J.3.3, SCP/SCU Role Selection PS3.7 D.3.3.4; see
+:func:`~dicom_nodes.forward.commitment.commitment_scp_context`): destinations send their
+N-EVENT-REPORTs here, on associations of their own, and
+:func:`~dicom_nodes.forward.commitment.handle_commitment_report` records them in the sink for
+the worker that waits.
 """
 
 from __future__ import annotations
@@ -23,7 +30,13 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from config import Settings, data_path
 from dicom_nodes.audit_events import AuditWriter, association_event
+from dicom_nodes.db.commitment import PostgresCommitmentSink
 from dicom_nodes.db.ingest import IngestRecorder, PostgresIngest
+from dicom_nodes.forward.commitment import (
+    CommitmentSink,
+    commitment_scp_context,
+    handle_commitment_report,
+)
 from dicom_nodes.scp import _fastpath
 from dicom_nodes.scp.handlers import handle_echo, handle_store, log_association_event
 from dicom_nodes.scp.transport import ReceiverServer, make_tls_context
@@ -32,6 +45,7 @@ from dicom_nodes.spool.store import Spool
 __all__ = [
     "EXTRA_TRANSFER_SYNTAXES",
     "build_server",
+    "make_commitment_sink",
     "make_pool",
     "make_spool",
     "transfer_syntaxes",
@@ -89,8 +103,10 @@ def build_server(
     *,
     sock_host: str | None = None,
     audit_writer: AuditWriter | None = None,
+    commitment_sink: CommitmentSink | None = None,
 ) -> ReceiverServer:
-    """Create (bind, listen) the association server for one receiver process."""
+    """Create (bind, listen) the association server for one receiver process; with
+    *commitment_sink*, it also receives storage commitment reports into it."""
     scp = settings.scp
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.LOG_HANDLER_LEVEL = "none"
@@ -112,6 +128,15 @@ def build_server(
     for cx in AllStoragePresentationContexts:
         assert cx.abstract_syntax is not None
         ae.add_supported_context(cx.abstract_syntax, syntaxes)
+    if commitment_sink is not None:
+        commitment = commitment_scp_context()
+        assert commitment.abstract_syntax is not None
+        ae.add_supported_context(
+            commitment.abstract_syntax,
+            commitment.transfer_syntax,
+            scu_role=commitment.scu_role,
+            scp_role=commitment.scp_role,
+        )
 
     tls = scp.tls
     ssl_context = None
@@ -127,6 +152,8 @@ def build_server(
         (evt.EVT_RELEASED, log_association_event),
         (evt.EVT_ABORTED, log_association_event),
     ]
+    if commitment_sink is not None:
+        handlers.append((evt.EVT_N_EVENT_REPORT, handle_commitment_report, [commitment_sink]))
     ReceiverServer.quickack = scp.tcp_quickack
     ReceiverServer.allowed_networks = tuple(
         ipaddress.ip_network(n, strict=False) for n in scp.allowed_networks
@@ -172,3 +199,8 @@ def spool_root(settings: Settings) -> Path:
 
 def make_recorder(pool: ConnectionPool, settings: Settings) -> PostgresIngest:
     return PostgresIngest(pool, timeout=settings.database.connect_timeout)
+
+
+def make_commitment_sink(dsn: str, pool: ConnectionPool, settings: Settings) -> CommitmentSink:
+    """Storage commitment reports go to PostgreSQL, one pooled transaction each."""
+    return PostgresCommitmentSink(dsn, pool=pool, timeout=settings.database.connect_timeout)

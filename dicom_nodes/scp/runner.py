@@ -23,7 +23,13 @@ from types import FrameType
 from config import Settings
 from dicom_nodes.audit_events import AuditWriter
 from dicom_nodes.lifecycle import record_start, record_stop
-from dicom_nodes.scp.app import build_server, make_pool, make_recorder, make_spool
+from dicom_nodes.scp.app import (
+    build_server,
+    make_commitment_sink,
+    make_pool,
+    make_recorder,
+    make_spool,
+)
 
 __all__ = ["run_scp"]
 
@@ -56,7 +62,13 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
         logging=settings.logging,
     )
     writer = AuditWriter(pool, settings.node.name, timeout=settings.database.connect_timeout)
-    server = build_server(patched, spool, recorder, audit_writer=writer)
+    server = build_server(
+        patched,
+        spool,
+        recorder,
+        audit_writer=writer,
+        commitment_sink=make_commitment_sink(dsn, pool, settings),
+    )
     stopping = threading.Event()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:

@@ -7,6 +7,7 @@ process. Prints what runs where. SIGINT/SIGTERM stop everything in reverse order
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from dicom_nodes.db.migrate import migrate
 from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer
 from dicom_nodes.services.postgres import PrivateCluster
 
-__all__ = ["database_dsn", "run_stack"]
+__all__ = ["archive_peers", "database_dsn", "run_stack"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,6 +33,39 @@ def database_dsn(settings: Settings) -> str:
     if settings.database.dsn:
         return settings.database.dsn
     return PrivateCluster(data_path(settings, "postgres"), settings.database.port).dsn
+
+
+def _loopback_if_wildcard(host: str) -> str:
+    try:
+        address = ipaddress.ip_address(host) if host else None
+    except ValueError:
+        return host  # a host name
+    if address is None or address.is_unspecified:
+        return "::1" if address is not None and address.version == 6 else "127.0.0.1"
+    return host
+
+
+def archive_peers(settings: Settings) -> list[OrthancPeer]:
+    """The ``DicomModalities`` entries of the managed Orthanc: Radiogate as Orthanc must know it.
+
+    Orthanc accepts an N-ACTION (Storage Commitment, PS3.4 J.3.2) only from a calling AE it
+    knows, and sends the N-EVENT-REPORT (J.3.3) on a new association to that entry's host and
+    port: so each calling AE our destinations use towards this Orthanc gets an entry pointing
+    at ``radiogate scp`` (normally the one entry for ``scp.ae_title``, which the configuration
+    check requires of commitment destinations while ``scp.require_called_aet`` holds). A
+    wildcard listen address is reached on loopback."""
+    scp, archive = settings.scp, settings.orthanc
+    host = _loopback_if_wildcard(scp.host)
+    titles = [scp.ae_title] + [
+        d.calling_ae
+        for d in settings.destinations
+        if d.kind == "dimse" and d.ae_title == archive.ae_title and d.port == archive.dicom_port
+    ]
+    unique = list(dict.fromkeys(t.strip() for t in titles))
+    return [
+        OrthancPeer("radiogate" if n == 0 else f"radiogate-{n}", title, host, scp.port)
+        for n, title in enumerate(unique)
+    ]
 
 
 def apply_migrations(dsn: str) -> list[str]:
@@ -79,11 +113,7 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
                 ae_title=o.ae_title,
                 host=o.host,
                 executable=o.executable,
-                peers=[
-                    OrthancPeer(
-                        "radiogate", settings.scp.ae_title, settings.scp.host, settings.scp.port
-                    )
-                ],
+                peers=archive_peers(settings),
             )
             orthanc.start()
         lines.append(

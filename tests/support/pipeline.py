@@ -68,6 +68,12 @@ class Node:
     extra_toml: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
     metrics_port: int = field(default_factory=free_port)
+    confirm: str = "query"
+    """``confirm`` of the ``archive`` destination."""
+    destination_toml: str = ""
+    """More keys of the ``archive`` destination (e.g. ``commitment_timeout = 3``)."""
+    scp_port: int = field(default_factory=free_port)
+    """Known before the start, so a peer can be told where to send commitment reports."""
     scp: ScpProcess | None = None
     worker: WorkerProcess | None = None
 
@@ -101,8 +107,9 @@ ae_title = "{self.orthanc.ae_title}"
 host = "127.0.0.1"
 port = {self.orthanc.dicom_port}
 parallel = 2
-confirm = "query"
+confirm = "{self.confirm}"
 timeout = 20.0
+{self.destination_toml}
 {self.extra_toml}{routes}
 """
         )
@@ -112,6 +119,7 @@ timeout = 20.0
         self.scp = ScpProcess(
             dsn=self.dsn,
             data_dir=self.data_dir,
+            port=self.scp_port,
             extra_env={"RADIOGATE_CONFIG": str(self.config_file), **self.extra_env},
         ).start()
         if worker:

@@ -183,6 +183,21 @@ steps = ["deidentify:research", "forward:archive"]
             load(f, env={})
 
 
+def test_storage_commitment_destination(tmp_path: Path) -> None:
+    """Reports come back to the AE the destination knows as calling_ae: the SCP's own."""
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[scp]\nae_title = "GATE1"\n[[destinations]]\nconfirm = "commitment-or-query"\n'
+        'calling_ae = "GATE1"\ncommitment_timeout = 5\n'
+    )
+    d = load(f, env={}).destinations[0]
+    assert (d.confirm, d.calling_ae, d.commitment_timeout) == ("commitment-or-query", "GATE1", 5.0)
+    # another calling AE is fine when the SCP answers to any called AE title
+    env = {"RADIOGATE_SCP__REQUIRE_CALLED_AET": "false"}
+    f.write_text('[[destinations]]\nconfirm = "commitment"\ncalling_ae = "RG_FWD"\n')
+    assert load(f, env=env).destinations[0].calling_ae == "RG_FWD"
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
@@ -192,6 +207,15 @@ steps = ["deidentify:research", "forward:archive"]
         ('[[destinations]]\nname = "x"\nkind = "ftp"\n', "destinations[0].kind"),
         ("routes = []\n", "routes: expected at least one route"),
         ("[routes]\nname = 'x'\n", "routes: expected an array of tables"),
+        ('[[destinations]]\nconfirm = "c-move"\n', "destinations[0].confirm: expected one of"),
+        (
+            '[[destinations]]\nconfirm = "commitment"\ncommitment_timeout = 0\n',
+            "destinations[0].commitment_timeout",
+        ),
+        (
+            '[[destinations]]\nconfirm = "commitment"\ncalling_ae = "RG_FWD"\n',
+            "destinations[0].calling_ae: with confirm = 'commitment'",
+        ),
     ],
 )
 def test_invalid_pipeline_settings(tmp_path: Path, toml: str, message: str) -> None:

@@ -14,6 +14,7 @@ from dicom_nodes.forward import (
     DimseDestination,
     DirectoryDestination,
     DirectorySettings,
+    InMemoryCommitmentSink,
     Instance,
     OutgoingFile,
     StowRsDestination,
@@ -81,6 +82,7 @@ class _Cfg:
     parallel: int = 4
     confirm: str = "query"
     timeout: float = 30.0
+    commitment_timeout: float = 45.0
 
 
 def test_build_destination_from_config(tmp_path: Path) -> None:
@@ -95,3 +97,18 @@ def test_build_destination_from_config(tmp_path: Path) -> None:
         build_destination(_Cfg(kind="ftp"))
     with pytest.raises(ValueError, match="destination 'archive'"):
         build_destination(_Cfg(ae_title="WAY-TOO-LONG-AE-TITLE"))
+
+
+@pytest.mark.parametrize("confirm", ["commitment", "commitment-or-query"])
+def test_commitment_needs_a_sink(confirm: str) -> None:
+    """Refused at start instead of every confirmation failing (or silently querying)."""
+    with pytest.raises(ValueError, match=f"destination 'archive': confirm = '{confirm}' needs"):
+        build_destination(_Cfg(confirm=confirm))
+
+
+def test_commitment_uses_the_given_sink() -> None:
+    own = InMemoryCommitmentSink()
+    given = build_destination(_Cfg(confirm="commitment"), commitment_sink=own)
+    assert isinstance(given, DimseDestination) and given.commitment_sink is own
+    assert given.settings.confirm is ConfirmMethod.STORAGE_COMMITMENT
+    assert given.settings.commitment_timeout == 45.0
