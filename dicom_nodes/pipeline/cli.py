@@ -38,6 +38,10 @@ def add_parsers(sub: Any) -> None:
     complete = ssub.add_parser("complete", help="mark a study complete now (audited)")
     complete.add_argument("uid", help="Study Instance UID")
     _user(complete)
+    show = ssub.add_parser(
+        "show", help="a study's stages: received, series complete, triaged, alerts (JSON)"
+    )
+    show.add_argument("uid", help="Study Instance UID (as received)")
     route = sub.add_parser("route", help="routes")
     rsub = route.add_subparsers(dest="route_command", required=True)
     rtest = rsub.add_parser(
@@ -76,6 +80,13 @@ def add_parsers(sub: Any) -> None:
     )
     qsub = quarantine.add_subparsers(dest="quarantine_command", required=True)
     qsub.add_parser("list", help="list quarantined items (UID, destination, profile, reason)")
+    qshow = qsub.add_parser(
+        "show", help="write a PNG of a held image (every frame) and print why it is held"
+    )
+    qshow.add_argument("uid", help="SOP Instance UID")
+    qshow.add_argument(
+        "--output", type=Path, default=None, help="PNG file to write (default: ./<UID>.png)"
+    )
     release = qsub.add_parser(
         "release",
         help="after reviewing the pixels: de-identify and forward them anyway (audited)",
@@ -107,6 +118,17 @@ def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
             return _job_list(conn, args.all)
         if args.command == "quarantine" and args.quarantine_command == "list":
             return _quarantine_list(conn)
+        if args.command == "quarantine" and args.quarantine_command == "show":
+            return _quarantine_show(conn, args.uid, args.output)
+        if args.command == "study" and args.study_command == "show":
+            from dicom_nodes.pipeline.timeline import study_timeline
+
+            timeline = study_timeline(conn, args.uid)
+            if timeline is None:
+                print(f"{args.uid}: unknown study", file=sys.stderr)
+                return EXIT_NOT_DONE
+            print(json.dumps(timeline, indent=2))
+            return 0
         return _admin(conn, args, settings)
 
 
@@ -208,6 +230,34 @@ def _job_list(conn: psycopg.Connection[Any], everything: bool) -> int:
     _table(("SOP Instance UID", "destination", "state", "attempts", "last status", "reason",
             "last error", "next attempt"), rows)  # fmt: skip
     print(f"{len(rows)} items", file=sys.stderr)
+    return 0
+
+
+def _quarantine_show(conn: psycopg.Connection[Any], uid: str, output: Path | None) -> int:
+    """The held image as a PNG for review, the reasons it is held, and its header fields."""
+    from dicom_nodes.deid.preview import write_preview
+
+    rows = conn.execute(
+        """SELECT f.destination, f.profile, f.hold_reason, i.spool_path
+           FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+           WHERE f.sop_instance_uid = %s AND f.state = 'quarantined'
+           ORDER BY f.destination""",
+        (uid,),
+    ).fetchall()
+    if not rows:
+        print(f"{uid}: not quarantined (see `radiogate quarantine list`)", file=sys.stderr)
+        return EXIT_NOT_DONE
+    target = output or Path(f"{uid}.png")
+    try:
+        frames, fields = write_preview(Path(rows[0][3]), target)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"radiogate: cannot show {uid}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_NOT_DONE
+    for destination, profile, reason, _path in rows:
+        print(f"held for {destination} (profile {profile or '-'}): {reason or '-'}")
+    for name, value in fields.items():
+        print(f"{name}: {value}")
+    print(f"{frames} frame(s) written to {target}")
     return 0
 
 

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from psycopg_pool import ConnectionPool
 
 from dicom_nodes.pipeline.status import WAITING_INSTANCE_STATES
+from dicom_nodes.pipeline.timeline import stage_histograms
 
 __all__ = ["PipelineCollector"]
 
@@ -58,6 +59,7 @@ class PipelineCollector(Collector):
                           WHERE node = %(n)s AND state = 'missing')""",
                     {"n": self.node, "waiting": list(WAITING_INSTANCE_STATES)},
                 ).fetchone()
+                histograms = list(stage_histograms(conn, self.node))
                 lanes: dict[int, int] = dict(
                     conn.execute(
                         """SELECT f.lane_rank, count(*) FROM forward_item f
@@ -130,3 +132,4 @@ class PipelineCollector(Collector):
             g = GaugeMetricFamily(name, doc, labels=labels)
             g.add_metric([self.node], float(value))
             yield g
+        yield from histograms

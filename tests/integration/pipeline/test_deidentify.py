@@ -114,6 +114,20 @@ def test_archive_holds_only_deidentified_objects(
         assert rows[0][:4] == ["SOP Instance UID", "destination", "profile", "reason"]
         assert [r[:3] for r in rows[1:]] == [[sc_uid, "archive", "basic"]]
         assert rows[1][3].startswith("burned-in"), rows[1]
+        # The reviewer sees the held image and why it is held.
+        shown = subprocess.run(
+            [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "show", sc_uid,
+             "--output", str(tmp_path / "held.png")],
+            capture_output=True, text=True, check=False, env=env,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert "held for archive (profile basic): burned-in" in shown.stdout
+        assert (tmp_path / "held.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        unknown = subprocess.run(
+            [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "show", "1.2.3.4"],
+            capture_output=True, text=True, check=False, env=env,
+        )  # fmt: skip
+        assert unknown.returncode == 1 and "not quarantined" in unknown.stderr
         # Nothing waits for a destination: the instance is held for a person.
         assert node.query(
             "SELECT state FROM ingest_instance WHERE sop_instance_uid = %s", sc_uid
