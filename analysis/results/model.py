@@ -22,7 +22,7 @@ from enum import IntEnum, StrEnum
 
 from pydicom.sr.codedict import Collection, codes
 from pydicom.sr.coding import Code
-from pydicom.uid import UID
+from pydicom.uid import RE_VALID_UID
 
 __all__ = [
     "ActionableCategory",
@@ -57,7 +57,8 @@ def _check_lo(value: str, what: str) -> None:
 
 
 def _check_uid(value: str, what: str) -> None:
-    if not UID(value).is_valid:
+    """PS3.5 9.1: digits and dots, no leading zero in a component, at most 64 characters."""
+    if not isinstance(value, str) or len(value) > 64 or not RE_VALID_UID.fullmatch(value):
         raise ValueError(f"{what} is not a valid UID: {value!r}")
 
 

@@ -37,6 +37,7 @@ from analysis.results._common import (
     check_one_series,
     contributing_equipment,
     declare_private_schemes,
+    derived_uid,
     single_component_names,
     stamp,
 )
@@ -103,6 +104,14 @@ def _stack(
     return stacked
 
 
+def _derive_dimension_organization(seg: Dataset) -> None:
+    """Replace highdicom's random Dimension Organization UID (C.7.6.17) by one derived from
+    the SOP Instance UID: the same inputs give the same bytes."""
+    uid = derived_uid("dimension-organization", str(seg.SOPInstanceUID))
+    for item in [*seg.DimensionOrganizationSequence, *seg.DimensionIndexSequence]:
+        item.DimensionOrganizationUID = uid
+
+
 def _digest(pixels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()
 
@@ -144,6 +153,7 @@ def build_segmentation(
             omit_empty_frames=True,
             contributing_equipment=[contributing_equipment(provenance, algorithm)],
         )
+    _derive_dimension_organization(seg)
     declare_private_schemes(seg)
     stamp(seg, created)
     return seg
