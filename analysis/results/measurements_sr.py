@@ -21,6 +21,7 @@ Content tree (PS3.16 TID 1500 Measurement Report)::
           Image Region (111030, DCM): SCOORD on the key slice, a closed POLYLINE (first point
               repeated last) or an ELLIPSE (OHIF draws only groups with image coordinates;
               volumetric groups are listed, not drawn)
+          Area (42798000, SCT) in mm2 of that outline, when the key slice has Pixel Spacing
 
 Intensity statistics arrive as Attenuation Coefficient (112031, DCM) in [hnsf'U] with a CID
 7464 derivation, radiomics features with IBSI codes (CID 218) or ``99RADIOGATE`` codes chosen by
@@ -37,6 +38,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 from pydicom.uid import SegmentationStorage
 
 from analysis.results._common import (
@@ -57,13 +59,16 @@ from analysis.results.model import (
     GraphicType,
     Measurement,
     ModelOutput,
+    PlanarRegion,
     Provenance,
     SegmentResult,
 )
 
-__all__ = ["build_measurement_report"]
+__all__ = ["AREA", "build_measurement_report"]
 
 _RELATION = hd.sr.RelationshipTypeValues
+AREA: Code = codes.SCT.Area  # (42798000, SCT), CID 7469
+SQUARE_MILLIMETER: Code = codes.UCUM.SquareMillimeter
 # SCOORD has no POLYGON: a closed polygon is a POLYLINE ending where it starts (C.18.6.1.2)
 _SCOORD_TYPE = {
     GraphicType.POLYGON: hd.sr.GraphicTypeValues.POLYLINE,
@@ -159,16 +164,20 @@ def _volumetric(
 
 
 def _planar(
-    segment: SegmentResult, key_slice: Dataset, algorithm: Algorithm
+    segment: SegmentResult, outline: PlanarRegion, key_slice: Dataset, algorithm: Algorithm
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    assert segment.region is not None  # callers pass segments with a region only
-    if not segment.region.fits(int(key_slice.Rows), int(key_slice.Columns)):
+    if not outline.fits(int(key_slice.Rows), int(key_slice.Columns)):
         raise ValueError(f"the region of segment {segment.segment_number} leaves its key slice")
     region = hd.sr.ImageRegion(
-        graphic_type=_SCOORD_TYPE[segment.region.graphic_type],
-        graphic_data=np.array(segment.region.points, dtype=float),
+        graphic_type=_SCOORD_TYPE[outline.graphic_type],
+        graphic_data=np.array(outline.points, dtype=float),
         source_image=hd.sr.SourceImageForRegion.from_source_image(key_slice),
     )
+    measurements = []
+    spacing = key_slice.get("PixelSpacing")
+    if spacing is not None and len(spacing) == 2:
+        area = outline.area(float(spacing[0]), float(spacing[1]))
+        measurements.append(hd.sr.Measurement(name=AREA, value=area, unit=SQUARE_MILLIMETER))
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=segment.tracking_uid, identifier=segment.tracking_id
@@ -178,6 +187,7 @@ def _planar(
         finding_category=segment.category,
         finding_sites=_finding_sites(segment),
         algorithm_id=algorithm_identification(algorithm),
+        measurements=measurements or None,
     )
 
 
@@ -213,7 +223,7 @@ def build_measurement_report(
         | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
     ] = [_volumetric(s, segmentation, series, algorithm) for s in ordered]
     groups += [
-        _planar(s, key_slices[s.key_slice], algorithm)
+        _planar(s, s.region, key_slices[s.key_slice], algorithm)
         for s in ordered
         if s.region is not None and s.key_slice is not None
     ]

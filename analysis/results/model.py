@@ -15,6 +15,7 @@ value fails here, with a message naming the field, and not halfway through build
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -293,6 +294,18 @@ class PlanarRegion:
         elif len(points) != 4:
             raise ValueError("an ellipse is four points (major axis, then minor axis)")
         object.__setattr__(self, "points", points)
+
+    def area(self, row_spacing: float, column_spacing: float) -> float:
+        """The enclosed area in mm² for pixels of *row_spacing* x *column_spacing* mm (Pixel
+        Spacing order, PS3.3 10.7.1.3): shoelace formula for a polygon, pi/4 x major x minor
+        axis length for an ellipse."""
+        xy = [(c * column_spacing, r * row_spacing) for c, r in self.points]
+        if self.graphic_type is GraphicType.ELLIPSE:
+            major = math.dist(xy[0], xy[1])
+            minor = math.dist(xy[2], xy[3])
+            return math.pi / 4 * major * minor
+        twice = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in itertools.pairwise(xy))
+        return abs(twice) / 2
 
     def fits(self, rows: int, columns: int) -> bool:
         """Whether every point lies within an image of *rows* x *columns* pixels."""

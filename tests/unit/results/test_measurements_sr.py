@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 
 import highdicom as hd
 import numpy as np
@@ -129,6 +130,9 @@ def test_planar_group_draws_the_lesion_on_its_key_slice(
     assert region.value[0].tolist() == region.value[-1].tolist()  # closed
     assert nodule.region is not None
     assert region.value.tolist() == [list(p) for p in nodule.region.points]
+    (area,) = planar.get_measurements()
+    assert area.name == codes.SCT.Area and area.unit == codes.UCUM.SquareMillimeter
+    assert area.value == pytest.approx(8 * 8 * 0.75 * 0.75)  # 8 x 8 pixels of 0.75 mm
     (image,) = hd.sr.utils.find_content_items(region, value_type=hd.sr.ValueTypeValues.IMAGE)
     assert image.referenced_sop_instance_uid == nodule.key_slice
     library = hd.sr.utils.find_content_items(sr.content[0], name=codes.DCM.ImageLibrary)
@@ -147,6 +151,8 @@ def test_an_ellipse_is_written_as_an_ellipse(
     assert isinstance(planar.roi, hd.sr.ImageRegion)
     assert planar.roi.graphic_type == hd.sr.GraphicTypeValues.ELLIPSE
     assert planar.roi.value.shape == (4, 2)
+    (area,) = planar.get_measurements()
+    assert area.value == pytest.approx(math.pi / 4 * 6.0 * 6.0)  # axes of 8 px x 0.75 mm
 
 
 def test_document_marks_provenance_and_evidence(

@@ -143,6 +143,11 @@ def test_polygons_are_closed_and_ellipses_have_four_points() -> None:
     assert polygon.points == ((1.0, 1.0), (5.0, 1.0), (5.0, 5.0), (1.0, 1.0))
     assert PlanarRegion(GraphicType.POLYGON, polygon.points).points == polygon.points
     assert polygon.fits(5, 5) and not polygon.fits(4, 64)
+    assert polygon.area(1.0, 1.0) == pytest.approx(8.0)  # right triangle 4 x 4 pixels
+    assert polygon.area(0.5, 2.0) == pytest.approx(8.0)  # rows 0.5 mm, columns 2 mm
+    ellipse = PlanarRegion(GraphicType.ELLIPSE, ((0, 2), (4, 2), (2, 1), (2, 3)))
+    assert ellipse.area(1.0, 1.0) == pytest.approx(math.pi * 2 * 1)
+    assert ellipse.area(3.0, 1.0) == pytest.approx(math.pi * 2 * 3)  # minor axis is vertical
     with pytest.raises(ValueError, match="three distinct points"):
         PlanarRegion(GraphicType.POLYGON, ((1, 1), (5, 1), (1, 1)))
     with pytest.raises(ValueError, match="four points"):
