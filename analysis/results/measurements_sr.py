@@ -208,6 +208,8 @@ def build_measurement_report(
     """
     if not segments:
         raise ValueError("a measurement report needs at least one segment")
+    if len({s.segment_number for s in segments}) != len(segments):
+        raise ValueError("a segment is given twice")
     series = check_one_series(source)
     _check_segmentation(segmentation, series, segments)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in source}

@@ -207,6 +207,8 @@ def test_inconsistent_inputs_are_refused(
         build(segments, [ds for ds in source if ds.SOPInstanceUID != segments[2].key_slice])
     with pytest.raises(ValueError, match="at least one segment"):
         build([])
+    with pytest.raises(ValueError, match="given twice"):
+        build([*segments, segments[0]])
     not_seg = Dataset()
     not_seg.update(source[0])
     with pytest.raises(ValueError, match=r"not a .* Segmentation"):
