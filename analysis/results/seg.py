@@ -1,0 +1,159 @@
+"""Masks of a series as a BINARY Segmentation (PS3.3 A.51, C.8.20).
+
+* One segment per structure (Segment Description macro, PS3.3 C.8.20.4): label, Segmented
+  Property Category (CID 7150) and Type (CID 7151), laterality as the Segmented Property Type
+  Modifier (CID 244), Segment Algorithm Type ``AUTOMATIC`` with the Segmentation Algorithm
+  Identification Sequence (name, family, version, ``model-blake3=...`` as parameters), and the
+  Tracking ID / Tracking UID that the measurement report repeats.
+* Geometry is the source's: same Frame of Reference, Pixel Measures, Plane Orientation and the
+  source slice's Plane Position for each frame (Multi-frame Functional Groups, C.7.6.16), so
+  viewers overlay it without resampling (Weasis requires it).
+* References: Referenced Series Sequence (Common Instance Reference, C.12.2; OHIF keys a SEG to
+  its images by it), Source Image Sequence, and per frame the Derivation Image Sequence with
+  the slice the frame was segmented on.
+* Only frames that contain pixels of their segment are encoded (a frame is one slice of one
+  segment); an empty segment is refused rather than written without frames.
+* BINARY, not LABELMAP (…66.7, unknown to older validators and viewers), not FRACTIONAL (kept
+  for probability maps). Explicit VR Little Endian, bit-packed (PS3.5 8.1.1).
+
+Single-frame source images only (CT/MR/PT slices), the masks on their grid: ``masks[n][i]`` is
+segment *n* on ``source[i]``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+
+from analysis.results._common import (
+    Identity,
+    ResultKind,
+    algorithm_sequence,
+    check_one_series,
+    contributing_equipment,
+    declare_private_schemes,
+    derived_uid,
+    single_component_names,
+    stamp,
+)
+from analysis.results.model import Algorithm, Provenance, SegmentResult
+
+__all__ = ["CONTENT_LABEL", "build_segmentation", "segment_description"]
+
+CONTENT_LABEL = "RADIOGATE"
+
+
+def segment_description(
+    segment: SegmentResult, algorithm: Algorithm, provenance: Provenance
+) -> hd.seg.SegmentDescription:
+    """The Segment Description of *segment* (PS3.3 C.8.20.4), laterality as type modifier."""
+    description = hd.seg.SegmentDescription(
+        segment_number=segment.segment_number,
+        segment_label=segment.label,
+        segmented_property_category=segment.category,
+        segmented_property_type=segment.type,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm_sequence(algorithm, provenance),
+        tracking_uid=segment.tracking_uid,
+        tracking_id=segment.tracking_id,
+    )
+    if segment.laterality is not None:
+        type_item = description.SegmentedPropertyTypeCodeSequence[0]
+        type_item.SegmentedPropertyTypeModifierCodeSequence = [
+            hd.sr.CodedConcept.from_code(segment.laterality)
+        ]
+    return description
+
+
+def _check_geometry(source: Sequence[Dataset]) -> tuple[int, int]:
+    first = source[0]
+    if int(first.get("NumberOfFrames", 1)) != 1:
+        raise ValueError("multi-frame source images are not supported")
+    for attribute in ("FrameOfReferenceUID", "Rows", "Columns", "ImageOrientationPatient"):
+        values = {str(ds.get(attribute)) for ds in source}
+        if len(values) != 1 or first.get(attribute) is None:
+            raise ValueError(f"source images differ in, or lack, {attribute}")
+    return int(first.Rows), int(first.Columns)
+
+
+def _stack(
+    source: Sequence[Dataset], segments: Sequence[SegmentResult], masks: Mapping[int, np.ndarray]
+) -> np.ndarray:
+    """Masks as a (slices, rows, columns, segments) uint8 array, segment n at index n-1."""
+    numbers = [s.segment_number for s in segments]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"segments must be numbered 1..{len(numbers)} in order, not {numbers}")
+    if set(masks) != set(numbers):
+        raise ValueError("masks and segments do not have the same segment numbers")
+    shape = (len(source), *_check_geometry(source))
+    stacked = np.zeros((*shape, len(numbers)), dtype=np.uint8)
+    for number in numbers:
+        mask = np.asarray(masks[number])
+        if mask.shape != shape:
+            raise ValueError(f"mask of segment {number} is {mask.shape}, the source is {shape}")
+        if mask.dtype != np.bool_ and not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"mask of segment {number} is not binary")
+        if not mask.any():
+            raise ValueError(f"segment {number} is empty")
+        stacked[..., number - 1] = mask.astype(bool)
+    return stacked
+
+
+def _derive_dimension_organization(seg: Dataset) -> None:
+    """Replace highdicom's random Dimension Organization UID (C.7.6.17) by one derived from
+    the SOP Instance UID: the same inputs give the same bytes."""
+    uid = derived_uid("dimension-organization", str(seg.SOPInstanceUID))
+    for item in [*seg.DimensionOrganizationSequence, *seg.DimensionIndexSequence]:
+        item.DimensionOrganizationUID = uid
+
+
+def _digest(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()
+
+
+def build_segmentation(
+    source: Sequence[Dataset],
+    segments: Sequence[SegmentResult],
+    masks: Mapping[int, np.ndarray],
+    algorithm: Algorithm,
+    provenance: Provenance,
+    *,
+    created: datetime.datetime | None = None,
+) -> hd.seg.Segmentation:
+    """The BINARY Segmentation of *segments* (masks by segment number) on the series *source*
+    (its de-identified single-frame images; headers suffice)."""
+    series = check_one_series(source)
+    ordered = sorted(segments, key=lambda s: s.segment_number)
+    pixels = _stack(source, ordered, masks)
+    identity = Identity.of(
+        ResultKind.SEGMENTATION, series, [algorithm], repr(ordered), _digest(pixels)
+    )
+    with single_component_names():
+        seg = hd.seg.Segmentation(
+            source_images=list(source),
+            pixel_array=pixels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[segment_description(s, algorithm, provenance) for s in ordered],
+            series_instance_uid=identity.series_instance_uid,
+            series_number=identity.series_number,
+            sop_instance_uid=identity.sop_instance_uid,
+            instance_number=1,
+            manufacturer=provenance.manufacturer,
+            manufacturer_model_name=provenance.model_name,
+            software_versions=provenance.software_version,
+            device_serial_number=provenance.device_serial_number,
+            content_label=CONTENT_LABEL,
+            content_description=identity.series_description,
+            series_description=identity.series_description,
+            omit_empty_frames=True,
+            contributing_equipment=[contributing_equipment(provenance, algorithm)],
+        )
+    _derive_dimension_organization(seg)
+    declare_private_schemes(seg)
+    stamp(seg, created)
+    return seg

@@ -1,0 +1,161 @@
+"""Segmentation: written, strictly read back, parsed again with highdicom; masks, codes,
+tracking, references and geometry survive."""
+
+from __future__ import annotations
+
+import io
+
+import highdicom as hd
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import SegmentationStorage
+
+from analysis.results import SegmentResult, build_segmentation
+from tests.unit.results.roundtrip import write_and_read
+from tests.unit.results.synthetic import CREATED, PROVENANCE, SEGMENTER
+
+
+def _read(segmentation: Dataset) -> hd.seg.Segmentation:
+    data, _ = write_and_read(segmentation)
+    return hd.seg.segread(io.BytesIO(data))
+
+
+def test_segments_codes_and_tracking_read_back(
+    segmentation: Dataset, segments: list[SegmentResult]
+) -> None:
+    seg = _read(segmentation)
+    assert seg.SOPClassUID == SegmentationStorage
+    assert seg.segmentation_type == hd.seg.SegmentationTypeValues.BINARY
+    assert seg.segment_numbers == [1, 2, 3]
+    for segment in segments:
+        description = seg.get_segment_description(segment.segment_number)
+        assert description.segment_label == segment.label
+        assert description.segmented_property_category == segment.category
+        assert description.segmented_property_type == segment.type
+        assert description.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        assert description.tracking_uid == segment.tracking_uid
+        assert description.tracking_id == segment.tracking_id
+        assert seg.get_segment_numbers(tracking_uid=segment.tracking_uid) == [
+            segment.segment_number
+        ]
+        algorithm = description.algorithm_identification
+        assert algorithm is not None
+        assert algorithm[0].AlgorithmName == "lung-nodule-seg"
+        assert algorithm[0].AlgorithmVersion == "0.3.1"
+        assert f"model-blake3={SEGMENTER.model_hash}" in algorithm[0].AlgorithmParameters
+    modifiers = {
+        n: seg.SegmentSequence[n - 1]
+        .SegmentedPropertyTypeCodeSequence[0]
+        .SegmentedPropertyTypeModifierCodeSequence[0]
+        .CodeValue
+        for n in (1, 2, 3)
+    }
+    assert modifiers == {
+        1: codes.SCT.Right.value,
+        2: codes.SCT.Left.value,
+        3: codes.SCT.Right.value,
+    }
+
+
+def test_masks_read_back_pixel_for_pixel(
+    segmentation: Dataset, source: list[Dataset], masks: dict[int, np.ndarray]
+) -> None:
+    seg = _read(segmentation)
+    uids = [str(ds.SOPInstanceUID) for ds in source]
+    pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=[1, 2, 3])
+    assert pixels.shape == (len(source), 64, 64, 3)
+    for number, mask in masks.items():
+        assert np.array_equal(pixels[..., number - 1].astype(bool), mask)
+
+
+def test_only_frames_with_pixels_each_derived_from_its_slice(
+    segmentation: Dataset, source: list[Dataset], masks: dict[int, np.ndarray]
+) -> None:
+    seg = _read(segmentation)
+    expected = sum(int(mask.any(axis=(1, 2)).sum()) for mask in masks.values())
+    assert seg.NumberOfFrames == expected == 6 + 6 + 3
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in source}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        (derivation,) = frame.DerivationImageSequence
+        (reference,) = derivation.SourceImageSequence
+        slice_ = by_uid[reference.ReferencedSOPInstanceUID]
+        assert frame.PlanePositionSequence[0].ImagePositionPatient == slice_.ImagePositionPatient
+        number = frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        assert masks[number][source.index(slice_)].any()
+
+
+def test_same_geometry_and_references_as_the_source(
+    segmentation: Dataset, source: list[Dataset]
+) -> None:
+    seg = _read(segmentation)
+    assert seg.FrameOfReferenceUID == source[0].FrameOfReferenceUID
+    assert (seg.Rows, seg.Columns) == (source[0].Rows, source[0].Columns)
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    assert shared.PixelMeasuresSequence[0].PixelSpacing == source[0].PixelSpacing
+    assert (
+        shared.PlaneOrientationSequence[0].ImageOrientationPatient
+        == source[0].ImageOrientationPatient
+    )
+    (series,) = seg.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == source[0].SeriesInstanceUID
+    assert {r.ReferencedSOPInstanceUID for r in series.ReferencedInstanceSequence} == {
+        ds.SOPInstanceUID for ds in source
+    }
+    assert seg.StudyInstanceUID == source[0].StudyInstanceUID
+    assert seg.PatientIdentityRemoved == "YES"
+
+
+def test_provenance(segmentation: Dataset) -> None:
+    seg = _read(segmentation)
+    assert seg.SeriesDescription == "Radiogate segmentation"
+    assert seg.SeriesNumber == 9903
+    assert (seg.Manufacturer, seg.ManufacturerModelName, seg.SoftwareVersions) == (
+        "Radiogate",
+        "Radiogate",
+        "0.1.0",
+    )
+    assert seg.DeviceSerialNumber == "0"
+    assert seg.ContentLabel == "RADIOGATE"
+    models = [e.get("ManufacturerModelName") for e in seg.ContributingEquipmentSequence]
+    assert "lung-nodule-seg" in models
+    assert "InstitutionName" not in seg
+
+
+def test_deterministic(
+    source: list[Dataset], segments: list[SegmentResult], masks: dict[int, np.ndarray]
+) -> None:
+    def build(m: dict[int, np.ndarray]) -> Dataset:
+        return build_segmentation(source, segments, m, SEGMENTER, PROVENANCE, created=CREATED)
+
+    assert write_and_read(build(masks))[0] == write_and_read(build(masks))[0]
+    changed = dict(masks)
+    changed[3] = masks[3].copy()
+    changed[3][2, 30, 16] = False
+    assert build(changed).SOPInstanceUID != build(masks).SOPInstanceUID
+    assert build(changed).SeriesInstanceUID == build(masks).SeriesInstanceUID
+
+
+def test_bad_masks_are_refused(
+    source: list[Dataset], segments: list[SegmentResult], masks: dict[int, np.ndarray]
+) -> None:
+    def build(m: dict[int, np.ndarray], s: list[SegmentResult] = segments) -> None:
+        build_segmentation(source, s, m, SEGMENTER, PROVENANCE)
+
+    with pytest.raises(ValueError, match="segment 3 is empty"):
+        build({**masks, 3: np.zeros_like(masks[3])})
+    with pytest.raises(ValueError, match="the source is"):
+        build({**masks, 2: masks[2][:, :32]})
+    with pytest.raises(ValueError, match="not binary"):
+        build({**masks, 1: masks[1].astype(np.uint8) * 2})
+    with pytest.raises(ValueError, match="same segment numbers"):
+        build({1: masks[1], 2: masks[2]})
+    with pytest.raises(ValueError, match=r"numbered 1\.\.2"):
+        build({1: masks[1], 3: masks[3]}, [segments[0], segments[2]])
+    with pytest.raises(ValueError, match="span 2 series"):
+        other = Dataset()
+        other.update(source[0])
+        other.SeriesInstanceUID = "1.2.3"
+        other.SOPInstanceUID = "1.2.3.4"
+        build_segmentation([*source[:-1], other], segments, masks, SEGMENTER, PROVENANCE)
