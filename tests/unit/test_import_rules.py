@@ -3,8 +3,9 @@
 * ``config`` and ``audit`` import nothing else of ours (``audit`` may import ``config``);
 * ``analysis`` does no I/O; ``pacs_plugin`` never loads onnxruntime or pyradiomics;
 * inside ``dicom_nodes``: the spool is a leaf (it imports only ``dicom_nodes.errors``); the
-  receiver (``scp``, ``db``) never imports the pipeline; the pipeline's state (``state``) imports
-  neither the receiver nor the pipeline; forwarding never imports the receiver or the pipeline.
+  receiver (``scp``, ``db``) never imports the pipeline or de-identification; the pipeline's
+  state (``state``) imports neither the receiver nor the pipeline; forwarding never imports the
+  receiver or the pipeline (once the accelerator is shared, checked below).
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ RULES = [
     ("spool", {"dicom_nodes.scp", "dicom_nodes.db", "dicom_nodes.pipeline", "dicom_nodes.forward",
                "dicom_nodes.deid", "dicom_nodes.state", "dicom_nodes.services",
                "dicom_nodes.audit_events"}),
-    ("scp", {"dicom_nodes.pipeline", "dicom_nodes.forward", "dicom_nodes.deid"}),
-    ("db", {"dicom_nodes.pipeline", "dicom_nodes.forward", "dicom_nodes.scp"}),
+    # The receiver hosts the storage commitment report handler (dicom_nodes.forward.commitment)
+    # and records reports for the worker: it may use forwarding's commitment model.
+    ("scp", {"dicom_nodes.pipeline", "dicom_nodes.deid"}),
+    ("db", {"dicom_nodes.pipeline", "dicom_nodes.scp"}),
     ("state", {"dicom_nodes.pipeline", "dicom_nodes.scp", "dicom_nodes.db",
                "dicom_nodes.forward", "dicom_nodes.deid", "dicom_nodes.audit_events"}),
 ]  # fmt: skip

@@ -300,7 +300,7 @@ class _Archive:
         )
         assoc.release()
         with self._lock:
-            self.reported.append((tx, int(status.Status)))
+            self.reported.append((tx, int(getattr(status, "Status", -1))))
 
     def stop(self) -> None:
         for timer in self._timers:
