@@ -18,6 +18,7 @@ from pathlib import Path
 
 __all__ = [
     "CredentialsError",
+    "CredentialsMissingError",
     "HttpCredentials",
     "ensure_credentials",
     "load_credentials",
@@ -28,6 +29,10 @@ _DEFAULT_USER = "radiogate"
 
 class CredentialsError(RuntimeError):
     """The credentials file is missing, malformed or readable by others (not retryable)."""
+
+
+class CredentialsMissingError(CredentialsError):
+    """The credentials file does not exist."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,7 @@ def load_credentials(path: Path) -> HttpCredentials:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise CredentialsError(
+        raise CredentialsMissingError(
             f"archive credentials {path} do not exist (created by 'radiogate run' on first start)"
         ) from None
     except OSError as exc:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_nodes.services.credentials import HttpCredentials, ensure_credentials
+from dicom_nodes.services.supervisor import die_with_parent
 
 __all__ = [
     "ManagedOrthanc",
@@ -191,7 +192,12 @@ class ManagedOrthanc:
         log = self.log_path.open("ab")
         env = dict(os.environ, TCP_NODELAY="1")
         self._proc = subprocess.Popen(
-            [self.executable, str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env
+            [self.executable, str(cfg)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches our owner, who stops us in order
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads start Orthanc
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -221,6 +227,9 @@ class ManagedOrthanc:
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def exit_status(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
