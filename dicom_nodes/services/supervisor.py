@@ -111,11 +111,18 @@ class ProcessService:
     def exit_status(self) -> int | None:
         return self._proc.poll() if self._proc is not None else None
 
-    def stop(self) -> None:
-        """End the whole group: the child and anything it started (also after it died)."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the child and wait for it (it stops what it started, in its own order), then
+        end whatever is left of its process group (also after the child died by itself)."""
         if self._proc is None:
             return
-        stop_group(self._proc.pid)
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                LOGGER.warning("%s did not stop in %.0f s; killing it", self.name, timeout)
+        stop_group(self._proc.pid, timeout=5.0)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=5)
         self._proc = None
