@@ -64,6 +64,7 @@ from audit.checkpoint import CheckpointFileError, CheckpointSink, load_checkpoin
 from audit.identifiers import check_network_address
 from audit.keys import Signer
 from dicom_nodes.audit_events import audit_verified, key_rotated
+from dicom_nodes.exitcodes import database_unavailable
 
 __all__ = ["add_parser", "run"]
 
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace, settings: config.Settings) -> int:
         print(f"radiogate audit: invalid argument: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
-        print(f"radiogate audit: database unavailable: {exc}", file=sys.stderr)
+        print(f"radiogate audit: {database_unavailable(exc)}", file=sys.stderr)
         return 3
 
 

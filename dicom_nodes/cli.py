@@ -21,7 +21,7 @@ import psycopg
 import config
 from audit import SigningKeyMissingError
 from dicom_nodes.deid.secrets import SecretError, SecretMissingError
-from dicom_nodes.exitcodes import ExitCode
+from dicom_nodes.exitcodes import ExitCode, database_unavailable
 from dicom_nodes.logsetup import configure_logging
 from dicom_nodes.services.credentials import CredentialsError, CredentialsMissingError
 from dicom_nodes.services.lock import AlreadyRunning, held_by
@@ -99,13 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc))
         return ExitCode.USAGE
     except psycopg.OperationalError as exc:
-        _fail(f"database unavailable: {_first_line(exc)}")
+        _fail(database_unavailable(exc))
         return ExitCode.DATABASE_UNAVAILABLE
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _fail(message: str) -> None:

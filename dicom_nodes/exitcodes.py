@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["ExitCode"]
+__all__ = ["ExitCode", "database_unavailable"]
 
 
 class ExitCode(IntEnum):
@@ -36,3 +36,13 @@ class ExitCode(IntEnum):
     """Stopped by Ctrl-C (SIGINT) before finishing (``radiogate run`` exits 0 on a signal)."""
     BROKEN_PIPE = 141
     """Standard output was closed early (e.g. ``| head``); 128 + SIGPIPE as a shell reports."""
+
+
+def database_unavailable(exc: BaseException) -> str:
+    """One line for a database that cannot be reached: the driver's first line and a hint."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return (
+        f"database unavailable: {first} (is 'radiogate run' or 'radiogate db start' running, "
+        "or database.dsn right?)"
+    )
