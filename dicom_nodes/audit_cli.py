@@ -302,27 +302,38 @@ class _Progress:
 
 
 def _verify(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Verify the chain. A missing keyring or checkpoint file is reported as missing (exit 4),
+    never as damage; only when nothing was signed yet may they be absent."""
     a = settings.audit
     keyring_path = Path(args.keyring) if args.keyring else config.data_path(settings, a.keyring)
-    if not keyring_path.exists():
-        raise MissingFileError(
-            f"keyring {keyring_path} does not exist: the chain cannot be checked without the "
-            "public keys (restore it from a backup, or point --keyring / audit.keyring at it)"
-        )
-    keyring = Keyring.load(keyring_path)
     files = [Path(f) for f in args.checkpoint_file or []] or [
         config.data_path(settings, a.checkpoint_file)
     ]
-    external = [cp for f in files for cp in read_checkpoint_file(f)]
-    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     dsn = _dsn(settings)
+    known: list[bool] = []
+
+    def signed() -> bool:
+        """Whether the database holds signed checkpoints (asked once, only if needed)."""
+        if not known:
+            known.append(_has_checkpoints(dsn))
+        return known[0]
+
+    if not keyring_path.exists() and (args.keyring or signed()):
+        raise MissingFileError(
+            f"keyring {keyring_path} does not exist: the signed checkpoints cannot be checked "
+            "without the public keys (restore it from a backup, or point --keyring / "
+            "audit.keyring at it)"
+        )
     missing = [f for f in files if not f.exists()]
-    if missing and (args.checkpoint_file or _has_checkpoints(dsn)):
+    if missing and (args.checkpoint_file or signed()):
         raise MissingFileError(
             f"checkpoint file {missing[0]} does not exist although checkpoints were signed "
             "(restore it from a backup, or point --checkpoint-file / audit.checkpoint_file "
             "at it)"
         )
+    keyring = Keyring.load(keyring_path)
+    external = [cp for f in files for cp in read_checkpoint_file(f)]
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     with psycopg.connect(dsn) as conn:
         report = verify(conn, keyring, external, progress=progress, dsn=dsn, workers=args.workers)
     if progress is not None:
