@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,6 @@ port = {self.dicom_port}
         return int(self.lock_info()["services"][name]["restarts"])
 
     def orthanc_get(self, path: str) -> Any:
-        import urllib.request
-
         creds = load_credentials(self.data_dir / "orthanc" / "http-credentials")
         req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
         req.add_header("Authorization", creds.authorization)
