@@ -305,7 +305,9 @@ def test_reidentify_not_found_is_audited(fresh_dsn: str, tmp_path: Path) -> None
     _assert_no_original(_audit_blob(fresh_dsn))
 
 
-def test_reidentify_key_errors_exit_2_missing_key_4_and_are_audited(fresh_dsn: str, tmp_path: Path) -> None:
+def test_reidentify_key_errors_exit_2_missing_key_4_and_are_audited(
+    fresh_dsn: str, tmp_path: Path
+) -> None:
     _record(fresh_dsn, PATIENT)
     result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, "--user", "admin", key=OTHER_KEY)
     assert result.returncode == 2 and result.stdout == ""
