@@ -11,7 +11,9 @@ Order, and what makes it safe to run twice:
    secrets, keys and archive credentials that are missing;
 4. start and supervise (:mod:`.supervisor`) the private Orthanc (closed: :mod:`.orthanc`), the
    audit sealer, the SCP and the worker: a child that dies is restarted with back-off, logged,
-   counted (in the lock file) and audited (110100 Application Activity, Start / Stop).
+   counted (in the lock file) and audited (110100 Application Activity: a Stop with outcome
+   Serious Failure for the death; the restarted service records its own Start, Orthanc's is
+   recorded here with reason ``restart``).
 
 Only SIGINT/SIGTERM stop it; children are stopped in reverse order.
 """
@@ -32,9 +34,11 @@ from types import FrameType
 import psycopg
 
 import audit
+from audit import EventOutcome
 from config import Settings, data_path
 from dicom_nodes.audit_events import application_event
 from dicom_nodes.db.migrate import migrate
+from dicom_nodes.lifecycle import config_hash, record_start, record_stop
 from dicom_nodes.services.credentials import ensure_credentials
 from dicom_nodes.services.lock import StackLock
 from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer
@@ -125,27 +129,36 @@ class _OrthancService:
 
 
 class _Auditor:
-    """Records service starts and stops; never raises (the database may be what is down)."""
+    """Records what the services cannot record themselves; never raises (the database may be
+    what is down). The SCP, worker and sealer record their own start and stop
+    (:mod:`dicom_nodes.lifecycle`); here: Orthanc's start and stop, and any child's death."""
 
     def __init__(self, settings: Settings, dsn: str) -> None:
+        self.settings = settings
         self.node = settings.node.name
         self.dsn = dsn
+        self.config_hash = config_hash(settings)
 
     def __call__(self, name: str, what: str, restarts: int) -> None:
-        if what == "started":
+        if what == "died":
             event = application_event(
-                node=self.node,
-                application=name,
-                started=True,
-                reason="restart" if restarts else None,
+                self.node,
+                name,
+                started=False,
+                config_hash=self.config_hash,
+                outcome=EventOutcome.SERIOUS_FAILURE,
+                reason="exited-unexpectedly",
+            )
+        elif name == "orthanc":
+            event = application_event(
+                self.node,
+                name,
+                started=what == "started",
+                config_hash=self.config_hash,
+                reason="restart" if what == "started" and restarts else None,
             )
         else:
-            event = application_event(
-                node=self.node,
-                application=name,
-                started=False,
-                reason="exited-unexpectedly" if what == "died" else None,
-            )
+            return
         try:
             with psycopg.connect(self.dsn, connect_timeout=3) as conn:
                 audit.enqueue(conn, event)
@@ -218,6 +231,7 @@ class _Stack:
         self.info = info
         self.children: list[Supervised] = []
         self.lines: list[str] = []
+        self.recorded_start = False
 
     def run(self, stop: _StopFlag) -> int:
         try:
@@ -255,6 +269,7 @@ class _Stack:
         dsn = database_dsn(s)
         applied = apply_migrations(dsn)
         self.lines.append(f"schema       up to date ({len(applied)} migrations applied now)")
+        self.recorded_start = record_start(dsn, s, "stack")
         self._secrets()
         env = dict(os.environ)
         if self.config_file:
@@ -354,7 +369,9 @@ class _Stack:
                 child.stop()
             except Exception:
                 LOGGER.exception("stopping %s failed", child.name)
-        if self.children:
+        if self.recorded_start:
+            record_stop(database_dsn(self.settings), self.settings, "stack")
+        if self.children or self.recorded_start:
             # Chain the stop events now rather than at the next start.
             with (
                 contextlib.suppress(psycopg.Error),

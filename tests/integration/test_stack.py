@@ -4,6 +4,7 @@ with one line and a documented exit status."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -145,9 +146,26 @@ def test_a_killed_child_is_restarted_and_work_goes_on(
     wait_for_echo(stack.scp_port, "RADIOGATE", timeout=60)
     stack.send([ct[index]])
     stack.wait_archived(before + 1)
-    query = stack.radiogate("audit", "query", "--step", "application-started", "--format", "csv")
+    query = stack.radiogate("audit", "query", "--step", "application-stopped", "--format", "jsonl")
     assert query.returncode == 0, query.stderr
-    assert any(f"radiogate-{name} " in row for row in query.stdout.splitlines())
+    deaths = [
+        e
+        for e in (json.loads(line)["event"] for line in query.stdout.splitlines())
+        if e.get("reason") == "exited-unexpectedly"
+        and e["participants"][0]["user"] == f"radiogate-{name}"
+    ]
+    assert len(deaths) == 1 and deaths[0]["outcome"] == 8
+    started = stack.radiogate(
+        "audit", "query", "--step", "application-started", "--format", "jsonl"
+    )
+    starts = [
+        e
+        for e in (json.loads(line)["event"] for line in started.stdout.splitlines())
+        if e["participants"][0]["user"] == f"radiogate-{name}"
+    ]
+    assert len(starts) == 2  # the first start and the restart
+    if name == "orthanc":
+        assert starts[-1].get("reason") == "restart"
 
 
 def test_audit_verify_from_any_directory_and_a_missing_keyring(
@@ -245,7 +263,7 @@ def test_database_down_is_one_line_for_every_command(tmp_path: Path) -> None:
         result = radiogate("-c", str(cfg), *args, cwd=Path("/"))
         assert result.returncode == ExitCode.DATABASE_UNAVAILABLE, (args, result.stderr)
         assert "Traceback" not in result.stderr, (args, result.stderr)
-        assert "database unavailable" in result.stderr, (args, result.stderr)
+        assert "database" in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
     # config commands do not need the database at all.
     assert radiogate("-c", str(cfg), "config", "check").returncode == 0
