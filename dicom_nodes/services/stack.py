@@ -174,15 +174,13 @@ def run_stack(settings: Settings, config_file: str | None) -> int:
     (the CLI turns each into one line and its exit code)."""
     data_dir = Path(settings.node.data_dir)
     cluster = None if settings.database.dsn else _cluster(settings)
-    ports = planned_ports(settings, cluster_running=cluster is not None and _running(cluster))
     lock = StackLock(data_dir)
-    info: dict[str, object] = {
-        "pid": os.getpid(),
-        "data_dir": str(data_dir),
-        "ports": {u.setting: u.port for u in ports if u.port},
-    }
-    lock.acquire(info)
+    info: dict[str, object] = {"pid": os.getpid(), "data_dir": str(data_dir)}
+    lock.acquire(info)  # first: a second start looks at nothing else
     try:
+        ports = planned_ports(settings, cluster_running=cluster is not None and _running(cluster))
+        info["ports"] = {u.setting: u.port for u in ports if u.port}
+        lock.update(info)
         check_ports(ports)
         with _signals() as stop:
             return _Stack(settings, config_file, cluster, lock, info).run(stop)
