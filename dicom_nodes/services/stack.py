@@ -21,6 +21,7 @@ Only SIGINT/SIGTERM stop it; children are stopped in reverse order.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -50,7 +51,6 @@ __all__ = ["archive_peers", "database_dsn", "planned_ports", "run_stack"]
 
 LOGGER = logging.getLogger(__name__)
 
-_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 _POLL = 0.5
 
 
@@ -70,22 +70,36 @@ def apply_migrations(dsn: str) -> list[str]:
         return migrate(conn)
 
 
+def _loopback_if_wildcard(host: str) -> str:
+    try:
+        address = ipaddress.ip_address(host) if host else None
+    except ValueError:
+        return host  # a host name
+    if address is None or address.is_unspecified:
+        return "::1" if address is not None and address.version == 6 else "127.0.0.1"
+    return host
+
+
 def archive_peers(settings: Settings) -> list[OrthancPeer]:
-    """The only DICOM peers the managed Orthanc accepts: the calling AE of every DIMSE
-    destination that points at it, from loopback (the SCP's AE title if none does)."""
-    o = settings.orthanc
-    aets = sorted(
-        {
-            d.calling_ae
-            for d in settings.destinations
-            if d.kind == "dimse"
-            and d.port == o.dicom_port
-            and (d.host in _LOOPBACK_NAMES or d.host == o.host)
-        }
-    ) or [settings.scp.ae_title]
+    """The ``DicomModalities`` entries of the managed Orthanc: Radiogate as Orthanc must know it.
+
+    Orthanc accepts an N-ACTION (Storage Commitment, PS3.4 J.3.2) only from a calling AE it
+    knows, and sends the N-EVENT-REPORT (J.3.3) on a new association to that entry's host and
+    port: so each calling AE our destinations use towards this Orthanc gets an entry pointing
+    at ``radiogate scp`` (normally the one entry for ``scp.ae_title``, which the configuration
+    check requires of commitment destinations while ``scp.require_called_aet`` holds). A
+    wildcard listen address is reached on loopback."""
+    scp, archive = settings.scp, settings.orthanc
+    host = _loopback_if_wildcard(scp.host)
+    titles = [scp.ae_title] + [
+        d.calling_ae
+        for d in settings.destinations
+        if d.kind == "dimse" and d.ae_title == archive.ae_title and d.port == archive.dicom_port
+    ]
+    unique = list(dict.fromkeys(t.strip() for t in titles))
     return [
-        OrthancPeer(f"radiogate-{i}" if i else "radiogate", aet, "127.0.0.1", settings.scp.port)
-        for i, aet in enumerate(aets)
+        OrthancPeer("radiogate" if n == 0 else f"radiogate-{n}", title, host, scp.port)
+        for n, title in enumerate(unique)
     ]
 
 
