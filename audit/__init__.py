@@ -86,7 +86,14 @@ from audit.event import (
     SystemObject,
 )
 from audit.identifiers import AuditEventError
-from audit.keys import Keyring, Signer, SigningKeyError, generate_key, rotate_key
+from audit.keys import (
+    Keyring,
+    Signer,
+    SigningKeyError,
+    SigningKeyMissingError,
+    generate_key,
+    rotate_key,
+)
 from audit.query import AuditQuery, StoredEvent, audited_search, search
 from audit.sealer import enqueue, enqueue_many, pending_count, seal
 from audit.store import AppendResult, Head, append, append_many, read_head
@@ -119,6 +126,7 @@ __all__ = [
     "RoleID",
     "Signer",
     "SigningKeyError",
+    "SigningKeyMissingError",
     "Step",
     "StoredEvent",
     "Study",

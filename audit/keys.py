@@ -25,13 +25,25 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["Keyring", "PublicKeyEntry", "Signer", "SigningKeyError", "generate_key", "rotate_key"]
+__all__ = [
+    "Keyring",
+    "PublicKeyEntry",
+    "Signer",
+    "SigningKeyError",
+    "SigningKeyMissingError",
+    "generate_key",
+    "rotate_key",
+]
 
 _ENDORSEMENT = b"radiogate-audit-key-endorsement/1\n"
 
 
 class SigningKeyError(RuntimeError):
     """A signing key or the keyring is missing, unreadable or inconsistent (not retryable)."""
+
+
+class SigningKeyMissingError(SigningKeyError):
+    """The signing key or keyring file does not exist (the message names its path)."""
 
 
 def key_id_of(public_raw: bytes) -> str:
@@ -141,7 +153,7 @@ class Signer:
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except FileNotFoundError:
-            raise SigningKeyError(
+            raise SigningKeyMissingError(
                 f"signing key {path} does not exist (create it: radiogate audit keygen)"
             ) from None
         except (OSError, ValueError, TypeError) as exc:

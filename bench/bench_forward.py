@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -61,7 +60,7 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 from dicom_nodes.db.migrate import migrate  # noqa: E402
-from dicom_nodes.services.orthanc import ManagedOrthanc  # noqa: E402
+from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer  # noqa: E402
 from dicom_nodes.services.postgres import PrivateCluster  # noqa: E402
 from tests.support import free_port, stop_group, wait_for_echo  # noqa: E402
 
@@ -256,6 +255,11 @@ class Orthanc:
             http_port=free_port(),
             dicom_port=free_port(),
             executable=ORTHANC,
+            # The archive is closed: only these AEs, from loopback, may associate.
+            peers=[
+                OrthancPeer(aet.lower(), aet, HOST, free_port())
+                for aet in ("ECHOSCU", "BENCH", "RADIOGATE")
+            ],
         )
         self.managed.start()
         wait_for_echo(self.managed.dicom_port, self.managed.ae_title, timeout=60.0)
@@ -267,8 +271,7 @@ class Orthanc:
 
     def count(self) -> int:
         assert self.managed is not None
-        with urllib.request.urlopen(f"{self.managed.url}/statistics", timeout=30) as rsp:
-            return int(json.load(rsp)["CountInstances"])
+        return int(self.managed.get_json("/statistics")["CountInstances"])
 
     def stop(self) -> None:
         if self.managed is not None:

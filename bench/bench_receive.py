@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,7 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 from dicom_nodes.db.migrate import migrate  # noqa: E402
-from dicom_nodes.services.orthanc import ManagedOrthanc  # noqa: E402
+from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer  # noqa: E402
 from dicom_nodes.services.postgres import PrivateCluster  # noqa: E402
 from tests.support import free_port, stop_group, wait_for_echo  # noqa: E402
 
@@ -416,14 +415,18 @@ class Orthanc:
             dicom_port=self.port,
             ae_title=self.ae_title,
             executable=ORTHANC,
+            # The archive is closed: only these AEs, from loopback, may associate.
+            peers=[
+                OrthancPeer(aet.lower(), aet, HOST, free_port())
+                for aet in ("ECHOSCU", "BENCH", "RADIOGATE")
+            ],
         )
         self.managed.start()
         wait_for_echo(self.port, self.ae_title, timeout=60.0)
 
     def stored(self) -> int:
         assert self.managed is not None
-        with urllib.request.urlopen(f"{self.managed.url}/statistics", timeout=30) as rsp:
-            return int(json.load(rsp)["CountInstances"])
+        return int(self.managed.get_json("/statistics")["CountInstances"])
 
     def memory(self) -> dict[str, int]:
         assert self.managed is not None and self.managed._proc is not None

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config.loader import ENV_PREFIX, ConfigError, load, settings_to_dict
+from config.loader import (
+    ENV_PREFIX,
+    ConfigError,
+    load,
+    project_dir,
+    resolve_paths,
+    settings_to_dict,
+)
 from config.schema import (
     AuditSettings,
     DatabaseSettings,
@@ -39,6 +46,8 @@ __all__ = [
     "TlsSettings",
     "data_path",
     "load",
+    "project_dir",
+    "resolve_paths",
     "settings_to_dict",
 ]
 
@@ -47,7 +56,8 @@ DEFAULT_FILE = Path(__file__).with_name("default.toml")
 
 
 def data_path(settings: Settings, value: str) -> Path:
-    """Resolve *value* against ``node.data_dir`` unless it is absolute."""
+    """Resolve *value* against ``node.data_dir`` unless it is absolute (:func:`load` has made
+    ``node.data_dir`` absolute, so the working directory never matters)."""
     path = Path(value)
     if path.is_absolute():
         return path

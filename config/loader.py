@@ -7,6 +7,11 @@ comma-separated. ``RADIOGATE_CONFIG`` names the TOML file.
 
 Unknown keys and values of the wrong type or range stop start-up with :class:`ConfigError`,
 whose message names the key and what was expected.
+
+Paths are made absolute here, once (:func:`resolve_paths`): a relative ``node.data_dir`` against
+the configuration file's directory (no file: the source checkout that holds ``config/``), and
+the state files below it against ``node.data_dir``; so every command finds the same data
+whatever the working directory.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, TypeVar
 from config.routes import DestinationSettings
 from config.schema import Settings
 
-__all__ = ["ENV_PREFIX", "ConfigError", "load", "settings_to_dict"]
+__all__ = ["ENV_PREFIX", "ConfigError", "load", "project_dir", "resolve_paths", "settings_to_dict"]
 
 ENV_PREFIX = "RADIOGATE_"
 _CONFIG_ENV = "RADIOGATE_CONFIG"
@@ -47,8 +52,10 @@ def load(
     environ = os.environ if env is None else env
     raw: dict[str, Any] = {}
     file_name = path if path is not None else environ.get(_CONFIG_ENV)
+    base: Path | None = None
     if file_name:
-        file_path = Path(file_name)
+        file_path = Path(os.path.abspath(file_name))
+        base = file_path.parent
         try:
             with file_path.open("rb") as fh:
                 raw = tomllib.load(fh)
@@ -57,9 +64,75 @@ def load(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {file_path} is not valid TOML: {exc}") from exc
     _apply_env(raw, environ)
-    settings = _build(Settings, raw, "")
+    settings = resolve_paths(_build(Settings, raw, ""), base)
     _check_semantics(settings)
     return settings
+
+
+def project_dir() -> Path | None:
+    """The source checkout this package runs from (holding ``pyproject.toml``), or None."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def resolve_paths(settings: Settings, config_dir: Path | None) -> Settings:
+    """*settings* with absolute paths: ``node.data_dir`` against *config_dir* (None: the source
+    checkout), state files against ``node.data_dir``, TLS files against *config_dir*."""
+    base = config_dir if config_dir is not None else project_dir()
+    data_dir = Path(settings.node.data_dir)
+    if not data_dir.is_absolute():
+        if base is None:
+            raise ConfigError(
+                f"node.data_dir: {settings.node.data_dir!r} is relative and there is no "
+                "configuration file to resolve it against; set an absolute node.data_dir "
+                "(RADIOGATE_NODE__DATA_DIR) or give a file with -c / RADIOGATE_CONFIG"
+            )
+        data_dir = base / data_dir
+    data_dir = Path(os.path.normpath(data_dir))
+
+    def under_data(value: str) -> str:
+        return value if not value or Path(value).is_absolute() else str(data_dir / value)
+
+    def under_config(value: str) -> str:
+        if not value or Path(value).is_absolute() or config_dir is None:
+            return value
+        return str(config_dir / value)
+
+    tls = settings.scp.tls
+    a = settings.audit
+    d = settings.deid
+    return dataclasses.replace(
+        settings,
+        node=dataclasses.replace(settings.node, data_dir=str(data_dir)),
+        spool=dataclasses.replace(settings.spool, path=under_data(settings.spool.path)),
+        orthanc=dataclasses.replace(
+            settings.orthanc,
+            storage=under_data(settings.orthanc.storage),
+            credentials_file=under_data(settings.orthanc.credentials_file),
+        ),
+        audit=dataclasses.replace(
+            a,
+            checkpoint_file=under_data(a.checkpoint_file),
+            signing_key=under_data(a.signing_key),
+            keyring=under_data(a.keyring),
+        ),
+        deid=dataclasses.replace(
+            d, secret_file=under_data(d.secret_file), vault_key_file=under_data(d.vault_key_file)
+        ),
+        destinations=[
+            dataclasses.replace(dest, credentials_file=under_data(dest.credentials_file))
+            for dest in settings.destinations
+        ],
+        scp=dataclasses.replace(
+            settings.scp,
+            tls=dataclasses.replace(
+                tls,
+                certificate=under_config(tls.certificate),
+                private_key=under_config(tls.private_key),
+                ca_certificates=under_config(tls.ca_certificates),
+            ),
+        ),
+    )
 
 
 def settings_to_dict(settings: Settings) -> dict[str, Any]:

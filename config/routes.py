@@ -88,6 +88,10 @@ class DestinationSettings:
     timeout: float = 30.0
     commitment_timeout: float = 60.0
     """Seconds to wait for the storage commitment report after the N-ACTION."""
+    credentials_file: str = ""
+    """stowrs: file with ``user:password`` for HTTP Basic authentication (mode 0600; relative to
+    ``node.data_dir``), e.g. ``orthanc/http-credentials`` for the archive ``radiogate run``
+    starts. Empty: no authentication."""
 
 
 @dataclass(frozen=True)

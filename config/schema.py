@@ -4,8 +4,12 @@ Every key of the TOML file maps to one field below; ``config/default.toml`` docu
 with its default. The dataclasses are frozen: settings are loaded and validated once at start
 (:func:`config.load`) and then passed around read-only.
 
-Paths that are relative are resolved against ``node.data_dir`` when they name state
-(spool, PostgreSQL cluster, Orthanc storage) and against the working directory otherwise.
+Where files are found never depends on the working directory: a relative ``node.data_dir`` is
+resolved against the directory of the configuration file (without a file: against the source
+checkout holding ``config/``), relative state paths (spool, PostgreSQL cluster, Orthanc storage,
+secrets, audit files) against ``node.data_dir``, and relative TLS files against the
+configuration file's directory. :func:`config.load` does this once, so ``Settings`` holds
+absolute paths.
 """
 
 from __future__ import annotations
@@ -141,6 +145,9 @@ class OrthancSettings:
     ae_title: str = "ORTHANC"
     storage: str = "orthanc"
     """Orthanc storage and index directory (relative to ``node.data_dir``)."""
+    credentials_file: str = "orthanc/http-credentials"
+    """``user:password`` of the REST API (HTTP Basic; mode 0600; relative to ``node.data_dir``).
+    Created on first start when Orthanc is managed; written by the operator otherwise."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """``radiogate audit ...``: key management, checkpoints, verification, search and ATNA export.
 
-Commands (exit status 0 on success; ``verify`` exits 1 when the trail is damaged)::
+Commands (exit status 0 on success; ``verify`` exits 1 when the trail is damaged, 4 when the
+keyring, the checkpoint file or the signing key is missing — never "damaged" for a file that
+is simply not where the configuration says; see ``docs/cli.md``)::
 
     radiogate audit keygen                 create the checkpoint signing key and keyring entry
     radiogate audit rotate-key             replace it (old key endorses the new; old kept retired)
@@ -41,6 +43,7 @@ from audit import (
     FileSink,
     Keyring,
     SigningKeyError,
+    SigningKeyMissingError,
     Step,
     StoredEvent,
     SyslogSender,
@@ -57,10 +60,11 @@ from audit import (
     to_atna_xml,
     verify,
 )
-from audit.checkpoint import CheckpointFileError, CheckpointSink
+from audit.checkpoint import CheckpointFileError, CheckpointSink, load_checkpoints
 from audit.identifiers import check_network_address
 from audit.keys import Signer
 from dicom_nodes.audit_events import audit_verified, key_rotated
+from dicom_nodes.exitcodes import database_unavailable
 
 __all__ = ["add_parser", "run"]
 
@@ -191,10 +195,17 @@ def _checkpointer(settings: config.Settings, signer: Signer) -> Checkpointer:
     )
 
 
+class MissingFileError(RuntimeError):
+    """A file ``audit`` needs does not exist (exit status 4; the message names its path)."""
+
+
 def run(args: argparse.Namespace, settings: config.Settings) -> int:
     """Run ``radiogate audit <command>``; return the exit status."""
     try:
         return _run(args, settings)
+    except (MissingFileError, SigningKeyMissingError) as exc:
+        print(f"radiogate audit: {exc}", file=sys.stderr)
+        return 4
     except (SigningKeyError, CheckpointFileError, AuditEventError) as exc:
         print(f"radiogate audit: {exc}", file=sys.stderr)
         return 2
@@ -202,7 +213,7 @@ def run(args: argparse.Namespace, settings: config.Settings) -> int:
         print(f"radiogate audit: invalid argument: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
-        print(f"radiogate audit: database unavailable: {exc}", file=sys.stderr)
+        print(f"radiogate audit: {database_unavailable(exc)}", file=sys.stderr)
         return 3
 
 
@@ -291,14 +302,38 @@ class _Progress:
 
 
 def _verify(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Verify the chain. A missing keyring or checkpoint file is reported as missing (exit 4),
+    never as damage; only when nothing was signed yet may they be absent."""
     a = settings.audit
-    keyring = Keyring.load(
-        Path(args.keyring) if args.keyring else config.data_path(settings, a.keyring)
-    )
-    files = args.checkpoint_file or [str(config.data_path(settings, a.checkpoint_file))]
-    external = [cp for f in files for cp in read_checkpoint_file(Path(f))]
-    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+    keyring_path = Path(args.keyring) if args.keyring else config.data_path(settings, a.keyring)
+    files = [Path(f) for f in args.checkpoint_file or []] or [
+        config.data_path(settings, a.checkpoint_file)
+    ]
     dsn = _dsn(settings)
+    known: list[bool] = []
+
+    def signed() -> bool:
+        """Whether the database holds signed checkpoints (asked once, only if needed)."""
+        if not known:
+            known.append(_has_checkpoints(dsn))
+        return known[0]
+
+    if not keyring_path.exists() and (args.keyring or signed()):
+        raise MissingFileError(
+            f"keyring {keyring_path} does not exist: the signed checkpoints cannot be checked "
+            "without the public keys (restore it from a backup, or point --keyring / "
+            "audit.keyring at it)"
+        )
+    missing = [f for f in files if not f.exists()]
+    if missing and (args.checkpoint_file or signed()):
+        raise MissingFileError(
+            f"checkpoint file {missing[0]} does not exist although checkpoints were signed "
+            "(restore it from a backup, or point --checkpoint-file / audit.checkpoint_file "
+            "at it)"
+        )
+    keyring = Keyring.load(keyring_path)
+    external = [cp for f in files for cp in read_checkpoint_file(f)]
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
     with psycopg.connect(dsn) as conn:
         report = verify(conn, keyring, external, progress=progress, dsn=dsn, workers=args.workers)
     if progress is not None:
@@ -314,6 +349,11 @@ def _verify(args: argparse.Namespace, settings: config.Settings) -> int:
     for damage in sorted(report.damages, key=lambda d: d.seq)[1:]:
         print(f"also: {damage.kind.value} at seq {damage.seq}: {damage.detail}")
     return 0 if report.ok else 1
+
+
+def _has_checkpoints(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return bool(load_checkpoints(conn))
 
 
 def _rows(hits: Iterable[StoredEvent]) -> Iterable[dict[str, Any]]:

@@ -204,11 +204,20 @@ def study_reopened(node: str, local_ae: str, study_uid: str) -> AuditEvent:
 
 
 def application_event(
-    node: str, service: str, *, started: bool, config_hash: str, user: str | None = None
+    node: str,
+    service: str,
+    *,
+    started: bool,
+    config_hash: str,
+    user: str | None = None,
+    outcome: EventOutcome = EventOutcome.SUCCESS,
+    reason: str | None = None,
 ) -> AuditEvent:
     """110100 Application Activity, Application Start / Stop (PS3.15 A.5.3.1): a Radiogate
-    service (``scp``, ``worker``, ``sealer``, ``stack``) started or stopped, naming the hash of
-    the effective configuration it ran with."""
+    service (``scp``, ``worker``, ``sealer``, ``stack``, ``orthanc``) started or stopped, naming
+    the hash of the effective configuration it ran with. ``radiogate run`` records a child that
+    died as a Stop with outcome Serious Failure and reason ``exited-unexpectedly``, and the
+    restart of its Orthanc with reason ``restart``."""
     participants = [ActiveParticipant(f"radiogate-{service}", requestor=user is None,
                                       role=RoleID.APPLICATION)]  # fmt: skip
     if user is not None:
@@ -225,6 +234,8 @@ def application_event(
             if started
             else audit.EventTypeCode.APPLICATION_STOP,
         ),
+        outcome=outcome,
+        reason=reason,
     )
 
 

@@ -1,21 +1,49 @@
-"""The ``radiogate`` command line (handlers and logging are configured here, once)."""
+"""The ``radiogate`` command line (handlers and logging are configured here, once).
+
+Expected failures of every command end here as one line on standard error and an exit status
+of :class:`~dicom_nodes.exitcodes.ExitCode` (the table is in ``docs/cli.md``): a database that
+cannot be reached, a missing file, a busy port, a second start, a closed output pipe.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+import psycopg
 
 import config
+from audit import SigningKeyMissingError
+from dicom_nodes.deid.secrets import SecretError, SecretMissingError
+from dicom_nodes.exitcodes import ExitCode, database_unavailable
 from dicom_nodes.logsetup import configure_logging
+from dicom_nodes.services.credentials import CredentialsError, CredentialsMissingError
+from dicom_nodes.services.lock import AlreadyRunning, held_by
+from dicom_nodes.services.orthanc import OrthancStartError
+from dicom_nodes.services.ports import PortInUse
+from dicom_nodes.services.postgres import ClusterStartError
 
-__all__ = ["main"]
+__all__ = ["main", "version"]
+
+
+def version() -> str:
+    """The installed distribution's version (``pyproject.toml``)."""
+    try:
+        return metadata.version("radiogate")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="radiogate", description="DICOM-native PACS extension server")
     p.add_argument("-c", "--config", help="TOML configuration file (default: $RADIOGATE_CONFIG)")
+    p.add_argument("--version", action="version", version=f"radiogate {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start PostgreSQL, Orthanc and the SCP (Ctrl-C stops all)")
     sub.add_parser("scp", help="run the Storage SCP (receiver processes)")
@@ -43,6 +71,44 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``radiogate`` command; return its exit status (:class:`ExitCode`)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        _fail("output closed before the end (broken pipe)")
+        return ExitCode.BROKEN_PIPE
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return ExitCode.INTERRUPTED
+    except AlreadyRunning as exc:
+        _fail(str(exc))
+        return ExitCode.ALREADY_RUNNING
+    except PortInUse as exc:
+        _fail(str(exc))
+        return ExitCode.PORT_IN_USE
+    except (OrthancStartError, ClusterStartError) as exc:
+        _fail(str(exc))
+        return ExitCode.START_FAILED
+    except (SecretMissingError, CredentialsMissingError, SigningKeyMissingError) as exc:
+        _fail(str(exc))
+        return ExitCode.MISSING_FILE
+    except (SecretError, CredentialsError) as exc:
+        _fail(str(exc))
+        return ExitCode.USAGE
+    except psycopg.OperationalError as exc:
+        _fail(database_unavailable(exc))
+        return ExitCode.DATABASE_UNAVAILABLE
+
+
+def _fail(message: str) -> None:
+    with contextlib.suppress(OSError):  # stderr closed too: nothing left to tell
+        print(f"radiogate: {message}", file=sys.stderr, flush=True)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config" and args.config_command == "default":
         sys.stdout.write(config.DEFAULT_FILE.read_text())
@@ -51,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = config.load(args.config)
     except config.ConfigError as exc:
         print(f"radiogate: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     configure_logging(settings.logging)
     if args.command == "config":
         if args.config_command == "show":
@@ -97,6 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster.start()
             print(f"PostgreSQL running: {cluster.dsn}")
         else:
+            holder = held_by(Path(settings.node.data_dir))
+            if holder is not None:
+                _fail(
+                    f"radiogate run (pid {holder.get('pid', '?')}) uses this cluster; "
+                    "stop it (Ctrl-C or SIGTERM) instead"
+                )
+                return ExitCode.ALREADY_RUNNING
             cluster.stop()
         return 0
     return 2  # pragma: no cover - argparse enforces the choices

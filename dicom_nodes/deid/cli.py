@@ -16,7 +16,7 @@ Patient Record; the Radiogate step ``re-identified``):
 
 The identifiers are printed only after that transaction commits: no audit event, no output.
 Exit status: 0 found, 1 not found, 2 key or integrity error (or invalid arguments),
-3 database unavailable or failing.
+3 database unavailable or failing, 4 vault key file missing (its path is named).
 
 Rows of kind ``series``, ``instance`` or ``uid`` are not revealed: the audit trail has no
 participant object for a bare UID, and a disclosure the trail cannot name is refused.
@@ -54,6 +54,7 @@ from dicom_nodes.deid.secrets import (
     ENV_SITE_SECRET,
     ENV_VAULT_KEY,
     SecretError,
+    SecretMissingError,
     load_vault_key,
 )
 from dicom_nodes.deid.vault import Vault, VaultError, VaultIntegrityError
@@ -73,6 +74,7 @@ EXIT_FOUND = 0
 EXIT_NOT_FOUND = 1
 EXIT_KEY = 2
 EXIT_DB = 3
+EXIT_MISSING = 4
 
 _REVEALABLE = {"patient", "study"}
 
@@ -240,7 +242,7 @@ def main_reidentify(args: argparse.Namespace, settings: config.Settings) -> int:
         return EXIT_DB
     if failure is not None:
         print(f"radiogate reidentify: {failure} (audit event {seq})", file=sys.stderr)
-        return EXIT_KEY
+        return EXIT_MISSING if isinstance(key_error, SecretMissingError) else EXIT_KEY
     if entry is None:
         if args.json:
             print(json.dumps({"found": False}))

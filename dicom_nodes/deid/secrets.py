@@ -44,6 +44,7 @@ __all__ = [
     "ENV_VAULT_KEY",
     "SECRET_LENGTH",
     "SecretError",
+    "SecretMissingError",
     "VaultKey",
     "ensure_key_file",
     "ensure_secrets",
@@ -66,6 +67,10 @@ class SecretError(RuntimeError):
     """A de-identification secret is missing, malformed or not protected well enough.
 
     The message names the variable or file and what is wrong; never the secret's bytes."""
+
+
+class SecretMissingError(SecretError):
+    """The secret's file does not exist (and no environment variable gives it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +128,7 @@ def _read_file(path: Path, what: str, env_name: str) -> bytes:
         # Symbolic links allowed (mounted secret stores); O_NONBLOCK: a FIFO must not hang us.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
-        raise SecretError(
+        raise SecretMissingError(
             f"{what} {path} does not exist (it is created by 'radiogate run' on first start; "
             f"or set {env_name})"
         ) from None

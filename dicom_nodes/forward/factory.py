@@ -3,8 +3,9 @@
 :func:`make_destination` takes this package's settings dataclasses. :func:`build_destination`
 takes anything shaped like a ``[[destinations]]`` entry of the configuration (``kind``,
 ``name``, ``ae_title``, ``host``, ``port``, ``url``, ``calling_ae``, ``parallel``,
-``confirm``, ``timeout``, ``commitment_timeout``) without importing the configuration
-package, so the two can evolve separately; settings it does not carry keep their defaults here.
+``confirm``, ``timeout``, ``commitment_timeout``, ``credentials_file``) without importing
+the configuration package, so the two can evolve separately; settings it does not carry keep
+their defaults here.
 
 A DIMSE destination that confirms by storage commitment needs a
 :class:`~dicom_nodes.forward.commitment.CommitmentSink` passed in (``radiogate worker`` passes
@@ -28,6 +29,7 @@ from dicom_nodes.forward.settings import (
     StowSettings,
 )
 from dicom_nodes.forward.stow import StowRsDestination
+from dicom_nodes.services.credentials import CredentialsError, load_credentials
 
 __all__ = ["DestinationConfig", "build_destination", "make_destination"]
 
@@ -55,6 +57,8 @@ class DestinationConfig(Protocol):
     def confirm(self) -> str: ...
     @property
     def timeout(self) -> float: ...
+    @property
+    def credentials_file(self) -> str: ...
     @property
     def commitment_timeout(self) -> float: ...
 
@@ -104,14 +108,22 @@ def build_destination(
                     "(radiogate worker passes one)"
                 )
         elif cfg.kind == "stowrs":
+            headers: tuple[tuple[str, str], ...] = ()
+            if cfg.credentials_file:
+                creds = load_credentials(Path(cfg.credentials_file))
+                headers = (("Authorization", creds.authorization),)
             settings = StowSettings(
-                name=cfg.name, url=cfg.url, parallel=cfg.parallel, timeout=cfg.timeout
+                name=cfg.name,
+                url=cfg.url,
+                parallel=cfg.parallel,
+                timeout=cfg.timeout,
+                headers=headers,
             )
         elif cfg.kind == "directory":
             settings = DirectorySettings(name=cfg.name, path=Path(cfg.url))
         else:
             raise ValueError(f"unknown kind {cfg.kind!r} (dimse, stowrs or directory)")
-    except ValueError as exc:
+    except (ValueError, CredentialsError) as exc:
         raise ValueError(f"destination {cfg.name!r}: {exc}") from exc
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,15 @@ from pathlib import Path
 
 import psycopg
 
-__all__ = ["PrivateCluster", "find_pg_bin"]
+__all__ = ["ClusterStartError", "PrivateCluster", "find_pg_bin"]
 
 LOGGER = logging.getLogger(__name__)
 _DB = "radiogate"
 _USER = "radiogate"
+
+
+class ClusterStartError(RuntimeError):
+    """``initdb`` or ``pg_ctl start`` failed (the message names the log file)."""
 
 
 def find_pg_bin() -> Path:
@@ -113,18 +117,28 @@ class PrivateCluster:
         )
         return result.returncode == 0
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the cluster (if not running), wait until it accepts connections, create the db."""
+    def start(self, timeout: float = 60.0) -> bool:
+        """Start the cluster (if not running), wait until it accepts connections, create the db.
+
+        Returns True if this call started the server (so the caller may stop it), False if it
+        was running already (someone else's: leave it running)."""
         self.init()
+        started = False
         if not self.running():
-            subprocess.run(
+            result = subprocess.run(
                 self._cmd(
                     str(self.bin / "pg_ctl"), "start", "-D", str(self.data_dir), "-l",
                     str(self.log_file), "-o", f"-p {self.port}", "-w", "-t", str(int(timeout)),
                 ),
-                check=True,
+                check=False,
                 capture_output=True,
             )  # fmt: skip
+            if result.returncode != 0:
+                raise ClusterStartError(
+                    f"PostgreSQL in {self.data_dir} did not start (pg_ctl status "
+                    f"{result.returncode}); see {self.log_file}"
+                )
+            started = True
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -134,7 +148,7 @@ class PrivateCluster:
                     ).fetchone()
                     if not exists:
                         conn.execute(f"CREATE DATABASE {_DB}")
-                return
+                return started
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise

@@ -1,38 +1,73 @@
 """``radiogate run``: the whole system on one machine, on loopback, with working defaults.
 
-Starts (unless configured to use existing ones) a private PostgreSQL cluster and a private
-Orthanc under ``node.data_dir``, applies the schema migrations, then runs the SCP as a child
-process. Prints what runs where. SIGINT/SIGTERM stop everything in reverse order.
+Order, and what makes it safe to run twice:
+
+1. take the data directory's lock (:mod:`.lock`): a second start in the same data directory
+   says who runs there and exits with :attr:`ExitCode.ALREADY_RUNNING`, touching nothing;
+2. check every port it will listen on (:mod:`.ports`); a busy one is named with the setting
+   that moves it;
+3. start (unless configured to use existing ones) a private PostgreSQL cluster — only a
+   cluster this run started is stopped at the end — apply the migrations, create the
+   secrets, keys and archive credentials that are missing;
+4. start and supervise (:mod:`.supervisor`) the private Orthanc (closed: :mod:`.orthanc`), the
+   audit sealer, the SCP and the worker: a child that dies is restarted with back-off, logged,
+   counted (in the lock file) and audited (110100 Application Activity: a Stop with outcome
+   Serious Failure for the death; the restarted service records its own Start, Orthanc's is
+   recorded here with reason ``restart``).
+
+Only SIGINT/SIGTERM stop it; children are stopped in reverse order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import psycopg
 
+import audit
+from audit import EventOutcome
 from config import Settings, data_path
+from dicom_nodes.audit_events import application_event
 from dicom_nodes.db.migrate import migrate
+from dicom_nodes.lifecycle import config_hash, record_start, record_stop
+from dicom_nodes.services.credentials import ensure_credentials
+from dicom_nodes.services.lock import StackLock
 from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer
+from dicom_nodes.services.ports import PortUse, check_ports
 from dicom_nodes.services.postgres import PrivateCluster
+from dicom_nodes.services.supervisor import ProcessService, Supervised
 
-__all__ = ["archive_peers", "database_dsn", "run_stack"]
+__all__ = ["archive_peers", "database_dsn", "planned_ports", "run_stack"]
 
 LOGGER = logging.getLogger(__name__)
+
+_POLL = 0.5
 
 
 def database_dsn(settings: Settings) -> str:
     """The configured DSN, or the private cluster's."""
     if settings.database.dsn:
         return settings.database.dsn
-    return PrivateCluster(data_path(settings, "postgres"), settings.database.port).dsn
+    return _cluster(settings).dsn
+
+
+def _cluster(settings: Settings) -> PrivateCluster:
+    return PrivateCluster(data_path(settings, "postgres"), settings.database.port)
+
+
+def apply_migrations(dsn: str) -> list[str]:
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        return migrate(conn)
 
 
 def _loopback_if_wildcard(host: str) -> str:
@@ -68,127 +103,294 @@ def archive_peers(settings: Settings) -> list[OrthancPeer]:
     ]
 
 
-def apply_migrations(dsn: str) -> list[str]:
-    with psycopg.connect(dsn, connect_timeout=10) as conn:
-        return migrate(conn)
+def planned_ports(settings: Settings, *, cluster_running: bool = False) -> list[PortUse]:
+    """Every port ``radiogate run`` will listen on, with the setting that chooses it."""
+    uses: list[PortUse] = []
+    if not settings.database.dsn and not cluster_running:
+        uses.append(PortUse("database.port", settings.database.port))
+    if settings.orthanc.managed:
+        # Orthanc 1.10.1 listens on every interface, whatever orthanc.host says.
+        uses.append(PortUse("orthanc.http_port", settings.orthanc.http_port, "0.0.0.0"))  # noqa: S104
+        uses.append(PortUse("orthanc.dicom_port", settings.orthanc.dicom_port, "0.0.0.0"))  # noqa: S104
+    uses.append(PortUse("scp.port", settings.scp.port, settings.scp.host))
+    uses.append(PortUse("scp.metrics_port", settings.scp.metrics_port))
+    uses.append(PortUse("worker.metrics_port", settings.worker.metrics_port))
+    return uses
+
+
+@dataclass
+class _OrthancService:
+    """:class:`ManagedOrthanc` as a supervised service."""
+
+    orthanc: ManagedOrthanc
+    name: str = "orthanc"
+
+    @property
+    def pid(self) -> int | None:
+        return self.orthanc.pid
+
+    def start(self) -> None:
+        self.orthanc.start()
+
+    def running(self) -> bool:
+        return self.orthanc.running()
+
+    def exit_status(self) -> int | None:
+        return self.orthanc.exit_status()
+
+    def stop(self) -> None:
+        self.orthanc.stop()
+
+
+class _Auditor:
+    """Records what the services cannot record themselves; never raises (the database may be
+    what is down). The SCP, worker and sealer record their own start and stop
+    (:mod:`dicom_nodes.lifecycle`); here: Orthanc's start and stop, and any child's death."""
+
+    def __init__(self, settings: Settings, dsn: str) -> None:
+        self.settings = settings
+        self.node = settings.node.name
+        self.dsn = dsn
+        self.config_hash = config_hash(settings)
+
+    def __call__(self, name: str, what: str, restarts: int) -> None:
+        if what == "died":
+            event = application_event(
+                self.node,
+                name,
+                started=False,
+                config_hash=self.config_hash,
+                outcome=EventOutcome.SERIOUS_FAILURE,
+                reason="exited-unexpectedly",
+            )
+        elif name == "orthanc":
+            event = application_event(
+                self.node,
+                name,
+                started=what == "started",
+                config_hash=self.config_hash,
+                reason="restart" if what == "started" and restarts else None,
+            )
+        else:
+            return
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=3) as conn:
+                audit.enqueue(conn, event)
+        except psycopg.Error as exc:
+            LOGGER.warning("audit event %s not recorded: %s", event.step.value, type(exc).__name__)
 
 
 def run_stack(settings: Settings, config_file: str | None) -> int:
-    """Run PostgreSQL, Orthanc and the SCP until interrupted."""
-    stop_requested = False
+    """Run PostgreSQL, Orthanc, the sealer, the SCP and the worker until a signal.
+
+    Raises :class:`~dicom_nodes.services.lock.AlreadyRunning`,
+    :class:`~dicom_nodes.services.ports.PortInUse`, or a start error of PostgreSQL or Orthanc
+    (the CLI turns each into one line and its exit code)."""
+    data_dir = Path(settings.node.data_dir)
+    cluster = None if settings.database.dsn else _cluster(settings)
+    lock = StackLock(data_dir)
+    info: dict[str, object] = {"pid": os.getpid(), "data_dir": str(data_dir)}
+    lock.acquire(info)  # first: a second start looks at nothing else
+    try:
+        ports = planned_ports(settings, cluster_running=cluster is not None and _running(cluster))
+        info["ports"] = {u.setting: u.port for u in ports if u.port}
+        lock.update(info)
+        check_ports(ports)
+        with _signals() as stop:
+            return _Stack(settings, config_file, cluster, lock, info).run(stop)
+    finally:
+        lock.release()
+
+
+def _running(cluster: PrivateCluster) -> bool:
+    return cluster.initialised() and cluster.running()
+
+
+class _StopFlag:
+    def __init__(self) -> None:
+        self.set = False
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[_StopFlag]:
+    flag = _StopFlag()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal stop_requested
-        stop_requested = True
+        flag.set = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
-    data_dir = data_path(settings, ".")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    cluster: PrivateCluster | None = None
-    orthanc: ManagedOrthanc | None = None
-    scp: subprocess.Popen[bytes] | None = None
-    worker: subprocess.Popen[bytes] | None = None
-    sealer: subprocess.Popen[bytes] | None = None
-    lines: list[str] = []
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if not settings.database.dsn:
-            cluster = PrivateCluster(data_path(settings, "postgres"), settings.database.port)
-            cluster.start()
-            lines.append(
-                f"PostgreSQL   127.0.0.1:{cluster.port}  (private cluster in {cluster.data_dir})"
+        yield flag
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+class _Stack:
+    def __init__(
+        self,
+        settings: Settings,
+        config_file: str | None,
+        cluster: PrivateCluster | None,
+        lock: StackLock,
+        info: dict[str, object],
+    ) -> None:
+        self.settings = settings
+        self.config_file = config_file
+        self.cluster = cluster
+        self.cluster_started = False
+        self.lock = lock
+        self.info = info
+        self.children: list[Supervised] = []
+        self.lines: list[str] = []
+        self.recorded_start = False
+
+    def run(self, stop: _StopFlag) -> int:
+        try:
+            self._start()
+            print(
+                "\nRadiogate is running:\n  "
+                + "\n  ".join(self.lines)
+                + "\nPress Ctrl-C to stop.\n",
+                flush=True,
+            )
+            while not stop.set:
+                for child in self.children:
+                    if stop.set:
+                        break
+                    before = child.restarts
+                    child.check()
+                    if child.restarts != before:
+                        self._record_restarts()
+                time.sleep(_POLL)
+            return 0
+        finally:
+            self._stop()
+
+    def _start(self) -> None:
+        s = self.settings
+        if self.cluster is not None:
+            self.cluster_started = self.cluster.start()
+            how = "private cluster" if self.cluster_started else "private cluster, already running"
+            self.lines.append(
+                f"PostgreSQL   127.0.0.1:{self.cluster.port}  ({how} in {self.cluster.data_dir};"
+                f" log {self.cluster.log_file})"
             )
         else:
-            lines.append("PostgreSQL   configured DSN (database.dsn)")
-        dsn = database_dsn(settings)
+            self.lines.append("PostgreSQL   configured DSN (database.dsn)")
+        dsn = database_dsn(s)
         applied = apply_migrations(dsn)
-        lines.append(f"schema       up to date ({len(applied)} migrations applied now)")
-        o = settings.orthanc
+        self.lines.append(f"schema       up to date ({len(applied)} migrations applied now)")
+        self.recorded_start = record_start(dsn, s, "stack")
+        self._secrets()
+        env = dict(os.environ)
+        if self.config_file:
+            env["RADIOGATE_CONFIG"] = str(Path(self.config_file).absolute())
+        auditor = _Auditor(s, dsn)
+        o = s.orthanc
         if o.managed:
+            peers = archive_peers(s)
             orthanc = ManagedOrthanc(
-                storage_dir=data_path(settings, o.storage),
+                storage_dir=data_path(s, o.storage),
                 http_port=o.http_port,
                 dicom_port=o.dicom_port,
                 ae_title=o.ae_title,
                 host=o.host,
                 executable=o.executable,
-                peers=archive_peers(settings),
+                peers=peers,
+                credentials_file=data_path(s, o.credentials_file),
             )
-            orthanc.start()
-        lines.append(
-            f"Orthanc      http://{o.host}:{o.http_port}"
-            f"  DICOM {o.ae_title}@{o.host}:{o.dicom_port}"
-        )
-        env = dict(os.environ)
-        if config_file:
-            env["RADIOGATE_CONFIG"] = config_file
-        key_path = data_path(settings, settings.audit.signing_key)
-        if not key_path.exists():
-            from audit import generate_key
-
-            signer = generate_key(key_path, data_path(settings, settings.audit.keyring))
-            lines.append(f"audit        signing key {signer.key_id} generated in {key_path}")
-        from dicom_nodes.deid.secrets import ensure_secrets
-
-        for created in ensure_secrets(settings):
-            lines.append(f"deid         new secret {created} (keep it, never commit it)")
-        profiles = sorted(
-            {s.partition(":")[2] for r in settings.routes for s in r.steps if s.startswith("deid")}
-        )
-        if profiles:
-            lines.append(f"deid         routes de-identify with profile(s) {', '.join(profiles)}")
+            self._supervise(_OrthancService(orthanc), auditor)
+            allowed = ", ".join(f"{p.ae_title}@{p.host}" for p in peers)
+            self.lines.append(
+                f"Orthanc      http://{o.host}:{o.http_port} (loopback only, user "
+                f"{orthanc.credentials.user}, password in {orthanc.credentials_path})"
+                f"  DICOM {o.ae_title}@{o.host}:{o.dicom_port} (accepts {allowed} only;"
+                f" log {orthanc.log_path})"
+            )
+        else:
+            self.lines.append(f"Orthanc      http://{o.host}:{o.http_port} (not managed)")
+        cli = [sys.executable, "-m", "dicom_nodes.cli"]
         # Chains the events the SCP and workers enqueue, and signs checkpoints.
-        sealer = subprocess.Popen(
-            [sys.executable, "-m", "dicom_nodes.cli", "audit", "checkpoint", "--watch"], env=env
+        self._supervise(
+            ProcessService("sealer", [*cli, "audit", "checkpoint", "--watch"], env), auditor
         )
-        lines.append(
-            f"audit        sealer + signed checkpoints -> "
-            f"{data_path(settings, settings.audit.checkpoint_file)}"
+        self.lines.append(
+            f"audit        sealer + signed checkpoints -> {data_path(s, s.audit.checkpoint_file)}"
         )
-        scp = subprocess.Popen([sys.executable, "-m", "dicom_nodes.cli", "scp"], env=env)
-        worker = subprocess.Popen([sys.executable, "-m", "dicom_nodes.cli", "worker"], env=env)
-        s = settings.scp
-        lines.append(
-            f"Radiogate    SCP {s.ae_title}@{s.host}:{s.port}"
-            f"{' (TLS)' if s.tls.enabled else ''}, spool {data_path(settings, settings.spool.path)}"
-            + (f"; metrics http://127.0.0.1:{s.metrics_port}/metrics" if s.metrics_port else "")
+        self._supervise(ProcessService("scp", [*cli, "scp"], env), auditor)
+        self._supervise(ProcessService("worker", [*cli, "worker"], env), auditor)
+        sc = s.scp
+        self.lines.append(
+            f"Radiogate    SCP {sc.ae_title}@{sc.host}:{sc.port}"
+            f"{' (TLS)' if sc.tls.enabled else ''}, spool {data_path(s, s.spool.path)}"
+            + (f"; metrics http://127.0.0.1:{sc.metrics_port}/metrics" if sc.metrics_port else "")
         )
-        metrics = settings.worker.metrics_port
-        lines.append(
+        metrics = s.worker.metrics_port
+        self.lines.append(
             "Worker       routes: "
-            + ", ".join(r.name for r in settings.routes)
+            + ", ".join(r.name for r in s.routes)
             + (f"; metrics http://127.0.0.1:{metrics}/metrics" if metrics else "")
         )
-        print(
-            "\nRadiogate is running:\n  " + "\n  ".join(lines) + "\nPress Ctrl-C to stop.\n",
-            flush=True,
+        self.lines.append(
+            f"logs         this terminal (SCP, worker, sealer); lock {self.lock.path}"
+            f" (pid {os.getpid()})"
         )
-        while not stop_requested:
-            if scp.poll() is not None:
-                LOGGER.error("the SCP exited with status %s", scp.returncode)
-                return 1
-            if worker.poll() is not None:
-                LOGGER.error("the worker exited with status %s", worker.returncode)
-                return 1
-            if sealer.poll() is not None:
-                LOGGER.error("the audit sealer exited with status %s", sealer.returncode)
-                return 1
-            time.sleep(0.5)
-        return 0
-    finally:
+        self._record_restarts()
+
+    def _secrets(self) -> None:
+        s = self.settings
+        key_path = data_path(s, s.audit.signing_key)
+        if not key_path.exists():
+            signer = audit.generate_key(key_path, data_path(s, s.audit.keyring))
+            self.lines.append(f"audit        signing key {signer.key_id} generated in {key_path}")
+        from dicom_nodes.deid.secrets import ensure_secrets
+
+        for created in ensure_secrets(s):
+            self.lines.append(f"deid         new secret {created} (keep it, never commit it)")
+        if s.orthanc.managed:
+            path = data_path(s, s.orthanc.credentials_file)
+            _creds, created_creds = ensure_credentials(path)
+            if created_creds:
+                self.lines.append(
+                    f"Orthanc      new REST credentials {path} (keep them, never commit them)"
+                )
+        profiles = sorted(
+            {st.partition(":")[2] for r in s.routes for st in r.steps if st.startswith("deid")}
+        )
+        if profiles:
+            self.lines.append(
+                f"deid         routes de-identify with profile(s) {', '.join(profiles)}"
+            )
+
+    def _supervise(self, service: ProcessService | _OrthancService, auditor: _Auditor) -> None:
+        child = Supervised(service, on_event=auditor)
+        child.start()
+        self.children.append(child)
+
+    def _record_restarts(self) -> None:
+        self.info["services"] = {
+            c.name: {"pid": c.service.pid, "restarts": c.restarts} for c in self.children
+        }
+        self.lock.update(self.info)
+
+    def _stop(self) -> None:
         print("stopping ...", flush=True)
-        for child in (scp, worker, sealer):
-            if child is not None and child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in (scp, worker, sealer):
-            if child is not None:
-                try:
-                    child.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-        if orthanc is not None:
-            orthanc.stop()
-        if cluster is not None:
-            cluster.stop()
+        for child in reversed(self.children):
+            try:
+                child.stop()
+            except Exception:
+                LOGGER.exception("stopping %s failed", child.name)
+        if self.recorded_start:
+            record_stop(database_dsn(self.settings), self.settings, "stack")
+        if self.children or self.recorded_start:
+            # Chain the stop events now rather than at the next start.
+            with (
+                contextlib.suppress(psycopg.Error),
+                psycopg.connect(database_dsn(self.settings), connect_timeout=3) as conn,
+            ):
+                while audit.seal(conn):
+                    pass
+        if self.cluster is not None and self.cluster_started:
+            self.cluster.stop()
         print("stopped.", flush=True)

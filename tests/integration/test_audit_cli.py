@@ -131,5 +131,6 @@ def test_verify_reports_damage_with_exit_status(fresh_dsn: str, tmp_path: Path) 
 
 def test_checkpoint_without_key_is_a_clear_error(fresh_dsn: str, tmp_path: Path) -> None:
     result = _cli(fresh_dsn, tmp_path / "node", "checkpoint")
-    assert result.returncode == 2
+    assert result.returncode == 4  # a missing file, named
     assert "radiogate audit keygen" in result.stderr
+    assert str(tmp_path / "node" / "audit" / "signing_key.pem") in result.stderr

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,8 @@ __all__ = ["Node", "WorkerProcess", "orthanc_instances"]
 
 
 def orthanc_get(orthanc: ManagedOrthanc, path: str) -> Any:
-    with urllib.request.urlopen(f"{orthanc.url}{path}", timeout=30) as rsp:
-        data = rsp.read()
+    """GET *path* from the archive with its generated credentials (JSON decoded when it is)."""
+    data = orthanc.request(path)
     return json.loads(data) if data[:1] in (b"{", b"[") else data
 
 

@@ -305,16 +305,19 @@ def test_reidentify_not_found_is_audited(fresh_dsn: str, tmp_path: Path) -> None
     _assert_no_original(_audit_blob(fresh_dsn))
 
 
-def test_reidentify_key_errors_exit_2_and_are_audited(fresh_dsn: str, tmp_path: Path) -> None:
+def test_reidentify_key_errors_exit_2_missing_key_4_and_are_audited(
+    fresh_dsn: str, tmp_path: Path
+) -> None:
     _record(fresh_dsn, PATIENT)
     result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, "--user", "admin", key=OTHER_KEY)
     assert result.returncode == 2 and result.stdout == ""
     assert f"written under vault key {KEY.key_id}" in result.stderr
     assert OTHER_KEY.key_id in result.stderr
-    # no key at all: no file under data_dir, no variable
+    # no key at all: no file under data_dir, no variable -> "missing" (4), the path named
     result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, "--user", "admin", key=None)
-    assert result.returncode == 2 and result.stdout == ""
+    assert result.returncode == 4 and result.stdout == ""
     assert "vault key" in result.stderr and "does not exist" in result.stderr
+    assert "vault.key" in result.stderr
     # tampered row
     with psycopg.connect(fresh_dsn) as conn:
         conn.execute("UPDATE deid_vault SET nonce = %s", (bytes(12),))

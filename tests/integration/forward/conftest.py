@@ -51,7 +51,7 @@ def orthanc(
 
 @pytest.fixture
 def orthanc_rest(orthanc: ManagedOrthanc) -> OrthancRest:
-    rest = OrthancRest(orthanc.url)
+    rest = OrthancRest(orthanc.url, orthanc.credentials)
     rest.clear()
     return rest
 

@@ -6,15 +6,19 @@ import json
 import urllib.request
 from typing import Any
 
+from dicom_nodes.services.credentials import HttpCredentials
+
 __all__ = ["OrthancRest"]
 
 
 class OrthancRest:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credentials: HttpCredentials) -> None:
         self.url = url.rstrip("/")
+        self.credentials = credentials
 
     def _call(self, method: str, path: str, body: bytes | None = None) -> bytes:
         req = urllib.request.Request(f"{self.url}{path}", data=body, method=method)
+        req.add_header("Authorization", self.credentials.authorization)
         with urllib.request.urlopen(req, timeout=60) as rsp:
             return bytes(rsp.read())
 

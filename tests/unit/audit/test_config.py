@@ -10,7 +10,7 @@ from config import ConfigError, SyslogProtocol
 
 def test_defaults_and_documented_file_agree() -> None:
     from_file = config.load(config.DEFAULT_FILE, env={})
-    assert from_file.audit == config.AuditSettings()
+    assert from_file == config.resolve_paths(config.Settings(), config.DEFAULT_FILE.parent)
     assert from_file.audit.checkpoint_every == 1000
 
 

@@ -12,7 +12,12 @@ from config import ConfigError, Settings, load
 
 def test_defaults_without_file() -> None:
     s = load(env={})
-    assert s == Settings()
+    assert s == config.resolve_paths(Settings(), None)
+    # No file: the default ./var lives in the source checkout, whatever the working directory.
+    project = config.project_dir()
+    assert project is not None
+    assert s.node.data_dir == str(project / "var")
+    assert s.spool.path == str(project / "var" / "spool")
     assert s.scp.ae_title == "RADIOGATE"
     assert s.scp.port == 11112
     assert s.scp.host == "127.0.0.1"
@@ -20,7 +25,9 @@ def test_defaults_without_file() -> None:
 
 def test_default_file_documents_every_key_with_its_default() -> None:
     raw = tomllib.loads(config.DEFAULT_FILE.read_text())
-    assert load(config.DEFAULT_FILE, env={}) == Settings()
+    assert load(config.DEFAULT_FILE, env={}) == config.resolve_paths(
+        Settings(), config.DEFAULT_FILE.parent
+    )
 
     def keys(obj: object, prefix: str = "") -> set[str]:
         out = set()
@@ -224,3 +231,32 @@ def test_invalid_pipeline_settings(tmp_path: Path, toml: str, message: str) -> N
     with pytest.raises(ConfigError) as exc:
         load(f, env={})
     assert message in str(exc.value)
+
+
+def test_data_found_by_the_configuration_file_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "tls").mkdir()
+    (site / "tls" / "c.pem").write_text("x")
+    f = site / "radiogate.toml"
+    f.write_text(
+        '[node]\ndata_dir = "state"\n[audit]\nkeyring = "/elsewhere/keyring.json"\n'
+        '[scp.tls]\nenabled = true\ncertificate = "tls/c.pem"\nprivate_key = "tls/c.pem"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    s = load(Path("..") / "site" / "radiogate.toml", env={})
+    assert s.node.data_dir == str(site / "state")
+    assert s.spool.path == str(site / "state" / "spool")
+    assert s.audit.signing_key == str(site / "state" / "audit" / "signing_key.pem")
+    assert s.audit.keyring == "/elsewhere/keyring.json"  # absolute paths stay as given
+    assert s.deid.vault_key_file == str(site / "state" / "deid" / "vault.key")
+    assert s.orthanc.credentials_file == str(site / "state" / "orthanc" / "http-credentials")
+    assert s.scp.tls.certificate == str(site / "tls" / "c.pem")
+    # A relative data directory from the environment is also the file's, not the cwd's.
+    s = load(f, env={"RADIOGATE_NODE__DATA_DIR": "other"})
+    assert s.node.data_dir == str(site / "other")
+    assert config.data_path(s, "spool") == site / "other" / "spool"

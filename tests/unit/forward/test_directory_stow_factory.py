@@ -83,6 +83,21 @@ class _Cfg:
     confirm: str = "query"
     timeout: float = 30.0
     commitment_timeout: float = 45.0
+    credentials_file: str = ""
+
+
+def test_stow_destination_authenticates_with_the_credentials_file(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.write_text("radiogate:s3cret\n")
+    creds.chmod(0o600)
+    d = build_destination(_Cfg(kind="stowrs", url="http://h/dw", credentials_file=str(creds)))
+    assert isinstance(d, StowRsDestination)
+    assert dict(d.settings.headers) == {"Authorization": "Basic cmFkaW9nYXRlOnMzY3JldA=="}
+    creds.chmod(0o644)
+    with pytest.raises(ValueError, match="chmod 600"):
+        build_destination(_Cfg(kind="stowrs", url="http://h/dw", credentials_file=str(creds)))
+    with pytest.raises(ValueError, match="do not exist"):
+        build_destination(_Cfg(kind="stowrs", url="http://h/dw", credentials_file="/nope"))
 
 
 def test_build_destination_from_config(tmp_path: Path) -> None:

@@ -1,0 +1,48 @@
+"""The systemd units and the sample configuration under deploy/ stay runnable."""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+from pathlib import Path
+
+import config
+from dicom_nodes.cli import _parser
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+_POLICY = ("Restart", "RestartSec", "RestartSteps", "RestartMaxDelaySec", "KillMode")
+
+
+def _unit(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(path)
+    return parser
+
+
+def test_units_run_radiogate_commands_with_one_restart_policy() -> None:
+    units = sorted((DEPLOY / "systemd").glob("radiogate-*.service"))
+    assert [u.name for u in units] == [
+        "radiogate-scp.service",
+        "radiogate-sealer.service",
+        "radiogate-worker.service",
+    ]
+    policies = set()
+    for path in units:
+        unit = _unit(path)
+        service = unit["Service"]
+        argv = shlex.split(service["ExecStart"])
+        assert argv[0].endswith("/radiogate")
+        _parser().parse_args(argv[1:])  # a real subcommand (exits on a bad one)
+        assert service["Environment"] == "RADIOGATE_CONFIG=/etc/radiogate/radiogate.toml"
+        assert service["Restart"] == "always"
+        assert unit["Unit"]["StartLimitIntervalSec"] == "0"
+        policies.add(tuple(service[k] for k in _POLICY))
+    assert len(policies) == 1
+
+
+def test_sample_configuration_is_valid_and_absolute() -> None:
+    settings = config.load(DEPLOY / "radiogate.toml", env={})
+    assert settings.node.data_dir == "/var/lib/radiogate"
+    assert settings.audit.keyring == "/var/lib/radiogate/audit/keyring.json"
+    assert not settings.orthanc.managed
