@@ -465,6 +465,15 @@ def _check_semantics(s: Settings) -> None:
         )
     _check_audit(s)
     _check_alerts(s)
+    if s.triage.threads < 1:
+        raise ConfigError(f"triage.threads: expected 1 or more, got {s.triage.threads}")
+    if s.triage.incomplete_category not in (0, 1, 2, 3):
+        raise ConfigError(
+            f"triage.incomplete_category: expected 0 (no alert), 1, 2 or 3, "
+            f"got {s.triage.incomplete_category}"
+        )
+    if s.triage.association_grace < 0:
+        raise ConfigError("triage.association_grace: expected 0 or more seconds")
     tls = s.scp.tls
     if tls.enabled:
         for name in ("certificate", "private_key"):

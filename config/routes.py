@@ -103,6 +103,9 @@ class PipelineSettings:
     retry_initial: float = 2.0
     """First retry delay after a failed forward, seconds (doubles, see retry_max)."""
     retry_max: float = 300.0
+    wait_ceiling: float = 900.0
+    """Seconds after which a waiting forward of any lane is served before fresher, more urgent
+    ones: priority lanes never starve the routine backlog (0: strict priority)."""
     stall_after: float = 300.0
     """A destination with waiting items and no send or confirmation for this many seconds (or
     an item overdue this long) makes the worker's ``/health`` unhealthy."""

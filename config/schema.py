@@ -26,6 +26,7 @@ from config.routes import (
     RouteSettings,
     WorkerSettings,
 )
+from config.triage import TriageSettings
 
 __all__ = [
     "AuditSettings",
@@ -208,6 +209,8 @@ class Settings:
     routes: list[RouteSettings] = field(default_factory=lambda: [RouteSettings()])
     """Ordered routes; the first match wins. Default: forward everything to ``archive``."""
     lane_rules: list[LaneRule] = field(default_factory=list)
+    triage: TriageSettings = field(default_factory=TriageSettings)
+    """Models and policy of ``triage`` route steps."""
     alerts: AlertSettings = field(default_factory=AlertSettings)
     """Where critical and incomplete results are announced; escalation of unacknowledged ones."""
     deid: DeidSettings = field(default_factory=DeidSettings)

@@ -196,6 +196,13 @@ class Deidentifier:
                 return pattern_action
         return None
 
+    def archived_uid(self, tag: int, original: str) -> str:
+        """The value a UID attribute (*tag*) gets under this profile: the keyed replacement
+        when the profile replaces it (action U), else the original."""
+        if self.action_for(tag) is Action.UID:
+            return str(self.pseudo.uid(original))
+        return original
+
     def deidentify(self, ds: Dataset) -> DeidResult:
         """De-identify *ds* in place (it must carry ``file_meta``) and return the result."""
         patient_id, issuer = _text(ds, _PATIENT_ID), _text(ds, _ISSUER)

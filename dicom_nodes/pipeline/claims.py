@@ -45,20 +45,25 @@ class ReceivedInstance:
     calling_ae: str
     called_ae: str
     modality: str = ""
+    series_instance_uid: str = ""
+    received_at: dt.datetime | None = None
 
 
 def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
     """Up to *limit* instances of *node* in state ``received``, oldest first."""
     rows = conn.execute(
         """SELECT sop_instance_uid, sop_class_uid, study_instance_uid, transfer_syntax_uid,
-                  spool_path, calling_ae, called_ae, modality
+                  spool_path, calling_ae, called_ae, modality, series_instance_uid, received_at
            FROM ingest_instance
            WHERE node = %s AND state = 'received'
            ORDER BY received_at
            LIMIT %s FOR UPDATE SKIP LOCKED""",
         (node, limit),
     ).fetchall()
-    return [ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7]) for r in rows]
+    return [
+        ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9])
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ class ClaimedForward:
 _ITEMS = """FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
            LEFT JOIN deid_output d
                   ON d.sop_instance_uid = f.sop_instance_uid AND d.profile = f.profile
-           WHERE f.destination = %s AND f.state = %s AND i.node = %s
+           WHERE f.destination = %(destination)s AND f.state = %(state)s AND i.node = %(node)s
              AND f.next_attempt_at <= clock_timestamp()"""
 
 _COLUMNS = """f.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
@@ -105,22 +110,31 @@ def _claimed(rows: list[tuple[Any, ...]]) -> list[ClaimedForward]:
     ]  # fmt: skip
 
 
-def claim_forwards(conn: Conn, node: str, destination: str, limit: int) -> list[ClaimedForward]:
-    """Due ``pending`` items for *destination* of the most urgent lane that has any, oldest first.
+def claim_forwards(
+    conn: Conn, node: str, destination: str, limit: int, ceiling: float = 0.0
+) -> list[ClaimedForward]:
+    """Due ``pending`` items for *destination* of the most urgent lane that has any, oldest first
+    — except that items waiting longer than *ceiling* seconds (0: never) come first, whatever
+    their lane, so that a stream of urgent work cannot starve the routine backlog.
 
     A batch holds one lane only: a batch is sent and confirmed as a whole, so a critical
     item in a batch filled up with routine ones would wait for all of them."""
+    rank = (
+        "CASE WHEN %(ceiling)s > 0 AND f.created_at < clock_timestamp()"
+        " - make_interval(secs => %(ceiling)s) THEN -1 ELSE f.lane_rank END"
+    )
+    params = {"destination": destination, "state": "pending", "node": node, "ceiling": ceiling,
+              "limit": limit}  # fmt: skip
     head = conn.execute(
-        f"SELECT f.lane_rank {_ITEMS} ORDER BY f.lane_rank, f.created_at"
-        " LIMIT 1 FOR UPDATE OF f SKIP LOCKED",
-        (destination, "pending", node),
+        f"SELECT {rank} {_ITEMS} ORDER BY {rank}, f.created_at LIMIT 1 FOR UPDATE OF f SKIP LOCKED",
+        params,
     ).fetchone()
     if head is None:
         return []
     rows = conn.execute(
-        f"""SELECT {_COLUMNS} {_ITEMS} AND f.lane_rank = %s
-            ORDER BY f.created_at LIMIT %s FOR UPDATE OF f SKIP LOCKED""",
-        (destination, "pending", node, head[0], limit),
+        f"""SELECT {_COLUMNS} {_ITEMS} AND {rank} = %(head)s
+            ORDER BY f.created_at LIMIT %(limit)s FOR UPDATE OF f SKIP LOCKED""",
+        {**params, "head": head[0]},
     ).fetchall()
     return _claimed(rows)
 
@@ -129,8 +143,8 @@ def claim_sent(conn: Conn, node: str, destination: str, limit: int) -> list[Clai
     """Due ``sent`` items for *destination*: sent, not confirmed yet, time to ask again."""
     rows = conn.execute(
         f"""SELECT {_COLUMNS} {_ITEMS}
-            ORDER BY f.lane_rank, f.next_attempt_at LIMIT %s FOR UPDATE OF f SKIP LOCKED""",
-        (destination, "sent", node, limit),
+            ORDER BY f.lane_rank, f.next_attempt_at LIMIT %(limit)s FOR UPDATE OF f SKIP LOCKED""",
+        {"destination": destination, "state": "sent", "node": node, "limit": limit},
     ).fetchall()
     return _claimed(rows)
 

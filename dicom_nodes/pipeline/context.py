@@ -17,6 +17,7 @@ from dicom_nodes.state.repository import AuditSink, no_audit
 if TYPE_CHECKING:
     from dicom_nodes.deid.step import DeidStep
     from dicom_nodes.deid.vault import Vault
+    from dicom_nodes.pipeline.triage import Triage
 
 __all__ = ["PipelineContext"]
 
@@ -36,6 +37,8 @@ class PipelineContext:
     """Runs ``deidentify:<profile>`` steps; without it such routes quarantine everything."""
     vault: Vault | None = None
     """Keeps the encrypted pseudonym → original map of de-identified instances."""
+    triage: Triage | None = None
+    """Runs ``triage`` steps (models, policy); without it such steps only track series."""
     _warned: set[str] = field(default_factory=set)
 
     def warn_once(self, message: str) -> None:

@@ -45,7 +45,9 @@ def forward_round(ctx: PipelineContext, destination: str) -> int:
     """Send one batch of due items to *destination*; returns how many were claimed."""
     dest = ctx.destinations[destination]
     with ctx.pool.connection() as conn, conn.transaction():
-        batch = claim_forwards(conn, ctx.node, destination, ctx.settings.batch_size)
+        batch = claim_forwards(
+            conn, ctx.node, destination, ctx.settings.batch_size, ctx.settings.wait_ceiling
+        )
         if not batch:
             _schedule_next(conn, ctx, destination)
             return 0

@@ -23,6 +23,7 @@ from dicom_nodes.alerts.outbox import AlertContext, escalate_due
 from dicom_nodes.pipeline import release
 from dicom_nodes.pipeline.claims import next_due
 from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.pipeline.triage import complete_series
 from dicom_nodes.state import STUDY, Change, ForwardState, StudyEvent
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import (
@@ -31,6 +32,7 @@ from dicom_nodes.state.jobs import (
     defer_confirm,
     defer_forward,
     defer_route,
+    defer_triage,
     fail_stalled_jobs,
 )
 
@@ -84,6 +86,15 @@ def kick(ctx: PipelineContext) -> dict[str, int]:
                 done["forward"] += defer_forward(conn, ctx.node, destination, due[1], due[0])
             if (due := next_due(conn, ctx.node, destination, ForwardState.SENT)) is not None:
                 done["confirm"] += defer_confirm(conn, ctx.node, destination, due[0])
+    if ctx.triage is not None:
+        with ctx.pool.connection() as conn, conn.transaction():
+            pending = conn.execute(
+                """SELECT EXISTS (SELECT 1 FROM series_triage
+                                  WHERE node = %s AND state = 'pending')""",
+                (ctx.node,),
+            ).fetchone()
+            if pending and pending[0] and defer_triage(conn, ctx.node):
+                done["triage"] += 1
     with ctx.pool.connection() as conn, conn.transaction():
         due = conn.execute(
             """SELECT EXISTS (SELECT 1 FROM alert_delivery d JOIN alert a USING (alert_id)
@@ -148,6 +159,7 @@ class Housekeeper(threading.Thread):
                 for uid in complete_quiet_studies(self.ctx):
                     if self.on_complete is not None:
                         self.on_complete(uid)
+                complete_series(self.ctx)
                 if self.alerts is not None:
                     escalate_due(self.alerts)
                 if time.monotonic() - last_kick > self.kick_every:

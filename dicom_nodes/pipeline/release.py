@@ -12,7 +12,8 @@ copies) in each state:
 state           spool copies
 ==============  ==========================================================================
 received        kept (to be routed)
-routed          kept (to be sent or confirmed)
+routed          kept (to be sent or confirmed; and until its series is triaged, when its
+                route triages: the triage SR and KOS are made from it)
 held            kept: an admin may release the quarantine or retry (``radiogate job``)
 cancelled       kept: an admin may retry (``radiogate job retry``)
 unroutable      kept: ``radiogate route retry`` routes it once the routes are fixed
@@ -71,14 +72,18 @@ def settle(conn: Conn, audit: AuditSink, uids: Sequence[str]) -> dict[str, int]:
     for _step in range(2):
         rows = conn.execute(
             """SELECT i.sop_instance_uid, i.state, coalesce(array_agg(f.state)
-                          FILTER (WHERE f.state IS NOT NULL), '{}')
+                          FILTER (WHERE f.state IS NOT NULL), '{}'),
+                      EXISTS (SELECT 1 FROM triage_instance t JOIN series_triage st
+                                  USING (series_instance_uid)
+                              WHERE t.sop_instance_uid = i.sop_instance_uid
+                                AND st.state = 'pending')
                FROM ingest_instance i LEFT JOIN forward_item f USING (sop_instance_uid)
                WHERE i.sop_instance_uid = ANY(%s) GROUP BY i.sop_instance_uid, i.state""",
             ([r[0] for r in locked],),
         ).fetchall()
         by_event: dict[InstanceEvent, list[str]] = defaultdict(list)
-        for uid, state, items in rows:
-            event = settle_instance(state, items)
+        for uid, state, items, gated in rows:
+            event = settle_instance(state, items, gated=bool(gated))
             if event is not None:
                 by_event[event].append(str(uid))
         if not by_event:
@@ -103,6 +108,10 @@ def settle_leftovers(ctx: PipelineContext, limit: int = 1000) -> dict[str, int]:
                      AND NOT EXISTS (SELECT 1 FROM forward_item f
                                      WHERE f.sop_instance_uid = i.sop_instance_uid
                                        AND f.state IN ('pending', 'sent'))
+                     AND NOT EXISTS (SELECT 1 FROM triage_instance t JOIN series_triage st
+                                         USING (series_instance_uid)
+                                     WHERE t.sop_instance_uid = i.sop_instance_uid
+                                       AND st.state = 'pending')
                    ORDER BY i.sop_instance_uid LIMIT %s FOR UPDATE SKIP LOCKED""",
                 (ctx.node, limit),
             ).fetchall()

@@ -18,6 +18,7 @@ leaves ``received``, so no instance can keep a routing job busy.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 
 from config.routes import LaneRule, RouteSettings
 from dicom_nodes.pipeline import deidentify, release
+from dicom_nodes.pipeline import triage as triage_stage
 from dicom_nodes.pipeline.claims import ReceivedInstance, claim_received
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.routes import (
@@ -67,6 +69,8 @@ class RoutePlan:
     """Profiles this node cannot apply: their destinations are held, never sent identified."""
     complete_study: bool
     warnings: tuple[str, ...] = ()
+    triage: bool = False
+    """The route has a ``triage`` step: the instance's series is triaged."""
 
 
 def plan_route(
@@ -83,6 +87,7 @@ def plan_route(
     naming an unknown destination, or a step kind this version cannot run, is skipped with a
     warning; a profile this node does not have holds its destinations (``deid-unavailable``)."""
     made: list[str] = []
+    triage = False
     unavailable: set[str] = set()
     deliveries: list[Delivery] = []
     warnings: list[str] = []
@@ -96,6 +101,8 @@ def plan_route(
                 warnings.append(f"route {route.name}: profile {profile!r} is not available")
             elif profile not in made:
                 made.append(profile)
+        elif step.kind is StepKind.TRIAGE:
+            triage = True
         elif step.kind is StepKind.FORWARD:
             if step.argument not in destinations:
                 warnings.append(f"route {route.name}: unknown destination {step.argument!r}")
@@ -111,6 +118,7 @@ def plan_route(
         unavailable=frozenset(unavailable),
         complete_study=route.complete_immediately,
         warnings=tuple(warnings),
+        triage=triage,
     )
 
 
@@ -161,6 +169,8 @@ def route_round(ctx: PipelineContext) -> int:
             for warning in plan.warnings:
                 ctx.warn_once(warning)
             planned.append((inst, plan))
+        planned = _with_study_lanes(conn, planned)
+        captured = triage_stage.capture(ctx.triage, planned) if ctx.triage is not None else []
         outcome = deidentify.make_copies(ctx, planned)
         outcome.record(conn, ctx)
         repo.apply(conn, ctx.audit, INSTANCE, InstanceEvent.FILE_MISSING, missing)
@@ -174,6 +184,11 @@ def route_round(ctx: PipelineContext) -> int:
         )  # fmt: skip
         repo.create_forward_items(conn, outcome.items)
         ctx.audit(conn, outcome.events)
+        repo.touch_series(conn, ctx.audit, _series_seen(ctx, planned))
+        repo.set_archive_uids(conn, **_archive_uids(ctx, planned))
+        if captured:
+            triage_stage.record_capture(conn, captured)
+            triage_stage.defer_triage(conn, ctx.node)
         _complete_by_rule(conn, ctx, planned)
         lanes: dict[str, tuple[str, int]] = {}
         touched: dict[str, Lane] = {}
@@ -194,6 +209,75 @@ def route_round(ctx: PipelineContext) -> int:
         for destination, lane in touched.items():
             defer_forward(conn, ctx.node, destination, lane)
     return len(batch)
+
+
+def _archive_uids(
+    ctx: PipelineContext, planned: Sequence[tuple[ReceivedInstance, RoutePlan]]
+) -> dict[str, dict[str, str]]:
+    """Original → archived Study and Series Instance UIDs, under the profile of each route's
+    first destination ('' = sent as received)."""
+    studies: dict[str, str] = {}
+    series: dict[str, str] = {}
+    for inst, plan in planned:
+        if not plan.deliveries:
+            continue
+        profile = plan.deliveries[0].profile
+        engine = ctx.deid.engines.get(profile) if ctx.deid is not None and profile else None
+        if profile and engine is None:
+            continue  # held: never archived under this profile
+        for table, tag, uid in ((studies, STUDY_UID_TAG, inst.study_instance_uid),
+                                (series, SERIES_UID_TAG, inst.series_instance_uid)):  # fmt: skip
+            if uid and uid not in table:
+                table[uid] = engine.archived_uid(tag, uid) if engine else uid
+    return {"studies": studies, "series": series}
+
+
+STUDY_UID_TAG, SERIES_UID_TAG = 0x0020000D, 0x0020000E
+
+
+def _with_study_lanes(
+    conn: repo.Conn, planned: list[tuple[ReceivedInstance, RoutePlan]]
+) -> list[tuple[ReceivedInstance, RoutePlan]]:
+    """A study already moved ahead (triaged critical) takes its later instances along: each
+    plan's lane is the most urgent of its own and its study's."""
+    studies = sorted({inst.study_instance_uid for inst, _plan in planned})
+    if not studies:
+        return planned
+    lanes = {
+        str(uid): Lane(str(lane))
+        for uid, lane in conn.execute(
+            "SELECT study_instance_uid, lane FROM study WHERE study_instance_uid = ANY(%s)",
+            (studies,),
+        ).fetchall()
+    }
+    out = []
+    for inst, plan in planned:
+        study_lane = lanes.get(inst.study_instance_uid, Lane.ROUTINE)
+        ahead = dataclasses.replace(plan, lane=study_lane)
+        out.append((inst, ahead if study_lane.rank < plan.lane.rank else plan))
+    return out
+
+
+def _series_seen(
+    ctx: PipelineContext, planned: Sequence[tuple[ReceivedInstance, RoutePlan]]
+) -> list[repo.SeriesSeen]:
+    """One row per series of the batch: how many of its instances, the latest receipt, and
+    whether its route triages it."""
+    by_series: dict[str, repo.SeriesSeen] = {}
+    for inst, plan in planned:
+        if not inst.series_instance_uid:
+            continue
+        seen = by_series.get(inst.series_instance_uid)
+        latest = inst.received_at if seen is None else max(
+            x for x in (seen.last_received_at, inst.received_at) if x is not None
+        )  # fmt: skip
+        by_series[inst.series_instance_uid] = repo.SeriesSeen(
+            inst.series_instance_uid, inst.study_instance_uid, ctx.node, inst.modality,
+            (seen.count if seen else 0) + 1, latest,
+            plan.route if plan.triage and ctx.triage is not None else
+            (seen.triage_route if seen else ""),
+        )  # fmt: skip
+    return sorted(by_series.values(), key=lambda s: s.series_uid)
 
 
 def _complete_by_rule(

@@ -61,6 +61,21 @@ def _deid(settings: Settings) -> tuple[Any, Any]:
     return step, Vault(load_vault_key(settings))
 
 
+def _triage(settings: Settings) -> Any:
+    """The triage stage, when a route has a ``triage`` step."""
+    if not any(step == "triage" for r in settings.routes for step in r.steps):
+        return None
+    from dicom_nodes.pipeline.triage import Triage
+
+    triage = Triage.from_settings(settings)
+    LOGGER.info(
+        "triage: models %s, policy %s",
+        ", ".join(f"{m.identity.name} {m.identity.version}" for m in triage.models) or "none",
+        settings.triage.policy.value,
+    )
+    return triage
+
+
 def health(ctx: PipelineContext) -> dict[str, bool]:
     """The worker's ``/health`` checks: the database answers, and no destination's queue is
     stalled (:func:`~dicom_nodes.pipeline.housekeeping.stalled_destinations`)."""
@@ -90,6 +105,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         audit=audit,
     )
     ctx.deid, ctx.vault = _deid(settings)
+    ctx.triage = _triage(settings)
     if settings.worker.metrics_port:
         registry = CollectorRegistry()
         registry.register(PipelineCollector(pool, settings.node.name))

@@ -16,7 +16,8 @@ from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.route import route_round
-from dicom_nodes.state.jobs import ALERT_TASK, CONFIRM_TASK, FORWARD_TASK, ROUTE_TASK
+from dicom_nodes.pipeline.triage import triage_round
+from dicom_nodes.state.jobs import ALERT_TASK, CONFIRM_TASK, FORWARD_TASK, ROUTE_TASK, TRIAGE_TASK
 
 __all__ = ["build_app"]
 
@@ -48,6 +49,13 @@ def build_app(
             total += n
         return total
 
+    @app.task(name=TRIAGE_TASK)
+    def triage_series(node: str) -> int:
+        total = 0
+        while n := triage_round(ctx):
+            total += n
+        return total
+
     @app.task(name=ALERT_TASK)
     def deliver_alerts(node: str) -> int:
         total = 0
@@ -55,5 +63,5 @@ def build_app(
             total += n
         return total
 
-    _ = (route_received, forward_pending, confirm_sent, deliver_alerts)
+    _ = (route_received, forward_pending, confirm_sent, triage_series, deliver_alerts)
     return app

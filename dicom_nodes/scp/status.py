@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["StoreStatus"]
+__all__ = ["MppsStatus", "StoreStatus"]
 
 
 class StoreStatus(IntEnum):
@@ -51,3 +51,25 @@ class StoreStatus(IntEnum):
 
     CANNOT_UNDERSTAND_INVALID_UID = 0xC222
     """Error: Cannot understand - an identifying UID is not a valid UID (PS3.5 9.1)."""
+
+
+class MppsStatus(IntEnum):
+    """Statuses of our Modality Performed Procedure Step SCP (PS3.4 F.7.2, PS3.7 C.4)."""
+
+    SUCCESS = 0x0000
+    PROCESSING_FAILURE = 0x0110
+    """Failure: Processing failure (PS3.7 C.4.14)."""
+    NO_SUCH_OBJECT_INSTANCE = 0x0112
+    """Failure: No such object instance (PS3.7 C.4.16): N-SET of a step never created."""
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    """Failure: Duplicate SOP Instance (PS3.7 C.4.15): N-CREATE of an existing step."""
+    INVALID_ATTRIBUTE_VALUE = 0x0106
+    """Failure: Invalid attribute value (PS3.7 C.4.8): a status other than IN PROGRESS at
+    N-CREATE, or an unknown status (PS3.4 F.7.2.1.1, F.7.2.2.1)."""
+    MISSING_ATTRIBUTE = 0x0120
+    """Failure: Missing attribute (PS3.7 C.4.19): no Affected SOP Instance UID."""
+    RESOURCE_LIMITATION = 0x0213
+    """Failure: Resource limitation (PS3.7 C.4.26): the step could not be recorded now."""
+    NO_LONGER_UPDATABLE = 0xC310
+    """Failure: Performed Procedure Step Object may no longer be updated (PS3.4 F.7.2.2.2):
+    the step is already COMPLETED or DISCONTINUED."""

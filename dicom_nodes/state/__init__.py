@@ -6,23 +6,35 @@ and the pipeline (everything after); it imports neither.
 
 from dicom_nodes.state.lanes import Lane
 from dicom_nodes.state.model import (
+    ALERT,
+    DELIVERY,
     FORWARD,
     INSTANCE,
+    SERIES,
     STUDY,
+    TRIAGE,
     ForwardEvent,
     ForwardState,
     InstanceEvent,
     InstanceState,
     InvalidTransition,
+    SeriesEvent,
+    SeriesState,
     StudyEvent,
     StudyState,
+    TriageEvent,
+    TriageState,
 )
 from dicom_nodes.state.repository import AuditEntry, AuditSink, Change
 
 __all__ = [
+    "ALERT",
+    "DELIVERY",
     "FORWARD",
     "INSTANCE",
+    "SERIES",
     "STUDY",
+    "TRIAGE",
     "AuditEntry",
     "AuditSink",
     "Change",
@@ -32,6 +44,10 @@ __all__ = [
     "InstanceState",
     "InvalidTransition",
     "Lane",
+    "SeriesEvent",
+    "SeriesState",
     "StudyEvent",
     "StudyState",
+    "TriageEvent",
+    "TriageState",
 ]

@@ -10,6 +10,7 @@ task                          lock (and queueing lock)           priority (highe
 ``radiogate.route_received``  ``route:<node>``                   100 (before any forward)
 ``radiogate.forward_pending`` ``forward:<node>:<dest>:<lane>``   lane: 100 / 50 / 0
 ``radiogate.confirm_sent``    ``confirm:<node>:<dest>``          10
+``radiogate.triage_series``   ``triage:<node>``                  95
 ``radiogate.deliver_alerts``  ``alerts:<node>``                  90
 ============================  =================================  ==========================
 
@@ -38,11 +39,14 @@ __all__ = [
     "ROUTE_PRIORITY",
     "ROUTE_TASK",
     "STALLED_AFTER",
+    "TRIAGE_PRIORITY",
+    "TRIAGE_TASK",
     "defer_alerts",
     "defer_confirm",
     "defer_forward",
     "defer_job",
     "defer_route",
+    "defer_triage",
     "fail_stalled_jobs",
     "queue_name",
     "route_lock",
@@ -54,10 +58,13 @@ ROUTE_TASK = "radiogate.route_received"
 FORWARD_TASK = "radiogate.forward_pending"
 CONFIRM_TASK = "radiogate.confirm_sent"
 ALERT_TASK = "radiogate.deliver_alerts"
+TRIAGE_TASK = "radiogate.triage_series"
 ROUTE_PRIORITY = 100
 """Routing decides the lanes, so it runs before any forwarding."""
 CONFIRM_PRIORITY = 10
 """Confirming releases spool space; it runs before the routine lane's sending."""
+TRIAGE_PRIORITY = 95
+"""A critical series moves its study ahead: decided before any forwarding."""
 ALERT_PRIORITY = 90
 """Alerts go out before any forwarding but critical routing."""
 STALLED_AFTER = 15.0
@@ -137,6 +144,14 @@ def defer_alerts(conn: Conn, node: str, when: dt.datetime | None = None) -> bool
     return defer_job(
         conn, ALERT_TASK, node, {"node": node}, lock_key=f"alerts:{node}",
         priority=ALERT_PRIORITY, schedule_at=when,
+    )  # fmt: skip
+
+
+def defer_triage(conn: Conn, node: str, when: dt.datetime | None = None) -> bool:
+    """The loop that decides the node's series waiting for triage."""
+    return defer_job(
+        conn, TRIAGE_TASK, node, {"node": node}, lock_key=f"triage:{node}",
+        priority=TRIAGE_PRIORITY, schedule_at=when,
     )  # fmt: skip
 
 

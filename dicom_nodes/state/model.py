@@ -29,6 +29,11 @@ Study (``study.state``)::
 
     receiving ─study-quiet / study-rule / study-forced─> complete ─late-arrival─> receiving
 
+Series (``series.state``) and its triage decision (``series_triage.state``)::
+
+    receiving ─completed─> complete ─late-arrival─> receiving
+    pending ─decided─> decided ─reopened─> pending        (a late instance: decide again)
+
 Alert (``alert.state``) and its deliveries (``alert_delivery.state``, one per target and
 escalation level)::
 
@@ -57,7 +62,9 @@ __all__ = [
     "FORWARD",
     "INSTANCE",
     "MACHINES",
+    "SERIES",
     "STUDY",
+    "TRIAGE",
     "AlertEvent",
     "AlertState",
     "DeliveryEvent",
@@ -68,9 +75,13 @@ __all__ = [
     "InstanceState",
     "InvalidTransition",
     "Machine",
+    "SeriesEvent",
+    "SeriesState",
     "StudyEvent",
     "StudyState",
     "Transition",
+    "TriageEvent",
+    "TriageState",
     "mermaid",
     "settle_instance",
 ]
@@ -123,6 +134,20 @@ class StudyState(StrEnum):
     COMPLETE = "complete"
 
 
+class SeriesState(StrEnum):
+    """``series.state``."""
+
+    RECEIVING = "receiving"
+    COMPLETE = "complete"
+
+
+class TriageState(StrEnum):
+    """``series_triage.state``: a series' triage decision."""
+
+    PENDING = "pending"
+    DECIDED = "decided"
+
+
 class AlertState(StrEnum):
     """``alert.state``."""
 
@@ -169,6 +194,18 @@ class StudyEvent(StrEnum):
     STUDY_RULE = "study-rule"
     STUDY_FORCED = "study-forced"
     LATE_ARRIVAL = "late-arrival"
+
+
+class SeriesEvent(StrEnum):
+    COMPLETED = "completed"
+    """By the quiet period, the expected count, the association's release or MPPS (reason)."""
+    LATE_ARRIVAL = "late-arrival"
+
+
+class TriageEvent(StrEnum):
+    DECIDED = "decided"
+    REOPENED = "reopened"
+    """A late instance arrived: decide again."""
 
 
 class AlertEvent(StrEnum):
@@ -296,6 +333,34 @@ STUDY: Machine[StudyState, StudyEvent] = Machine(
     },
 )
 
+SERIES: Machine[SeriesState, SeriesEvent] = Machine(
+    "series",
+    "series",
+    ("series_instance_uid",),
+    SeriesState,
+    SeriesEvent,
+    {
+        SeriesEvent.COMPLETED: _t(
+            {SeriesState.RECEIVING}, SeriesState.COMPLETE, Step.SERIES_COMPLETED
+        ),
+        SeriesEvent.LATE_ARRIVAL: _t(
+            {SeriesState.COMPLETE}, SeriesState.RECEIVING, Step.SERIES_REOPENED
+        ),
+    },
+)
+
+TRIAGE: Machine[TriageState, TriageEvent] = Machine(
+    "triage",
+    "series_triage",
+    ("series_instance_uid",),
+    TriageState,
+    TriageEvent,
+    {
+        TriageEvent.DECIDED: _t({TriageState.PENDING}, TriageState.DECIDED, Step.TRIAGED),
+        TriageEvent.REOPENED: _t({TriageState.DECIDED}, TriageState.PENDING, Step.TRIAGE_REOPENED),
+    },
+)
+
 A, D = AlertState, DeliveryState
 
 ALERT: Machine[AlertState, AlertEvent] = Machine(
@@ -326,9 +391,10 @@ DELIVERY: Machine[DeliveryState, DeliveryEvent] = Machine(
 )
 
 MACHINES: tuple[Machine[InstanceState, InstanceEvent] | Machine[ForwardState, ForwardEvent]
-                | Machine[StudyState, StudyEvent] | Machine[AlertState, AlertEvent]
+                | Machine[StudyState, StudyEvent] | Machine[SeriesState, SeriesEvent]
+                | Machine[TriageState, TriageEvent] | Machine[AlertState, AlertEvent]
                 | Machine[DeliveryState, DeliveryEvent], ...] = (
-    INSTANCE, FORWARD, STUDY, ALERT, DELIVERY)  # fmt: skip
+    INSTANCE, FORWARD, STUDY, SERIES, TRIAGE, ALERT, DELIVERY)  # fmt: skip
 
 WAITING: frozenset[ForwardState] = frozenset({F.PENDING, F.SENT})
 """Item states in which a destination still has to receive or confirm the instance."""
@@ -336,14 +402,17 @@ HELD_FOR_A_PERSON: frozenset[ForwardState] = frozenset({F.QUARANTINED, F.DEAD})
 """Item states that only an admin's decision moves on."""
 
 
-def settle_instance(state: str, items: Collection[str]) -> InstanceEvent | None:
+def settle_instance(
+    state: str, items: Collection[str], *, gated: bool = False
+) -> InstanceEvent | None:
     """The event that brings an instance in *state* in line with its items' states, or None.
 
     Waiting beats held beats cancelled: ``routed`` while any item waits for a destination,
     ``held`` while none waits and one waits for a person, ``cancelled`` when the rest is
     confirmed or cancelled, ``released`` when every item is confirmed. A routed instance
-    without items (a route that forwards nowhere) is released: nothing waits for it. Apply
-    the result and settle again until None (at most two steps)."""
+    without items (a route that forwards nowhere) is released: nothing waits for it. *gated*:
+    a stage still needs the spool copy (its series waits for triage), so it is not released
+    yet. Apply the result and settle again until None (at most two steps)."""
     current = InstanceState(state)
     if current not in (I.ROUTED, I.HELD, I.CANCELLED):
         return None
@@ -354,7 +423,9 @@ def settle_instance(state: str, items: Collection[str]) -> InstanceEvent | None:
         return None if current is I.HELD else InstanceEvent.HELD
     if F.CANCELLED in found:
         return None if current is I.CANCELLED else InstanceEvent.CANCELLED
-    return InstanceEvent.ALL_CONFIRMED if current is I.ROUTED else InstanceEvent.RESUMED
+    if current is I.ROUTED:
+        return None if gated else InstanceEvent.ALL_CONFIRMED
+    return InstanceEvent.RESUMED
 
 
 def mermaid(machine: Machine[S, E]) -> str:

@@ -36,7 +36,9 @@ from dicom_nodes.state.model import (
     DELIVERY,
     FORWARD,
     INSTANCE,
+    SERIES,
     STUDY,
+    TRIAGE,
     AlertEvent,
     DeliveryEvent,
     ForwardEvent,
@@ -44,7 +46,9 @@ from dicom_nodes.state.model import (
     InstanceEvent,
     InvalidTransition,
     Machine,
+    SeriesEvent,
     StudyEvent,
+    TriageEvent,
 )
 
 __all__ = [
@@ -53,13 +57,21 @@ __all__ = [
     "AuditSink",
     "Change",
     "NewForwardItem",
+    "SeriesSeen",
     "apply",
     "create_alert",
     "create_deliveries",
     "create_forward_items",
     "defer_attempts",
+    "mark_triage_early",
     "no_audit",
+    "note_series_facts",
+    "promote_study_items",
     "promote_study_lanes",
+    "record_generated",
+    "set_archive_uids",
+    "set_triage_results",
+    "touch_series",
     "value_names",
 ]
 
@@ -105,6 +117,14 @@ _COLUMN_TYPES: dict[str, str] = {
     "delay": "float8",
     "reason": "text",
     "by": "text",
+    "rule_lane": "text",
+    "model_lane": "text",
+    "score": "float8",
+    "model": "jsonb",
+    "quality": "text",
+    "reasons": "jsonb",
+    "flagged": "jsonb",
+    "early": "boolean",
 }
 """SQL types of the per-row values :func:`apply` may be given (``v.<name>`` in *assign*)."""
 
@@ -131,6 +151,15 @@ _ASSIGN: dict[tuple[str, str], str] = {
         "next_attempt_at = clock_timestamp(), hold_reason = '', last_error = ''"
     ),
     (FORWARD.name, ForwardEvent.RELEASED_BY_REVIEW): "next_attempt_at = clock_timestamp()",
+    (SERIES.name, SeriesEvent.COMPLETED): "completed_at = clock_timestamp(), completed_by = v.by",
+    (SERIES.name, SeriesEvent.LATE_ARRIVAL): "increments = t.increments + 1",
+    (TRIAGE.name, TriageEvent.DECIDED): (
+        "lane = v.lane, rule_lane = v.rule_lane, model_lane = v.model_lane, score = v.score,"
+        " quality = v.quality,"
+        " reasons = ARRAY(SELECT jsonb_array_elements_text(v.reasons)),"
+        " flagged = ARRAY(SELECT jsonb_array_elements_text(v.flagged)),"
+        " early = v.early, decisions = t.decisions + 1, decided_at = clock_timestamp()"
+    ),
     (ALERT.name, AlertEvent.ESCALATED): (
         "level = t.level + 1, escalate_at = clock_timestamp() + make_interval(secs => v.delay)"
     ),
@@ -159,6 +188,8 @@ _SOURCE_ROWS: dict[str, tuple[str, str, str]] = {
         "i.sop_class_uid, i.study_instance_uid, t.destination",
     ),
     "study": ("", "", "'', t.study_instance_uid, ''"),
+    "series": ("", "", "'', t.study_instance_uid, ''"),
+    "triage": ("", "", "'', t.study_instance_uid, ''"),
     "alert": ("", "", "'', t.study_instance_uid, ''"),
     "alert delivery": (
         ", alert a",
@@ -436,3 +467,176 @@ def create_deliveries(conn: Conn, alert_id: str, level: int, targets: Sequence[s
         (alert_id, level, alert_id, level, list(targets)),
     ).fetchall()
     return len(rows)
+
+
+@dataclass(frozen=True)
+class SeriesSeen:
+    """Instances of one series routed in one batch (for the ``series`` row)."""
+
+    series_uid: str
+    study_uid: str
+    node: str
+    modality: str
+    count: int
+    last_received_at: Any
+    triage_route: str = ""
+    """The route that triages this series ('' when none does)."""
+
+
+def touch_series(conn: Conn, audit: AuditSink, seen: Sequence[SeriesSeen]) -> None:
+    """Count routed instances into their ``series`` rows (created ``receiving``). A complete
+    series that gets an instance is re-opened (``late-arrival``), and its decided triage too
+    (``reopened``): it is decided again with the late instance."""
+    if not seen:
+        return
+    uids = sorted({s.series_uid for s in seen})
+    conn.execute(  # lock the rows that exist, in UID order (concurrent rounds wait)
+        """SELECT 1 FROM series WHERE series_instance_uid = ANY(%s)
+           ORDER BY series_instance_uid FOR UPDATE""",
+        (uids,),
+    )
+    conn.cursor().executemany(
+        """INSERT INTO series AS s (series_instance_uid, study_instance_uid, node, modality,
+                                    instances, first_received_at, last_received_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (series_instance_uid) DO UPDATE
+               SET instances = s.instances + EXCLUDED.instances,
+                   last_received_at = greatest(s.last_received_at, EXCLUDED.last_received_at)""",
+        [(s.series_uid, s.study_uid, s.node, s.modality, s.count, s.last_received_at,
+          s.last_received_at) for s in seen],
+    )  # fmt: skip
+    reopened = [
+        str(r[0])
+        for r in conn.execute(
+            """SELECT series_instance_uid FROM series
+               WHERE series_instance_uid = ANY(%s) AND state = 'complete'""",
+            (uids,),
+        ).fetchall()
+    ]
+    apply(conn, audit, SERIES, SeriesEvent.LATE_ARRIVAL,
+          [Change((uid,), {"reason": "late-arrival"}) for uid in reopened])  # fmt: skip
+    triaged = [s for s in seen if s.triage_route]
+    if not triaged:
+        return
+    conn.cursor().executemany(
+        """INSERT INTO series_triage (series_instance_uid, study_instance_uid, node, route)
+           VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+        [(s.series_uid, s.study_uid, s.node, s.triage_route) for s in triaged],
+    )
+    decided = [
+        str(r[0])
+        for r in conn.execute(
+            """SELECT series_instance_uid FROM series_triage
+               WHERE series_instance_uid = ANY(%s) AND state = 'decided'
+               ORDER BY series_instance_uid FOR UPDATE""",
+            (sorted({s.series_uid for s in triaged}),),
+        ).fetchall()
+    ]
+    apply(conn, audit, TRIAGE, TriageEvent.REOPENED,
+          [Change((uid,), {"reason": "late-arrival"}) for uid in decided])  # fmt: skip
+
+
+def promote_study_items(conn: Conn, study_uids: Sequence[str], rank: int) -> int:
+    """Move every waiting forward item of these studies' instances to lane *rank* (or keep a
+    more urgent one); returns how many moved."""
+    if not study_uids:
+        return 0
+    rows = conn.execute(
+        """UPDATE forward_item f SET lane_rank = %s
+           FROM ingest_instance i
+           WHERE i.sop_instance_uid = f.sop_instance_uid AND i.study_instance_uid = ANY(%s)
+             AND f.state IN ('pending', 'sent') AND f.lane_rank > %s
+           RETURNING 1""",
+        (rank, list(study_uids), rank),
+    ).fetchall()
+    return len(rows)
+
+
+def note_series_facts(
+    conn: Conn, *, expected: Mapping[str, int], models: Mapping[str, str]
+) -> None:
+    """Record what a series' headers say (its expected instance count, Images in Acquisition)
+    and which model scores it (JSON), as routing learns them."""
+    if expected:
+        conn.cursor().executemany(
+            "UPDATE series SET expected = %s WHERE series_instance_uid = %s",
+            [(n, uid) for uid, n in expected.items()],
+        )
+    if models:
+        conn.cursor().executemany(
+            """UPDATE series_triage SET model = %s::jsonb
+               WHERE series_instance_uid = %s AND model IS NULL""",
+            [(m, uid) for uid, m in models.items()],
+        )
+
+
+def mark_triage_early(conn: Conn, series_uid: str, lane: str) -> None:
+    """Note that a pending series was found critical before it was complete (its lane holds
+    until the final decision)."""
+    conn.execute(
+        "UPDATE series_triage SET early = true, lane = %s WHERE series_instance_uid = %s",
+        (lane, series_uid),
+    )
+
+
+def record_generated(
+    conn: Conn,
+    *,
+    node: str,
+    ae_title: str,
+    sop_instance_uid: str,
+    sop_class_uid: str,
+    study_uid: str,
+    series_uid: str,
+    modality: str,
+    transfer_syntax_uid: str,
+    spool_path: str,
+    size: int,
+    blake3: bytes,
+) -> bool:
+    """Record an object this node made (a triage SR, a KOS) as ``received`` from itself, so
+    that it is routed, de-identified and forwarded like any instance; False when it exists."""
+    import uuid
+
+    from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
+
+    row = conn.execute(
+        INGEST_SQL,
+        {
+            "sop": sop_instance_uid, "cls": sop_class_uid, "study": study_uid,
+            "series": series_uid, "modality": modality, "ts": transfer_syntax_uid,
+            "size": size, "b3": blake3, "path": spool_path, "calling": ae_title,
+            "called": ae_title, "addr": "127.0.0.1", "port": 0, "node": node,
+            "assoc": uuid.uuid5(uuid.NAMESPACE_OID, f"radiogate:{node}:generated"),
+            "queue": queue_name(node), "qlock": route_lock(node), "task": ROUTE_TASK,
+            "priority": ROUTE_PRIORITY,
+        },
+    ).fetchone()  # fmt: skip
+    return bool(row and row[0])
+
+
+def set_triage_results(
+    conn: Conn, series_uid: str, sr_uid: str | None, kos_uid: str | None
+) -> None:
+    """Name the triage SR and KOS made for a series' decision."""
+    conn.execute(
+        """UPDATE series_triage SET sr_sop_instance_uid = %s, kos_sop_instance_uid = %s
+           WHERE series_instance_uid = %s""",
+        (sr_uid, kos_uid, series_uid),
+    )
+
+
+def set_archive_uids(conn: Conn, *, studies: Mapping[str, str], series: Mapping[str, str]) -> None:
+    """Record the UIDs studies and series have in the archive (original → archived)."""
+    if studies:
+        conn.cursor().executemany(
+            """UPDATE study SET archive_study_uid = %s
+               WHERE study_instance_uid = %s AND archive_study_uid IS DISTINCT FROM %s""",
+            [(a, o, a) for o, a in studies.items()],
+        )
+    if series:
+        conn.cursor().executemany(
+            """UPDATE series SET archive_series_uid = %s
+               WHERE series_instance_uid = %s AND archive_series_uid IS DISTINCT FROM %s""",
+            [(a, o, a) for o, a in series.items()],
+        )

@@ -10,7 +10,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = ROOT / "dicom_nodes" / "state" / "repository.py"
-STATE_TABLES = ("ingest_instance", "forward_item", "study", "alert", "alert_delivery")
+STATE_TABLES = (
+    "ingest_instance",
+    "forward_item",
+    "study",
+    "series",
+    "series_triage",
+    "alert",
+    "alert_delivery",
+)
 WRITE = re.compile(
     r"\b(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(" + "|".join(STATE_TABLES) + r")\b",
     re.IGNORECASE,

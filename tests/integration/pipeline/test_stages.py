@@ -5,10 +5,7 @@ and no item ever blocks the others."""
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,120 +15,20 @@ from psycopg_pool import ConnectionPool
 
 from config.routes import MatchSettings, PipelineSettings, RouteSettings
 from dicom_nodes.audit_events import pipeline_sink
-from dicom_nodes.db.ingest import PostgresIngest, Receipt
-from dicom_nodes.forward.model import (
-    ConfirmationUnavailable,
-    InstanceRef,
-    OutgoingFile,
-    SendResult,
-)
 from dicom_nodes.pipeline import admin, housekeeping, release
+from dicom_nodes.pipeline.claims import claim_forwards
 from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.route import route_round
 from dicom_nodes.pipeline.status import status
-from dicom_nodes.spool.inspect import inspect_file
 from dicom_nodes.spool.store import Spool
 from tests.support.data import extract_ct
+from tests.support.stages import FlakyDestination, Stage
 
 pytestmark = pytest.mark.integration
 
 SINK = pipeline_sink("node1", "RADIOGATE")
-
-
-@dataclass
-class FlakyDestination:
-    """A :class:`~dicom_nodes.forward.model.Destination` that does what the test says:
-    refuse some UIDs for good, fail some retryably, forget some, or be unreachable."""
-
-    name: str
-    permanent: set[str] = field(default_factory=set)
-    retryable: set[str] = field(default_factory=set)
-    unconfirmed: set[str] = field(default_factory=set)
-    confirm_down: bool = False
-    held: set[str] = field(default_factory=set)
-    sent: list[str] = field(default_factory=list)
-
-    def send(self, files: Sequence[OutgoingFile]) -> list[SendResult]:
-        out = []
-        for f in files:
-            uid = f.sop_instance_uid
-            self.sent.append(uid)
-            if uid in self.permanent:
-                out.append(SendResult(uid, 0xA900, ok=False, retryable=False, note="refused"))
-            elif uid in self.retryable:
-                out.append(SendResult(uid, None, ok=False, retryable=True, note="no answer"))
-            else:
-                self.held.add(uid)
-                out.append(SendResult(uid, 0, ok=True, retryable=False,
-                                      sent_transfer_syntax=f.transfer_syntax_uid))  # fmt: skip
-        return out
-
-    def confirm(self, instances: Sequence[InstanceRef]) -> dict[str, bool]:
-        if self.confirm_down:
-            raise ConfirmationUnavailable("down")
-        return {
-            i.sop_instance_uid: i.sop_instance_uid in self.held
-            and i.sop_instance_uid not in self.unconfirmed
-            for i in instances
-        }
-
-
-@dataclass
-class Stage:
-    ctx: PipelineContext
-    spool: Spool
-    files: list[Path]
-    dest: FlakyDestination
-    other: FlakyDestination
-
-    def receive(self, count: int) -> list[str]:
-        """What the receiver does: spool and record *count* CT slices; returns their UIDs."""
-        recorder = PostgresIngest(self.ctx.pool, timeout=5)
-        uids = []
-        for path in self.files[:count]:
-            self.files.remove(path)
-            identity = inspect_file(path)
-            temp = self.spool.incoming / uuid.uuid4().hex
-            shutil.copyfile(path, temp)
-            spooled = self.spool.commit(temp)
-            recorder.record(identity, spooled, Receipt("CT1", "RADIOGATE", "127.0.0.1", 104,
-                                                       "node1", uuid.uuid4()))  # fmt: skip
-            uids.append(identity.sop_instance_uid)
-        return uids
-
-    def q(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        with self.ctx.pool.connection() as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
-
-    def states(self, uids: Sequence[str]) -> list[str]:
-        rows = dict(self.q("SELECT sop_instance_uid, state FROM ingest_instance"))
-        return [rows[u] for u in uids]
-
-    def items(self, uid: str) -> dict[str, str]:
-        return dict(
-            self.q("SELECT destination, state FROM forward_item WHERE sop_instance_uid = %s", uid)
-        )
-
-    def steps(self, uid: str) -> list[str]:
-        rows = self.q("SELECT step, body FROM audit_pending ORDER BY id")
-        return [step for step, body in rows if uid.encode() in bytes(body)]
-
-    def drain(self) -> None:
-        """Run every stage until nothing is ready (what the worker's jobs do)."""
-        while route_round(self.ctx):
-            pass
-        for name in self.ctx.destinations:
-            while forward_round(self.ctx, name):
-                pass
-
-    def make_due(self) -> None:
-        self.q_exec("UPDATE forward_item SET next_attempt_at = clock_timestamp()")
-
-    def q_exec(self, sql: str, *params: Any) -> None:
-        with self.ctx.pool.connection() as conn:
-            conn.execute(sql, params)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -394,3 +291,23 @@ def test_completion_by_quiet_period_and_late_arrival(stage: Stage) -> None:
 def status_of(stage: Stage) -> dict[str, Any]:
     with psycopg.connect(stage.ctx.pool.conninfo) as conn:
         return json.loads(json.dumps(status(conn, "node1"), default=str))
+
+
+def test_waiting_longer_than_the_ceiling_beats_a_more_urgent_lane(stage: Stage) -> None:
+    """A stream of critical work cannot starve the routine backlog (pipeline.wait_ceiling)."""
+    routine = stage.receive(2)
+    critical = stage.receive(2)
+    while route_round(stage.ctx):
+        pass
+    stage.q_exec("UPDATE forward_item SET lane_rank = 0 WHERE sop_instance_uid = ANY(%s)",
+                 critical)  # fmt: skip
+    with stage.ctx.pool.connection() as conn:
+        first = claim_forwards(conn, "node1", "archive", 10, ceiling=600.0)
+    assert {c.sop_instance_uid for c in first} == set(critical)  # fresh: by lane
+    stage.q_exec("UPDATE forward_item SET created_at = now() - interval '11 minutes'"
+                 " WHERE sop_instance_uid = ANY(%s)", routine)  # fmt: skip
+    with stage.ctx.pool.connection() as conn:
+        aged = claim_forwards(conn, "node1", "archive", 10, ceiling=600.0)
+        strict = claim_forwards(conn, "node1", "archive", 10, ceiling=0.0)
+    assert {c.sop_instance_uid for c in aged} == set(routine)
+    assert {c.sop_instance_uid for c in strict} == set(critical)

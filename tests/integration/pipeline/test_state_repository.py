@@ -16,12 +16,14 @@ import pytest
 from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.state import FORWARD, INSTANCE, STUDY, Change, InvalidTransition
 from dicom_nodes.state import repository as repo
-from dicom_nodes.state.model import ALERT, DELIVERY, MACHINES, Machine
+from dicom_nodes.state.model import ALERT, DELIVERY, MACHINES, SERIES, TRIAGE, Machine
 
 pytestmark = pytest.mark.integration
 
 SAMPLE = {"route": "r", "lane": "routine", "status": 0, "note": "", "delay": 1.0,
-          "syntax": "1.2.840.10008.1.2.1", "error": "e", "reason": "test", "by": "test"}  # fmt: skip
+          "syntax": "1.2.840.10008.1.2.1", "error": "e", "reason": "test", "by": "test",
+          "rule_lane": "routine", "model_lane": None, "score": 0.5, "quality": "complete",
+          "reasons": "[]", "flagged": "[]", "early": False}  # fmt: skip
 SINK = pipeline_sink("node1", "RADIOGATE")
 
 
@@ -56,6 +58,20 @@ def _row(conn: psycopg.Connection[Any], machine: Machine[Any, Any], state: str) 
             (uid, state),
         )
         return (uid, "archive")
+    if machine is SERIES or machine is TRIAGE:
+        uid = f"2.25.{uuid.uuid4().int}"
+        conn.execute(
+            """INSERT INTO series (series_instance_uid, study_instance_uid, node, state)
+               VALUES (%s, '1.2.3', 'node1', %s)""",
+            (uid, state if machine is SERIES else "complete"),
+        )
+        if machine is TRIAGE:
+            conn.execute(
+                """INSERT INTO series_triage (series_instance_uid, study_instance_uid, node,
+                       state) VALUES (%s, '1.2.3', 'node1', %s)""",
+                (uid, state),
+            )
+        return (uid,)
     if machine is ALERT or machine is DELIVERY:
         alert_id = uuid.uuid4().hex[:16]
         conn.execute(
