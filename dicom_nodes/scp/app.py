@@ -32,13 +32,20 @@ from config import Settings, data_path
 from dicom_nodes.audit_events import AuditWriter, association_event
 from dicom_nodes.db.commitment import PostgresCommitmentSink
 from dicom_nodes.db.ingest import IngestRecorder, PostgresIngest
+from dicom_nodes.db.signals import SignalRecorder
 from dicom_nodes.forward.commitment import (
     CommitmentSink,
     commitment_scp_context,
     handle_commitment_report,
 )
 from dicom_nodes.scp import _fastpath
-from dicom_nodes.scp.handlers import handle_echo, handle_store, log_association_event
+from dicom_nodes.scp.handlers import (
+    handle_echo,
+    handle_store,
+    log_association_event,
+    record_association_end,
+)
+from dicom_nodes.scp.mpps import MPPS_SOP_CLASS, handle_n_create, handle_n_set
 from dicom_nodes.scp.transport import ReceiverServer, make_tls_context
 from dicom_nodes.spool.store import Spool
 
@@ -104,9 +111,12 @@ def build_server(
     sock_host: str | None = None,
     audit_writer: AuditWriter | None = None,
     commitment_sink: CommitmentSink | None = None,
+    signals: SignalRecorder | None = None,
 ) -> ReceiverServer:
     """Create (bind, listen) the association server for one receiver process; with
-    *commitment_sink*, it also receives storage commitment reports into it."""
+    *commitment_sink*, it also receives storage commitment reports into it; with *signals*,
+    it is a Modality Performed Procedure Step SCP (PS3.4 F.7) and records when associations
+    end (both tell the pipeline that a series is complete)."""
     scp = settings.scp
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.LOG_HANDLER_LEVEL = "none"
@@ -128,6 +138,8 @@ def build_server(
     for cx in AllStoragePresentationContexts:
         assert cx.abstract_syntax is not None
         ae.add_supported_context(cx.abstract_syntax, syntaxes)
+    if signals is not None:
+        ae.add_supported_context(MPPS_SOP_CLASS, syntaxes[:2])
     if commitment_sink is not None:
         commitment = commitment_scp_context()
         assert commitment.abstract_syntax is not None
@@ -154,6 +166,13 @@ def build_server(
     ]
     if commitment_sink is not None:
         handlers.append((evt.EVT_N_EVENT_REPORT, handle_commitment_report, [commitment_sink]))
+    if signals is not None:
+        handlers += [
+            (evt.EVT_N_CREATE, handle_n_create, [signals]),
+            (evt.EVT_N_SET, handle_n_set, [signals]),
+            (evt.EVT_RELEASED, record_association_end, [signals, True]),
+            (evt.EVT_ABORTED, record_association_end, [signals, False]),
+        ]
     ReceiverServer.quickack = scp.tcp_quickack
     ReceiverServer.allowed_networks = tuple(
         ipaddress.ip_network(n, strict=False) for n in scp.allowed_networks

@@ -18,6 +18,7 @@ from typing import Any
 
 from dicom_nodes.audit_events import AuditWriter, association_event
 from dicom_nodes.db.ingest import IngestRecorder, Receipt, RecordOutcome
+from dicom_nodes.db.signals import SignalRecorder
 from dicom_nodes.errors import (
     DatabaseUnavailable,
     DatasetProblem,
@@ -34,6 +35,7 @@ __all__ = [
     "handle_echo",
     "handle_store",
     "log_association_event",
+    "record_association_end",
     "status_for",
 ]
 
@@ -170,3 +172,9 @@ def log_association_event(event: Any, writer: AuditWriter | None = None, node: s
         requestor.address,
         requestor.port,
     )
+
+
+def record_association_end(event: Any, signals: SignalRecorder, released: bool) -> None:
+    """EVT_RELEASED / EVT_ABORTED: when an association ended, and how (a released association
+    has sent what it meant to: its series may be complete)."""
+    signals.association_ended(association_id(event.assoc), released)

@@ -22,6 +22,7 @@ from types import FrameType
 
 from config import Settings
 from dicom_nodes.audit_events import AuditWriter
+from dicom_nodes.db.signals import PostgresSignals
 from dicom_nodes.lifecycle import record_start, record_stop
 from dicom_nodes.scp.app import (
     build_server,
@@ -68,6 +69,9 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
         recorder,
         audit_writer=writer,
         commitment_sink=make_commitment_sink(dsn, pool, settings),
+        signals=PostgresSignals(
+            pool, settings.node.name, timeout=settings.database.connect_timeout
+        ),
     )
     stopping = threading.Event()
 
