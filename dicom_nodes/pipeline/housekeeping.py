@@ -103,6 +103,18 @@ def kick(ctx: PipelineContext) -> dict[str, int]:
         ).fetchone()
         if due and due[0] and defer_alerts(conn, ctx.node):
             done["alerts"] += 1
+    with ctx.pool.connection() as conn, conn.transaction():
+        # Completion signals older than any series could wait for are not needed any more.
+        conn.execute(
+            """DELETE FROM association_end WHERE node = %s
+               AND ended_at < clock_timestamp() - interval '7 days'""",
+            (ctx.node,),
+        )
+        conn.execute(
+            """DELETE FROM mpps WHERE node = %s
+               AND updated_at < clock_timestamp() - interval '30 days'""",
+            (ctx.node,),
+        )
     for event, count in release.settle_leftovers(ctx).items():
         done[f"settled-{event}"] += count
     if purged := release.purge_expired(ctx):
