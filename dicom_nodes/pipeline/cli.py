@@ -21,7 +21,7 @@ from config import Settings
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
-COMMANDS = ("worker", "study", "route", "job", "status", "quarantine")
+COMMANDS = ("worker", "study", "route", "job", "status", "quarantine", "spool")
 EXIT_NOT_DONE, EXIT_USAGE, EXIT_DATABASE = 1, 2, 3
 
 
@@ -75,6 +75,18 @@ def add_parsers(sub: Any) -> None:
                 "(give up on a destination)",
             )
     sub.add_parser("status", help="summary of queues, lanes and the oldest waiting instance")
+    spool = sub.add_parser("spool", help="spool administration")
+    spsub = spool.add_subparsers(dest="spool_command", required=True)
+    purge = spsub.add_parser(
+        "purge",
+        help="delete the spool copies of instances that waited for nobody longer than the "
+        "retention (held, cancelled, unroutable; audited)",
+    )
+    purge.add_argument(
+        "--older-than", type=float, default=None, metavar="DAYS",
+        help="instead of pipeline.retention_days",
+    )  # fmt: skip
+    purge.add_argument("--dry-run", action="store_true", help="only count them")
     quarantine = sub.add_parser(
         "quarantine", help="instances held back by de-identification (burned-in text, failures)"
     )
@@ -120,6 +132,8 @@ def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
             return _quarantine_list(conn)
         if args.command == "quarantine" and args.quarantine_command == "show":
             return _quarantine_show(conn, args.uid, args.output)
+        if args.command == "spool":
+            return _spool_purge(conn, args, settings, dsn)
         if args.command == "study" and args.study_command == "show":
             from dicom_nodes.pipeline.timeline import study_timeline
 
@@ -230,6 +244,44 @@ def _job_list(conn: psycopg.Connection[Any], everything: bool) -> int:
     _table(("SOP Instance UID", "destination", "state", "attempts", "last status", "reason",
             "last error", "next attempt"), rows)  # fmt: skip
     print(f"{len(rows)} items", file=sys.stderr)
+    return 0
+
+
+def _spool_purge(
+    conn: psycopg.Connection[Any], args: argparse.Namespace, settings: Settings, dsn: str
+) -> int:
+    """``radiogate spool purge``: what the worker's housekeeping does after the retention."""
+    import dataclasses
+
+    from psycopg_pool import ConnectionPool
+
+    from dicom_nodes.audit_events import pipeline_sink
+    from dicom_nodes.pipeline.context import PipelineContext
+    from dicom_nodes.pipeline.release import purge_expired
+
+    days = settings.pipeline.retention_days if args.older_than is None else args.older_than
+    if days <= 0:
+        print("radiogate: retention is 0 (keep forever): give --older-than DAYS", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dry_run:
+        (count,) = conn.execute(
+            """SELECT count(*) FROM ingest_instance
+               WHERE node = %s AND state IN ('held', 'cancelled', 'unroutable')
+                 AND state_changed_at < clock_timestamp() - make_interval(secs => %s)""",
+            (settings.node.name, days * 86400.0),
+        ).fetchone() or (0,)
+        print(f"{count} instances would be purged")
+        return 0
+    with ConnectionPool(dsn, min_size=1, max_size=1, open=True) as pool:
+        ctx = PipelineContext(
+            node=settings.node.name, pool=pool, routes=[], lane_rules=[], destinations={},
+            settings=dataclasses.replace(settings.pipeline, retention_days=days),
+            audit=pipeline_sink(settings.node.name, settings.scp.ae_title),
+        )  # fmt: skip
+        total = 0
+        while purged := purge_expired(ctx):
+            total += purged
+    print(f"{total} instances purged")
     return 0
 
 

@@ -161,6 +161,22 @@ steps = ["forward:archive", "forward:offline"]
         assert (
             out.returncode == 1 and "not changed (archive=confirmed, offline=pending)" in out.stderr
         )
+        # Given up again and past the retention, their identified originals are purged.
+        _cli(env, "job", "cancel", "--destination", "offline", "--waiting")
+        node.wait_for(lambda: node.query("SELECT DISTINCT state FROM ingest_instance")
+                      == [("cancelled",)])  # fmt: skip
+        assert node.worker is not None
+        node.worker.stop()  # its housekeeping would purge them itself
+        node.worker = None
+        node.query("UPDATE ingest_instance SET state_changed_at = now() - interval '40 days'"
+                   " RETURNING 1")  # fmt: skip
+        assert _cli(env, "spool", "purge", "--dry-run").stdout.strip() == (
+            "3 instances would be purged"
+        )
+        purged = _cli(env, "spool", "purge")
+        assert purged.returncode == 0 and purged.stdout.strip() == "3 instances purged", purged
+        assert node.query("SELECT DISTINCT state FROM ingest_instance") == [("purged",)]
+        assert node.scp.spooled_files() == []
         # Every decision is an audit event naming the person.
         events = node.query(
             "SELECT count(*) FROM audit_pending WHERE step = 'cancelled'"
