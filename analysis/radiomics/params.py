@@ -91,10 +91,13 @@ class ParameterSet:
         """pyradiomics' ``setting`` section (a copy)."""
         return dict(self.pyradiomics.get("setting") or {})
 
-    def variant(self, name: str, **settings: Any) -> ParameterSet:
-        """The same set with pyradiomics settings overridden, serialised anew (so its hash is
-        that of the variant, never the parent's)."""
+    def variant(
+        self, name: str, radiogate: dict[str, Any] | None = None, **settings: Any
+    ) -> ParameterSet:
+        """The same set with pyradiomics *settings* (and *radiogate* keys) overridden, serialised
+        anew (so its hash is that of the variant, never the parent's)."""
         doc = yaml.safe_load(self.text)
+        doc["radiogate"].update(radiogate or {})
         doc.setdefault("pyradiomics", {}).setdefault("setting", {}).update(settings)
         header = f"# variant {name} of {self.name} ({self.blake3})\n"
         text = (header + yaml.safe_dump(doc, sort_keys=True)).encode()
