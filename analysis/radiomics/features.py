@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import multiprocessing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,9 +114,14 @@ def extract_crop(
     extractor = _extractor(params)
     extractor.bin_origin = result.bin_origin
     try:
-        raw = extractor.execute(
-            to_sitk(crop.image, crop.geometry), to_sitk(crop.mask.astype(np.uint8), crop.geometry)
-        )
+        # a feature pyradiomics cannot compute comes back as NaN (reported as missing below),
+        # often with numpy's "mean of empty slice" warning on the way
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            raw = extractor.execute(
+                to_sitk(crop.image, crop.geometry),
+                to_sitk(crop.mask.astype(np.uint8), crop.geometry),
+            )
     except Exception as error:
         return _replace(result, missing={"*": f"{type(error).__name__}: {error}"})
     values: dict[str, float] = {}

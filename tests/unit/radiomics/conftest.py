@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-import SimpleITK as sitk
 
+from analysis.radiomics._sitk import sitk
 from analysis.radiomics.lung import LungSegmentation, segment_lungs
 from analysis.radiomics.volume import Geometry, Volume, build_volume, slice_input
 from tests.support.data import DATA, extract_ct
