@@ -285,7 +285,9 @@ def compare(
     for ref in references:
         names = by_code.get(ref.code, [])
         if not names:
-            out.append(Comparison(ref, None, None, Status.NOT_COMPUTED, "no pyradiomics feature"))
+            out.append(
+                Comparison(ref, None, None, Status.NOT_COMPUTED, "no enabled pyradiomics feature")
+            )
             continue
         (name,) = names
         result = results[_CONFIG_OF[ref.aggregation]]
