@@ -23,7 +23,7 @@ import math
 import multiprocessing
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -123,7 +123,7 @@ def extract_crop(
                 to_sitk(crop.mask.astype(np.uint8), crop.geometry),
             )
     except Exception as error:
-        return _replace(result, missing={"*": f"{type(error).__name__}: {error}"})
+        return replace(result, missing={"*": f"{type(error).__name__}: {error}"})
     values: dict[str, float] = {}
     missing: dict[str, str] = dict(extractor.failures)
     for key, value in raw.items():
@@ -134,13 +134,7 @@ def extract_crop(
             values[key] = number
         else:
             missing[key] = "not a finite value"
-    return _replace(result, values=values, missing=missing)
-
-
-def _replace(result: SegmentFeatures, **changes: Any) -> SegmentFeatures:
-    from dataclasses import replace
-
-    return replace(result, **changes)
+    return replace(result, values=values, missing=missing)
 
 
 _Task = tuple[
