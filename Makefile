@@ -53,10 +53,15 @@ system-deps:
 
 venv: $(VENV)/.installed
 
+# pyradiomics builds C extensions against the numpy already in the venv, not in pip's isolated
+# build environment; pinned, because the 3.1.0 sdist reports another version (3.0.1a1) and pip
+# refuses it.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q setuptools wheel
+	$(VENV)/bin/pip install -q --no-build-isolation pyradiomics==3.0.1
 	touch $@
 
 clean:
