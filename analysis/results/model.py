@@ -214,8 +214,11 @@ class Measurement:
             _check_code(self.derivation, "derivation")
         if self.finding_site is not None:
             _check_code(self.finding_site, "finding site")
-        if self.concept == codes.DCM.AttenuationCoefficient and self.unit.value != "[hnsf'U]":
-            raise ValueError("Attenuation Coefficient is measured in [hnsf'U]")
+        if self.concept == codes.DCM.AttenuationCoefficient and not (
+            self.unit.value.startswith("[hnsf'U]") or self.unit.value == "1"
+        ):
+            # HU, its powers (variance), or no unit (skewness, kurtosis: CID 7464 derivations)
+            raise ValueError("Attenuation Coefficient is measured in [hnsf'U] (or its powers)")
 
     @property
     def key(self) -> tuple[Code, Code | None]:

@@ -1,0 +1,400 @@
+"""The chest CT analysis: lungs and lesions → radiomics and lung measures → SEG + TID 1500 SR.
+
+Pure computation on datasets already read (the de-identified series from the archive, and any
+SEG or RTSTRUCT of the study that outlines lesions):
+
+1. a volume with its geometry (:mod:`analysis.radiomics.volume`: sorted along the slice normal,
+   spacing from positions, HU); a series that does not make one regular volume is refused with
+   the flags that say why (:class:`AnalysisRefused`);
+2. the lungs, right and left (:mod:`analysis.radiomics.lung`), and their measures: volume,
+   %LAA-950, Perc15, mean lung density;
+3. lesions from a Segmentation (every segment whose category is Morphologically Abnormal
+   Structure) or an RT Structure Set (every ROI contour, rasterised on the slice grid:
+   :func:`rasterise`) referencing this series;
+4. pyradiomics features per segment under the versioned parameter set
+   (:mod:`analysis.radiomics.features`), mapped to DICOM concepts (:mod:`analysis.radiomics.codes`);
+5. a BINARY SEG of all segments and the measurement report (:mod:`analysis.results`); each
+   lesion group has a planar ellipse on its key slice (the slice where it is largest).
+
+A segment whose features fail is still in the SEG; its group says which features are missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from analysis.radiomics.codes import Concept, measurements
+from analysis.radiomics.features import PYRADIOMICS_VERSION, Segment, SegmentFeatures, extract
+from analysis.radiomics.lung import LungLabel, LungMeasures, lung_measures, segment_lungs
+from analysis.radiomics.params import ParameterSet
+from analysis.radiomics.volume import Volume, build_volume, slice_input
+from analysis.results import (
+    Algorithm,
+    GraphicType,
+    Measurement,
+    PlanarRegion,
+    Provenance,
+    SegmentResult,
+    build_measurement_report,
+    build_segmentation,
+)
+
+__all__ = [
+    "AnalysisRefused",
+    "ChestCtResult",
+    "FeatureRow",
+    "analyse_chest_ct",
+    "lesions_from_rtstruct",
+    "lesions_from_seg",
+    "rasterise",
+]
+
+SCHEME = "99RADIOGATE"
+LAA950 = Code("LAA950", SCHEME, "Low attenuation area below -950 HU")
+PERC15 = Code("PERC15", SCHEME, "15th percentile of lung density")
+VOLUME = Code("118565006", "SCT", "Volume")
+ATTENUATION = codes.DCM.AttenuationCoefficient
+MEAN = codes.SCT.Mean
+HU = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
+ML = Code("ml", "UCUM", "milliliter")
+PERCENT = Code("%", "UCUM", "Percent")
+
+
+class AnalysisRefused(ValueError):
+    """The series cannot be analysed; ``reasons`` are short codes (no PHI)."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__(", ".join(reasons))
+        self.reasons = tuple(reasons)
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    """One value for the feature store (and its SR measurement)."""
+
+    segment_number: int
+    segment_label: str
+    tracking_uid: str
+    feature: str
+    concept: Code
+    unit: Code
+    derivation: Code | None
+    value: float | None
+    imputed: bool = False
+    missing_reason: str = ""
+
+
+@dataclass(frozen=True)
+class ChestCtResult:
+    seg: Dataset
+    sr: Dataset
+    rows: tuple[FeatureRow, ...]
+    measures: LungMeasures
+    parameter_hash: str
+    pyradiomics_version: str = PYRADIOMICS_VERSION
+    flags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _code(concept: Concept) -> Code:
+    return Code(concept.value, concept.scheme, concept.meaning)
+
+
+def _order(source: Sequence[Dataset]) -> tuple[Volume, list[Dataset]]:
+    """The volume and the datasets in volume order."""
+    images = [ds for ds in source if "PixelData" in ds]
+    result = build_volume([slice_input(ds) for ds in images])
+    if result.volume is None:
+        raise AnalysisRefused(sorted(f.value for f in result.flags))
+    return result.volume, [images[i] for i in result.order]
+
+
+def rasterise(points_mm: npt.NDArray[np.float64], ds: Dataset) -> npt.NDArray[np.bool_]:
+    """Fill a closed contour (patient coordinates, mm) on the pixel grid of slice *ds* (even-odd
+    rule, pixel centres; PS3.3 C.8.8.6 contour data)."""
+    origin = np.asarray([float(v) for v in ds.ImagePositionPatient])
+    orientation = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    spacing_row, spacing_col = (float(v) for v in ds.PixelSpacing)
+    rel = points_mm - origin
+    cols = rel @ row_dir / spacing_col
+    rows = rel @ col_dir / spacing_row
+    height, width = int(ds.Rows), int(ds.Columns)
+    yy, xx = np.mgrid[0:height, 0:width]
+    inside = np.zeros((height, width), dtype=bool)
+    n = len(cols)
+    for i in range(n):
+        x0, y0, x1, y1 = cols[i], rows[i], cols[(i + 1) % n], rows[(i + 1) % n]
+        if y0 == y1:
+            continue
+        crosses = ((y0 <= yy) & (yy < y1)) | ((y1 <= yy) & (yy < y0))
+        x_at = x0 + (yy - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (xx < x_at)
+    return inside
+
+
+def lesions_from_rtstruct(
+    rtstruct: Dataset, ordered: Sequence[Dataset]
+) -> dict[str, npt.NDArray[np.bool_]]:
+    """Masks (volume order) of the ROIs of an RT Structure Set, by ROI name."""
+    names = {
+        int(r.ROINumber): str(r.get("ROIName", f"ROI {r.ROINumber}"))
+        for r in rtstruct.get("StructureSetROISequence", [])
+    }
+    by_uid = {str(ds.SOPInstanceUID): i for i, ds in enumerate(ordered)}
+    normal = np.cross(
+        np.asarray([float(v) for v in ordered[0].ImageOrientationPatient][:3]),
+        np.asarray([float(v) for v in ordered[0].ImageOrientationPatient][3:]),
+    )
+    depth = [float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])) for ds in ordered]
+    out: dict[str, npt.NDArray[np.bool_]] = {}
+    shape = (len(ordered), int(ordered[0].Rows), int(ordered[0].Columns))
+    for roi in rtstruct.get("ROIContourSequence", []):
+        mask = np.zeros(shape, dtype=bool)
+        for contour in roi.get("ContourSequence", []):
+            data = np.asarray([float(v) for v in contour.ContourData]).reshape(-1, 3)
+            refs = contour.get("ContourImageSequence", [])
+            index = by_uid.get(str(refs[0].ReferencedSOPInstanceUID)) if refs else None
+            if index is None:  # no reference: the slice at the contour's depth
+                d = float(np.dot(normal, data[0]))
+                index = int(np.argmin([abs(d - x) for x in depth]))
+            mask[index] ^= rasterise(data, ordered[index])
+        if mask.any():
+            out[names.get(int(roi.ReferencedROINumber), "ROI")] = mask
+    return out
+
+
+def lesions_from_seg(seg: Dataset, ordered: Sequence[Dataset]) -> dict[str, npt.NDArray[np.bool_]]:
+    """Masks (volume order) of the lesion segments of a Segmentation, by segment label."""
+    import highdicom as hd
+
+    parsed = hd.seg.Segmentation.from_dataset(seg)
+    uids = [str(ds.SOPInstanceUID) for ds in ordered]
+    out: dict[str, npt.NDArray[np.bool_]] = {}
+    for item in seg.SegmentSequence:
+        category = item.SegmentedPropertyCategoryCodeSequence[0]
+        if str(category.CodeValue) != "49755003":  # Morphologically Abnormal Structure
+            continue
+        number = int(item.SegmentNumber)
+        pixels = parsed.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids,
+            segment_numbers=[number],
+            assert_missing_frames_are_empty=True,
+        )
+        out[str(item.SegmentLabel)] = np.asarray(pixels[..., 0] > 0)
+    return out
+
+
+def _ellipse(mask2d: npt.NDArray[np.bool_]) -> PlanarRegion:
+    """An ellipse with the mask's second moments and area (its principal axes)."""
+    rows, cols = np.nonzero(mask2d)
+    centre = np.array([cols.mean() + 0.5, rows.mean() + 0.5])
+    cov = np.cov(np.vstack([cols, rows])) if len(rows) > 2 else np.eye(2) * 0.25
+    values, vectors = np.linalg.eigh(np.atleast_2d(cov))
+    values = np.maximum(values, 0.25)
+    half = 2.0 * np.sqrt(values)  # a uniform ellipse has variance (semi-axis / 2) ** 2
+    minor_axis, major_axis = vectors[:, 0], vectors[:, 1]
+    points = [
+        centre + major_axis * half[1],
+        centre - major_axis * half[1],
+        centre + minor_axis * half[0],
+        centre - minor_axis * half[0],
+    ]
+    clipped = [(max(0.0, float(c)), max(0.0, float(r))) for c, r in points]
+    return PlanarRegion(GraphicType.ELLIPSE, tuple(clipped))
+
+
+def _lung_rows(
+    measures: LungMeasures,
+) -> dict[int, list[tuple[str, Code, Code, Code | None, float]]]:
+    out: dict[int, list[tuple[str, Code, Code, Code | None, float]]] = {}
+    for number, region in ((1, measures.right), (2, measures.left)):
+        if region is None:
+            continue
+        out[number] = [
+            ("lung_volume_ml", VOLUME, ML, None, region.volume_ml),
+            ("laa950_percent", LAA950, PERCENT, None, region.laa950_percent),
+            ("perc15_hu", PERC15, HU, None, region.perc15_hu),
+            ("mean_lung_density_hu", ATTENUATION, HU, MEAN, region.mean_hu),
+        ]
+    return out
+
+
+def analyse_chest_ct(
+    source: Sequence[Dataset],
+    *,
+    params: ParameterSet,
+    lesions: Mapping[str, npt.NDArray[np.bool_]] | Sequence[Dataset] = (),
+    provenance: Provenance,
+    processes: int = 1,
+    created: dt.datetime | None = None,
+    uid_root: str = "",
+) -> ChestCtResult:
+    """Analyse one chest CT series (its datasets, any order); *lesions* are masks in volume
+    order, or SEG / RTSTRUCT datasets outlining them."""
+    volume, ordered = _order(source)
+    if not isinstance(lesions, Mapping):
+        found: dict[str, npt.NDArray[np.bool_]] = {}
+        for ds in lesions:
+            if str(ds.get("Modality", "")) == "RTSTRUCT":
+                found.update(lesions_from_rtstruct(ds, ordered))
+            elif str(ds.get("Modality", "")) == "SEG":
+                found.update(lesions_from_seg(ds, ordered))
+        lesions = found
+    lungs = segment_lungs(volume)
+    measures = lung_measures(volume, lungs)
+    named: list[tuple[int, str, npt.NDArray[np.bool_]]] = []
+    if lungs.mask(LungLabel.RIGHT).any():
+        named.append((1, "Right lung", lungs.mask(LungLabel.RIGHT)))
+    if lungs.mask(LungLabel.LEFT).any():
+        named.append((2, "Left lung", lungs.mask(LungLabel.LEFT)))
+    for offset, (label, mask) in enumerate(sorted(lesions.items()), start=3):
+        if mask.shape != volume.array.shape:
+            raise AnalysisRefused(["lesion-mask-off-grid"])
+        if mask.any():
+            named.append((offset, label[:64] or f"Lesion {offset - 2}", mask))
+    if not named:
+        raise AnalysisRefused(["no-lung-found"])
+    features = extract(
+        volume, [Segment(str(n), m) for n, _l, m in named], params, processes=processes
+    )
+    series_uid = str(ordered[0].SeriesInstanceUID)
+    lung_rows = _lung_rows(measures)
+    results: list[SegmentResult] = []
+    rows: list[FeatureRow] = []
+    for (number, label, mask), feats in zip(named, features, strict=True):
+        tracking = _tracking_uid(uid_root, series_uid, number)
+        mapped, _unmapped = measurements(feats) if not feats.missing.get("*") else ([], [])
+        measured = [
+            Measurement(
+                _code(m.concept),
+                m.value,
+                _code(m.unit),
+                None if m.derivation is None else _code(m.derivation),
+            )
+            for m in mapped
+            if math.isfinite(m.value)
+        ]
+        rows += [
+            FeatureRow(
+                number,
+                label,
+                tracking,
+                m.feature,
+                _code(m.concept),
+                _code(m.unit),
+                None if m.derivation is None else _code(m.derivation),
+                m.value,
+            )
+            for m in mapped
+        ]
+        rows += _missing_rows(number, label, tracking, feats)
+        keys = {m.key for m in measured}
+        for name, concept, unit, derivation, value in lung_rows.get(number, []):
+            if (concept, derivation) not in keys:  # mean lung density = radiomics' mean HU
+                measured.append(Measurement(concept, value, unit, derivation))
+            rows.append(FeatureRow(number, label, tracking, name, concept, unit, derivation, value))
+        results.append(
+            _segment(number, label, tracking, mask=mask, ordered=ordered, measured=measured)
+        )
+    algorithm = Algorithm("radiogate-chest-ct", _version(), parameter_hash=params.blake3)
+    masks = {number: mask for number, _l, mask in named}
+    seg = build_segmentation(ordered, results, masks, algorithm, provenance, created=created)
+    sr = build_measurement_report(ordered, seg, results, algorithm, provenance, created=created)
+    return ChestCtResult(
+        seg,
+        sr,
+        tuple(rows),
+        measures,
+        params.blake3,
+        flags=tuple(sorted(f.value for f in lungs.flags)),
+    )
+
+
+def _missing_rows(
+    number: int, label: str, tracking: str, feats: SegmentFeatures
+) -> list[FeatureRow]:
+    from analysis.radiomics.codes import feature_codes
+
+    table = feature_codes()
+    out = []
+    for key, reason in feats.missing.items():
+        code = table.get(key.partition("_")[2])
+        if code is None:
+            continue
+        out.append(
+            FeatureRow(
+                number,
+                label,
+                tracking,
+                code.pyradiomics,
+                _code(code.concept),
+                _code(code.unit),
+                None if code.derivation is None else _code(code.derivation),
+                None,
+                missing_reason=reason[:64],
+            )
+        )
+    return out
+
+
+def _segment(
+    number: int,
+    label: str,
+    tracking: str,
+    *,
+    mask: npt.NDArray[np.bool_],
+    ordered: Sequence[Dataset],
+    measured: list[Measurement],
+) -> SegmentResult:
+    if number <= 2:
+        laterality = codes.SCT.Right if number == 1 else codes.SCT.Left
+        return SegmentResult(
+            number,
+            label,
+            codes.SCT.AnatomicalStructure,
+            codes.SCT.Lung,
+            tracking,
+            f"lung-{number}",
+            tuple(measured),
+            laterality=laterality,
+            finding_site=codes.SCT.Lung,
+        )
+    areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    key = int(np.argmax(areas))
+    return SegmentResult(
+        number,
+        label,
+        codes.SCT.MorphologicallyAbnormalStructure,
+        codes.SCT.Nodule,
+        tracking,
+        f"lesion-{number - 2}",
+        tuple(measured),
+        finding_site=codes.SCT.Lung,
+        key_slice=str(ordered[key].SOPInstanceUID),
+        region=_ellipse(mask[key]),
+    )
+
+
+def _tracking_uid(root: str, series_uid: str, number: int) -> str:
+    import uuid
+
+    name = f"radiogate-tracking|{root}|{series_uid}|{number}"
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("radiogate")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+        return "0"

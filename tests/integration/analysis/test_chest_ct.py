@@ -1,0 +1,178 @@
+"""The chest CT pipeline on the real lung1 series: lungs and the tumour (given as a SEG, and as
+an RTSTRUCT), features equal to pyradiomics' on the same mask, lung measures in the report, and
+a SEG and TID 1500 SR that read back strictly and pass dciodvfy with no error."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from analysis.pipelines.chest_ct import (
+    ChestCtResult,
+    analyse_chest_ct,
+    lesions_from_rtstruct,
+    lesions_from_seg,
+)
+from analysis.radiomics.features import Segment, extract
+from analysis.radiomics.params import load_parameters
+from analysis.radiomics.volume import build_volume, slice_input
+from analysis.results import (
+    Algorithm,
+    GraphicType,
+    PlanarRegion,
+    Provenance,
+    SegmentResult,
+    build_segmentation,
+    to_bytes,
+)
+from tests.integration.results.test_dciodvfy import ACCEPTED, verify
+from tests.support.data import DATA, extract_ct
+from tests.unit.radiomics.conftest import read_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROVENANCE = Provenance(software_version="test")
+WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def lung1(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Dataset], np.ndarray]:
+    """The series (volume order) and its tumour mask on the same grid."""
+    files = extract_ct(tmp_path_factory.mktemp("lung1"))
+    datasets = [pydicom.dcmread(f) for f in files]
+    result = build_volume([slice_input(ds) for ds in datasets])
+    assert result.volume is not None
+    ordered = [datasets[i] for i in result.order]
+    label, _geometry = read_image(DATA / "lung1_label.nrrd")
+    return ordered, label == 1
+
+
+def _tumour_seg(ordered: list[Dataset], mask: np.ndarray) -> Dataset:
+    """The tumour as another tool's SEG in the study."""
+    key = int(np.argmax(mask.sum(axis=(1, 2))))
+    rows, cols = np.nonzero(mask[key])
+    box = PlanarRegion(GraphicType.POLYGON, ((cols.min(), rows.min()), (cols.max(), rows.min()),
+                                              (cols.max(), rows.max())))  # fmt: skip
+    segment = SegmentResult(
+        1, "Tumour", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm,
+        generate_uid(), "tumour", key_slice=str(ordered[key].SOPInstanceUID), region=box,
+    )  # fmt: skip
+    algorithm = Algorithm("outline-tool", "1", parameter_hash="0" * 64)
+    seg = build_segmentation(ordered, [segment], {1: mask}, algorithm, PROVENANCE)
+    return pydicom.dcmread(io.BytesIO(to_bytes(seg)))
+
+
+def _tumour_rtstruct(ordered: list[Dataset], mask: np.ndarray) -> Dataset:
+    """The tumour as an RT Structure Set: one pixel-edge contour per slice (patient mm)."""
+    ds = Dataset()
+    ds.Modality = "RTSTRUCT"
+    roi = Dataset()
+    roi.ROINumber, roi.ROIName = 1, "GTV"
+    ds.StructureSetROISequence = [roi]
+    contour_roi = Dataset()
+    contour_roi.ReferencedROINumber = 1
+    contour_roi.ContourSequence = []
+    for index, src in enumerate(ordered):
+        if not mask[index].any():
+            continue
+        origin = np.asarray([float(v) for v in src.ImagePositionPatient])
+        o = [float(v) for v in src.ImageOrientationPatient]
+        row_dir, col_dir = np.asarray(o[:3]), np.asarray(o[3:])
+        sr, sc = (float(v) for v in src.PixelSpacing)
+        rows, cols = np.nonzero(mask[index])
+        r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+        # the box around the tumour on this slice (pixel centres inside it are filled)
+        corners = [(c0 - 0.5, r0 - 0.5), (c1 + 0.5, r0 - 0.5), (c1 + 0.5, r1 + 0.5),
+                   (c0 - 0.5, r1 + 0.5)]  # fmt: skip
+        points = [origin + c * sc * row_dir + r * sr * col_dir for c, r in corners]
+        contour = Dataset()
+        image = Dataset()
+        image.ReferencedSOPInstanceUID = src.SOPInstanceUID
+        contour.ContourImageSequence = [image]
+        contour.ContourGeometricType = "CLOSED_PLANAR"
+        contour.ContourData = [f"{v:.4f}" for p in points for v in p]
+        contour_roi.ContourSequence.append(contour)
+    ds.ROIContourSequence = [contour_roi]
+    return ds
+
+
+def test_lesions_from_seg_and_rtstruct_land_on_the_grid(lung1: tuple[list[Dataset], Any]) -> None:
+    ordered, mask = lung1
+    from_seg = lesions_from_seg(_tumour_seg(ordered, mask), ordered)
+    assert list(from_seg) == ["Tumour"]
+    assert np.array_equal(from_seg["Tumour"], mask)
+    from_rt = lesions_from_rtstruct(_tumour_rtstruct(ordered, mask), ordered)
+    boxes = np.zeros_like(mask)
+    for index in range(mask.shape[0]):
+        if mask[index].any():
+            rows, cols = np.nonzero(mask[index])
+            boxes[index, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+    assert np.array_equal(from_rt["GTV"], boxes)
+
+
+@pytest.fixture(scope="module")
+def analysed(lung1: tuple[list[Dataset], Any]) -> ChestCtResult:
+    ordered, mask = lung1
+    shuffled = ordered[1::2] + ordered[::2]
+    return analyse_chest_ct(
+        shuffled, params=load_parameters("ct_ibsi"), lesions=[_tumour_seg(ordered, mask)],
+        provenance=PROVENANCE, created=WHEN,
+    )  # fmt: skip
+
+
+def test_features_equal_a_direct_extraction(
+    lung1: tuple[list[Dataset], Any], analysed: ChestCtResult
+) -> None:
+    ordered, mask = lung1
+    result = build_volume([slice_input(ds) for ds in ordered])
+    assert result.volume is not None
+    (direct,) = extract(result.volume, [Segment("tumour", mask)], load_parameters("ct_ibsi"))
+    tumour = {r.feature: r.value for r in analysed.rows if r.segment_number == 3}
+    from analysis.radiomics.codes import measurements
+
+    mapped, _ = measurements(direct)
+    assert mapped and len(tumour) >= len(mapped)
+    for m in mapped:
+        assert tumour[m.feature] == pytest.approx(m.value, rel=1e-9, abs=1e-12), m.feature
+    lungs = {(r.segment_number, r.feature): r.value for r in analysed.rows}
+    assert analysed.measures.right is not None and analysed.measures.left is not None
+    assert lungs[(1, "lung_volume_ml")] == analysed.measures.right.volume_ml
+    assert lungs[(2, "laa950_percent")] == analysed.measures.left.laa950_percent
+    assert 500 < analysed.measures.total.volume_ml < 8000  # type: ignore[union-attr]
+
+
+def test_seg_and_report_are_valid_and_carry_the_groups(
+    analysed: ChestCtResult, tmp_path: Path
+) -> None:
+    dciodvfy = shutil.which("dciodvfy", path="/usr/bin:/usr/local/bin:/bin")
+    assert dciodvfy, "dciodvfy (dicom3tools) is not installed: make system-deps"
+    for ds in (analysed.seg, analysed.sr):
+        data = to_bytes(ds)
+        with pydicom.config.strict_reading():
+            back = pydicom.dcmread(io.BytesIO(data))
+        assert back.SOPInstanceUID == ds.SOPInstanceUID
+        errors, warnings = verify(dciodvfy, data, tmp_path)
+        assert not errors, errors
+        unexpected = [w for w in warnings if not any(a.fullmatch(w.strip()) for a in ACCEPTED)
+                      and "Retired Person Name form" not in w]  # fmt: skip
+        assert not unexpected, unexpected
+    seg = hd.seg.Segmentation.from_dataset(analysed.seg)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Right lung", "Left lung", "Tumour"]
+    report = hd.sr.Comprehensive3DSR.from_dataset(analysed.sr)
+    groups = report.content.get_volumetric_roi_measurement_groups()
+    assert len(groups) == 3
+    tracking = {str(g.tracking_uid) for g in groups}
+    assert tracking == {str(s.TrackingUID) for s in seg.SegmentSequence}
+    planar = report.content.get_planar_roi_measurement_groups()
+    assert len(planar) == 1  # the tumour's key-slice ellipse (OHIF draws it)
