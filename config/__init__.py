@@ -9,8 +9,10 @@ from pathlib import Path
 
 from config.loader import ENV_PREFIX, ConfigError, load, settings_to_dict
 from config.schema import (
+    Accelerate,
     AuditSettings,
     DatabaseSettings,
+    ForwardSettings,
     LoggingSettings,
     LogLevel,
     NodeSettings,
@@ -25,9 +27,11 @@ from config.schema import (
 __all__ = [
     "DEFAULT_FILE",
     "ENV_PREFIX",
+    "Accelerate",
     "AuditSettings",
     "ConfigError",
     "DatabaseSettings",
+    "ForwardSettings",
     "LogLevel",
     "LoggingSettings",
     "NodeSettings",

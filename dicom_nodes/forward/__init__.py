@@ -10,8 +10,11 @@ confirm), :class:`StowRsDestination` (DICOMweb STOW-RS / QIDO-RS) and
 :class:`DirectoryDestination` (dry runs, tests). Each is built from its settings dataclass.
 Storage commitment reports arrive through :func:`handle_commitment_report` bound in an SCP
 (:class:`CommitmentListener`, or Radiogate's receiver) into a :class:`CommitmentSink`.
+:func:`use_accelerator` applies ``forward.accelerate`` to every association this process
+requests.
 """
 
+from dicom_nodes.forward._association import use_accelerator
 from dicom_nodes.forward.commitment import (
     CommitmentReport,
     CommitmentSink,
@@ -70,4 +73,5 @@ __all__ = [
     "commitment_scp_context",
     "handle_commitment_report",
     "make_destination",
+    "use_accelerator",
 ]

@@ -22,9 +22,9 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from config import Settings, data_path
+from dicom_nodes import accelerator
 from dicom_nodes.audit_events import AuditWriter, association_event
 from dicom_nodes.db.ingest import IngestRecorder, PostgresIngest
-from dicom_nodes.scp import _fastpath
 from dicom_nodes.scp.handlers import handle_echo, handle_store, log_association_event
 from dicom_nodes.scp.transport import ReceiverServer, make_tls_context
 from dicom_nodes.spool.store import Spool
@@ -141,7 +141,7 @@ def build_server(
     assert isinstance(server, ReceiverServer)
     if audit_writer is not None:
         server.on_refused = _refusal_auditor(audit_writer, settings)
-    _fastpath.install(server)
+    accelerator.accelerate_server(server, scp.accelerate)
     ae._servers.append(server)
     return server
 
