@@ -67,14 +67,16 @@ def command(name: str, cli_args: Sequence[str]) -> list[str]:
     return [sys.executable, "-c", LAUNCH, ",".join(sorted(parts)), *cli_args]
 
 
-def paired(rounds: dict[int, dict[str, float]], name: str) -> tuple[float, float, float]:
-    """(median of *name*, median of stock, median of the per-round ratio name/stock) over the
-    rounds where both ran; NaNs when there are none."""
-    both = [r for r in rounds.values() if name in r and "stock" in r and r["stock"] > 0]
+def paired(
+    rounds: dict[int, dict[str, float]], name: str, reference: str = "stock"
+) -> tuple[float, float, float]:
+    """(median of *name*, median of *reference*, median of the per-round ratio
+    name/reference) over the rounds where both ran; NaNs when there are none."""
+    both = [r for r in rounds.values() if name in r and reference in r and r[reference] > 0]
     if not both:
         return float("nan"), float("nan"), float("nan")
     return (
         statistics.median(r[name] for r in both),
-        statistics.median(r["stock"] for r in both),
-        statistics.median(r[name] / r["stock"] for r in both),
+        statistics.median(r[reference] for r in both),
+        statistics.median(r[name] / r[reference] for r in both),
     )

@@ -851,24 +851,25 @@ def report_paired(
     configs = [n[10:-1] for n in receivers if n.startswith("radiogate[")]
     print()
     print("Paired with stock pynetdicom in the same round (medians over rounds):")
-    print("img/s of the configuration, x = median of per-round ratios to stock; CPU ms/img")
-    head = f"{'configuration':<18}"
+    print("img/s of the configuration; x = median of the per-round ratios of img/s to stock,")
+    print("a = to all parts; CPU ms per instance (receivers and their PostgreSQL backends) and")
+    print("its per-round ratio to all parts")
     for case in cases:
-        head += f"{sets[case.data].label + ' x' + str(case.assocs):>26}"
-    print(head)
-    for config in configs:
-        line = f"{config:<18}"
-        for case in cases:
-            rate: dict[int, dict[str, float]] = {}
-            cpu: dict[int, dict[str, float]] = {}
-            for r in runs:
-                if r.case == case and r.receiver.startswith("radiogate["):
-                    rate.setdefault(r.rep, {})[r.receiver[10:-1]] = r.images_per_s
-                    cpu.setdefault(r.rep, {})[r.receiver[10:-1]] = r.cpu_ms_per_image
+        print(f"{sets[case.data].label} x{case.assocs}")
+        rate: dict[int, dict[str, float]] = {}
+        cpu: dict[int, dict[str, float]] = {}
+        for r in runs:
+            if r.case == case and r.receiver.startswith("radiogate["):
+                rate.setdefault(r.rep, {})[r.receiver[10:-1]] = r.images_per_s
+                cpu.setdefault(r.rep, {})[r.receiver[10:-1]] = r.cpu_ms_per_image
+        for config in configs:
             ips, _stock, ratio = accel.paired(rate, config)
-            ms = median([c[config] for c in cpu.values() if config in c])
-            line += f"{ips:>9.1f} x{ratio:5.2f} {ms:5.2f} ms  "
-        print(line)
+            _ips, _all, to_all = accel.paired(rate, config, "all")
+            ms, _ms_all, cpu_to_all = accel.paired(cpu, config, "all")
+            print(
+                f"  {config:<16}{ips:8.1f} img/s  x{ratio:5.2f}  a{to_all:5.2f}"
+                f"  {ms:5.2f} ms  a{cpu_to_all:5.2f}"
+            )
 
 
 def _version(dist: str) -> str:

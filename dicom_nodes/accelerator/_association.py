@@ -44,8 +44,8 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-_DUL_PARTS = frozenset({Part.REACTORS, Part.P_DATA, Part.SPARE_FILE})
-"""Parts that need :class:`FastDUL` (a spare file is removed when its reactor ends)."""
+_DUL_PARTS = frozenset({Part.REACTORS, Part.P_DATA})
+"""Parts that need :class:`FastDUL`."""
 _LOG_HANDLERS = (
     (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
     (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),

@@ -1,21 +1,19 @@
 """The DIMSE service provider of accelerated acceptor associations.
 
-Parts ``store-rsp``, ``store-rq``, ``file-meta``, ``spare-file`` and ``writeback``; the
-encodings themselves are :mod:`dicom_nodes.dimse.codec`'s. :meth:`FastDIMSE.receive_primitive`
+Parts ``store-rsp``, ``store-rq`` and ``file-meta``; the encodings themselves are
+:mod:`dicom_nodes.dimse.codec`'s. :meth:`FastDIMSE.receive_primitive`
 and :meth:`FastDIMSE._decode` mirror pynetdicom 3.0.4's ``receive_primitive`` and
 ``DIMSEMessage.decode_msg``; with none of their parts selected they do what those do.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 from io import BytesIO
 from pathlib import Path
 from tempfile import NamedTemporaryFile
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from pydicom.filewriter import write_file_meta_info
 from pynetdicom import _config, evt
@@ -26,32 +24,22 @@ from pynetdicom.dsutils import create_file_meta, decode
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
-from dicom_nodes.accelerator import _wake
 from dicom_nodes.accelerator._parts import Part
 from dicom_nodes.dimse import codec
 
-__all__ = ["DIMSE_PARTS", "WRITEBACK_CHUNK", "FastDIMSE"]
+__all__ = ["DIMSE_PARTS", "FastDIMSE"]
 
 LOGGER = logging.getLogger(__name__)
 
-DIMSE_PARTS = frozenset(
-    {Part.STORE_RSP, Part.STORE_RQ, Part.FILE_META, Part.SPARE_FILE, Part.WRITEBACK}
-)
+DIMSE_PARTS = frozenset({Part.STORE_RSP, Part.STORE_RQ, Part.FILE_META})
 """The parts that need :class:`FastDIMSE`."""
-
-WRITEBACK_CHUNK = 128 * 1024
-"""Bytes of a received dataset after which :func:`~._wake.start_writeback` is called again."""
 
 
 class FastDIMSE(DIMSEServiceProvider):
-    """DIMSE provider with direct C-STORE encodings, a spare temporary file and early
-    write-back, each as selected in ``_parts``."""
+    """DIMSE provider with direct C-STORE encodings, each as selected in ``_parts``."""
 
     _parts: frozenset[Part] = frozenset()
-    _spare: Any = None
-    _unsynced = 0
     _fast_values: dict[int, int | str] | None = None
-    writeback_chunk: ClassVar[int] = WRITEBACK_CHUNK
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         """pynetdicom's ``send_msg``, with C-STORE-RSPs encoded by
@@ -74,7 +62,7 @@ class FastDIMSE(DIMSEServiceProvider):
     def _decode(self, message: DIMSEMessage, primitive: P_DATA) -> bool:
         """pynetdicom 3.0.4's ``DIMSEMessage.decode_msg`` for *message*, with the C-STORE-RQ
         parsed directly (``store-rq``), the file meta packed directly and one flush per message
-        instead of per fragment (``file-meta``), early write-back (``writeback``)."""
+        instead of per fragment (``file-meta``)."""
         parts = self._parts
         for context_id, data in primitive.presentation_data_value_list:
             control = data[0]
@@ -109,15 +97,6 @@ class FastDIMSE(DIMSEServiceProvider):
                     sink.write(data[1:])
                     if Part.FILE_META not in parts:
                         sink.file.flush()
-                    self._unsynced += len(data) - 1
-                    if (
-                        Part.WRITEBACK in parts
-                        and self._unsynced >= self.writeback_chunk
-                        and not control & 2
-                    ):
-                        sink.flush()
-                        _wake.start_writeback(sink.fileno())
-                        self._unsynced = 0
                 else:
                     assert message.data_set is not None
                     message.data_set.write(data[1:])
@@ -130,12 +109,9 @@ class FastDIMSE(DIMSEServiceProvider):
     def _open_dataset_file(
         self, message: DIMSEMessage, sop_class: Any, sop_instance: Any, context_id: int
     ) -> None:
-        sink, self._spare = self._spare, None
-        if sink is None:
-            sink = NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115
+        sink: Any = NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115
         message._data_set_file = sink
         message._data_set_path = Path(sink.name)
-        self._unsynced = 0
         transfer_syntax = self.assoc._accepted_cx[context_id].transfer_syntax[0]
         if Part.FILE_META in self._parts:
             try:
@@ -155,28 +131,6 @@ class FastDIMSE(DIMSEServiceProvider):
                 transfer_syntax=transfer_syntax,
             ),
         )
-
-    def prepare_spare(self) -> None:
-        """Create the next C-STORE's temporary file now, while the handler runs.
-
-        Creating a file in the spool's directory right after the previous instance's fsync and
-        rename waits for the file system journal (~1 ms on ext4); done here it is off the
-        request/response path. A spare left over when the association ends is removed by
-        :meth:`discard_spare`; one left by a crash is removed by ``Spool.prepare()``.
-        """
-        if self._spare is not None:
-            return
-        try:
-            self._spare = NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115
-        except OSError as exc:  # the C-STORE itself will report the problem
-            LOGGER.debug("could not create a spare temporary file: %s", exc)
-
-    def discard_spare(self) -> None:
-        sink, self._spare = self._spare, None
-        if sink is not None:
-            with contextlib.suppress(OSError):
-                sink.close()
-                os.unlink(sink.name)
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         """pynetdicom 3.0.4's ``receive_primitive`` using :meth:`_decode`."""
@@ -215,11 +169,8 @@ class FastDIMSE(DIMSEServiceProvider):
             thread.start()
         else:
             self.msg_queue.put((context_id, cast(Any, d_primitive)))
-        is_store = self.message._data_set_file is not None
         self.message.encoded_command_set = BytesIO()
         self.message.data_set = BytesIO()
         self.message._data_set_file = None
         self.message._data_set_path = None
         self.message = None
-        if is_store and Part.SPARE_FILE in self._parts:
-            self.prepare_spare()

@@ -190,9 +190,6 @@ class FastDUL(DULServiceProvider):
                 super().run_reactor()
         finally:
             self._waker.close()
-            discard = getattr(self.assoc.dimse, "discard_spare", None)
-            if discard is not None:
-                discard()
             wake = getattr(self.assoc, "_fast_wake", None)
             if wake is not None:
                 wake.set()

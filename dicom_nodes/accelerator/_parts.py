@@ -22,7 +22,3 @@ class Part(StrEnum):
     """C-STORE-RQ command set parsed directly (acceptor)."""
     FILE_META = "file-meta"
     """File Meta Information packed directly, one flush per message (acceptor)."""
-    SPARE_FILE = "spare-file"
-    """The next C-STORE's temporary file created while the handler runs (acceptor)."""
-    WRITEBACK = "writeback"
-    """Kernel write-back of the temporary file started every 128 KiB (acceptor)."""

@@ -1,20 +1,17 @@
-"""Wake-ups for the event-driven reactors, and the early write-back of received datasets."""
+"""Wake-ups for the event-driven reactors."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
 import threading
 from typing import Any, Final
 
-__all__ = ["MAX_WAIT", "Waker", "WakingQueue", "start_writeback"]
+__all__ = ["MAX_WAIT", "Waker", "WakingQueue"]
 
 MAX_WAIT: Final = 0.05
 """Longest a reactor blocks without a signal, seconds (timers are checked at least this often)."""
-
-_SYNC_FILE_RANGE_WRITE: Final = 2
 
 
 class Waker:
@@ -71,27 +68,3 @@ class WakingQueue(queue.Queue[Any]):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
         self._notify()
-
-
-def _sync_file_range() -> Any:
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-_SYNC_FILE_RANGE: Final = _sync_file_range()
-
-
-def start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing *fd*'s dirty pages to disk now, without waiting
-    (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``); a no-op elsewhere.
-
-    Only a head start: durability still comes from the handler's ``fsync``, which then has
-    less left to write. Errors are ignored for the same reason.
-    """
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 import select
 import struct
 import threading
@@ -128,7 +127,7 @@ def test_all_parts_store_the_same_bytes_as_stock(chunked: Path, max_pdu: int) ->
     assert scp.stored == expected and len(expected) == 3
     stored = pydicom.dcmread(io.BytesIO(scp.stored[0]))
     assert stored.SOPInstanceUID == pydicom.dcmread(CT).SOPInstanceUID
-    # Nothing left behind: pynetdicom removes the handler's file, we remove the spare.
+    # Nothing left behind: pynetdicom removes the handler's file.
     assert wait_until(lambda: list(chunked.iterdir()) == [], timeout=2)
 
 
@@ -147,9 +146,7 @@ def test_each_part_alone_and_all_but_one_store_the_same_bytes(
     assert scp.stored == expected
     assoc = scp.associations[0]
     assert isinstance(assoc, FastAssociation) == (Part.REACTORS in parts)
-    assert isinstance(assoc.dul, FastDUL) == bool(
-        parts & {Part.REACTORS, Part.P_DATA, Part.SPARE_FILE}
-    )
+    assert isinstance(assoc.dul, FastDUL) == bool(parts & {Part.REACTORS, Part.P_DATA})
     assert isinstance(assoc.dimse, FastDIMSE) == bool(parts & _dimse.DIMSE_PARTS)
     if not parts & _dimse.DIMSE_PARTS:
         assert type(assoc.dimse) is DIMSEServiceProvider
@@ -249,21 +246,6 @@ def test_upgrade_refuses_a_started_association(chunked: Path) -> None:
         scp.stop()
 
 
-def test_spare_file_is_created_after_a_store_and_removed_at_the_end(chunked: Path) -> None:
-    scp = Scp(chunked)
-    try:
-        assoc = scu(scp.port)
-        assert int(assoc.send_c_store(pydicom.dcmread(CT)).Status) == 0
-        spare = scp.associations[0].dimse._spare
-        assert spare is not None and Path(spare.name).parent == chunked
-        assert os.path.exists(spare.name)
-        assoc.release()
-        assert wait_until(lambda: not scp.associations[0].is_alive(), timeout=2)
-    finally:
-        scp.stop()
-    assert wait_until(lambda: list(chunked.iterdir()) == [], timeout=2)
-
-
 def test_odd_command_encoding_still_stores(chunked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A C-STORE-RQ the direct decoding declines goes through pydicom's decoding."""
     calls: list[Any] = []
@@ -311,33 +293,6 @@ def test_idle_association_waits_instead_of_polling(
         scp.stop()
     # ~10 wake-ups per 0.5 s (MAX_WAIT = 50 ms), not pynetdicom's ~500.
     assert idle_waits <= 0.5 / _wake.MAX_WAIT + 5
-
-
-def test_start_writeback_accepts_any_file(tmp_path: Path) -> None:
-    path = tmp_path / "f"
-    with path.open("wb") as fh:
-        fh.write(b"x" * 300_000)
-        fh.flush()
-        _wake.start_writeback(fh.fileno())
-    assert path.read_bytes() == b"x" * 300_000
-
-
-def test_write_back_starts_while_a_dataset_arrives(
-    chunked: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[int] = []
-    monkeypatch.setattr(FastDIMSE, "writeback_chunk", 1)
-    monkeypatch.setattr(_wake, "start_writeback", calls.append)
-    scp = Scp(chunked)
-    try:
-        assoc = scu(scp.port)  # CT_small: 3 dataset fragments of at most 16 KiB
-        assert int(assoc.send_c_store(pydicom.dcmread(CT)).Status) == 0
-        assoc.release()
-    finally:
-        scp.stop()
-    assert len(calls) == 2  # after each fragment but the last
-    stored = pydicom.dcmread(io.BytesIO(scp.stored[0]))
-    assert stored.PixelData == pydicom.dcmread(CT).PixelData
 
 
 def test_dul_module_mirrors_pynetdicom_names() -> None:
