@@ -1,9 +1,10 @@
 """Opening SCU associations: socket options, the response-race guard, the accelerator switch.
 
-Both are installed by one ``EVT_CONN_OPEN`` handler (:func:`_on_conn_open`). pynetdicom fires
-that event in the DUL thread right after ``connect()`` succeeds (and after the TLS wrap), before
-the A-ASSOCIATE-RQ is written — the only point where the socket exists and no PDU has been
-exchanged yet, and it needs no subclass of pynetdicom's socket or association classes.
+Socket options and the guard are installed by one ``EVT_CONN_OPEN`` handler
+(:func:`_on_conn_open`). pynetdicom fires that event in the DUL thread right after ``connect()``
+succeeds (and after the TLS wrap), before the A-ASSOCIATE-RQ is written — the only point where
+the socket exists and no PDU has been exchanged yet, and it needs no subclass of pynetdicom's
+socket or association classes.
 
 TCP_NODELAY
     pynetdicom never sets it. Without it a small PDU written after another one that is not yet
