@@ -275,6 +275,8 @@ class Radiogate:
     extra_env: dict[str, str] = field(default_factory=dict)
     accel: str = ""
     """Accelerator configuration (``bench/accel.py``); empty: the default settings."""
+    source: Path = ROOT
+    """Checkout whose code runs (``--baseline``: another one, e.g. the previous commit)."""
     ae_title: str = "RADIOGATE"
     port: int = 0
     dsn: str = ""
@@ -306,12 +308,14 @@ class Radiogate:
         if self.accel:
             env.update(accel.environment(self.accel))
             cmd = accel.command(self.accel, ["scp"])
+        if self.source != ROOT:
+            env["PYTHONPATH"] = str(self.source)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with (self.workdir / "scp.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 cmd,
                 env=env,
-                cwd=ROOT,
+                cwd=self.source,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -567,6 +571,12 @@ def main() -> int:
         default="",
         help="accelerator configurations instead of --receivers (bench/accel.py), e.g. parts",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="with --accel: also run the SCP of this checkout with its default settings "
+        "(e.g. `git archive HEAD~1 | tar -x -C DIR`), paired like the configurations",
+    )
     args = parser.parse_args()
     # SIGTERM/SIGHUP unwind like Ctrl-C, so that the finally block stops every process started.
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -576,6 +586,8 @@ def main() -> int:
     wanted = [r.strip() for r in args.receivers.split(",") if r.strip()]
     if args.accel:
         wanted = [f"radiogate[{c}]" for c in accel.expand(args.accel)]
+        if args.baseline:
+            wanted.append("radiogate[baseline]")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
 
     for binary in (STORESCU, STORESCP, ECHOSCU, ORTHANC):
@@ -614,6 +626,9 @@ def main() -> int:
             if name == "radiogate":
                 assert cluster is not None
                 return Radiogate(cluster, workdir)
+            if name == "radiogate[baseline]":
+                assert cluster is not None
+                return Radiogate(cluster, workdir, name=name, source=args.baseline.resolve())
             if name.startswith("radiogate["):
                 assert cluster is not None
                 return Radiogate(cluster, workdir, name=name, accel=name[10:-1])
