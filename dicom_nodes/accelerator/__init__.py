@@ -64,7 +64,8 @@ Measurements
     run), so img/s is noisy: the per-round ratios all/stock spread 0.60-1.65 for img/s and
     0.46-0.85 for CPU. Differences below ~30 % in img/s or ~15 % in CPU are within the noise;
     CPU is the steadier measure and decides. ``+part`` = that part alone, ``-part`` = all
-    parts but that one.
+    parts but that one. A cell is "CPU ratio | img/s ratio" to stock; the stock row gives CPU
+    ms per instance | img/s.
 
     ==============  ===========  ===========  ===========  ===========
     CPU x, img/s x  0.5 MB x1    0.5 MB x4    10 KB x1     10 KB x4
