@@ -1,6 +1,7 @@
 # Radiogate: one task runner for people and CI.
 #   make run   - install what is missing, start PostgreSQL, Orthanc and Radiogate (Ctrl-C stops)
-#   make test  - lint, type-check and run the whole test suite against real services
+#   make test  - lint, type-check and run the whole test suite against real services, twice:
+#                with the pynetdicom accelerator as configured and with it off
 #   make bench - throughput benchmarks (not part of the tests)
 
 VENV        ?= .venv
@@ -13,8 +14,11 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: system-deps venv
 	$(VENV)/bin/radiogate run
 
+# The suite runs twice: as configured (the accelerator on where pynetdicom is verified), then
+# with stock pynetdicom throughout (the processes the tests start inherit both settings).
 test: system-deps venv lint typecheck
 	$(VENV)/bin/pytest
+	RADIOGATE_SCP__ACCELERATE=off RADIOGATE_FORWARD__ACCELERATE=off $(VENV)/bin/pytest
 
 lint: venv
 	$(VENV)/bin/ruff check .

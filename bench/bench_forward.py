@@ -23,6 +23,11 @@ What it measures, in one run, on the same generated data (everything on 127.0.0.
    the database: critical last confirmed_at - critical last received_at, and how many routine
    instances were confirmed before the critical study was.
 
+With ``--accel CONFIGS`` (see ``bench/accel.py``; e.g. ``--accel stock,all``) each forwarding
+run is repeated in every accelerator configuration (applied to the SCP and the worker), the
+configurations interleaved in a rotated order within each round; the report pairs each with
+stock pynetdicom in the same round. Split and critical-lane runs are skipped then.
+
 CPU seconds of every component (SCP receivers, worker, Orthanc, PostgreSQL, storescu) are
 recorded per run: on a small machine they show where the time goes. Results are printed as a
 table and written as JSON to ``bench/results/``. Every process started here is stopped on exit,
@@ -54,6 +59,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import accel  # noqa: E402
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
@@ -289,6 +295,8 @@ class Radiogate:
     archive: Orthanc
     settings: Settings
     extra_toml: str = ""
+    accel: str = ""
+    """Accelerator configuration (``bench/accel.py``); empty: the default settings."""
     port: int = 0
     dsn: str = ""
     db: str = ""
@@ -310,7 +318,14 @@ class Radiogate:
                 "RADIOGATE_DEID_VAULT_KEY": DEID_SECRET,
             }
         )
+        if self.accel:
+            env.update(accel.environment(self.accel))
         return env
+
+    def command(self, name: str) -> list[str]:
+        if self.accel:
+            return accel.command(self.accel, [name])
+        return [sys.executable, "-m", "dicom_nodes.cli", name]
 
     @property
     def orthanc(self) -> ManagedOrthanc:
@@ -353,7 +368,7 @@ timeout = 30.0
         )
         with (self.workdir / "scp.log").open("ab") as log:
             self.scp = subprocess.Popen(
-                [sys.executable, "-m", "dicom_nodes.cli", "scp"],
+                self.command("scp"),
                 env=self.env(),
                 cwd=ROOT,
                 stdout=log,
@@ -367,7 +382,7 @@ timeout = 30.0
     def start_worker(self) -> None:
         with (self.workdir / "worker.log").open("ab") as log:
             self.worker = subprocess.Popen(
-                [sys.executable, "-m", "dicom_nodes.cli", "worker"],
+                self.command("worker"),
                 env=self.env(),
                 cwd=ROOT,
                 stdout=log,
@@ -493,6 +508,8 @@ class ForwardRun:
     first_confirm_seconds: float
     cpu: dict[str, float] = field(default_factory=dict)
     loadavg: float = field(default_factory=lambda: os.getloadavg()[0])
+    round: int = 0
+    """Index of the round (repetition) for the same data and settings."""
 
     @property
     def images_per_s(self) -> float:
@@ -561,10 +578,11 @@ def run_forward(
     base: Path,
     cap: float,
     py_spy: str = "",
+    accel_config: str = "",
 ) -> ForwardRun:
     work = base / f"fwd-{data.name}-{settings.label.replace('/', '-')}"
     orthanc = Orthanc(work / "orthanc")
-    rg = Radiogate(cluster, work / "node", orthanc, settings)
+    rg = Radiogate(cluster, work / "node", orthanc, settings, accel=accel_config)
     with running(orthanc, rg):
         orthanc.start()
         rg.start()
@@ -609,7 +627,7 @@ def run_forward(
         cpu["storescu"] = round(cpu1 - cpu0, 2)
         return ForwardRun(
             data=data.name,
-            settings=settings.label,
+            settings=settings.label + (f" [{accel_config}]" if accel_config else ""),
             count=n,
             confirmed=int(count),
             orthanc_count=orthanc.count(),
@@ -856,7 +874,15 @@ def main() -> int:
         help="path of py-spy: profile worker and SCP of every Radiogate run "
         "(raw stacks to bench/results/profile-*.txt)",
     )
+    parser.add_argument(
+        "--accel",
+        default="",
+        help="accelerator configurations to pair (bench/accel.py), e.g. stock,all",
+    )
     args = parser.parse_args()
+    configs = accel.expand(args.accel) if args.accel else [""]
+    if args.accel:
+        args.no_critical = True
     if args.deid:
         ROUTE[0] = (
             f"[deid]\nprocesses = {args.deid_processes}\n"
@@ -899,13 +925,16 @@ def main() -> int:
 
         for data in sets.values() if not args.critical_only else ():
             # Direct runs interleaved with the Radiogate runs: the machine's load drifts.
-            plan: list[Settings | None] = []
-            for _rep in range(reps):
+            plan: list[tuple[Settings, str] | None] = []
+            for rep in range(reps):
                 for st in settings:
-                    plan += [None, st]
+                    shift = rep % len(configs)
+                    rotated = configs[shift:] + configs[:shift]
+                    plan += [None] if not args.accel else []
+                    plan += [(st, c) for c in rotated]
             plan += [None] * max(0, direct_reps - plan.count(None))
-            for rep, st in enumerate(plan):
-                if st is None:
+            for rep, step in enumerate(plan):
+                if step is None:
                     d = run_direct(data, rep, base, args.max_run_seconds)
                     direct.append(d)
                     print(
@@ -915,17 +944,21 @@ def main() -> int:
                         flush=True,
                     )
                     continue
-                f = run_forward(data, st, cluster, base, args.max_run_seconds, args.py_spy)
+                st, config = step
+                f = run_forward(data, st, cluster, base, args.max_run_seconds, args.py_spy, config)
+                f.round = len(
+                    [x for x in forward if x.data == data.name and x.settings == f.settings]
+                )
                 forward.append(f)
                 print(
-                    f"radiogate {data.label:>5} {st.label:<11} {f.images_per_s:7.1f} img/s  "
+                    f"radiogate {data.label:>5} {f.settings:<11} {f.images_per_s:7.1f} img/s  "
                     f"(send {f.send_seconds:.2f} s, last confirmed {f.end_to_end_seconds:.2f} s,"
                     f" confirmed {f.confirmed}/{f.count}, orthanc {f.orthanc_count}) "
                     f"cpu {f.cpu} load {f.loadavg:.1f}",
                     flush=True,
                 )
         best = pick_best(forward, "ct512" if "ct512" in sets else next(iter(sets), ""), settings)
-        for data in sets.values() if not args.critical_only else ():
+        for data in sets.values() if not (args.critical_only or args.accel) else ():
             sp = run_split(data, best, cluster, base, args.max_run_seconds)
             split.append(sp)
             print(
@@ -955,6 +988,8 @@ def main() -> int:
                     flush=True,
                 )
         report(direct, forward, split, critical, sets, best)
+        if args.accel:
+            report_paired(forward, sets, configs)
         out = {
             "benchmark": "forward",
             "started_at": started_at,
@@ -992,6 +1027,29 @@ def main() -> int:
     return 0
 
 
+def report_paired(forward: list[ForwardRun], sets: dict[str, DataSet], configs: list[str]) -> None:
+    """Each accelerator configuration against stock pynetdicom in the same round."""
+    print("\nPaired with stock pynetdicom in the same round (medians over rounds): end-to-end")
+    print("img/s, x = median of per-round ratios to stock; CPU s of the worker and the SCP")
+    for data in sets.values():
+        by_setting: dict[str, dict[int, dict[str, ForwardRun]]] = {}
+        for f in forward:
+            if f.data == data.name and "[" in f.settings:
+                label, config = f.settings[:-1].split(" [")
+                by_setting.setdefault(label, {}).setdefault(f.round, {})[config] = f
+        for label, rounds in by_setting.items():
+            rate = {r: {c: f.images_per_s for c, f in fs.items()} for r, fs in rounds.items()}
+            for config in configs:
+                ips, _stock, ratio = accel.paired(rate, config)
+                runs = [fs[config] for fs in rounds.values() if config in fs]
+                worker = statistics.median(f.cpu.get("worker", 0.0) for f in runs)
+                scp = statistics.median(f.cpu.get("scp", 0.0) for f in runs)
+                print(
+                    f"  {data.label:<6} {label:<11} {config:<14} {ips:7.1f} img/s x{ratio:5.2f}"
+                    f"  worker {worker:5.1f} s  scp {scp:5.1f} s  ({len(runs)} rounds)"
+                )
+
+
 def per_setting(forward: list[ForwardRun], data: str) -> dict[str, list[ForwardRun]]:
     out: dict[str, list[ForwardRun]] = {}
     for f in forward:
@@ -1009,7 +1067,7 @@ def pick_best(forward: list[ForwardRun], data: str, settings: list[Settings]) ->
     }
     if not medians:
         return settings[0]
-    top = max(medians, key=lambda k: medians[k])
+    top = max(medians, key=lambda k: medians[k]).split(" [")[0]
     return next(s for s in settings if s.label == top)
 
 

@@ -22,6 +22,12 @@ What it does, in one process tree that it cleans up on exit:
 - images/s = instances the receiver stored / wall time of the senders (a run is capped at
   ``--max-run-seconds``; a capped run counts what was stored by then), medians over repetitions;
 - prints the table and writes every run as JSON to ``bench/results/``.
+
+With ``--accel CONFIGS`` (see ``bench/accel.py``; e.g. ``--accel parts`` or
+``--accel stock,all``) the receivers are Radiogate in each accelerator configuration instead,
+senders with ``TCP_NODELAY=1`` only; every round runs every configuration once per case, in
+a rotated order, and the report pairs each configuration with stock pynetdicom *in the same
+round* (median of the per-round ratios), which cancels most of the drift of a shared machine.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import accel  # noqa: E402
 import psycopg  # noqa: E402
 import pydicom  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
@@ -265,6 +272,10 @@ class Radiogate:
     quickack: bool = True
     name: str = "radiogate"
     extra_env: dict[str, str] = field(default_factory=dict)
+    accel: str = ""
+    """Accelerator configuration (``bench/accel.py``); empty: the default settings."""
+    source: Path = ROOT
+    """Checkout whose code runs (``--baseline``: another one, e.g. the previous commit)."""
     ae_title: str = "RADIOGATE"
     port: int = 0
     dsn: str = ""
@@ -292,12 +303,18 @@ class Radiogate:
             }
         )
         env.update(self.extra_env)
+        cmd = [sys.executable, "-m", "dicom_nodes.cli", "scp"]
+        if self.accel:
+            env.update(accel.environment(self.accel))
+            cmd = accel.command(self.accel, ["scp"])
+        if self.source != ROOT:
+            env["PYTHONPATH"] = str(self.source)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with (self.workdir / "scp.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dicom_nodes.cli", "scp"],
+                cmd,
                 env=env,
-                cwd=ROOT,
+                cwd=self.source,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -552,6 +569,17 @@ def main() -> int:
     )
     parser.add_argument("--sizes", default="ct512,small64", help="data sets: ct512,small64")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--accel",
+        default="",
+        help="accelerator configurations instead of --receivers (bench/accel.py), e.g. parts",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="with --accel: also run the SCP of this checkout with its default settings "
+        "(e.g. `git archive HEAD~1 | tar -x -C DIR`), paired like the configurations",
+    )
     args = parser.parse_args()
     # SIGTERM/SIGHUP unwind like Ctrl-C, so that the finally block stops every process started.
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -559,6 +587,10 @@ def main() -> int:
     count = args.count or (100 if args.quick else 1000)
     reps = args.reps or (1 if args.quick else 3)
     wanted = [r.strip() for r in args.receivers.split(",") if r.strip()]
+    if args.accel:
+        wanted = [f"radiogate[{c}]" for c in accel.expand(args.accel)]
+        if args.baseline:
+            wanted.append("radiogate[baseline]")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
 
     for binary in (STORESCU, STORESCP, ECHOSCU, ORTHANC):
@@ -590,12 +622,19 @@ def main() -> int:
             cluster = PrivateCluster(base / "pg" / "data", free_port())
             cluster.start()
 
-        cases = [Case(d, a, nd) for d in sets for a in (1, 4) for nd in (True, False)]
+        nodelays = (True,) if args.accel else (True, False)
+        cases = [Case(d, a, nd) for d in sets for a in (1, 4) for nd in nodelays]
 
         def make(name: str, workdir: Path) -> Receiver | None:
             if name == "radiogate":
                 assert cluster is not None
                 return Radiogate(cluster, workdir)
+            if name == "radiogate[baseline]":
+                assert cluster is not None
+                return Radiogate(cluster, workdir, name=name, source=args.baseline.resolve())
+            if name.startswith("radiogate["):
+                assert cluster is not None
+                return Radiogate(cluster, workdir, name=name, accel=name[10:-1])
             if name == "radiogate-noquickack":
                 assert cluster is not None
                 return Radiogate(cluster, workdir, quickack=False, name=name)
@@ -611,11 +650,14 @@ def main() -> int:
         done = 0
         for rep in range(reps):
             for case in cases:
-                for name in wanted:
+                # Rotated each round, so that no configuration always follows the same one.
+                shift = (rep * len(cases) + cases.index(case)) % len(wanted)
+                for name in wanted[shift:] + wanted[:shift]:
                     if name == "radiogate-noquickack" and case.nodelay:
                         continue  # only meaningful for senders that keep Nagle on
                     done += 1
-                    workdir = base / "runs" / f"{name}-{case.data}-{case.assocs}-{rep}"
+                    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+                    workdir = base / "runs" / f"{tag}-{case.data}-{case.assocs}-{rep}"
                     receiver = make(name, workdir)
                     assert receiver is not None
                     current = receiver
@@ -649,7 +691,10 @@ def main() -> int:
                     )
                     receiver.stop()
                     current = None
-                    shutil.rmtree(workdir, ignore_errors=True)
+                    if args.keep:
+                        shutil.rmtree(workdir / "spool", ignore_errors=True)
+                    else:
+                        shutil.rmtree(workdir, ignore_errors=True)
                     runs.append(run)
                     flag = " CAPPED" if capped else ""
                     flag += f" {failed} storescu FAILED" if failed else ""
@@ -728,6 +773,8 @@ def report(
                 line += f"{'-':>{width}}"
         print(line)
     print("* = a run was capped, failed or stored fewer than sent (see JSON)")
+    if any(n.startswith("radiogate[") for n in receivers):
+        report_paired(runs, sets, receivers, cases)
     print()
     print("CPU ms per stored instance (receiver processes; Radiogate includes its PostgreSQL")
     print("backends), medians - less sensitive than img/s to other load on the machine:")
@@ -813,6 +860,34 @@ def report(
     }
     out.write_text(json.dumps(payload, indent=2))
     print(f"results: {out.relative_to(ROOT)}")
+
+
+def report_paired(
+    runs: list[Run], sets: dict[str, DataSet], receivers: list[str], cases: list[Case]
+) -> None:
+    """Each accelerator configuration against stock pynetdicom in the same rounds."""
+    configs = [n[10:-1] for n in receivers if n.startswith("radiogate[")]
+    print()
+    print("Paired with stock pynetdicom in the same round (medians over rounds):")
+    print("img/s of the configuration; x = median of the per-round ratios of img/s to stock,")
+    print("a = to all parts; CPU ms per instance (receivers and their PostgreSQL backends) and")
+    print("its per-round ratio to all parts")
+    for case in cases:
+        print(f"{sets[case.data].label} x{case.assocs}")
+        rate: dict[int, dict[str, float]] = {}
+        cpu: dict[int, dict[str, float]] = {}
+        for r in runs:
+            if r.case == case and r.receiver.startswith("radiogate["):
+                rate.setdefault(r.rep, {})[r.receiver[10:-1]] = r.images_per_s
+                cpu.setdefault(r.rep, {})[r.receiver[10:-1]] = r.cpu_ms_per_image
+        for config in configs:
+            ips, _stock, ratio = accel.paired(rate, config)
+            _ips, _all, to_all = accel.paired(rate, config, "all")
+            ms, _ms_all, cpu_to_all = accel.paired(cpu, config, "all")
+            print(
+                f"  {config:<16}{ips:8.1f} img/s  x{ratio:5.2f}  a{to_all:5.2f}"
+                f"  {ms:5.2f} ms  a{cpu_to_all:5.2f}"
+            )
 
 
 def _version(dist: str) -> str:

@@ -16,8 +16,10 @@ from config.loader import (
     settings_to_dict,
 )
 from config.schema import (
+    Accelerate,
     AuditSettings,
     DatabaseSettings,
+    ForwardSettings,
     LoggingSettings,
     LogLevel,
     NodeSettings,
@@ -32,9 +34,11 @@ from config.schema import (
 __all__ = [
     "DEFAULT_FILE",
     "ENV_PREFIX",
+    "Accelerate",
     "AuditSettings",
     "ConfigError",
     "DatabaseSettings",
+    "ForwardSettings",
     "LogLevel",
     "LoggingSettings",
     "NodeSettings",

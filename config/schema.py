@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from config.alerts import AlertSettings
 from config.deid import DeidSettings
@@ -29,8 +30,10 @@ from config.routes import (
 from config.triage import TriageSettings
 
 __all__ = [
+    "Accelerate",
     "AuditSettings",
     "DatabaseSettings",
+    "ForwardSettings",
     "LogLevel",
     "LoggingSettings",
     "NodeSettings",
@@ -50,6 +53,25 @@ class LogLevel(StrEnum):
     INFO = "INFO"
     WARNING = "WARNING"
     ERROR = "ERROR"
+
+
+class Accelerate(StrEnum):
+    """Whether pynetdicom associations use Radiogate's accelerator (``scp.accelerate``,
+    ``forward.accelerate``; see ``dicom_nodes.accelerator``)."""
+
+    AUTO = "auto"
+    """On with the pynetdicom versions it was verified against; otherwise stock pynetdicom
+    and one warning."""
+    ON = "on"
+    """On; start-up fails if the installed pynetdicom is not a verified version."""
+    OFF = "off"
+    """Stock pynetdicom."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            return cls.__members__.get(value.strip().upper())
+        return None
 
 
 @dataclass(frozen=True)
@@ -114,10 +136,20 @@ class ScpSettings:
     max_pdu_size: int = 262144
     """Maximum PDU length we receive (bytes); 0 means unlimited."""
     tcp_quickack: bool = True
+    """Set TCP_QUICKACK on accepted sockets so senders that keep Nagle on do not stall."""
     metrics_port: int = 9463
     """Prometheus ``/metrics`` and ``/health`` of the SCP on 127.0.0.1 (0: off)."""
-    """Set TCP_QUICKACK on accepted sockets so senders that keep Nagle on do not stall."""
+    accelerate: Accelerate = Accelerate.AUTO
+    """Accelerated pynetdicom associations for the receiver (auto, on, off)."""
     tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    """Forwarding to DIMSE destinations (the worker's C-STORE, C-FIND, N-ACTION SCU)."""
+
+    accelerate: Accelerate = Accelerate.AUTO
+    """Accelerated pynetdicom associations for the forwarder (auto, on, off)."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +235,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     destinations: list[DestinationSettings] = field(default_factory=lambda: [DestinationSettings()])
     """Named places ``forward:<name>`` steps send to; default: the local Orthanc (``archive``)."""

@@ -119,6 +119,11 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"radiogate: configuration error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     configure_logging(settings.logging)
+    try:
+        _choose_accelerator(args.command, settings)
+    except config.ConfigError as exc:
+        print(f"radiogate: configuration error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "config":
         if args.config_command == "show":
             print(json.dumps(config.settings_to_dict(settings), indent=2))
@@ -173,6 +178,22 @@ def _main(argv: Sequence[str] | None) -> int:
             cluster.stop()
         return 0
     return 2  # pragma: no cover - argparse enforces the choices
+
+
+def _choose_accelerator(command: str, settings: config.Settings) -> None:
+    """Apply ``scp.accelerate`` / ``forward.accelerate`` before anything starts: ``on`` with an
+    unverified pynetdicom stops here with an error naming the setting; ``auto`` warns once, in
+    this process (the receivers it forks inherit the decision and do not warn again)."""
+    from dicom_nodes import accelerator
+
+    if command in ("scp", "run", "config"):
+        accelerator.enabled(settings.scp.accelerate, "scp.accelerate", warn=command == "scp")
+    if command == "worker":
+        from dicom_nodes.forward import use_accelerator
+
+        use_accelerator(settings.forward.accelerate)
+    elif command in ("run", "config"):
+        accelerator.enabled(settings.forward.accelerate, "forward.accelerate", warn=False)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import config
 from dicom_nodes.db.migrate import migrate
+from dicom_nodes.forward import use_accelerator
 from dicom_nodes.services.postgres import PrivateCluster
 from tests.support import ScpProcess, free_port
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forward_accelerator_from_environment() -> None:
+    """Associations this test process requests follow ``forward.accelerate`` from the
+    environment, as in ``radiogate worker`` (``make test`` runs the suite again with it off)."""
+    use_accelerator(config.load().forward.accelerate)
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,11 @@ confirm), :class:`StowRsDestination` (DICOMweb STOW-RS / QIDO-RS) and
 :class:`DirectoryDestination` (dry runs, tests). Each is built from its settings dataclass.
 Storage commitment reports arrive through :func:`handle_commitment_report` bound in an SCP
 (``radiogate scp``, or a :class:`CommitmentListener`) into a :class:`CommitmentSink`, where the
-requesting destination finds them (:mod:`.commitment_scu`).
+requesting destination finds them (:mod:`.commitment_scu`). :func:`use_accelerator` applies
+``forward.accelerate`` to every association this process requests.
 """
 
+from dicom_nodes.forward._association import use_accelerator
 from dicom_nodes.forward.commitment import (
     CommitmentReport,
     CommitmentSink,
@@ -77,4 +79,5 @@ __all__ = [
     "commitment_scp_context",
     "handle_commitment_report",
     "make_destination",
+    "use_accelerator",
 ]

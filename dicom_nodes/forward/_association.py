@@ -1,9 +1,10 @@
-"""Opening SCU associations with pynetdicom 3.0.4: socket options and the response-race guard.
+"""Opening SCU associations: socket options, the response-race guard, the accelerator switch.
 
-Both are installed by one ``EVT_CONN_OPEN`` handler (:func:`_on_conn_open`). pynetdicom fires
-that event in the DUL thread right after ``connect()`` succeeds (and after the TLS wrap), before
-the A-ASSOCIATE-RQ is written — the only point where the socket exists and no PDU has been
-exchanged yet, and it needs no subclass of pynetdicom's socket or association classes.
+Socket options and the guard are installed by one ``EVT_CONN_OPEN`` handler
+(:func:`_on_conn_open`). pynetdicom fires that event in the DUL thread right after ``connect()``
+succeeds (and after the TLS wrap), before the A-ASSOCIATE-RQ is written — the only point where
+the socket exists and no PDU has been exchanged yet, and it needs no subclass of pynetdicom's
+socket or association classes.
 
 TCP_NODELAY
     pynetdicom never sets it. Without it a small PDU written after another one that is not yet
@@ -44,34 +45,14 @@ The response race (why :class:`_ResponseSafeQueue` exists)
     timeout aborts the association (pynetdicom's ``_handle_no_response``), so the queue dies
     with it, and the instance is reported retryable.
 
-Event-driven reactors (:class:`_FastAE`, :class:`FastRequestorAssociation`)
-    pynetdicom's two threads per association poll: the DUL reactor sleeps 1 ms whenever its
-    socket and outgoing queue are empty, the association reactor sleeps 1 ms before each look
-    at its message queue, and every ``send_*`` spins in 0.1 ms sleeps until the reactor is
-    paused. A C-STORE round trip crossed those sleeps, and the wake-ups cost a large share of
-    the worker's CPU. The receiving side's fast path (:mod:`dicom_nodes.scp._fastpath`) is
-    reused: :class:`~dicom_nodes.scp._fastpath.FastDUL` blocks in ``select()`` on the socket
-    and an eventfd that every queued primitive signals, and the association reactor blocks on
-    an event set whenever the DUL hands it something. The requestor's reactor differs from
-    the acceptor's in one point: it reports itself *paused* (``_is_paused``) while it waits
-    for that event, because it does not touch the message queue or ACSE while waiting, so a
-    ``send_*`` call finds it paused at once instead of spinning until its next wake-up. The
-    response-race guard is unchanged: the message queue is a :class:`_ResponseSafeQueue` that
-    also wakes the reactor. Associations with TLS keep pynetdicom's polling reactors (bytes
-    already decrypted inside the SSL object do not make the socket readable for ``select()``).
-
-P-DATA-TF written directly (:class:`_FastRequestorDUL`)
-    A 0.5 MB dataset leaves as ~32 P-DATA requests (the peer's maximum PDU length). pynetdicom
-    turns each into an event for the state machine, action DT-1 (Sta6 + Evt9 -> send a
-    P-DATA-TF PDU -> Sta6, PS3.8 9.2.3), PDU and item objects, copies and events for the
-    logging handlers. In Sta6 with no event waiting and no handler bound to
-    ``EVT_PDU_SENT``/``EVT_DATA_SENT``/``EVT_FSM_TRANSITION``, every P-DATA request queued is
-    encoded with ``struct`` (byte for byte :class:`pynetdicom.pdu.P_DATA_TF`) and the PDUs
-    are written together; anything else goes through the state machine unchanged.
-    pynetdicom's standard logging handlers for PDUs and DIMSE messages (they only write DEBUG
-    records) are unbound when the ``pynetdicom`` logger does not log DEBUG, as the SCP does
-    process-wide with ``LOG_HANDLER_LEVEL = "none"``; that also lets the received responses
-    take the fast path's P-DATA shortcut.
+Accelerated associations (``forward.accelerate``)
+    With the accelerator enabled (:func:`use_accelerator`, called once at start by
+    ``radiogate worker``), associations are requested through
+    :func:`dicom_nodes.accelerator.requestor_ae`: event-driven reactors instead of 1 ms polling
+    and P-DATA-TF written directly (see that package for what each part does and what it was
+    measured to gain). The accelerator's message queue wakes its reactor; the guard above
+    keeps that wake-up (``_notify``) when it replaces the queue. Otherwise, and for TLS
+    associations, pynetdicom runs as it is.
 """
 
 from __future__ import annotations
@@ -79,34 +60,25 @@ from __future__ import annotations
 import logging
 import queue
 import socket
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from pynetdicom import AE, evt
-from pynetdicom._handlers import (
-    standard_dimse_recv_handler,
-    standard_dimse_sent_handler,
-    standard_pdu_recv_handler,
-    standard_pdu_sent_handler,
-)
-from pynetdicom.association import Association
-from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext, build_context
 
+from dicom_nodes import accelerator
 from dicom_nodes.forward.settings import DimseSettings
-from dicom_nodes.scp._fastpath import MAX_WAIT, FastAssociation, FastDUL, upgrade_association
 
 __all__ = [
     "EXPLICIT_VR_LE",
     "IMPLICIT_VR_LE",
     "MAX_CONTEXTS",
     "AssociationFailed",
-    "FastRequestorAssociation",
     "StoreContexts",
     "open_association",
     "store_contexts",
+    "use_accelerator",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -175,119 +147,31 @@ def _on_conn_open(event: Any) -> None:
             dimse.msg_queue = safe
 
 
-class FastRequestorAssociation(FastAssociation):
-    """Requestor association with event-driven reactors (module doc, "Event-driven reactors").
+class _Accelerator:
+    """This process's choice for ``forward.accelerate`` (None: not made yet, ``auto``)."""
 
-    Made by :class:`_FastAE` from pynetdicom's own before any thread starts."""
-
-    def _run_reactor(self) -> None:
-        """pynetdicom 3.0.4's ``Association._run_reactor``, event-driven, paused while idle."""
-        wake = self._fast_wake
-        idle = False
-        while not self._kill:
-            # Paused while waiting: nothing below runs before the checkpoint is passed again.
-            self._is_paused = True
-            if idle:
-                wake.wait(MAX_WAIT)
-            wake.clear()
-            idle = True
-
-            self._reactor_checkpoint.wait()
-            self._is_paused = False
-
-            served, stop = self._react_once()
-            if stop:
-                return
-            if served:
-                idle = False
+    enabled: bool | None = None
 
 
-_PACK_PDU_HEADER = struct.Struct(">BBL").pack
-_PACK_PDV_HEADER = struct.Struct(">LB").pack
-_P_DATA_TF = 0x04
-_WRITE_CHUNK = 256 * 1024
-"""P-DATA-TF PDUs written by one ``send`` at most (bytes, roughly)."""
-_SENT_EVENTS = (evt.EVT_PDU_SENT, evt.EVT_DATA_SENT, evt.EVT_FSM_TRANSITION)
-_LOG_HANDLERS = (
-    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
-    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
-    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
-    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
-)
+def use_accelerator(mode: str) -> bool:
+    """Decide once, at start, whether associations requested from now on are accelerated
+    (``forward.accelerate``: ``auto``, ``on`` or ``off``; see
+    :func:`dicom_nodes.accelerator.enabled`). Raises
+    :class:`~dicom_nodes.accelerator.AcceleratorUnavailable` for ``on`` with an unverified
+    pynetdicom version."""
+    _Accelerator.enabled = accelerator.enabled(mode, "forward.accelerate")
+    LOGGER.info(
+        "forward.accelerate = %s: %s",
+        mode,
+        "accelerated associations" if _Accelerator.enabled else "stock pynetdicom",
+    )
+    return _Accelerator.enabled
 
 
-def encode_p_data_tf(primitive: P_DATA) -> bytes:
-    """The P-DATA-TF PDU (PS3.8 9.3.5) for *primitive*, as pynetdicom 3.0.4 encodes it."""
-    parts: list[bytes] = []
-    length = 0
-    for context_id, value in primitive.presentation_data_value_list:
-        parts.append(_PACK_PDV_HEADER(len(value) + 1, context_id))
-        parts.append(value)
-        length += 5 + len(value)
-    return _PACK_PDU_HEADER(_P_DATA_TF, 0, length) + b"".join(parts)
-
-
-class _FastRequestorDUL(FastDUL):
-    """:class:`~dicom_nodes.scp._fastpath.FastDUL` writing queued P-DATA requests directly
-    (module doc, "P-DATA-TF written directly")."""
-
-    def _fast_send_allowed(self) -> bool:
-        handlers = self.assoc._handlers
-        return (
-            self.state_machine.current_state == "Sta6"
-            and self.event_queue.empty()
-            and self.socket is not None
-            and not any(handlers.get(event) for event in _SENT_EVENTS)
-        )
-
-    def _process_recv_primitive(self) -> bool:
-        pending = self.to_provider_queue.queue
-        if not pending or type(pending[0]) is not P_DATA or not self._fast_send_allowed():
-            return super()._process_recv_primitive()
-        pdus: list[bytes] = []
-        size = 0
-        while size < _WRITE_CHUNK:
-            try:
-                head = pending[0]
-            except IndexError:
-                break
-            if type(head) is not P_DATA:
-                break
-            # DT-1: P-DATA request from the local user -> P-DATA-TF to the peer; stays Sta6.
-            primitive = self.to_provider_queue.get(False)
-            pdus.append(encode_p_data_tf(cast(P_DATA, primitive)))
-            size += len(pdus[-1])
-        assert self.socket is not None
-        self.socket.send(b"".join(pdus))  # a failure queues Evt17, as pynetdicom's _send
-        if pending:
-            # Left for the next pass: their wake-ups were consumed, and no event is queued
-            # that would keep the loop from waiting.
-            self._waker.wake()
-        return True
-
-
-def upgrade_requestor(assoc: Association) -> FastRequestorAssociation:
-    """Switch a new requestor association (no thread started) to the event-driven reactors."""
-    fast = upgrade_association(assoc)
-    fast.__class__ = FastRequestorAssociation
-    assert isinstance(fast, FastRequestorAssociation)
-    fast.dimse.msg_queue = _ResponseSafeQueue(fast._fast_wake.set)
-    fast.dul.__class__ = _FastRequestorDUL
-    if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
-        for event, handler in _LOG_HANDLERS:
-            bound: list[Any] = list(cast(Any, fast._handlers.get(event)) or [])
-            if any(h is handler for h, _args in bound):
-                fast.unbind(event, handler)
-    return fast
-
-
-class _FastAE(AE):
-    """AE whose requested associations use :func:`upgrade_requestor` (not with TLS)."""
-
-    def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> Any:
-        if tls_args is None:
-            upgrade_requestor(assoc)
-        return super()._create_socket(assoc, address, tls_args)
+def _accelerated() -> bool:
+    if _Accelerator.enabled is None:
+        _Accelerator.enabled = accelerator.enabled("auto", "forward.accelerate")
+    return _Accelerator.enabled
 
 
 @dataclass(frozen=True)
@@ -342,7 +226,7 @@ def open_association(
     """Request an association with the destination; return it established.
 
     Raises :class:`AssociationFailed` (retryable: the caller decides how often to retry)."""
-    ae = _FastAE(ae_title=settings.calling_ae)
+    ae = accelerator.requestor_ae(settings.calling_ae, _accelerated())
     ae.acse_timeout = settings.timeout
     ae.dimse_timeout = settings.timeout
     ae.network_timeout = settings.timeout

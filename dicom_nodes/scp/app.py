@@ -29,6 +29,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from config import Settings, data_path
+from dicom_nodes import accelerator
 from dicom_nodes.audit_events import AuditWriter, association_event
 from dicom_nodes.db.commitment import PostgresCommitmentSink
 from dicom_nodes.db.ingest import IngestRecorder, PostgresIngest
@@ -38,7 +39,6 @@ from dicom_nodes.forward.commitment import (
     commitment_scp_context,
     handle_commitment_report,
 )
-from dicom_nodes.scp import _fastpath
 from dicom_nodes.scp.handlers import (
     handle_echo,
     handle_store,
@@ -187,7 +187,7 @@ def build_server(
     assert isinstance(server, ReceiverServer)
     if audit_writer is not None:
         server.on_refused = _refusal_auditor(audit_writer, settings)
-    _fastpath.install(server)
+    accelerator.accelerate_server(server, scp.accelerate)
     ae._servers.append(server)
     return server
 

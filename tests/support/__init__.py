@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "ACCELERATOR_ENV",
     "DCMTK_BIN",
     "ScpProcess",
     "dcmtk",
@@ -25,6 +26,11 @@ __all__ = [
 
 DCMTK_BIN = Path("/usr/bin")
 """DCMTK's own binaries (pynetdicom installs scripts with the same names into the venv)."""
+
+
+ACCELERATOR_ENV = ("RADIOGATE_SCP__ACCELERATE", "RADIOGATE_FORWARD__ACCELERATE")
+"""Settings passed from the test run's environment to the processes it starts, so that
+``make test`` can run the whole suite with the accelerator off."""
 
 
 def dcmtk(name: str) -> str:
@@ -117,7 +123,11 @@ class ScpProcess:
         return self.data_dir / "scp.log"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RADIOGATE_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("RADIOGATE_") or k in ACCELERATOR_ENV
+        }
         env.update(
             {
                 "RADIOGATE_DATABASE__DSN": self.dsn,

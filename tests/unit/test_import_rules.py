@@ -67,6 +67,7 @@ RULES = [
     ("db", {"dicom_nodes.pipeline", "dicom_nodes.scp"}),
     ("state", {"dicom_nodes.pipeline", "dicom_nodes.scp", "dicom_nodes.db",
                "dicom_nodes.forward", "dicom_nodes.deid", "dicom_nodes.audit_events"}),
+    ("forward", {"dicom_nodes.scp", "dicom_nodes.pipeline"}),
 ]  # fmt: skip
 
 
@@ -92,3 +93,25 @@ def test_the_checker_sees_every_import_form(tmp_path: Path) -> None:
     (pkg / "c.py").write_text("def f():\n    from dicom_nodes.forward.model import Instance\n")
     found = imports(pkg, depth=2, root=tmp_path)
     assert {"dicom_nodes.pipeline", "dicom_nodes.scp", "dicom_nodes.forward"} <= found
+
+
+def test_only_the_accelerator_loads_its_class_swaps() -> None:
+    """Outside ``dicom_nodes/accelerator`` nobody imports its private modules (they load only
+    once ``scp.accelerate`` / ``forward.accelerate`` enable them)."""
+    for path in NODES.rglob("*.py"):
+        if "accelerator" in path.parts:
+            continue
+        found = {m for m in _file_imports(path) if m.startswith("dicom_nodes.accelerator._")}
+        assert not found, path
+
+
+def _file_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return out

@@ -10,10 +10,12 @@ from io import BytesIO
 from types import SimpleNamespace
 from typing import Any
 
+import pynetdicom
 import pytest
 from pynetdicom.dimse_primitives import C_STORE
 
-from dicom_nodes.forward._association import _on_conn_open, _ResponseSafeQueue
+from dicom_nodes import accelerator
+from dicom_nodes.forward._association import _Accelerator, _on_conn_open, _ResponseSafeQueue
 
 
 def _request() -> C_STORE:
@@ -106,16 +108,30 @@ def test_guard_queue_notifies_on_put() -> None:
     assert calls == [1]
 
 
-def test_requestor_association_is_event_driven_and_guarded() -> None:
-    """A real association against an in-process SCP: the fast requestor classes are used, the
-    guard queue is in place, the reactor reports paused while idle, and C-ECHOs work."""
-    from pynetdicom import AE, evt
+def _accelerated(on: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Force forward.accelerate for this test: on (if pynetdicom is verified) or off."""
+    if on and pynetdicom.__version__ not in accelerator.VERIFIED_PYNETDICOM:
+        pytest.skip(
+            f"pynetdicom {pynetdicom.__version__} is not among the accelerator's verified "
+            f"versions {accelerator.VERIFIED_PYNETDICOM}"
+        )
+    monkeypatch.setattr(_Accelerator, "enabled", on)
+
+
+@pytest.mark.parametrize("accelerate", [True, False], ids=["accelerated", "stock"])
+def test_requested_association_is_guarded(
+    accelerate: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real association against an in-process SCP: the guard queue is in place (and wakes
+    the accelerated reactor), and many back-to-back C-ECHOs all get their response."""
+    from pynetdicom import AE
+    from pynetdicom.association import Association
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-    from dicom_nodes.forward._association import FastRequestorAssociation, open_association
+    from dicom_nodes.forward._association import open_association
     from dicom_nodes.forward.settings import DimseSettings
-    from dicom_nodes.scp._fastpath import FastDUL
 
+    _accelerated(accelerate, monkeypatch)
     scp = AE(ae_title="PEER")
     scp.add_supported_context(Verification)
     server = scp.start_server(("127.0.0.1", 0), block=False)
@@ -124,14 +140,10 @@ def test_requestor_association_is_event_driven_and_guarded() -> None:
         settings = DimseSettings(name="peer", ae_title="PEER", host="127.0.0.1", port=port)
         assoc = open_association(settings, [])
         try:
-            assert isinstance(assoc, FastRequestorAssociation)
-            assert isinstance(assoc.dul, FastDUL)
-            assert not assoc._handlers.get(evt.EVT_PDU_SENT)  # logging handlers unbound
-            assert isinstance(assoc.dimse.msg_queue, _ResponseSafeQueue)
-            deadline = time.monotonic() + 2
-            while not assoc._is_paused and time.monotonic() < deadline:
-                time.sleep(0.001)
-            assert assoc._is_paused  # idle: a send_*() need not wait for the reactor
+            queue_ = assoc.dimse.msg_queue
+            assert isinstance(queue_, _ResponseSafeQueue)
+            assert (type(assoc) is Association) is not accelerate
+            assert (queue_._notify is not None) is accelerate
             for _ in range(50):
                 assert assoc.send_c_echo().Status == 0
         finally:
@@ -141,52 +153,3 @@ def test_requestor_association_is_event_driven_and_guarded() -> None:
         assert not assoc.is_alive()
     finally:
         server.shutdown()
-
-
-def test_p_data_tf_encoded_as_pynetdicom_does() -> None:
-    from pynetdicom.pdu import P_DATA_TF
-    from pynetdicom.pdu_primitives import P_DATA
-
-    from dicom_nodes.forward._association import encode_p_data_tf
-
-    for values in (
-        [(1, b"\x03" + b"c" * 41)],
-        [(3, b"\x00" + bytes(range(256)) * 64), (5, b"\x02")],
-    ):
-        primitive = P_DATA()
-        primitive.presentation_data_value_list = [[cx, value] for cx, value in values]
-        assert encode_p_data_tf(primitive) == P_DATA_TF(primitive).encode()
-
-
-def test_requestor_dul_writes_queued_p_data_and_rewakes_for_the_rest() -> None:
-    """P-DATA requests beyond one write stay queued and the reactor is woken for them (a
-    missing wake-up left them until the next timer tick: 50 ms stalls)."""
-    from pynetdicom.pdu import P_DATA_TF
-    from pynetdicom.pdu_primitives import P_DATA
-
-    from dicom_nodes.forward._association import _WRITE_CHUNK, _FastRequestorDUL
-
-    sent: list[bytes] = []
-    wakes: list[int] = []
-    dul: Any = object.__new__(_FastRequestorDUL)
-    dul.to_provider_queue = queue.Queue()
-    dul.event_queue = queue.Queue()
-    dul.state_machine = SimpleNamespace(current_state="Sta6")
-    dul.socket = SimpleNamespace(send=sent.append)
-    dul._assoc = SimpleNamespace(_handlers={})
-    dul._waker = SimpleNamespace(wake=lambda: wakes.append(1))
-    fragment = b"\x00" + b"x" * 16_000
-    count = 2 * _WRITE_CHUNK // len(fragment) + 3
-    expected = b""
-    for _ in range(count):
-        primitive = P_DATA()
-        primitive.presentation_data_value_list = [[1, fragment]]
-        dul.to_provider_queue.put(primitive)
-        expected += P_DATA_TF(primitive).encode()
-    rounds = 0
-    while dul.to_provider_queue.qsize():
-        assert dul._process_recv_primitive()
-        rounds += 1
-        assert len(wakes) == (rounds if dul.to_provider_queue.qsize() else rounds - 1)
-    assert rounds == 3
-    assert b"".join(sent) == expected

@@ -1,0 +1,281 @@
+"""dicom_nodes.dimse.codec: every encoding equals pynetdicom's byte for byte (installed version).
+
+No accelerator involved: these hold for any pynetdicom the project allows, and run always.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import create_file_meta, decode, encode
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
+
+from dicom_nodes.dimse.codec import (
+    decode_store_rq,
+    encode_file_meta,
+    encode_p_data_tf,
+    encode_store_rsp,
+    parse_pdv_items,
+    store_rq_primitive,
+)
+
+UIDS = [
+    "1.2.840.10008.5.1.4.1.1.2",  # even length
+    "1.2.840.10008.5.1.4.1.1.20",  # odd length
+    "1.2.3",
+    "1.2.826.0.1.3680043.8.498.12345678901234567890123456789012345678",  # 64 characters
+    "1.2.826.0.1.3680043.8.498.1234567890123456789012345678901234567",  # 63
+]
+
+
+# --------------------------------------------------------------------------- PDV items
+
+
+def _pdv(context_id: int, value: bytes) -> bytes:
+    return struct.pack(">LB", len(value) + 1, context_id) + value
+
+
+def test_parse_pdv_items_splits_without_copying() -> None:
+    body = bytearray(_pdv(1, b"\x03command") + _pdv(3, b"\x02" + b"x" * 1000))
+    items = parse_pdv_items(memoryview(body))
+    assert [(cid, bytes(v)) for cid, v in items] == [
+        (1, b"\x03command"),
+        (3, b"\x02" + b"x" * 1000),
+    ]
+    body[5] = 0x01  # the views share the PDU's buffer
+    assert items[0][1][0] == 0x01
+
+
+def test_parse_pdv_items_empty_body() -> None:
+    assert parse_pdv_items(memoryview(b"")) == []
+
+
+def test_parse_pdv_items_reads_what_pynetdicom_encodes() -> None:
+    primitive = P_DATA()
+    values = [(1, b"\x03" + b"c" * 41), (3, b"\x00" + bytes(range(256)) * 4), (5, b"\x02")]
+    primitive.presentation_data_value_list = [[cx, value] for cx, value in values]
+    pdu = P_DATA_TF(primitive).encode()
+    assert [(cx, bytes(v)) for cx, v in parse_pdv_items(memoryview(pdu)[6:])] == values
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00\x00",  # truncated item length
+        struct.pack(">LB", 1, 1),  # no message control header
+        struct.pack(">L", 0),  # zero length
+        struct.pack(">LB", 10, 1) + b"\x03abc",  # runs past the end
+        _pdv(1, b"\x03ok") + b"\x00",  # trailing garbage
+    ],
+)
+def test_parse_pdv_items_rejects_malformed(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_pdv_items(memoryview(body))
+
+
+def test_p_data_tf_encoded_as_pynetdicom_does() -> None:
+    for values in (
+        [(1, b"\x03" + b"c" * 41)],
+        [(3, b"\x00" + bytes(range(256)) * 64), (5, b"\x02")],
+    ):
+        primitive = P_DATA()
+        primitive.presentation_data_value_list = [[cx, value] for cx, value in values]
+        assert encode_p_data_tf(primitive) == P_DATA_TF(primitive).encode()
+
+
+# --------------------------------------------------------------------------- C-STORE-RSP
+
+
+def _pynetdicom_rsp_bytes(rsp: C_STORE) -> bytes:
+    msg = C_STORE_RSP()
+    msg.primitive_to_message(rsp)
+    out = encode(msg.command_set, True, True)
+    assert out is not None
+    return out
+
+
+@pytest.mark.parametrize("sop_class", UIDS)
+@pytest.mark.parametrize("sop_instance", [*UIDS, None])
+@pytest.mark.parametrize(("msg_id", "status"), [(1, 0x0000), (65535, 0xA700), (7, 0xC211)])
+def test_store_rsp_matches_pynetdicom(
+    sop_class: str, sop_instance: str | None, msg_id: int, status: int
+) -> None:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = msg_id
+    rsp.AffectedSOPClassUID = sop_class
+    if sop_instance is not None:
+        rsp.AffectedSOPInstanceUID = sop_instance
+    rsp.Status = status
+    assert encode_store_rsp(rsp) == _pynetdicom_rsp_bytes(rsp)
+
+
+def test_store_rsp_leaves_optional_fields_to_pynetdicom() -> None:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 1
+    rsp.AffectedSOPClassUID = UIDS[0]
+    rsp.AffectedSOPInstanceUID = UIDS[1]
+    rsp.Status = 0xC000
+    rsp.ErrorComment = "cannot understand"
+    assert encode_store_rsp(rsp) is None
+    rsp.ErrorComment = None
+    rsp.OffendingElement = [0x00080018]
+    assert encode_store_rsp(rsp) is None
+    rsp.OffendingElement = None
+    rsp.Status = None
+    assert encode_store_rsp(rsp) is None
+
+
+# --------------------------------------------------------------------------- File Meta
+
+
+@pytest.mark.parametrize("sop_class", UIDS)
+@pytest.mark.parametrize("sop_instance", UIDS)
+@pytest.mark.parametrize(
+    "ts", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90"]
+)
+def test_file_meta_matches_pynetdicom(sop_class: str, sop_instance: str, ts: str) -> None:
+    expected = io.BytesIO()
+    expected.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(
+        expected,  # type: ignore[arg-type]
+        create_file_meta(
+            sop_class_uid=pydicom.uid.UID(sop_class),
+            sop_instance_uid=pydicom.uid.UID(sop_instance),
+            transfer_syntax=pydicom.uid.UID(ts),
+        ),
+    )
+    assert encode_file_meta(sop_class, sop_instance, ts) == expected.getvalue()
+
+
+def test_file_meta_reads_back() -> None:
+    raw = encode_file_meta(UIDS[0], UIDS[1], "1.2.840.10008.1.2.1")
+    meta = pydicom.filereader.read_preamble(io.BytesIO(raw), False)
+    assert meta == b"\x00" * 128
+    ds = pydicom.dcmread(io.BytesIO(raw + _minimal_dataset()), force=True)
+    assert ds.file_meta.MediaStorageSOPClassUID == UIDS[0]
+    assert ds.file_meta.MediaStorageSOPInstanceUID == UIDS[1]
+    assert ds.file_meta.FileMetaInformationGroupLength == len(raw) - 144
+
+
+def _minimal_dataset() -> bytes:
+    ds = Dataset()
+    ds.PatientID = "X"
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=True)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- C-STORE-RQ
+
+
+def rq_command(**fields: Any) -> bytes:
+    """A C-STORE-RQ command set as pynetdicom encodes it."""
+    rq = C_STORE()
+    rq.MessageID = fields.get("MessageID", 7)
+    rq.AffectedSOPClassUID = fields.get("AffectedSOPClassUID", UIDS[0])
+    rq.AffectedSOPInstanceUID = fields.get("AffectedSOPInstanceUID", UIDS[1])
+    rq.Priority = fields.get("Priority", 2)
+    if "MoveOriginatorApplicationEntityTitle" in fields:
+        rq.MoveOriginatorApplicationEntityTitle = fields["MoveOriginatorApplicationEntityTitle"]
+        rq.MoveOriginatorMessageID = fields.get("MoveOriginatorMessageID", 3)
+    rq.DataSet = io.BytesIO(b"\x08\x00\x18\x00\x00\x00\x00\x00")
+    msg = C_STORE_RQ()
+    msg.primitive_to_message(rq)
+    out = encode(msg.command_set, True, True)
+    assert out is not None
+    return out
+
+
+def _pynetdicom_rq(command: bytes) -> C_STORE:
+    msg = C_STORE_RQ()
+    msg.command_set = decode(io.BytesIO(command), True, True)
+    msg.context_id = 1
+    primitive = msg.message_to_primitive()
+    assert isinstance(primitive, C_STORE)
+    return primitive
+
+
+_RQ_FIELDS = (
+    "MessageID",
+    "AffectedSOPClassUID",
+    "AffectedSOPInstanceUID",
+    "Priority",
+    "MoveOriginatorApplicationEntityTitle",
+    "MoveOriginatorMessageID",
+)
+
+
+@pytest.mark.parametrize("sop_class", UIDS)
+@pytest.mark.parametrize("sop_instance", UIDS[:3])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"Priority": 0, "MessageID": 65535},
+        {"Priority": 1, "MoveOriginatorApplicationEntityTitle": "MOVER"},
+        {"MoveOriginatorApplicationEntityTitle": "A B C 16 CHARS!", "MoveOriginatorMessageID": 9},
+    ],
+)
+def test_store_rq_decoding_matches_pynetdicom(
+    sop_class: str, sop_instance: str, extra: dict[str, Any]
+) -> None:
+    command = rq_command(
+        AffectedSOPClassUID=sop_class, AffectedSOPInstanceUID=sop_instance, **extra
+    )
+    values = decode_store_rq(command)
+    assert values is not None
+    fast, reference = store_rq_primitive(values), _pynetdicom_rq(command)
+    for name in _RQ_FIELDS:
+        assert getattr(fast, name) == getattr(reference, name), name
+        assert type(getattr(fast, name)) is type(getattr(reference, name)), name
+
+
+def _element(elem: int, raw: bytes) -> bytes:
+    return struct.pack("<HHI", 0, elem, len(raw)) + raw
+
+
+def _replace(command: bytes, elem: int, raw: bytes | None) -> bytes:
+    """*command* with element *elem* replaced by *raw* (or dropped); group length not updated."""
+    out = b""
+    pos = 0
+    while pos < len(command):
+        _, e, length = struct.unpack_from("<HHI", command, pos)
+        chunk = command[pos : pos + 8 + length]
+        if e == elem:
+            chunk = b"" if raw is None else _element(elem, raw)
+        out += chunk
+        pos += 8 + length
+    return out
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda c: _replace(c, 0x0002, b"1.2.840.10008.5.1.4.1.1.2 "),  # space padding
+        lambda c: _replace(c, 0x0002, b"1.2.3\\1.2.4\x00"),  # two values
+        lambda c: _replace(c, 0x1000, None),  # no SOP Instance UID
+        lambda c: _replace(c, 0x0800, None),  # no Command Data Set Type
+        lambda c: _replace(c, 0x0110, b"\x01\x00\x02\x00"),  # two message IDs
+        lambda c: c + _element(0x0902, b"comment "),  # an element C-STORE-RQ does not have
+        lambda c: c + _element(0x0110, b"\x01\x00"),  # repeated element
+        lambda c: c[:-3],  # truncated
+        lambda c: _replace(c, 0x0100, b"\x30\x00"),  # C-ECHO-RQ
+        lambda c: c + _element(0x1030, b"BAD\\AE"),
+    ],
+)
+def test_store_rq_decoding_leaves_odd_encodings_to_pynetdicom(mutate: Any) -> None:
+    assert decode_store_rq(mutate(rq_command())) is None
+
+
+def test_store_rq_primitive_validates_like_pynetdicom() -> None:
+    with pytest.raises(ValueError):
+        store_rq_primitive({0x0002: UIDS[0], 0x1000: UIDS[1], 0x0700: 7, 0x0800: 1})
