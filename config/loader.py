@@ -472,6 +472,16 @@ def _check_semantics(s: Settings) -> None:
             f"triage.incomplete_category: expected 0 (no alert), 1, 2 or 3, "
             f"got {s.triage.incomplete_category}"
         )
+    if s.analysis.time_limit <= 0:
+        raise ConfigError("analysis.time_limit: expected a positive number of seconds")
+    if s.analysis.processes < 1:
+        raise ConfigError(f"analysis.processes: expected 1 or more, got {s.analysis.processes}")
+    if not 0 <= s.analysis.nice <= 19:
+        raise ConfigError(f"analysis.nice: expected 0..19, got {s.analysis.nice}")
+    if s.analysis.archive_url and not s.analysis.archive_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"analysis.archive_url: expected an http(s) URL, got {s.analysis.archive_url!r}"
+        )
     if s.triage.association_grace < 0:
         raise ConfigError("triage.association_grace: expected 0 or more seconds")
     tls = s.scp.tls

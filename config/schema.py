@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from config.alerts import AlertSettings
+from config.analysis import AnalysisSettings
 from config.deid import DeidSettings
 from config.routes import (
     DestinationSettings,
@@ -244,6 +245,8 @@ class Settings:
     lane_rules: list[LaneRule] = field(default_factory=list)
     triage: TriageSettings = field(default_factory=TriageSettings)
     """Models and policy of ``triage`` route steps."""
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    """The archive analysis reads from and stores into; its time and CPU limits."""
     alerts: AlertSettings = field(default_factory=AlertSettings)
     """Where critical and incomplete results are announced; escalation of unacknowledged ones."""
     deid: DeidSettings = field(default_factory=DeidSettings)

@@ -21,7 +21,7 @@ from config import Settings
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
-COMMANDS = ("worker", "study", "route", "job", "status", "quarantine", "spool")
+COMMANDS = ("worker", "study", "route", "job", "status", "quarantine", "spool", "analyse")
 EXIT_NOT_DONE, EXIT_USAGE, EXIT_DATABASE = 1, 2, 3
 
 
@@ -75,6 +75,12 @@ def add_parsers(sub: Any) -> None:
                 "(give up on a destination)",
             )
     sub.add_parser("status", help="summary of queues, lanes and the oldest waiting instance")
+    analyse = sub.add_parser(
+        "analyse", help="run a study's analyses again (or start one on its CT series)"
+    )
+    analyse.add_argument("uid", help="Study Instance UID (as received)")
+    analyse.add_argument("--pipeline", default="chest-ct", help="when none ran yet (chest-ct)")
+    _user(analyse)
     spool = sub.add_parser("spool", help="spool administration")
     spsub = spool.add_subparsers(dest="spool_command", required=True)
     purge = spsub.add_parser(
@@ -132,6 +138,17 @@ def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
             return _quarantine_list(conn)
         if args.command == "quarantine" and args.quarantine_command == "show":
             return _quarantine_show(conn, args.uid, args.output)
+        if args.command == "analyse":
+            from dicom_nodes.audit_events import pipeline_sink
+            from dicom_nodes.pipeline.analyse import request_analysis
+
+            count = request_analysis(
+                conn, pipeline_sink(settings.node.name, settings.scp.ae_title), args.uid,
+                pipeline=args.pipeline, node=settings.node.name,
+                user=args.user or getpass.getuser(),
+            )  # fmt: skip
+            print(f"{count} analyses requested")
+            return 0 if count else EXIT_NOT_DONE
         if args.command == "spool":
             return _spool_purge(conn, args, settings, dsn)
         if args.command == "study" and args.study_command == "show":

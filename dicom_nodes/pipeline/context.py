@@ -17,6 +17,7 @@ from dicom_nodes.state.repository import AuditSink, no_audit
 if TYPE_CHECKING:
     from dicom_nodes.deid.step import DeidStep
     from dicom_nodes.deid.vault import Vault
+    from dicom_nodes.pipeline.analyse import Analysis
     from dicom_nodes.pipeline.triage import Triage
 
 __all__ = ["PipelineContext"]
@@ -39,6 +40,8 @@ class PipelineContext:
     """Keeps the encrypted pseudonym → original map of de-identified instances."""
     triage: Triage | None = None
     """Runs ``triage`` steps (models, policy); without it such steps only track series."""
+    analysis: Analysis | None = None
+    """Runs ``analyse:<pipeline>`` steps; without it their analyses wait."""
     _warned: set[str] = field(default_factory=set)
 
     def warn_once(self, message: str) -> None:

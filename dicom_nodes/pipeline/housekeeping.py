@@ -29,12 +29,14 @@ from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import (
     STALLED_AFTER,
     defer_alerts,
+    defer_analyse,
     defer_confirm,
     defer_forward,
     defer_route,
     defer_triage,
     fail_stalled_jobs,
 )
+from dicom_nodes.state.model import ANALYSIS, AnalysisEvent
 
 __all__ = ["Housekeeper", "complete_quiet_studies", "kick", "stalled_destinations"]
 
@@ -103,6 +105,8 @@ def kick(ctx: PipelineContext) -> dict[str, int]:
         ).fetchone()
         if due and due[0] and defer_alerts(conn, ctx.node):
             done["alerts"] += 1
+    if ctx.analysis is not None:
+        done["analysis"] += _kick_analyses(ctx)
     with ctx.pool.connection() as conn, conn.transaction():
         # Completion signals older than any series could wait for are not needed any more.
         conn.execute(
@@ -120,6 +124,36 @@ def kick(ctx: PipelineContext) -> dict[str, int]:
     if purged := release.purge_expired(ctx):
         done["purged"] += purged
     return dict(done)
+
+
+def _kick_analyses(ctx: PipelineContext) -> int:
+    """Analyses whose worker died (running far past the time limit) wait again; a job is
+    deferred when one is ready."""
+    assert ctx.analysis is not None
+    with ctx.pool.connection() as conn, conn.transaction():
+        lost = [
+            str(r[0])
+            for r in conn.execute(
+                """SELECT analysis_id FROM series_analysis
+                   WHERE node = %s AND state = 'running'
+                     AND started_at < clock_timestamp() - make_interval(secs => %s)
+                   ORDER BY analysis_id FOR UPDATE SKIP LOCKED""",
+                (ctx.node, 2 * ctx.analysis.time_limit + 60),
+            ).fetchall()
+        ]
+        repo.apply(
+            conn, ctx.audit, ANALYSIS, AnalysisEvent.LOST,
+            [Change((a,), {"reason": "worker-lost"}) for a in lost],
+            values={"error": ["worker-lost"] * len(lost)},
+        )  # fmt: skip
+        ready = conn.execute(
+            """SELECT EXISTS (SELECT 1 FROM series_analysis a JOIN series s
+                                  USING (series_instance_uid)
+                              WHERE a.node = %s AND a.state = 'waiting'
+                                AND s.state = 'complete')""",
+            (ctx.node,),
+        ).fetchone()
+        return int(bool(ready and ready[0]) and defer_analyse(conn, ctx.node))
 
 
 def stalled_destinations(conn: psycopg.Connection[Any], ctx: PipelineContext) -> list[str]:

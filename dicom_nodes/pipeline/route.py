@@ -28,6 +28,7 @@ from pydicom.errors import InvalidDicomError
 from config.routes import LaneRule, RouteSettings
 from dicom_nodes.pipeline import deidentify, release
 from dicom_nodes.pipeline import triage as triage_stage
+from dicom_nodes.pipeline.analyse import PIPELINES
 from dicom_nodes.pipeline.claims import ReceivedInstance, claim_received
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.routes import (
@@ -71,6 +72,8 @@ class RoutePlan:
     warnings: tuple[str, ...] = ()
     triage: bool = False
     """The route has a ``triage`` step: the instance's series is triaged."""
+    analyses: tuple[str, ...] = ()
+    """Pipelines of the route's ``analyse:<pipeline>`` steps."""
 
 
 def plan_route(
@@ -87,6 +90,7 @@ def plan_route(
     naming an unknown destination, or a step kind this version cannot run, is skipped with a
     warning; a profile this node does not have holds its destinations (``deid-unavailable``)."""
     made: list[str] = []
+    analyses: list[str] = []
     triage = False
     unavailable: set[str] = set()
     deliveries: list[Delivery] = []
@@ -103,6 +107,11 @@ def plan_route(
                 made.append(profile)
         elif step.kind is StepKind.TRIAGE:
             triage = True
+        elif step.kind is StepKind.ANALYSE:
+            if step.argument not in PIPELINES:
+                warnings.append(f"route {route.name}: unknown analysis pipeline {step.argument!r}")
+            elif step.argument not in analyses:
+                analyses.append(step.argument)
         elif step.kind is StepKind.FORWARD:
             if step.argument not in destinations:
                 warnings.append(f"route {route.name}: unknown destination {step.argument!r}")
@@ -119,6 +128,7 @@ def plan_route(
         complete_study=route.complete_immediately,
         warnings=tuple(warnings),
         triage=triage,
+        analyses=tuple(analyses),
     )
 
 
@@ -186,6 +196,11 @@ def route_round(ctx: PipelineContext) -> int:
         ctx.audit(conn, outcome.events)
         repo.touch_series(conn, ctx.audit, _series_seen(ctx, planned))
         repo.set_archive_uids(conn, **_archive_uids(ctx, planned))
+        repo.open_analyses(conn, sorted({
+            (inst.series_instance_uid, inst.study_instance_uid, ctx.node, pipeline)
+            for inst, plan in planned for pipeline in plan.analyses
+            if inst.series_instance_uid
+        }))  # fmt: skip
         if captured:
             triage_stage.record_capture(conn, captured)
             triage_stage.defer_triage(conn, ctx.node)

@@ -106,6 +106,10 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
     )
     ctx.deid, ctx.vault = _deid(settings)
     ctx.triage = _triage(settings)
+    # Always: `radiogate analyse` may ask for an analysis no route names.
+    from dicom_nodes.pipeline.analyse import Analysis
+
+    ctx.analysis = Analysis.from_settings(settings)
     if settings.worker.metrics_port:
         registry = CollectorRegistry()
         registry.register(PipelineCollector(pool, settings.node.name))

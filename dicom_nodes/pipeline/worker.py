@@ -12,12 +12,20 @@ from __future__ import annotations
 import procrastinate
 
 from dicom_nodes.alerts.outbox import AlertContext, deliver_round
+from dicom_nodes.pipeline.analyse import analyse_round
 from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.route import route_round
 from dicom_nodes.pipeline.triage import triage_round
-from dicom_nodes.state.jobs import ALERT_TASK, CONFIRM_TASK, FORWARD_TASK, ROUTE_TASK, TRIAGE_TASK
+from dicom_nodes.state.jobs import (
+    ALERT_TASK,
+    ANALYSE_TASK,
+    CONFIRM_TASK,
+    FORWARD_TASK,
+    ROUTE_TASK,
+    TRIAGE_TASK,
+)
 
 __all__ = ["build_app"]
 
@@ -56,6 +64,13 @@ def build_app(
             total += n
         return total
 
+    @app.task(name=ANALYSE_TASK)
+    def analyse_series(node: str) -> int:
+        total = 0
+        while n := analyse_round(ctx):
+            total += n
+        return total
+
     @app.task(name=ALERT_TASK)
     def deliver_alerts(node: str) -> int:
         total = 0
@@ -63,5 +78,6 @@ def build_app(
             total += n
         return total
 
-    _ = (route_received, forward_pending, confirm_sent, triage_series, deliver_alerts)
+    _ = (route_received, forward_pending, confirm_sent, triage_series, analyse_series,
+         deliver_alerts)  # fmt: skip
     return app

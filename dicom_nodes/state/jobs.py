@@ -12,6 +12,7 @@ task                          lock (and queueing lock)           priority (highe
 ``radiogate.confirm_sent``    ``confirm:<node>:<dest>``          10
 ``radiogate.triage_series``   ``triage:<node>``                  95
 ``radiogate.deliver_alerts``  ``alerts:<node>``                  90
+``radiogate.analyse_series``  ``analyse:<node>``                 -10 (most urgent study first)
 ============================  =================================  ==========================
 
 Jobs are deferred in the transaction of the state change that makes work ready (the receiver
@@ -33,6 +34,8 @@ from dicom_nodes.state.lanes import Lane
 __all__ = [
     "ALERT_PRIORITY",
     "ALERT_TASK",
+    "ANALYSE_PRIORITY",
+    "ANALYSE_TASK",
     "CONFIRM_PRIORITY",
     "CONFIRM_TASK",
     "FORWARD_TASK",
@@ -42,6 +45,7 @@ __all__ = [
     "TRIAGE_PRIORITY",
     "TRIAGE_TASK",
     "defer_alerts",
+    "defer_analyse",
     "defer_confirm",
     "defer_forward",
     "defer_job",
@@ -59,12 +63,15 @@ FORWARD_TASK = "radiogate.forward_pending"
 CONFIRM_TASK = "radiogate.confirm_sent"
 ALERT_TASK = "radiogate.deliver_alerts"
 TRIAGE_TASK = "radiogate.triage_series"
+ANALYSE_TASK = "radiogate.analyse_series"
 ROUTE_PRIORITY = 100
 """Routing decides the lanes, so it runs before any forwarding."""
 CONFIRM_PRIORITY = 10
 """Confirming releases spool space; it runs before the routine lane's sending."""
 TRIAGE_PRIORITY = 95
 """A critical series moves its study ahead: decided before any forwarding."""
+ANALYSE_PRIORITY = -10
+"""Analysis takes what is left: the receiver's work and forwarding come first."""
 ALERT_PRIORITY = 90
 """Alerts go out before any forwarding but critical routing."""
 STALLED_AFTER = 15.0
@@ -152,6 +159,14 @@ def defer_triage(conn: Conn, node: str, when: dt.datetime | None = None) -> bool
     return defer_job(
         conn, TRIAGE_TASK, node, {"node": node}, lock_key=f"triage:{node}",
         priority=TRIAGE_PRIORITY, schedule_at=when,
+    )  # fmt: skip
+
+
+def defer_analyse(conn: Conn, node: str, when: dt.datetime | None = None) -> bool:
+    """The loop that runs the node's ready analyses, one at a time."""
+    return defer_job(
+        conn, ANALYSE_TASK, node, {"node": node}, lock_key=f"analyse:{node}",
+        priority=ANALYSE_PRIORITY, schedule_at=when,
     )  # fmt: skip
 
 

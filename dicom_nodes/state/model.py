@@ -34,6 +34,11 @@ Series (``series.state``) and its triage decision (``series_triage.state``)::
     receiving ─completed─> complete ─late-arrival─> receiving
     pending ─decided─> decided ─reopened─> pending        (a late instance: decide again)
 
+Analysis of a series by a pipeline (``series_analysis.state``)::
+
+    waiting ─started─> running ─finished─> done      running ─failed─> failed
+    running ─lost─> waiting (its worker died)        done/failed ─requested─> waiting
+
 Alert (``alert.state``) and its deliveries (``alert_delivery.state``, one per target and
 escalation level)::
 
@@ -58,6 +63,7 @@ from audit import EventOutcome, Step
 
 __all__ = [
     "ALERT",
+    "ANALYSIS",
     "DELIVERY",
     "FORWARD",
     "INSTANCE",
@@ -67,6 +73,8 @@ __all__ = [
     "TRIAGE",
     "AlertEvent",
     "AlertState",
+    "AnalysisEvent",
+    "AnalysisState",
     "DeliveryEvent",
     "DeliveryState",
     "ForwardEvent",
@@ -148,6 +156,16 @@ class TriageState(StrEnum):
     DECIDED = "decided"
 
 
+class AnalysisState(StrEnum):
+    """``series_analysis.state``: one pipeline's analysis of one series."""
+
+    WAITING = "waiting"
+    """Until the series is complete and in the archive, then until a worker takes it."""
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class AlertState(StrEnum):
     """``alert.state``."""
 
@@ -206,6 +224,16 @@ class TriageEvent(StrEnum):
     DECIDED = "decided"
     REOPENED = "reopened"
     """A late instance arrived: decide again."""
+
+
+class AnalysisEvent(StrEnum):
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    LOST = "lost"
+    """Its worker died: waiting again."""
+    REQUESTED = "requested"
+    """Run again (``radiogate analyse``)."""
 
 
 class AlertEvent(StrEnum):
@@ -361,6 +389,22 @@ TRIAGE: Machine[TriageState, TriageEvent] = Machine(
     },
 )
 
+AN = AnalysisState
+ANALYSIS: Machine[AnalysisState, AnalysisEvent] = Machine(
+    "analysis",
+    "series_analysis",
+    ("analysis_id",),
+    AnalysisState,
+    AnalysisEvent,
+    {
+        AnalysisEvent.STARTED: _t({AN.WAITING}, AN.RUNNING, Step.ANALYSIS_STARTED),
+        AnalysisEvent.FINISHED: _t({AN.RUNNING}, AN.DONE, Step.ANALYSED),
+        AnalysisEvent.FAILED: _t({AN.RUNNING}, AN.FAILED, Step.ANALYSIS_FAILED, _FAILED),
+        AnalysisEvent.LOST: _t({AN.RUNNING}, AN.WAITING, Step.ANALYSIS_REQUESTED, _MINOR),
+        AnalysisEvent.REQUESTED: _t({AN.DONE, AN.FAILED}, AN.WAITING, Step.ANALYSIS_REQUESTED),
+    },
+)
+
 A, D = AlertState, DeliveryState
 
 ALERT: Machine[AlertState, AlertEvent] = Machine(
@@ -392,9 +436,9 @@ DELIVERY: Machine[DeliveryState, DeliveryEvent] = Machine(
 
 MACHINES: tuple[Machine[InstanceState, InstanceEvent] | Machine[ForwardState, ForwardEvent]
                 | Machine[StudyState, StudyEvent] | Machine[SeriesState, SeriesEvent]
-                | Machine[TriageState, TriageEvent] | Machine[AlertState, AlertEvent]
-                | Machine[DeliveryState, DeliveryEvent], ...] = (
-    INSTANCE, FORWARD, STUDY, SERIES, TRIAGE, ALERT, DELIVERY)  # fmt: skip
+                | Machine[TriageState, TriageEvent] | Machine[AnalysisState, AnalysisEvent]
+                | Machine[AlertState, AlertEvent] | Machine[DeliveryState, DeliveryEvent], ...] = (
+    INSTANCE, FORWARD, STUDY, SERIES, TRIAGE, ANALYSIS, ALERT, DELIVERY)  # fmt: skip
 
 WAITING: frozenset[ForwardState] = frozenset({F.PENDING, F.SENT})
 """Item states in which a destination still has to receive or confirm the instance."""

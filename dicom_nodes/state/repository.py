@@ -33,6 +33,7 @@ from psycopg import sql
 from audit import EventOutcome, Step
 from dicom_nodes.state.model import (
     ALERT,
+    ANALYSIS,
     DELIVERY,
     FORWARD,
     INSTANCE,
@@ -40,6 +41,7 @@ from dicom_nodes.state.model import (
     STUDY,
     TRIAGE,
     AlertEvent,
+    AnalysisEvent,
     DeliveryEvent,
     ForwardEvent,
     ForwardState,
@@ -66,9 +68,11 @@ __all__ = [
     "mark_triage_early",
     "no_audit",
     "note_series_facts",
+    "open_analyses",
     "promote_study_items",
     "promote_study_lanes",
     "record_generated",
+    "set_analysis_results",
     "set_archive_uids",
     "set_triage_results",
     "touch_series",
@@ -160,6 +164,12 @@ _ASSIGN: dict[tuple[str, str], str] = {
         " flagged = ARRAY(SELECT jsonb_array_elements_text(v.flagged)),"
         " early = v.early, decisions = t.decisions + 1, decided_at = clock_timestamp()"
     ),
+    (ANALYSIS.name, AnalysisEvent.STARTED): (
+        "runs = t.runs + 1, started_at = clock_timestamp(), finished_at = NULL, error = ''"
+    ),
+    (ANALYSIS.name, AnalysisEvent.FINISHED): "finished_at = clock_timestamp()",
+    (ANALYSIS.name, AnalysisEvent.FAILED): "finished_at = clock_timestamp(), error = v.error",
+    (ANALYSIS.name, AnalysisEvent.LOST): "error = v.error",
     (ALERT.name, AlertEvent.ESCALATED): (
         "level = t.level + 1, escalate_at = clock_timestamp() + make_interval(secs => v.delay)"
     ),
@@ -190,6 +200,7 @@ _SOURCE_ROWS: dict[str, tuple[str, str, str]] = {
     "study": ("", "", "'', t.study_instance_uid, ''"),
     "series": ("", "", "'', t.study_instance_uid, ''"),
     "triage": ("", "", "'', t.study_instance_uid, ''"),
+    "analysis": ("", "", "'', t.study_instance_uid, ''"),
     "alert": ("", "", "'', t.study_instance_uid, ''"),
     "alert delivery": (
         ", alert a",
@@ -640,3 +651,35 @@ def set_archive_uids(conn: Conn, *, studies: Mapping[str, str], series: Mapping[
                WHERE series_instance_uid = %s AND archive_series_uid IS DISTINCT FROM %s""",
             [(a, o, a) for o, a in series.items()],
         )
+
+
+def open_analyses(conn: Conn, rows: Sequence[tuple[str, str, str, str]]) -> None:
+    """Create ``waiting`` analyses of (series, study, node, pipeline) unless they exist."""
+    if rows:
+        conn.cursor().executemany(
+            """INSERT INTO series_analysis (analysis_id, series_instance_uid,
+                   study_instance_uid, node, pipeline)
+               VALUES (%s || ':' || %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
+            [(series, pipeline, series, study, node, pipeline)
+             for series, study, node, pipeline in rows],
+        )  # fmt: skip
+
+
+def set_analysis_results(
+    conn: Conn,
+    analysis_id: str,
+    *,
+    seg: tuple[str, str] | None,
+    sr: tuple[str, str] | None,
+    parameter_hash: str,
+    pyradiomics_version: str,
+) -> None:
+    """Name a finished run's SEG and SR (series UID, SOP Instance UID) and its versions."""
+    conn.execute(
+        """UPDATE series_analysis SET seg_series_uid = %s, seg_sop_instance_uid = %s,
+               sr_series_uid = %s, sr_sop_instance_uid = %s, parameter_hash = %s,
+               pyradiomics_version = %s
+           WHERE analysis_id = %s""",
+        (seg[0] if seg else None, seg[1] if seg else None, sr[0] if sr else None,
+         sr[1] if sr else None, parameter_hash, pyradiomics_version, analysis_id),
+    )  # fmt: skip

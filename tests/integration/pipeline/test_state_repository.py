@@ -16,7 +16,15 @@ import pytest
 from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.state import FORWARD, INSTANCE, STUDY, Change, InvalidTransition
 from dicom_nodes.state import repository as repo
-from dicom_nodes.state.model import ALERT, DELIVERY, MACHINES, SERIES, TRIAGE, Machine
+from dicom_nodes.state.model import (
+    ALERT,
+    ANALYSIS,
+    DELIVERY,
+    MACHINES,
+    SERIES,
+    TRIAGE,
+    Machine,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +80,20 @@ def _row(conn: psycopg.Connection[Any], machine: Machine[Any, Any], state: str) 
                 (uid, state),
             )
         return (uid,)
+    if machine is ANALYSIS:
+        uid = f"2.25.{uuid.uuid4().int}"
+        conn.execute(
+            """INSERT INTO series (series_instance_uid, study_instance_uid, node)
+               VALUES (%s, '1.2.3', 'node1')""",
+            (uid,),
+        )
+        conn.execute(
+            """INSERT INTO series_analysis (analysis_id, series_instance_uid,
+                   study_instance_uid, node, pipeline, state)
+               VALUES (%s, %s, '1.2.3', 'node1', 'chest-ct', %s)""",
+            (uid + ":chest-ct", uid, state),
+        )
+        return (uid + ":chest-ct",)
     if machine is ALERT or machine is DELIVERY:
         alert_id = uuid.uuid4().hex[:16]
         conn.execute(

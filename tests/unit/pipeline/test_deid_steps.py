@@ -69,11 +69,14 @@ def test_plan_is_pure_and_orders_versions_by_step() -> None:
 
 
 def test_plan_warns_about_unknown_destinations_and_steps() -> None:
-    route = RouteSettings(steps=["forward:nowhere", "analyse:chest", "forward:a"])
+    route = RouteSettings(
+        steps=["forward:nowhere", "analyse:brain", "analyse:chest-ct", "forward:a"]
+    )
     plan = plan_route(FACTS, route, [], destinations=DESTINATIONS, profiles=())
     assert plan.deliveries == (Delivery("a"),)
+    assert plan.analyses == ("chest-ct",)
     assert len(plan.warnings) == 2
-    assert "nowhere" in plan.warnings[0] and "analyse:chest" in plan.warnings[1]
+    assert "nowhere" in plan.warnings[0] and "pipeline 'brain'" in plan.warnings[1]
 
 
 def test_forward_steps_send_the_version_made_before_them() -> None:

@@ -1,0 +1,40 @@
+"""Settings of analysis (``analyse:<pipeline>`` route steps): where the archive is, and how much
+time, CPU and memory a job may take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["AnalysisSettings", "PreviousResults"]
+
+
+class PreviousResults(StrEnum):
+    REPLACE = "replace"
+    """A re-run deletes the earlier run's result series from the archive before storing."""
+    KEEP = "keep"
+    """A re-run stores next to them (identical results keep their UIDs: one copy)."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> PreviousResults | None:
+        text = str(value).strip().lower()
+        return next((m for m in cls if m.value == text), None)
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    archive_url: str = ""
+    """The archive's REST API that analysis reads series from and stores results into (empty:
+    the Orthanc ``radiogate run`` manages)."""
+    credentials_file: str = ""
+    """``user:password`` file of that API (empty: the managed Orthanc's,
+    ``orthanc.credentials_file``)."""
+    time_limit: float = 900.0
+    """Seconds a job may run before it is stopped and failed."""
+    processes: int = 1
+    """pyradiomics processes per job (segments in parallel)."""
+    nice: int = 10
+    """Scheduling niceness of the analysis process: the receiver and forwarding come first."""
+    previous: PreviousResults = PreviousResults.REPLACE
+    parameters: str = "ct_ibsi"
+    """The shipped pyradiomics parameter set (analysis/radiomics/data/<name>.yaml)."""

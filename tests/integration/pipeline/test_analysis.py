@@ -1,0 +1,154 @@
+"""The lung1 chest CT end to end: storescu → Radiogate (de-identified) → Orthanc → analysis →
+SEG and TID 1500 SR in the same study in Orthanc, values in the feature store; the tumour comes
+from another tool's SEG in the archive; a re-run replaces the earlier results."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from analysis.radiomics.volume import build_volume, slice_input
+from analysis.results import (
+    Algorithm,
+    GraphicType,
+    PlanarRegion,
+    Provenance,
+    SegmentResult,
+    build_segmentation,
+    to_bytes,
+)
+from dicom_nodes.services.orthanc import ManagedOrthanc
+from tests.support import dcmtk
+from tests.support.data import DATA, extract_ct
+from tests.support.pipeline import Node, orthanc_get
+from tests.unit.radiomics.conftest import read_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+ROUTES = """
+[[routes]]
+name = "chest"
+steps = ["deidentify:basic", "forward:archive"]
+"""
+
+
+def _archived_series(orthanc: ManagedOrthanc) -> list[pydicom.Dataset]:
+    (study,) = orthanc_get(orthanc, "/studies")
+    series = orthanc_get(orthanc, f"/studies/{study}/series?expand")
+    (ct,) = [s for s in series if s["MainDicomTags"].get("Modality") == "CT"]
+    return [pydicom.dcmread(io.BytesIO(orthanc_get(orthanc, f"/instances/{i}/file")))
+            for i in ct["Instances"]]  # fmt: skip
+
+
+def _other_tools_seg(datasets: list[pydicom.Dataset]) -> bytes:
+    """The tumour outlined by another tool, on the archived (de-identified) series."""
+    result = build_volume([slice_input(ds) for ds in datasets])
+    assert result.volume is not None
+    ordered = [datasets[i] for i in result.order]
+    label, _ = read_image(DATA / "lung1_label.nrrd")
+    mask = label == 1
+    key = int(np.argmax(mask.sum(axis=(1, 2))))
+    rows, cols = np.nonzero(mask[key])
+    box = PlanarRegion(GraphicType.POLYGON, ((cols.min(), rows.min()), (cols.max(), rows.min()),
+                                              (cols.max(), rows.max())))  # fmt: skip
+    segment = SegmentResult(
+        1, "GTV", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm, generate_uid(),
+        "gtv", key_slice=str(ordered[key].SOPInstanceUID), region=box,
+    )  # fmt: skip
+    seg = build_segmentation(ordered, [segment], {1: mask},
+                             Algorithm("outliner", "2", parameter_hash="1" * 64),
+                             Provenance(software_version="2"))  # fmt: skip
+    seg.SeriesDescription = "Outlines"
+    return to_bytes(seg)
+
+
+def test_chest_ct_analysis_end_to_end(
+    fresh_dsn: str, tmp_path: Path, orthanc: ManagedOrthanc
+) -> None:
+    files = extract_ct(tmp_path / "ct")
+    original_study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    extra = f"""
+[analysis]
+archive_url = "{orthanc.url}"
+credentials_file = "{orthanc.credentials_path}"
+time_limit = 600.0
+{ROUTES}"""
+    secrets = {
+        "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
+        "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    node = Node(fresh_dsn, tmp_path / "node", orthanc, extra_toml=extra, extra_env=secrets)
+    node.start()
+    try:
+        assert node.scp is not None
+        env = node.scp.env()
+        sent = subprocess.run(
+            [dcmtk("storescu"), "-aet", "CT1", "-aec", "RADIOGATE", "127.0.0.1",
+             str(node.scp.port), *map(str, files)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        node.wait_released(len(files))
+        archived = _archived_series(orthanc)
+        assert original_study not in {str(ds.StudyInstanceUID) for ds in archived}
+        orthanc.request("/instances", method="POST", body=_other_tools_seg(archived))
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "dicom_nodes.cli", *args],
+                                  capture_output=True, text=True, env=env, check=False)  # fmt: skip
+
+        # The route has no analyse step: an admin asks for it (the worker reads the archive).
+        assert cli("analyse", original_study).stdout.strip() == "1 analyses requested"
+        node.wait_for(lambda: node.query("SELECT state FROM series_analysis")
+                      in ([("done",)], [("failed",)]), timeout=600)  # fmt: skip
+        state, error, seg_uid, sr_uid, runs = node.query(
+            "SELECT state, error, seg_sop_instance_uid, sr_sop_instance_uid, runs "
+            "FROM series_analysis")[0]  # fmt: skip
+        assert (state, error, runs) == ("done", "", 1)
+        # SEG and SR are in the same study in the archive, and valid.
+        (study,) = orthanc_get(orthanc, "/studies")
+        series = orthanc_get(orthanc, f"/studies/{study}/series?expand")
+        ours = {s["MainDicomTags"]["SeriesDescription"]: s for s in series
+                if s["MainDicomTags"].get("SeriesDescription", "").startswith("Radiogate")}  # fmt: skip
+        assert set(ours) == {"Radiogate segmentation", "Radiogate measurements"}
+        sr_id = ours["Radiogate measurements"]["Instances"][0]
+        sr = pydicom.dcmread(io.BytesIO(orthanc_get(orthanc, f"/instances/{sr_id}/file")))
+        assert str(sr.SOPInstanceUID) == sr_uid
+        report = hd.sr.Comprehensive3DSR.from_dataset(sr)
+        groups = report.content.get_volumetric_roi_measurement_groups()
+        assert len(groups) == 3  # right lung, left lung, the tumour from the other tool's SEG
+        assert len(report.content.get_planar_roi_measurement_groups()) == 1
+        # The feature store holds the same values, with what they were computed with.
+        rows = node.query(
+            "SELECT segment_label, feature, value, parameter_hash, pyradiomics_version, "
+            "sr_sop_instance_uid FROM feature_value WHERE run = 1")  # fmt: skip
+        labels = {r[0] for r in rows}
+        assert labels == {"Right lung", "Left lung", "GTV"}
+        assert {r[5] for r in rows} == {sr_uid} and all(len(r[3]) == 64 for r in rows)
+        volumes = {r[0]: r[2] for r in rows if r[1] == "lung_volume_ml"}
+        assert 500 < volumes["Right lung"] + volumes["Left lung"] < 8000
+        assert seg_uid is not None
+        # Again: a new run, and the earlier results are replaced, not duplicated.
+        assert cli("analyse", original_study).stdout.strip() == "1 analyses requested"
+        node.wait_for(lambda: node.query("SELECT state, runs FROM series_analysis")
+                      == [("done", 2)], timeout=600)  # fmt: skip
+        series = orthanc_get(orthanc, f"/studies/{study}/series?expand")
+        descriptions = sorted(s["MainDicomTags"].get("SeriesDescription", "") for s in series)
+        assert descriptions.count("Radiogate segmentation") == 1
+        steps = [s for (s,) in node.query("SELECT step FROM audit_pending ORDER BY id")
+                 if s.startswith("analys")]  # fmt: skip
+        assert steps == ["analysis-started", "analysed", "analysis-requested",
+                         "analysis-started", "analysed"]  # fmt: skip
+    finally:
+        node.stop()
