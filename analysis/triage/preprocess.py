@@ -55,6 +55,19 @@ def axis_weights(
     return w, usable
 
 
+def _taps(weights: Array) -> tuple[npt.NDArray[np.intp], Array]:
+    """The non-zero part of each row of a resampling matrix (they are contiguous), as input
+    indices and weights of one width (``(n_out, taps)``; padding taps have weight 0)."""
+    nonzero = weights > 0
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), 0)
+    taps = max(1, int(nonzero.sum(axis=1).max()))
+    index = np.minimum(first[:, None] + np.arange(taps), weights.shape[1] - 1)
+    tap_weights = np.take_along_axis(weights, index, axis=1)
+    # A clipped index repeats the last column: its weight counts once only.
+    tap_weights[first[:, None] + np.arange(taps) > weights.shape[1] - 1] = 0.0
+    return index, tap_weights
+
+
 def resample_to_spacing(
     slice_hu: npt.NDArray[np.generic],
     pixel_spacing: Sequence[float],
@@ -63,19 +76,25 @@ def resample_to_spacing(
     pad_hu: float,
 ) -> Array:
     """*slice_hu* resampled to square pixels of *target_mm*, centred in *size* (rows, columns),
-    padded with *pad_hu* (step 2 of the module docstring)."""
+    padded with *pad_hu* (step 2 of the module docstring).
+
+    Each output value is the weighted sum over its filter's taps only (about 15 per axis when
+    0.6 mm pixels become 4 mm ones), gathered with numpy indexing rather than a dense matrix
+    product: a dense product does some 30 times the arithmetic and runs in BLAS threads, which
+    compete with onnxruntime's on a busy machine.
+    """
     rows_w, rows_in = axis_weights(slice_hu.shape[0], pixel_spacing[0], size[0], target_mm)
     cols_w, cols_in = axis_weights(slice_hu.shape[1], pixel_spacing[1], size[1], target_mm)
-    # Only input rows and columns with some weight take part: fewer multiplications when the
-    # field of view is larger than the output's.
-    r = np.flatnonzero(rows_w.any(axis=0))
-    c = np.flatnonzero(cols_w.any(axis=0))
     out = np.full(size, pad_hu, dtype=np.float64)
-    if r.size and c.size:
-        block = np.asarray(slice_hu[r[0] : r[-1] + 1, c[0] : c[-1] + 1], dtype=np.float64)
-        values = rows_w[:, r[0] : r[-1] + 1] @ block @ cols_w[:, c[0] : c[-1] + 1].T
-        inside = rows_in[:, None] & cols_in[None, :]
-        out[inside] = values[inside]
+    if not rows_in.any() or not cols_in.any():
+        return out
+    r_index, r_weight = _taps(rows_w)
+    c_index, c_weight = _taps(cols_w)
+    image = np.asarray(slice_hu, dtype=np.float64)
+    by_rows = np.einsum("rt,rtc->rc", r_weight, image[r_index])
+    values = np.einsum("ct,rct->rc", c_weight, by_rows[:, c_index])
+    inside = rows_in[:, None] & cols_in[None, :]
+    out[inside] = values[inside]
     return out
 
 
