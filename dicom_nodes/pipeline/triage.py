@@ -51,8 +51,7 @@ from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import defer_forward
 
 if TYPE_CHECKING:
-    from analysis.triage.model import TriageModel  # type: ignore[import-not-found]
-
+    from analysis.triage.model import TriageModel
     from dicom_nodes.pipeline.claims import ReceivedInstance
     from dicom_nodes.pipeline.context import PipelineContext
     from dicom_nodes.pipeline.route import RoutePlan
@@ -91,13 +90,12 @@ class Triage:
     @classmethod
     def from_settings(cls, settings: Any) -> Triage:
         """Models from ``triage.models`` ('builtin': the shipped demonstration model)."""
-        from analysis.triage import BUILTIN_CARD  # type: ignore[import-not-found]
+        from analysis.triage import DEFAULT_CARD
         from analysis.triage.model import load_model
-
         from config import data_path, settings_to_dict
 
         t = settings.triage
-        cards = [BUILTIN_CARD if m == "builtin" else data_path(settings, m) for m in t.models]
+        cards = [DEFAULT_CARD if m == "builtin" else data_path(settings, m) for m in t.models]
         models = [load_model(card, threads=t.threads) for card in cards]
         pseudonymiser = None
         try:
@@ -368,7 +366,7 @@ def _model_result(
     """The model's lane, the series score and the flagged SOP Instance UIDs."""
     if not model_doc or not scores:
         return None, None, ()
-    from analysis.triage.series import aggregate  # type: ignore[import-not-found]
+    from analysis.triage.series import aggregate
 
     model = next((m for m in triage.models if m.identity.blake3 == model_doc.get("blake3")), None)
     if model is None:
@@ -426,7 +424,7 @@ def _lowest_critical(triage: Triage) -> float:
 
 
 def _critical(model: TriageModel) -> Any:
-    from analysis.triage.lanes import Lane as ModelLane  # type: ignore[import-not-found]
+    from analysis.triage.lanes import Lane as ModelLane
 
     return ModelLane.CRITICAL
 
