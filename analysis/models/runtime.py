@@ -91,7 +91,11 @@ def session(path: Path, blake3_hex: str, threads: int | None = None) -> Session:
     return found
 
 
-def clear_sessions() -> None:
-    """Forget every session (tests; a process that replaces its model files)."""
+def clear_sessions(path: Path | None = None) -> None:
+    """Forget the session of the model file at *path*, or every session (a process that
+    replaces its model files; tests)."""
     with _LOCK:
-        _SESSIONS.clear()
+        if path is None:
+            _SESSIONS.clear()
+        else:
+            _SESSIONS.pop(path.resolve(), None)
