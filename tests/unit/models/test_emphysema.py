@@ -4,10 +4,13 @@ report values are valid, and a real chest CT goes through end to end."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import math
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -25,9 +28,11 @@ from analysis.radiomics import (
     segment_lungs,
 )
 from analysis.radiomics.volume import slice_input
-from analysis.results import ModelOutput
+from analysis.results import ModelOutput, build_measurement_report
 from tests.support.data import extract_ct
 from tests.unit.models.conftest import vector
+from tests.unit.results.roundtrip import write_and_read
+from tests.unit.results.synthetic import EXTRACTOR, PROVENANCE
 
 
 def _features(model: TabularModel, values: np.ndarray) -> dict[str, float | None]:
@@ -138,3 +143,37 @@ def test_a_real_chest_ct_end_to_end(model: TabularModel, lung1: Any) -> None:
     assert flagged.value == pytest.approx(prediction.value, abs=5.0)
     with pytest.raises(WrongParameters):
         lung_inputs(features, region, "0" * 64)
+
+
+def test_prediction_goes_into_the_measurement_report(
+    model: TabularModel, fixture: dict[str, Any], study: dict[str, Any]
+) -> None:
+    """The outputs, their attributions and the imputed inputs in a TID 1500 report, read back."""
+    features = _features(model, vector(fixture["vectors"][2]))
+    features["original_glcm_Idm"] = None
+    prediction = model.predict(features)
+    imputed, _ = imputed_measurements(prediction)
+    right = dataclasses.replace(
+        study["segments"][0],
+        measurements=(*study["segments"][0].measurements, *imputed),
+        model_outputs=prediction.model_outputs(),
+    )
+    segments = [right, *study["segments"][1:]]
+    sr = build_measurement_report(
+        study["source"], study["segmentation"], segments, EXTRACTOR, PROVENANCE
+    )
+    data, _ = write_and_read(sr)
+    back = hd.sr.srread(io.BytesIO(data))
+    assert "(not for clinical use)" in back.SeriesDescription
+    (group,) = back.content.get_volumetric_roi_measurement_groups(tracking_uid=right.tracking_uid)
+    found = {m.name.value: m for m in group.get_measurements()}
+    extent = found["EMPHYSEMA-EXT"]
+    assert extent.value == pytest.approx(prediction.value)
+    assert found["EMPHYSEMA-GRADE"].value == prediction.grade.value
+    assert found["WF0Z"].method.value == "IMPUTED"
+    names = [
+        item.ContentSequence[0].TextValue
+        for item in extent[0].ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeValue == "FEATURE-ATTRIB"
+    ]
+    assert names == [a.feature for a in prediction.attributions]
