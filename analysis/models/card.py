@@ -2,7 +2,7 @@
 what it gives, how well it did, and the file it is.
 
 A card is a JSON file next to its ONNX model (``data/<name>.card.json``); ``docs/models.md``
-lists every key. This module parses and validates the card's content; the checks that need the
+lists its keys. This module parses and validates the card's content; the checks that need the
 model file (its BLAKE3) are made when the model is loaded (:mod:`.runtime`). Every problem
 raises :class:`ModelCardError` naming the card and the dotted key, and unknown keys are errors
 too (a misspelt key would otherwise be ignored).
@@ -275,14 +275,13 @@ def _grades(top: _Table) -> tuple[Grade, ...]:
     out: list[Grade] = []
     items = top.tables("grades", {"value", "label", "below"})
     for i, item in enumerate(items):
-        last = i == len(items) - 1
-        below = None if last and item.data.get("below") is None else item.number("below")
-        if not last and below is None:
-            raise item.error("below", "only the last grade may have no upper bound")
-        if last and below is not None:
+        below: float | None = None
+        if i < len(items) - 1:
+            below = item.number("below")  # a band below the last has an upper bound
+            if out and out[-1].below is not None and below <= out[-1].below:
+                raise item.error("below", "bands must increase")
+        elif item.raw("below") is not None:
             raise item.error("below", "the last grade has no upper bound (null)")
-        if out and below is not None and out[-1].below is not None and below <= out[-1].below:
-            raise item.error("below", "bands must increase")
         value = item.raw("value")
         if isinstance(value, bool) or not isinstance(value, int) or value != i:
             raise item.error("value", f"must be {i} (grades are numbered in order from 0)")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -183,13 +182,3 @@ class Gain:
         imputed = m * x + (1 - m) * out
         result: Array = imputed * self.span + self.low
         return np.where(np.isnan(data), result, data)
-
-    def state(self) -> dict[str, Any]:
-        """The generator's arrays (what inference needs), for saving."""
-        assert self.generator is not None and self.low is not None and self.span is not None
-        return {
-            "low": self.low.tolist(),
-            "span": self.span.tolist(),
-            "weights": [w.tolist() for w in self.generator.weights],
-            "biases": [b.tolist() for b in self.generator.biases],
-        }

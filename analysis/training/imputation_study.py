@@ -41,6 +41,7 @@ from analysis.training.gain import Gain, GainSettings
 
 __all__ = [
     "METHODS",
+    "Fold",
     "MethodResult",
     "Scenario",
     "StudyResult",
@@ -48,6 +49,7 @@ __all__ = [
     "make_imputer",
     "mask_for",
     "standard_scenarios",
+    "summary",
 ]
 
 Array = npt.NDArray[np.float64]
