@@ -212,14 +212,7 @@ class MeasurementRow:
         coded values as records (dicts of their fields), absent ones as None."""
         ref = self.reference
         volumetric = self.segment_number is not None
-        codes_ = {
-            "Quantity": self.quantity,
-            "derivationModifier": self.derivation,
-            "Units": self.units,
-            "finding": self.finding,
-            "findingSite": self.finding_site,
-            "lateralityModifier": self.laterality,
-        }
+        coded = self._coded()
         plain: dict[str, object] = {
             "PatientID": ref.patient_id,
             "SOPInstanceUID": ref.sop_instance_uid,
@@ -244,22 +237,35 @@ class MeasurementRow:
         out: dict[str, object] = {}
         for column in (*IDC_COLUMNS, *PROVENANCE_COLUMNS):
             if column in CODE_COLUMNS:
-                coded = codes_[column]
-                out[column] = None if coded is None else coded.record(column)
+                value = coded[column]
+                out[column] = None if value is None else value.record(column)
             else:
                 out[column] = plain[column]
         return out
 
     def flat(self) -> dict[str, object]:
         """The row by :data:`CSV_COLUMNS` (records spread over dotted columns)."""
+        coded = self._coded()
         out: dict[str, object] = {}
         for column, value in self.record().items():
             if column in CODE_COLUMNS:
+                record = coded[column]
+                fields = record.record(column) if record is not None else {}
                 for part in CODE_COLUMNS[column]:
-                    out[f"{column}.{part}"] = None if value is None else value[part]  # type: ignore[index]
+                    out[f"{column}.{part}"] = fields.get(part)
             else:
                 out[column] = value
         return out
+
+    def _coded(self) -> dict[str, CodedValue | None]:
+        return {
+            "Quantity": self.quantity,
+            "derivationModifier": self.derivation,
+            "Units": self.units,
+            "finding": self.finding,
+            "findingSite": self.finding_site,
+            "lateralityModifier": self.laterality,
+        }
 
 
 _AREA: Code = codes.SCT.Area
