@@ -6,4 +6,17 @@ writer, jobs), ``deid`` (de-identification), ``forward`` (destinations), ``pipel
 stages after reception), ``services`` (the private PostgreSQL and Orthanc, ``radiogate run``).
 """
 
-__all__ = ["db", "deid", "forward", "pipeline", "scp", "services", "spool", "state"]
+__all__ = [
+    "accelerator",
+    "alerts",
+    "db",
+    "deid",
+    "dimse",
+    "features",
+    "forward",
+    "pipeline",
+    "scp",
+    "services",
+    "spool",
+    "state",
+]

@@ -25,6 +25,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from analysis.models.emphysema import imputed_measurements
 from analysis.radiomics.codes import Concept, measurements
 from analysis.radiomics.features import PYRADIOMICS_VERSION, Segment, SegmentFeatures, extract
 from analysis.radiomics.lung import LungLabel, LungMeasures, lung_measures, segment_lungs
@@ -237,9 +239,12 @@ def analyse_chest_ct(
     processes: int = 1,
     created: dt.datetime | None = None,
     uid_root: str = "",
+    models: bool = True,
 ) -> ChestCtResult:
     """Analyse one chest CT series (its datasets, any order); *lesions* are masks in volume
-    order, or SEG / RTSTRUCT datasets outlining them."""
+    order, or SEG / RTSTRUCT datasets outlining them. With *models*, each lung also gets the
+    emphysema model's output (:mod:`analysis.models.emphysema`) with its top attributions, and
+    the inputs it imputed are reported as imputed measurements."""
     volume, ordered = _order(source)
     if not isinstance(lesions, Mapping):
         found: dict[str, npt.NDArray[np.bool_]] = {}
@@ -270,6 +275,8 @@ def analyse_chest_ct(
     lung_rows = _lung_rows(measures)
     results: list[SegmentResult] = []
     rows: list[FeatureRow] = []
+    by_number = {n: f for (n, _l, _m), f in zip(named, features, strict=True)}
+    predictions = _predictions(by_number, measures) if models else {}
     for (number, label, mask), feats in zip(named, features, strict=True):
         tracking = _tracking_uid(uid_root, series_uid, number)
         mapped, _unmapped = measurements(feats) if not feats.missing.get("*") else ([], [])
@@ -302,8 +309,42 @@ def analyse_chest_ct(
             if (concept, derivation) not in keys:  # mean lung density = radiomics' mean HU
                 measured.append(Measurement(concept, value, unit, derivation))
             rows.append(FeatureRow(number, label, tracking, name, concept, unit, derivation, value))
+        outputs: tuple[Any, ...] = ()
+        if number in predictions:
+            prediction = predictions[number]
+            outputs = prediction.model_outputs()
+            imputed, without = imputed_measurements(prediction)
+            names = [n for n in prediction.imputed if n not in set(without)]
+            keys = {m.key for m in measured}
+            measured += [m for m in imputed if m.key not in keys]
+            rows += [
+                FeatureRow(number, label, tracking, name, m.concept, m.unit, m.derivation,
+                           m.value, imputed=True)
+                for name, m in zip(names, imputed, strict=True)
+            ]  # fmt: skip
+            rows += [
+                FeatureRow(
+                    number,
+                    label,
+                    tracking,
+                    f"model:{o.concept.meaning}",
+                    o.concept,
+                    o.unit,
+                    None,
+                    o.value,
+                )
+                for o in outputs
+            ]
         results.append(
-            _segment(number, label, tracking, mask=mask, ordered=ordered, measured=measured)
+            _segment(
+                number,
+                label,
+                tracking,
+                mask=mask,
+                ordered=ordered,
+                measured=measured,
+                outputs=outputs,
+            )
         )
     algorithm = Algorithm("radiogate-chest-ct", _version(), parameter_hash=params.blake3)
     masks = {number: mask for number, _l, mask in named}
@@ -317,6 +358,20 @@ def analyse_chest_ct(
         params.blake3,
         flags=tuple(sorted(f.value for f in lungs.flags)),
     )
+
+
+def _predictions(features: Mapping[int, SegmentFeatures], measures: LungMeasures) -> dict[int, Any]:
+    """The emphysema model's prediction per lung (segment 1 right, 2 left)."""
+    from analysis.models.emphysema import load_emphysema_model, lung_inputs
+
+    model = load_emphysema_model(threads=1)
+    out: dict[int, Any] = {}
+    for number, region in ((1, measures.right), (2, measures.left)):
+        if region is None or number not in features:
+            continue
+        inputs = lung_inputs(features[number], region, model.card.parameters.blake3)
+        out[number] = model.predict(inputs)
+    return out
 
 
 def _missing_rows(
@@ -354,6 +409,7 @@ def _segment(
     mask: npt.NDArray[np.bool_],
     ordered: Sequence[Dataset],
     measured: list[Measurement],
+    outputs: tuple[Any, ...] = (),
 ) -> SegmentResult:
     if number <= 2:
         laterality = codes.SCT.Right if number == 1 else codes.SCT.Left
@@ -367,6 +423,7 @@ def _segment(
             tuple(measured),
             laterality=laterality,
             finding_site=codes.SCT.Lung,
+            model_outputs=outputs,
         )
     areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
     key = int(np.argmax(areas))

@@ -289,7 +289,7 @@ def _series_seen(
         by_series[inst.series_instance_uid] = repo.SeriesSeen(
             inst.series_instance_uid, inst.study_instance_uid, ctx.node, inst.modality,
             (seen.count if seen else 0) + 1, latest,
-            plan.route if plan.triage and ctx.triage is not None else
+            plan.route if triage_stage.triaged(inst, plan) and ctx.triage is not None else
             (seen.triage_route if seen else ""),
         )  # fmt: skip
     return sorted(by_series.values(), key=lambda s: s.series_uid)

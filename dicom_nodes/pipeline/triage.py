@@ -160,6 +160,17 @@ def _read(path: Path) -> tuple[Any, np.ndarray | None, tuple[str, ...]]:
     return ds, frame.astype(np.float32) * slope + intercept, ()
 
 
+NOT_IMAGES = frozenset({"SR", "KO", "PR", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD",
+                        "DOC", "REG", "FID", "AU", "ECG"})  # fmt: skip
+"""Modalities of objects that are not images: a triage step leaves them (and their series)
+alone, including the triage SR and KOS Radiogate writes itself."""
+
+
+def triaged(inst: ReceivedInstance, plan: RoutePlan) -> bool:
+    """Whether *inst* is triaged: its route has a triage step and it is an image."""
+    return plan.triage and inst.modality.upper() not in NOT_IMAGES
+
+
 def capture(
     triage: Triage, planned: Sequence[tuple[ReceivedInstance, RoutePlan]]
 ) -> list[tuple[str, Captured]]:
@@ -168,7 +179,7 @@ def capture(
     out: list[tuple[str, Captured]] = []
     batches: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
     for inst, plan in planned:
-        if not plan.triage:
+        if not triaged(inst, plan):
             continue
         try:
             ds, hu, problems = _read(inst.spool_path)

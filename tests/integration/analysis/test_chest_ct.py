@@ -176,3 +176,46 @@ def test_seg_and_report_are_valid_and_carry_the_groups(
     assert tracking == {str(s.TrackingUID) for s in seg.SegmentSequence}
     planar = report.content.get_planar_roi_measurement_groups()
     assert len(planar) == 1  # the tumour's key-slice ellipse (OHIF draws it)
+
+
+def test_lungs_carry_the_emphysema_model_with_attributions(analysed: ChestCtResult) -> None:
+    outputs = {(r.segment_number, r.feature): r.value for r in analysed.rows
+               if r.feature.startswith("model:")}  # fmt: skip
+    assert {n for n, _f in outputs} == {1, 2}
+    report = hd.sr.Comprehensive3DSR.from_dataset(analysed.sr)
+    text = str(report)
+    assert "Feature attribution" in text or "FEATURE-ATTRIB" in text
+
+
+def test_features_that_failed_are_imputed_and_flagged(
+    lung1: tuple[list[Dataset], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A feature class that failed on the lungs: the model's imputer fills it in, and the
+    feature store and the report say which values were imputed."""
+    import dataclasses
+
+    import analysis.pipelines.chest_ct as chest_ct
+
+    real = chest_ct.extract
+
+    def failing_glcm(*args: Any, **kwargs: Any) -> Any:
+        out = []
+        for found in real(*args, **kwargs):
+            if found.segment not in ("1", "2"):
+                out.append(found)
+                continue
+            values = {k: v for k, v in found.values.items() if "_glcm_" not in k}
+            failed = {k: "glcm-failed" for k in found.values if "_glcm_" in k}
+            out.append(dataclasses.replace(found, values=values,
+                                           missing={**found.missing, **failed}))  # fmt: skip
+        return out
+
+    monkeypatch.setattr(chest_ct, "extract", failing_glcm)
+    ordered, _mask = lung1
+    result = analyse_chest_ct(ordered, params=load_parameters("ct_ibsi"),
+                              provenance=PROVENANCE, created=WHEN)  # fmt: skip
+    imputed = [r for r in result.rows if r.imputed]
+    assert imputed and {r.segment_number for r in imputed} <= {1, 2}
+    assert all("glcm" in r.feature.lower() for r in imputed)
+    report = hd.sr.Comprehensive3DSR.from_dataset(result.sr)
+    assert "IMPUTED" in str(report) or "Imputed value" in str(report)
