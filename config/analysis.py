@@ -38,3 +38,6 @@ class AnalysisSettings:
     previous: PreviousResults = PreviousResults.REPLACE
     parameters: str = "ct_ibsi"
     """The shipped pyradiomics parameter set (analysis/radiomics/data/<name>.yaml)."""
+    export_dir: str = "features"
+    """Where each finished analysis writes its feature table (Parquet and CSV partitioned by
+    date: :mod:`dicom_nodes.features.export`), relative to ``node.data_dir``; empty: none."""

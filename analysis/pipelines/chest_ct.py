@@ -49,6 +49,7 @@ from analysis.results import (
     build_measurement_report,
     build_segmentation,
 )
+from analysis.results.table import MeasurementRow, ReportReference, measurement_rows
 
 __all__ = [
     "AnalysisRefused",
@@ -104,6 +105,8 @@ class ChestCtResult:
     parameter_hash: str
     pyradiomics_version: str = PYRADIOMICS_VERSION
     flags: tuple[str, ...] = field(default_factory=tuple)
+    table: tuple[MeasurementRow, ...] = field(default_factory=tuple)
+    """The report's NUMs as rows of the feature table (:mod:`analysis.results.table`)."""
 
 
 def _code(concept: Concept) -> Code:
@@ -350,6 +353,15 @@ def analyse_chest_ct(
     masks = {number: mask for number, _l, mask in named}
     seg = build_segmentation(ordered, results, masks, algorithm, provenance, created=created)
     sr = build_measurement_report(ordered, seg, results, algorithm, provenance, created=created)
+    spacing = {
+        str(ds.SOPInstanceUID): (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
+        for ds in ordered
+        if "PixelSpacing" in ds
+    }
+    table = measurement_rows(
+        ReportReference.of(sr, seg), results, algorithm,
+        pyradiomics_version=PYRADIOMICS_VERSION, pixel_spacing=spacing,
+    )  # fmt: skip
     return ChestCtResult(
         seg,
         sr,
@@ -357,6 +369,7 @@ def analyse_chest_ct(
         measures,
         params.blake3,
         flags=tuple(sorted(f.value for f in lungs.flags)),
+        table=tuple(table),
     )
 
 

@@ -1,18 +1,22 @@
-"""A study's measurement rows as files: Parquet (records as IDC's BigQuery schema has them) and
-CSV (records spread over dotted columns), partitioned by date, replaced atomically per study.
+"""A measurement report's rows as files: Parquet (records as IDC's BigQuery schema has them) and
+CSV (records spread over dotted columns), partitioned by date, replaced atomically per analysed
+series.
 
 Layout under the export directory::
 
-    parquet/date=YYYY-MM-DD/<StudyInstanceUID>.parquet
-    csv/date=YYYY-MM-DD/<StudyInstanceUID>.csv
+    parquet/date=YYYY-MM-DD/<StudyInstanceUID>_<SeriesInstanceUID>.parquet
+    csv/date=YYYY-MM-DD/<StudyInstanceUID>_<SeriesInstanceUID>.csv
+
+(the series is the one segmented: ``sourceSegmentedSeriesUID``; a study with two analysed series
+has two files.)
 
 ``date=`` is a Hive-style partition: Spark, DuckDB and ``pyarrow.dataset`` read it as a
 column. The two formats live in separate trees so that a reader of one never meets the other.
 
 Each file is written whole to a temporary file in its partition (a dot-name, which dataset
 readers skip), flushed and ``fsync``\\ ed, renamed over the study's file and the directory
-``fsync``\\ ed: a reader sees the study's previous file or its new one, never a part. Exporting a
-study again on the same date replaces its files (the export is idempotent); on another date it
+``fsync``\\ ed: a reader sees the series' previous file or its new one, never a part. Exporting
+a series again on the same date replaces its files (the export is idempotent); on another date it
 adds a file in that date's partition, whose report SOP Instance UID tells the versions apart.
 """
 
@@ -123,17 +127,20 @@ def _csv_bytes(rows: Sequence[MeasurementRow]) -> bytes:
 def export_study(
     rows: Sequence[MeasurementRow], directory: Path, day: datetime.date
 ) -> ExportedStudy:
-    """Write the rows of one study (all with the same StudyInstanceUID) under *directory* in
-    the partition of *day* (the analysis date, UTC by convention)."""
-    studies = {r.reference.study_instance_uid for r in rows}
+    """Write the rows of one report (all of the same study and segmented series) under
+    *directory* in the partition of *day* (the analysis date, UTC by convention)."""
+    studies = {(r.reference.study_instance_uid, r.reference.source_series_uid) for r in rows}
     if len(studies) != 1:
-        raise ValueError(f"rows of exactly one study are exported together, not {len(studies)}")
-    (study,) = studies
-    if not _UID.fullmatch(study):
-        raise ValueError("the study's UID is not a UID")
+        raise ValueError(
+            f"rows of exactly one study and series are exported together, not {len(studies)}"
+        )
+    ((study, series),) = studies
+    if not (_UID.fullmatch(study) and _UID.fullmatch(series)):
+        raise ValueError("the study's or the series' UID is not a UID")
     partition = f"date={day.isoformat()}"
-    parquet_path = directory / "parquet" / partition / f"{study}.parquet"
-    csv_path = directory / "csv" / partition / f"{study}.csv"
+    name = f"{study}_{series}"
+    parquet_path = directory / "parquet" / partition / f"{name}.parquet"
+    csv_path = directory / "csv" / partition / f"{name}.csv"
     _atomic_write(parquet_path, _parquet_bytes(rows))
     _atomic_write(csv_path, _csv_bytes(rows))
     return ExportedStudy(parquet_path, csv_path, len(rows))

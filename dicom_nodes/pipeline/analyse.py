@@ -8,7 +8,9 @@ returned when it ends. The process reads the de-identified series back from the 
 (:mod:`dicom_nodes.archive`; any worker can), plus any SEG or RTSTRUCT of the study that outlines
 lesions, and returns the result objects and feature rows. Then, in one transaction, the SEG and
 SR are stored into the archive (directly: they carry the archive's UIDs already), the feature
-values into the feature store (``feature_value``), and the analysis is ``done`` — or ``failed``
+values into the feature store (``feature_value``) and the report's rows into the feature table
+files (``analysis.export_dir``: :mod:`dicom_nodes.features.export`), and the analysis is
+``done`` — or ``failed``
 with a short reason (the series cannot make a volume, the archive is down, the time limit).
 ``radiogate analyse STUDY_UID`` runs a study's analyses again (``requested``).
 
@@ -23,6 +25,7 @@ pipeline       what it does
 
 from __future__ import annotations
 
+import datetime
 import io
 import logging
 import multiprocessing
@@ -30,6 +33,7 @@ import os
 import queue
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -58,6 +62,8 @@ class Analysis:
     nice: int
     parameters: str
     replace_previous: bool
+    export_dir: str = ""
+    """Absolute directory of the feature table files (empty: none)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> Analysis:
@@ -69,9 +75,10 @@ class Analysis:
         url = a.archive_url or f"http://{settings.orthanc.host}:{settings.orthanc.http_port}"
         path = data_path(settings, a.credentials_file or settings.orthanc.credentials_file)
         creds = load_credentials(path) if path.exists() else None
+        export = str(data_path(settings, a.export_dir)) if a.export_dir else ""
         return cls(url, creds.user if creds else None, creds.password if creds else None,
                    a.time_limit, a.processes, a.nice, a.parameters,
-                   a.previous is PreviousResults.REPLACE)  # fmt: skip
+                   a.previous is PreviousResults.REPLACE, export)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,7 @@ def _store(
     feature store; called in the transaction that marks the analysis done."""
     from audit import Step
     from dicom_nodes.archive import OrthancArchive
+    from dicom_nodes.features import export_study
     from dicom_nodes.state.repository import AuditEntry
 
     archive = OrthancArchive(analysis.archive_url, analysis.user, analysis.password)
@@ -181,6 +189,9 @@ def _store(
         seg=(output["seg_series"], output["seg_uid"]), sr=(output["sr_series"], output["sr_uid"]),
         parameter_hash=output["parameter_hash"], pyradiomics_version=output["pyradiomics_version"],
     )  # fmt: skip
+    if analysis.export_dir and output["table"]:
+        today = datetime.datetime.now(datetime.UTC).date()
+        export_study(output["table"], Path(analysis.export_dir), today)
     details = {"study_instance_uid": claimed.study_uid, "reason": f"analysis-{claimed.pipeline}"}
     ctx.audit(conn, [AuditEntry(Step.RESULTS_STORED, details)])
 
@@ -266,7 +277,7 @@ def _analyse(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
         "seg_uid": str(result.seg.SOPInstanceUID), "sr_uid": str(result.sr.SOPInstanceUID),
         "seg_series": str(result.seg.SeriesInstanceUID),
         "sr_series": str(result.sr.SeriesInstanceUID),
-        "rows": rows, "parameter_hash": result.parameter_hash,
+        "rows": rows, "table": list(result.table), "parameter_hash": result.parameter_hash,
         "pyradiomics_version": result.pyradiomics_version,
     }  # fmt: skip
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import pyarrow.dataset as pads  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pydicom
 import pytest
 from pydicom.sr.codedict import codes
@@ -121,8 +123,10 @@ time_limit = 600.0
         series = orthanc_get(orthanc, f"/studies/{study}/series?expand")
         ours = {s["MainDicomTags"]["SeriesDescription"]: s for s in series
                 if s["MainDicomTags"].get("SeriesDescription", "").startswith("Radiogate")}  # fmt: skip
-        assert set(ours) == {"Radiogate segmentation", "Radiogate measurements"}
-        sr_id = ours["Radiogate measurements"]["Instances"][0]
+        # The demonstration emphysema model contributed: the report says so.
+        assert set(ours) == {"Radiogate segmentation",
+                             "Radiogate measurements (not for clinical use)"}  # fmt: skip
+        sr_id = ours["Radiogate measurements (not for clinical use)"]["Instances"][0]
         sr = pydicom.dcmread(io.BytesIO(orthanc_get(orthanc, f"/instances/{sr_id}/file")))
         assert str(sr.SOPInstanceUID) == sr_uid
         report = hd.sr.Comprehensive3DSR.from_dataset(sr)
@@ -139,6 +143,21 @@ time_limit = 600.0
         volumes = {r[0]: r[2] for r in rows if r[1] == "lung_volume_ml"}
         assert 500 < volumes["Right lung"] + volumes["Left lung"] < 8000
         assert seg_uid is not None
+        # ... and the feature table files hold the report's NUMs, pseudonymous.
+        original_patient = str(pydicom.dcmread(files[0], stop_before_pixels=True).PatientID)
+        (exported,) = (node.data_dir / "features" / "parquet").glob("date=*/*.parquet")
+        table = pads.dataset(node.data_dir / "features" / "parquet", partitioning="hive")
+        records = table.to_table().to_pylist()
+        assert exported.name == f"{sr.StudyInstanceUID}_{archived[0].SeriesInstanceUID}.parquet"
+        assert {r["SOPInstanceUID"] for r in records} == {sr_uid}
+        assert {r["PatientID"] for r in records} == {str(sr.PatientID)} != {original_patient}
+        nums = [v for g in groups for v in g.get_measurements()]
+        volumetric = [r for r in records if r["segmentationSegmentNumber"] is not None]
+        assert len(volumetric) == len(nums)
+        assert sorted(r["Value"] for r in volumetric) == pytest.approx(
+            sorted(float(m.value) for m in nums)
+        )
+        assert len(list((node.data_dir / "features" / "csv").glob("date=*/*.csv"))) == 1
         # Again: a new run, and the earlier results are replaced, not duplicated.
         assert cli("analyse", original_study).stdout.strip() == "1 analyses requested"
         node.wait_for(lambda: node.query("SELECT state, runs FROM series_analysis")
@@ -146,6 +165,9 @@ time_limit = 600.0
         series = orthanc_get(orthanc, f"/studies/{study}/series?expand")
         descriptions = sorted(s["MainDicomTags"].get("SeriesDescription", "") for s in series)
         assert descriptions.count("Radiogate segmentation") == 1
+        (again,) = (node.data_dir / "features" / "parquet").glob("date=*/*.parquet")
+        new_sr = node.query("SELECT sr_sop_instance_uid FROM series_analysis")[0][0]
+        assert {r["SOPInstanceUID"] for r in pq.read_table(again).to_pylist()} == {new_sr}
         steps = [s for (s,) in node.query("SELECT step FROM audit_pending ORDER BY id")
                  if s.startswith("analys")]  # fmt: skip
         assert steps == ["analysis-started", "analysed", "analysis-requested",

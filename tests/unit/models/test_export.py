@@ -36,7 +36,7 @@ def _parse(column: str, text: str) -> object:
 
 def test_parquet_and_csv_round_trip(tmp_path: Path, study: dict[str, Any]) -> None:
     rows = study_rows(study)
-    uid = study["report"].StudyInstanceUID
+    uid = f"{study['report'].StudyInstanceUID}_{rows[0].reference.source_series_uid}"
     written = export_study(rows, tmp_path, DAY)
     assert written.parquet == tmp_path / "parquet" / "date=2024-05-06" / f"{uid}.parquet"
     assert written.csv == tmp_path / "csv" / "date=2024-05-06" / f"{uid}.csv"
@@ -99,15 +99,20 @@ def test_a_failed_write_keeps_the_previous_file(
     assert [p for p in first.parquet.parent.iterdir() if p.name.startswith(".")] == []
 
 
-def test_rows_of_one_study_only(tmp_path: Path, study: dict[str, Any]) -> None:
+def test_rows_of_one_study_and_series_only(tmp_path: Path, study: dict[str, Any]) -> None:
     rows = study_rows(study)
     other = dataclasses.replace(
         rows[0], reference=dataclasses.replace(rows[0].reference, study_instance_uid="1.2.3")
     )
-    with pytest.raises(ValueError, match="exactly one study"):
+    with pytest.raises(ValueError, match="exactly one study and series"):
         export_study([*rows, other], tmp_path, DAY)
-    with pytest.raises(ValueError, match="exactly one study"):
+    with pytest.raises(ValueError, match="exactly one study and series"):
         export_study([], tmp_path, DAY)
+    series = dataclasses.replace(
+        rows[0], reference=dataclasses.replace(rows[0].reference, source_series_uid="1.2.4")
+    )
+    with pytest.raises(ValueError, match="exactly one study and series"):
+        export_study([*rows, series], tmp_path, DAY)
     bad: list[MeasurementRow] = [
         dataclasses.replace(
             r, reference=dataclasses.replace(r.reference, study_instance_uid="../x")
