@@ -1,4 +1,11 @@
-"""Ingest bookkeeping in PostgreSQL: one short transaction per received instance."""
+"""Ingest bookkeeping in PostgreSQL: one short transaction per received instance.
+
+The outcome of a COMMIT whose connection broke is unknown: the server may have committed before
+the answer was lost. :meth:`PostgresIngest.record` never guesses it. Before trying again it
+asks a fresh connection whether this receipt's row is there (by SOP Instance UID, BLAKE3 and
+association); when no connection can be had it raises :class:`CommitOutcomeUnknown`, which the
+SCP answers with 0xA700 (PS3.4 B.2.3) while keeping the spool file a committed row may name.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,13 @@ from dicom_nodes.spool.store import SpooledFile
 from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
 from dicom_nodes.state.repository import INGEST_SQL
 
-__all__ = ["IngestRecorder", "PostgresIngest", "Receipt", "RecordOutcome"]
+__all__ = [
+    "CommitOutcomeUnknown",
+    "IngestRecorder",
+    "PostgresIngest",
+    "Receipt",
+    "RecordOutcome",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -42,13 +55,36 @@ class RecordOutcome(Enum):
     DUPLICATE_DIFFERENT = "duplicate-different-bytes"
 
 
+class CommitOutcomeUnknown(DatabaseUnavailable):
+    """The connection broke during COMMIT and no connection could tell whether it committed:
+    the spool file must be kept (a committed row may point to it)."""
+
+
+_COMMITTED_SQL = """
+SELECT i.blake3 = %(b3)s AND i.association_id = %(assoc)s AND i.spool_path = %(path)s,
+       i.blake3 = %(b3)s,
+       EXISTS (SELECT 1 FROM ingest_duplicate d
+               WHERE d.sop_instance_uid = %(sop)s AND d.association_id = %(assoc)s
+                 AND d.blake3 = %(b3)s)
+FROM ingest_instance i WHERE i.sop_instance_uid = %(sop)s
+"""
+"""Whether a receipt's transaction committed: its instance row (inserted by this association
+with these bytes) or its duplicate row."""
+
+
 class IngestRecorder(Protocol):
     """Records a spooled instance durably (the database commit of the durability contract)."""
 
     def record(
         self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt
     ) -> RecordOutcome:
-        """Record the instance; raise :class:`DatabaseUnavailable` when that is not possible."""
+        """Record the instance; raise :class:`DatabaseUnavailable` when that is not possible
+        (:class:`CommitOutcomeUnknown` when it may have been recorded)."""
+        ...
+
+    def unreferenced(self, paths: list[str]) -> list[str]:
+        """The spool *paths* no recorded row names (raise :class:`DatabaseUnavailable` when
+        that cannot be known)."""
         ...
 
 
@@ -106,9 +142,18 @@ class PostgresIngest:
             "priority": ROUTE_PRIORITY,
         }
         last_error: Exception | None = None
+        uncertain = False
         # Attempt 2 covers a pooled connection broken by a database restart; attempt 3 a
         # concurrent first insert of the same SOP Instance UID (then a duplicate).
         for _attempt in range(3):
+            if uncertain:
+                known = self._committed(params)
+                if known is not None:
+                    LOGGER.info("instance %s: the interrupted commit had committed",
+                                identity.sop_instance_uid)  # fmt: skip
+                    return known
+                uncertain = False
+            committing = False
             try:
                 with self.pool.connection(timeout=self.timeout) as conn:
                     row = conn.execute(INGEST_SQL, params).fetchone()
@@ -123,12 +168,20 @@ class PostgresIngest:
                             study_reopened(receipt.node, receipt.called_ae,
                                            identity.study_instance_uid),
                         )  # fmt: skip
+                    committing = True
+                    conn.commit()
             except PoolTimeout as exc:
                 raise DatabaseUnavailable("no database connection available") from exc
             except psycopg.OperationalError as exc:
+                # Broken during COMMIT: it may have committed; find out before anything else.
+                uncertain = committing
                 last_error = exc
                 continue
             except psycopg.Error as exc:
+                if committing:
+                    uncertain = True
+                    last_error = exc
+                    continue
                 raise DatabaseUnavailable(f"database error {type(exc).__name__}") from exc
             inserted, bytes_differ = row[0], row[1]
             if inserted:
@@ -139,4 +192,46 @@ class PostgresIngest:
                     if bytes_differ
                     else RecordOutcome.DUPLICATE_SAME
                 )
+        if uncertain:
+            known = self._committed(params)
+            if known is not None:
+                return known
         raise DatabaseUnavailable(f"database unavailable ({type(last_error).__name__})")
+
+    def _committed(self, params: dict[str, Any]) -> RecordOutcome | None:
+        """The outcome of this receipt's transaction if it committed, None if it did not;
+        :class:`CommitOutcomeUnknown` when no connection can tell."""
+        try:
+            with self.pool.connection(timeout=self.timeout) as conn:
+                row = conn.execute(_COMMITTED_SQL, params).fetchone()
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise CommitOutcomeUnknown(
+                f"commit outcome unknown ({type(exc).__name__}); the spool file is kept"
+            ) from exc
+        if row is None:
+            return None
+        ours, same_bytes, duplicate = row
+        if ours:
+            return RecordOutcome.NEW
+        if duplicate:
+            return RecordOutcome.DUPLICATE_SAME if same_bytes else RecordOutcome.DUPLICATE_DIFFERENT
+        return None
+
+    def unreferenced(self, paths: list[str]) -> list[str]:
+        try:
+            with self.pool.connection(timeout=self.timeout) as conn:
+                rows = conn.execute(_UNREFERENCED_SQL, {"paths": paths}).fetchall()
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+        return [str(r[0]) for r in rows]
+
+
+_UNREFERENCED_SQL = """
+SELECT p FROM unnest(%(paths)s::text[]) AS p
+WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p AND state <> 'released'
+                  AND state NOT IN ('missing', 'purged'))
+  AND NOT EXISTS (SELECT 1 FROM ingest_duplicate WHERE spool_path = p AND bytes_differ)
+  AND NOT EXISTS (SELECT 1 FROM deid_output WHERE spool_path = p)
+"""
+"""Spool paths no row needs: files of receipts that were never recorded, or identical
+re-sends of instances whose spool copy is gone (released, purged, missing)."""

@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from dicom_nodes.audit_events import AuditWriter, association_event
-from dicom_nodes.db.ingest import IngestRecorder, Receipt, RecordOutcome
+from dicom_nodes.db.ingest import CommitOutcomeUnknown, IngestRecorder, Receipt, RecordOutcome
 from dicom_nodes.db.signals import SignalRecorder
 from dicom_nodes.errors import (
     DatabaseUnavailable,
@@ -110,9 +110,23 @@ def handle_store(event: Any, spool: Spool, recorder: IngestRecorder, node: str) 
         spooled = spool.commit(event.dataset_path)
         try:
             outcome = recorder.record(identity, spooled, _receipt(event, node))
+        except CommitOutcomeUnknown:
+            LOGGER.warning(
+                "assoc=%s %s may be recorded: its spool file is kept until the database "
+                "says whether a row names it", assoc_id, identity.sop_instance_uid,
+            )  # fmt: skip
+            spool.discard(spooled)
+            raise
         except BaseException:
             spool.discard(spooled)
             raise
+        if not spooled.created:
+            spool.ensure_present(spooled, event.dataset_path)
+        elif outcome is RecordOutcome.DUPLICATE_SAME:
+            # Identical to an instance whose spool copy is gone (released): nobody needs it.
+            spool.discard(spooled)
+        if spool.has_unrecorded:
+            _sweep(spool, recorder)
     except Exception as exc:
         status = status_for(exc)
         if status is StoreStatus.CANNOT_UNDERSTAND_HANDLER_FAILURE:
@@ -135,6 +149,15 @@ def handle_store(event: Any, spool: Spool, recorder: IngestRecorder, node: str) 
         (time.perf_counter() - started) * 1000,
     )
     return int(StoreStatus.SUCCESS)
+
+
+def _sweep(spool: Spool, recorder: IngestRecorder) -> None:
+    """Remove spool files of earlier receipts that were never recorded (the database is
+    reachable now: this receipt was just recorded)."""
+    try:
+        spool.sweep_unrecorded(recorder.unreferenced)
+    except (DatabaseUnavailable, OSError) as exc:
+        LOGGER.warning("unrecorded spool files not swept yet: %s", type(exc).__name__)
 
 
 def handle_echo(event: Any) -> int:

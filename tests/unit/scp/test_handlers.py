@@ -11,7 +11,7 @@ from typing import Any
 import pydicom
 import pytest
 
-from dicom_nodes.db.ingest import Receipt, RecordOutcome
+from dicom_nodes.db.ingest import CommitOutcomeUnknown, Receipt, RecordOutcome
 from dicom_nodes.errors import DatabaseUnavailable, DatasetProblem, InvalidDataset, OutOfResources
 from dicom_nodes.scp.handlers import handle_echo, handle_store, status_for
 from dicom_nodes.scp.status import StoreStatus
@@ -23,6 +23,8 @@ from tests.support.data import PYDICOM_FILES
 @dataclass
 class FakeRecorder:
     fail: Exception | None = None
+    outcome: RecordOutcome = RecordOutcome.NEW
+    referenced: set[str] = field(default_factory=set)
     calls: list[tuple[DatasetIdentity, SpooledFile, Receipt]] = field(default_factory=list)
 
     def record(
@@ -31,7 +33,12 @@ class FakeRecorder:
         if self.fail is not None:
             raise self.fail
         self.calls.append((identity, spooled, receipt))
-        return RecordOutcome.NEW
+        return self.outcome
+
+    def unreferenced(self, paths: list[str]) -> list[str]:
+        if self.fail is not None:
+            raise DatabaseUnavailable("down")
+        return [p for p in paths if p not in self.referenced]
 
 
 def _event(
@@ -54,7 +61,7 @@ def _event(
 
 @pytest.fixture
 def spool(tmp_path: Path) -> Spool:
-    s = Spool(tmp_path / "spool")
+    s = Spool(tmp_path / "spool", unrecorded_min_age=0)
     s.prepare()
     return s
 
@@ -71,10 +78,67 @@ def test_success_records_once_with_receipt(spool: Spool) -> None:
     assert identity.sop_instance_uid == pydicom.dcmread(CT).SOPInstanceUID
 
 
-def test_database_failure_answers_a700_and_leaves_nothing(spool: Spool) -> None:
+def _spooled(spool: Spool) -> list[Path]:
+    return list(spool.root.glob("??/*.dcm"))
+
+
+def test_database_failure_answers_a700_and_the_file_goes_once_nothing_needs_it(
+    spool: Spool,
+) -> None:
     rec = FakeRecorder(fail=DatabaseUnavailable("down"))
     assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.OUT_OF_RESOURCES
-    assert list(spool.root.glob("??/*.dcm")) == []
+    # Only the database can say whether another association recorded the same bytes.
+    assert len(_spooled(spool)) == 1
+    assert [p.name for p in spool.unrecorded.iterdir()] == [_spooled(spool)[0].name]
+    rec.fail = None
+    other = PYDICOM_FILES / "MR_small.dcm"
+    assert handle_store(_event(spool, other), spool, rec, "n1") == StoreStatus.SUCCESS
+    assert [p for p in _spooled(spool)] == [rec.calls[0][1].path]
+    assert list(spool.unrecorded.iterdir()) == []
+
+
+def test_a_file_another_receipt_recorded_is_not_swept(spool: Spool) -> None:
+    rec = FakeRecorder(fail=DatabaseUnavailable("down"))
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.OUT_OF_RESOURCES
+    (path,) = _spooled(spool)
+    rec.fail = None
+    rec.referenced.add(str(path))  # identical bytes recorded by another association
+    assert handle_store(_event(spool, PYDICOM_FILES / "MR_small.dcm"), spool, rec, "n1") == 0
+    assert path.exists() and list(spool.unrecorded.iterdir()) == []
+
+
+def test_unknown_commit_outcome_answers_a700_and_keeps_the_file_a_row_names(
+    spool: Spool,
+) -> None:
+    rec = FakeRecorder(fail=CommitOutcomeUnknown("cut during COMMIT"))
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.OUT_OF_RESOURCES
+    (path,) = _spooled(spool)
+    rec.fail = None
+    rec.referenced.add(str(path))  # it had committed
+    assert handle_store(_event(spool, PYDICOM_FILES / "MR_small.dcm"), spool, rec, "n1") == 0
+    assert path.exists()
+
+
+def test_identical_resend_of_a_released_instance_leaves_no_file(spool: Spool) -> None:
+    rec = FakeRecorder(outcome=RecordOutcome.DUPLICATE_SAME)
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.SUCCESS
+    assert _spooled(spool) == []
+
+
+def test_a_file_swept_while_identical_bytes_were_recorded_is_put_back(spool: Spool) -> None:
+    rec = FakeRecorder()
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.SUCCESS
+    (path,) = _spooled(spool)
+    original = path.read_bytes()
+
+    class SweepingRecorder(FakeRecorder):
+        def record(self, identity: Any, spooled: SpooledFile, receipt: Receipt) -> RecordOutcome:
+            # A concurrent sweep removed the shared file after commit() saw it.
+            spooled.path.unlink()
+            return RecordOutcome.DUPLICATE_SAME
+
+    assert handle_store(_event(spool, CT), spool, SweepingRecorder(), "n1") == 0
+    assert path.read_bytes() == original
 
 
 def test_mismatches(spool: Spool) -> None:
