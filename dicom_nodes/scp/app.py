@@ -157,7 +157,7 @@ def build_server(
             tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate
         )
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, handle_store, [spool, recorder, settings.node.name]),
+        (evt.EVT_C_STORE, handle_store, [spool, recorder, settings.node.name, audit_writer]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_ACCEPTED, log_association_event, [audit_writer, settings.node.name]),
         (evt.EVT_REJECTED, log_association_event, [audit_writer, settings.node.name]),

@@ -16,7 +16,9 @@ import time
 import uuid
 from typing import Any
 
-from dicom_nodes.audit_events import AuditWriter, association_event
+from pydicom.dataset import Dataset
+
+from dicom_nodes.audit_events import AuditWriter, association_event, instance_refused
 from dicom_nodes.db.ingest import CommitOutcomeUnknown, IngestRecorder, Receipt, RecordOutcome
 from dicom_nodes.db.signals import SignalRecorder
 from dicom_nodes.errors import (
@@ -47,6 +49,7 @@ _PROBLEM_STATUS = {
     DatasetProblem.INVALID_UID: StoreStatus.CANNOT_UNDERSTAND_INVALID_UID,
     DatasetProblem.SOP_CLASS_MISMATCH: StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
     DatasetProblem.SOP_INSTANCE_MISMATCH: StoreStatus.CANNOT_UNDERSTAND_INSTANCE_MISMATCH,
+    DatasetProblem.PIXEL_DATA_MISMATCH: StoreStatus.CANNOT_UNDERSTAND_PIXEL_DATA,
 }
 
 
@@ -97,8 +100,45 @@ def _receipt(event: Any, node: str) -> Receipt:
     )
 
 
-def handle_store(event: Any, spool: Spool, recorder: IngestRecorder, node: str) -> int:
-    """EVT_C_STORE handler (requires ``_config.STORE_RECV_CHUNKED_DATASET``)."""
+def _refusal(status: StoreStatus, exc: BaseException) -> Dataset:
+    """The C-STORE-RSP status with an Error Comment (0000,0902), at most 64 characters of LO
+    (PS3.7 C.4.2.1.4); our messages never carry patient data."""
+    rsp = Dataset()
+    rsp.Status = int(status)
+    detail = exc.detail if isinstance(exc, InvalidDataset) else str(exc)
+    comment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in detail)
+    rsp.ErrorComment = comment[:64] or type(exc).__name__
+    return rsp
+
+
+def _audit_refusal(writer: AuditWriter, event: Any, node: str, exc: InvalidDataset) -> None:
+    identity = exc.identity
+    uids = None
+    if isinstance(identity, DatasetIdentity):
+        uids = (identity.study_instance_uid, identity.series_instance_uid,
+                identity.sop_instance_uid, identity.sop_class_uid)  # fmt: skip
+    receipt = _receipt(event, node)
+    try:
+        built = instance_refused(
+            node=node, calling_ae=receipt.calling_ae, called_ae=receipt.called_ae,
+            peer_address=receipt.peer_address, reason=exc.problem.value, uids=uids,
+        )  # fmt: skip
+    except Exception as err:  # a peer's invalid AE title must not break the answer
+        LOGGER.warning("refusal audit event not built: %s", type(err).__name__)
+        return
+    writer.write(built)
+
+
+def handle_store(
+    event: Any,
+    spool: Spool,
+    recorder: IngestRecorder,
+    node: str,
+    audit_writer: AuditWriter | None = None,
+) -> int | Dataset:
+    """EVT_C_STORE handler (requires ``_config.STORE_RECV_CHUNKED_DATASET``): 0x0000, or a
+    failure status with an Error Comment; a data set refused as not understood is also an
+    audit event (``refused``)."""
     started = time.perf_counter()
     assoc_id = association_id(event.assoc)
     request = event.request
@@ -135,7 +175,9 @@ def handle_store(event: Any, spool: Spool, recorder: IngestRecorder, node: str) 
             )
         else:
             LOGGER.warning("assoc=%s C-STORE refused with 0x%04X: %s", assoc_id, int(status), exc)
-        return int(status)
+        if isinstance(exc, InvalidDataset) and audit_writer is not None:
+            _audit_refusal(audit_writer, event, node, exc)
+        return _refusal(status, exc)
     if outcome is not RecordOutcome.NEW:
         LOGGER.info(
             "assoc=%s instance %s re-sent (%s)", assoc_id, identity.sop_instance_uid, outcome.value

@@ -13,11 +13,21 @@ import pytest
 
 from dicom_nodes.db.ingest import CommitOutcomeUnknown, Receipt, RecordOutcome
 from dicom_nodes.errors import DatabaseUnavailable, DatasetProblem, InvalidDataset, OutOfResources
-from dicom_nodes.scp.handlers import handle_echo, handle_store, status_for
+from dicom_nodes.scp import handlers
+from dicom_nodes.scp.handlers import handle_echo, status_for
 from dicom_nodes.scp.status import StoreStatus
 from dicom_nodes.spool.inspect import DatasetIdentity
 from dicom_nodes.spool.store import Spool, SpooledFile
 from tests.support.data import PYDICOM_FILES
+
+
+def handle_store(*args: Any, **kwargs: Any) -> int:
+    """The handler's status (failures come as a data set with an Error Comment)."""
+    rsp = handlers.handle_store(*args, **kwargs)
+    if isinstance(rsp, int):
+        return rsp
+    assert rsp.ErrorComment
+    return int(rsp.Status)
 
 
 @dataclass
@@ -177,3 +187,30 @@ def test_statuses_are_distinct_and_in_the_right_ranges() -> None:
     for s in StoreStatus:
         if s is not StoreStatus.SUCCESS:
             assert (int(s) >> 12) in (0xA, 0xC), s.name
+
+
+@dataclass
+class FakeWriter:
+    events: list[Any] = field(default_factory=list)
+
+    def write(self, event: Any) -> bool:
+        self.events.append(event)
+        return True
+
+
+def test_pixel_data_mismatch_is_c212_with_a_comment_and_an_audit_event(
+    spool: Spool, tmp_path: Path
+) -> None:
+    ds = pydicom.dcmread(CT)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]  # a truncated image, re-encoded
+    src = tmp_path / "half.dcm"
+    ds.save_as(src)
+    writer = FakeWriter()
+    rsp = handlers.handle_store(_event(spool, src), spool, FakeRecorder(), "n1", writer)  # type: ignore[arg-type]
+    assert not isinstance(rsp, int)
+    assert rsp.Status == StoreStatus.CANNOT_UNDERSTAND_PIXEL_DATA == 0xC212
+    assert rsp.ErrorComment == "Pixel Data is 16384 bytes; the image attributes require 32768"
+    (event,) = writer.events
+    assert event.step.value == "refused" and event.reason == "pixel-data-mismatch"
+    assert event.objects[0].instances[0].sop_instance_uid == ds.SOPInstanceUID
+    assert _spooled(spool) == []
