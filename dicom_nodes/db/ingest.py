@@ -5,11 +5,18 @@ the answer was lost. :meth:`PostgresIngest.record` never guesses it. Before tryi
 asks a fresh connection whether this receipt's row is there (by SOP Instance UID, BLAKE3 and
 association); when no connection can be had it raises :class:`CommitOutcomeUnknown`, which the
 SCP answers with 0xA700 (PS3.4 B.2.3) while keeping the spool file a committed row may name.
+
+A re-send with different bytes follows ``scp.different_bytes``: with ``replace`` the new copy
+takes the first one's place while the first is still ``received`` (not routed: nothing
+downstream has seen it) and belongs to the same study and series; otherwise the first copy
+stays. Either way the new copy is recorded in ``ingest_duplicate`` and audited (``received``
+with reason ``replaced-unrouted-copy`` or ``resent-different-bytes``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from enum import Enum
@@ -19,6 +26,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 import audit
+from config import DifferentBytes
 from dicom_nodes.audit_events import instance_received, study_reopened
 from dicom_nodes.errors import DatabaseUnavailable
 from dicom_nodes.spool.inspect import DatasetIdentity
@@ -53,6 +61,9 @@ class RecordOutcome(Enum):
     NEW = "new"
     DUPLICATE_SAME = "duplicate-same-bytes"
     DUPLICATE_DIFFERENT = "duplicate-different-bytes"
+    REPLACED = "replaced-unrouted-copy"
+    """Different bytes that replaced an unrouted first copy (``replaced_path()`` names the
+    first copy's file, which no row needs any more)."""
 
 
 class CommitOutcomeUnknown(DatabaseUnavailable):
@@ -82,18 +93,46 @@ class IngestRecorder(Protocol):
         (:class:`CommitOutcomeUnknown` when it may have been recorded)."""
         ...
 
+    def replaced_path(self) -> str | None:
+        """After :attr:`RecordOutcome.REPLACED` in this thread: the replaced copy's path."""
+        ...
+
     def unreferenced(self, paths: list[str]) -> list[str]:
         """The spool *paths* no recorded row names (raise :class:`DatabaseUnavailable` when
         that cannot be known)."""
         ...
 
 
+_REPLACE_SQL = """
+WITH first AS (
+    SELECT sop_instance_uid, spool_path FROM ingest_instance
+    WHERE sop_instance_uid = %(sop)s AND state = 'received'
+      AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE ingest_instance i
+    SET sop_class_uid = %(cls)s, modality = %(modality)s, transfer_syntax_uid = %(ts)s,
+        size_bytes = %(size)s, blake3 = %(b3)s, spool_path = %(path)s, calling_ae = %(calling)s,
+        called_ae = %(called)s, peer_address = %(addr)s, peer_port = %(port)s,
+        association_id = %(assoc)s
+    FROM first WHERE i.sop_instance_uid = first.sop_instance_uid
+    RETURNING 1
+)
+SELECT first.spool_path FROM first, upd
+"""
+"""Replace an unrouted first copy by different bytes (content columns only: the instance
+stays ``received``; a row the router holds is skipped, it is being routed). Returns the first
+copy's spool path when it replaced it."""
+
+
 def _received_event(
-    identity: DatasetIdentity, receipt: Receipt, row: tuple[Any, ...]
+    identity: DatasetIdentity, receipt: Receipt, row: tuple[Any, ...], replaced: bool = False
 ) -> audit.AuditEvent:
     inserted, bytes_differ, reopened = row[0], row[1], row[4]
     reason = None
-    if not inserted:
+    if replaced:
+        reason = "replaced-unrouted-copy"
+    elif not inserted:
         reason = "resent-different-bytes" if bytes_differ else "resent-identical"
     elif reopened:
         reason = "study-reopened"
@@ -113,9 +152,21 @@ def _received_event(
 class PostgresIngest:
     """:class:`IngestRecorder` on a psycopg connection pool."""
 
-    def __init__(self, pool: ConnectionPool, *, timeout: float) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        timeout: float,
+        different_bytes: DifferentBytes = DifferentBytes.REPLACE,
+    ) -> None:
         self.pool = pool
         self.timeout = timeout
+        self.different_bytes = different_bytes
+        self._local = threading.local()
+
+    def replaced_path(self) -> str | None:
+        path: str | None = getattr(self._local, "replaced", None)
+        return path
 
     def record(
         self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt
@@ -143,6 +194,7 @@ class PostgresIngest:
         }
         last_error: Exception | None = None
         uncertain = False
+        self._local.replaced = None
         # Attempt 2 covers a pooled connection broken by a database restart; attempt 3 a
         # concurrent first insert of the same SOP Instance UID (then a duplicate).
         for _attempt in range(3):
@@ -158,9 +210,15 @@ class PostgresIngest:
                 with self.pool.connection(timeout=self.timeout) as conn:
                     row = conn.execute(INGEST_SQL, params).fetchone()
                     assert row is not None
+                    replaced = None
+                    if row[1] and self.different_bytes is DifferentBytes.REPLACE:
+                        found = conn.execute(_REPLACE_SQL, params).fetchone()
+                        replaced = None if found is None else str(found[0])
                     if row[0] or row[1] is not None:
                         # The "received" audit event commits with the instance row.
-                        audit.enqueue(conn, _received_event(identity, receipt, row))
+                        audit.enqueue(
+                            conn, _received_event(identity, receipt, row, replaced is not None)
+                        )
                     if row[0] and row[4]:
                         # The study was complete: this receipt is its late-arrival event.
                         audit.enqueue(
@@ -186,6 +244,9 @@ class PostgresIngest:
             inserted, bytes_differ = row[0], row[1]
             if inserted:
                 return RecordOutcome.NEW
+            if replaced is not None:
+                self._local.replaced = replaced
+                return RecordOutcome.REPLACED
             if bytes_differ is not None:
                 return (
                     RecordOutcome.DUPLICATE_DIFFERENT

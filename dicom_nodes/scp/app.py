@@ -217,7 +217,11 @@ def spool_root(settings: Settings) -> Path:
 
 
 def make_recorder(pool: ConnectionPool, settings: Settings) -> PostgresIngest:
-    return PostgresIngest(pool, timeout=settings.database.connect_timeout)
+    return PostgresIngest(
+        pool,
+        timeout=settings.database.connect_timeout,
+        different_bytes=settings.scp.different_bytes,
+    )
 
 
 def make_commitment_sink(dsn: str, pool: ConnectionPool, settings: Settings) -> CommitmentSink:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -30,7 +31,7 @@ from dicom_nodes.errors import (
 )
 from dicom_nodes.scp.status import StoreStatus
 from dicom_nodes.spool.inspect import DatasetIdentity, inspect_file
-from dicom_nodes.spool.store import Spool
+from dicom_nodes.spool.store import Spool, SpooledFile
 
 __all__ = [
     "association_id",
@@ -165,6 +166,10 @@ def handle_store(
         elif outcome is RecordOutcome.DUPLICATE_SAME:
             # Identical to an instance whose spool copy is gone (released): nobody needs it.
             spool.discard(spooled)
+        if outcome is RecordOutcome.REPLACED:
+            replaced = recorder.replaced_path()
+            if replaced is not None:
+                spool.discard(SpooledFile(Path(replaced), b"", 0, created=True))
         if spool.has_unrecorded:
             _sweep(spool, recorder)
     except Exception as exc:

@@ -45,6 +45,9 @@ class FakeRecorder:
         self.calls.append((identity, spooled, receipt))
         return self.outcome
 
+    def replaced_path(self) -> str | None:
+        return None
+
     def unreferenced(self, paths: list[str]) -> list[str]:
         if self.fail is not None:
             raise DatabaseUnavailable("down")
