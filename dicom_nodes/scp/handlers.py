@@ -11,7 +11,9 @@ Log lines carry association ids, AE titles, peer addresses and UIDs, never patie
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +33,7 @@ from dicom_nodes.errors import (
 )
 from dicom_nodes.scp.status import StoreStatus
 from dicom_nodes.spool.inspect import DatasetIdentity, inspect_file
+from dicom_nodes.spool.receiving import receive_error
 from dicom_nodes.spool.store import Spool, SpooledFile
 
 __all__ = [
@@ -54,9 +57,14 @@ _PROBLEM_STATUS = {
 }
 
 
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 def status_for(exc: BaseException) -> StoreStatus:
     """The C-STORE status for a failure (PS3.4 B.2.3); the one place that decides it."""
     if isinstance(exc, OutOfResources | DatabaseUnavailable):
+        return StoreStatus.OUT_OF_RESOURCES
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
         return StoreStatus.OUT_OF_RESOURCES
     if isinstance(exc, InvalidDataset):
         return _PROBLEM_STATUS.get(exc.problem, StoreStatus.CANNOT_UNDERSTAND)
@@ -145,6 +153,12 @@ def handle_store(
     request = event.request
     spooled = None
     try:
+        if getattr(request, "_dataset_path", None) is None:
+            raise InvalidDataset(DatasetProblem.UNPARSEABLE, "the C-STORE-RQ announces no data set")
+        failed = receive_error(request)
+        if failed is not None:
+            reason = os.strerror(failed.errno) if failed.errno else type(failed).__name__
+            raise OutOfResources(f"spool write failed: {reason}")
         spool.check_space()
         identity = inspect_file(event.dataset_path)
         _check_command(identity, request)

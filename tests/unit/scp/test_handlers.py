@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ def _event(
         request=SimpleNamespace(
             AffectedSOPClassUID=sop_class or ds.SOPClassUID,
             AffectedSOPInstanceUID=sop_uid or ds.SOPInstanceUID,
+            _dataset_path=temp,
         ),
         dataset_path=temp,
     )
@@ -217,3 +219,30 @@ def test_pixel_data_mismatch_is_c212_with_a_comment_and_an_audit_event(
     assert event.step.value == "refused" and event.reason == "pixel-data-mismatch"
     assert event.objects[0].instances[0].sop_instance_uid == ds.SOPInstanceUID
     assert _spooled(spool) == []
+
+
+def test_a_data_set_that_could_not_be_written_is_a700_and_leaves_nothing(spool: Spool) -> None:
+    ev = _event(spool, CT)
+    ev.request._dataset_file = SimpleNamespace(error=OSError(errno.ENOSPC, "full"))
+    ev.dataset_path.unlink()  # ReceiveFile removed the partial file
+    rsp = handlers.handle_store(ev, spool, FakeRecorder(), "n1")
+    assert not isinstance(rsp, int)
+    assert rsp.Status == StoreStatus.OUT_OF_RESOURCES
+    assert rsp.ErrorComment == "spool write failed: No space left on device"
+    assert _spooled(spool) == [] and list(spool.incoming.iterdir()) == []
+
+
+def test_a_request_without_a_data_set_is_c210_without_a_traceback(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    ev = _event(spool, CT)
+    ev.request._dataset_path = None
+    assert (
+        handle_store(ev, spool, FakeRecorder(), "n1") == StoreStatus.CANNOT_UNDERSTAND_UNPARSEABLE
+    )
+    assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
+
+
+def test_no_space_anywhere_in_the_handler_is_a700() -> None:
+    assert status_for(OSError(errno.ENOSPC, "full")) is StoreStatus.OUT_OF_RESOURCES
+    assert status_for(OSError(errno.EDQUOT, "quota")) is StoreStatus.OUT_OF_RESOURCES
