@@ -32,11 +32,22 @@ from dicom_nodes.scp.app import (
     make_spool,
 )
 from dicom_nodes.scp.audit_buffer import BufferedAuditWriter
+from dicom_nodes.services.ports import PortUse, check_ports
+from dicom_nodes.services.supervisor import die_with_parent
 
 __all__ = ["run_scp"]
 
 LOGGER = logging.getLogger(__name__)
 _GRACE = 10.0
+
+
+def _die_with(parent: int) -> None:
+    """In a forked child: SIGTERM when the supervisor dies, even by SIGKILL (Linux
+    ``PR_SET_PDEATHSIG``), so no receiver outlives it holding the port; exit at once if it
+    died before this call."""
+    die_with_parent()
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def audit_buffer_dir(settings: Settings) -> Path:
@@ -110,10 +121,12 @@ def _spawn_metrics(settings: Settings, dsn: str, port: int, reserved: socket.soc
     """Fork the process serving the SCP's /metrics and /health (before any thread starts)."""
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     reserved.close()
+    _die_with(parent)
     try:
         _metrics_process(settings, dsn, port)
     except BaseException:
@@ -167,11 +180,20 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
 
 def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | None = None) -> int:
     """Run the SCP supervisor until SIGTERM/SIGINT; return the exit code."""
+    # A leftover receiver of an earlier run would share the port (SO_REUSEPORT) and take
+    # associations: a port anyone listens on is refused before anything starts.
+    check_ports(
+        [
+            PortUse("scp.port", settings.scp.port, settings.scp.host),
+            PortUse("scp.metrics_port", settings.scp.metrics_port),
+        ]
+    )
     spool = make_spool(settings)
     stale = spool.prepare()
     if stale:
         LOGGER.info("spool: %d unacknowledged partial files removed", stale)
     reserved = _reserve_port(settings.scp.host, settings.scp.port)
+    supervisor = os.getpid()
     port = reserved.getsockname()[1]
     count = settings.scp.processes or os.cpu_count() or 1
     children: dict[int, int] = {}
@@ -184,6 +206,7 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
         pid = os.fork()
         if pid == 0:
             reserved.close()
+            _die_with(supervisor)
             try:
                 _receiver(settings, dsn, port, index)
             except BaseException:
