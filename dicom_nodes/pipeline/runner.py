@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
+import procrastinate.exceptions
+import psycopg
 from prometheus_client import CollectorRegistry
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from config import Settings, data_path
 from dicom_nodes.alerts.outbox import AlertContext
@@ -25,7 +28,7 @@ from dicom_nodes.pipeline.worker import build_app
 from dicom_nodes.state.jobs import queue_name
 from dicom_nodes.state.repository import AuditSink
 
-__all__ = ["health", "make_destinations", "run_worker"]
+__all__ = ["database_outage", "health", "make_destinations", "run_worker", "wait_for_database"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -89,6 +92,37 @@ def health(ctx: PipelineContext) -> dict[str, bool]:
     return checks
 
 
+def database_outage(exc: BaseException) -> bool:
+    """Whether *exc* (or what caused it) is PostgreSQL being unreachable, not a bug."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, psycopg.OperationalError | PoolTimeout | ConnectionError):
+            return True
+        if isinstance(seen, procrastinate.exceptions.ConnectorException) and not isinstance(
+            seen, procrastinate.exceptions.UniqueViolation
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def wait_for_database(dsn: str, stop: threading.Event, ceiling: float = 30.0) -> float:
+    """Block until PostgreSQL answers (back-off 0.5 s doubling up to *ceiling*) or *stop*;
+    return the seconds waited. An outage of any length is waited out."""
+    started = time.monotonic()
+    delay = 0.5
+    while not stop.wait(delay):
+        try:
+            with psycopg.connect(dsn, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+            break
+        except psycopg.Error:
+            delay = min(delay * 2, ceiling)
+    return time.monotonic() - started
+
+
 def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> int:
     """Run until SIGTERM/SIGINT."""
     if audit is None:
@@ -140,16 +174,27 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        app.run_worker(
-            queues=[queue_name(settings.node.name)],
-            concurrency=settings.worker.concurrency,
-            install_signal_handlers=True,
-            wait=True,
-            update_heartbeat_interval=2.0,
-            # A job whose lock was held when it was deferred starts at the next poll.
-            fetch_job_polling_interval=0.25,
-            stalled_worker_timeout=10.0,
-        )
+        while not stop.is_set():
+            try:
+                app.run_worker(
+                    queues=[queue_name(settings.node.name)],
+                    concurrency=settings.worker.concurrency,
+                    install_signal_handlers=True,
+                    wait=True,
+                    update_heartbeat_interval=2.0,
+                    # A job whose lock was held when it was deferred starts at the next poll.
+                    fetch_job_polling_interval=0.25,
+                    stalled_worker_timeout=10.0,
+                )
+                break
+            except Exception as exc:
+                if not database_outage(exc):
+                    raise
+                LOGGER.warning(
+                    "worker: database unavailable (%s); waiting for it", type(exc).__name__
+                )
+                waited = wait_for_database(dsn, stop)
+                LOGGER.info("worker: database back after %.1f s; jobs resume", waited)
     except KeyboardInterrupt:
         pass
     finally:
