@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -108,12 +109,19 @@ def database_outage(exc: BaseException) -> bool:
     return False
 
 
-def wait_for_database(dsn: str, stop: threading.Event, ceiling: float = 30.0) -> float:
-    """Block until PostgreSQL answers (back-off 0.5 s doubling up to *ceiling*) or *stop*;
-    return the seconds waited. An outage of any length is waited out."""
+def wait_for_database(
+    dsn: str, stop: threading.Event, ceiling: float = 30.0, parent: int | None = None
+) -> float:
+    """Block until PostgreSQL answers (back-off 0.5 s doubling up to *ceiling*), *stop* is set
+    or the process's parent is no longer *parent* (its supervisor died: a SIGTERM that
+    arrived while procrastinate held the signal handlers is not lost that way); return the
+    seconds waited. An outage of any length is waited out."""
     started = time.monotonic()
     delay = 0.5
     while not stop.wait(delay):
+        if parent is not None and os.getppid() != parent:
+            stop.set()
+            break
         try:
             with psycopg.connect(dsn, connect_timeout=5) as conn:
                 conn.execute("SELECT 1")
@@ -121,6 +129,15 @@ def wait_for_database(dsn: str, stop: threading.Event, ceiling: float = 30.0) ->
         except psycopg.Error:
             delay = min(delay * 2, ceiling)
     return time.monotonic() - started
+
+
+def _watch_supervisor(parent: int, stop: threading.Event) -> None:
+    """SIGTERM ourselves once ``radiogate run`` is gone (its PR_SET_PDEATHSIG can be lost)."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            LOGGER.warning("worker: radiogate run is gone; stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> int:
@@ -173,6 +190,11 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    parent = int(os.environ.get("RADIOGATE_SUPERVISOR_PID", "0") or 0) or None
+    if parent is not None:
+        threading.Thread(
+            target=_watch_supervisor, args=(parent, stop), name="supervisor-watch", daemon=True
+        ).start()
     try:
         while not stop.is_set():
             try:
@@ -193,7 +215,10 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
                 LOGGER.warning(
                     "worker: database unavailable (%s); waiting for it", type(exc).__name__
                 )
-                waited = wait_for_database(dsn, stop)
+                waited = wait_for_database(dsn, stop, parent=parent)
+                if stop.is_set():
+                    LOGGER.warning("worker: stopping while the database is unavailable")
+                    break
                 LOGGER.info("worker: database back after %.1f s; jobs resume", waited)
     except KeyboardInterrupt:
         pass

@@ -35,10 +35,20 @@ from dicom_nodes.scp.audit_buffer import BufferedAuditWriter
 from dicom_nodes.services.ports import PortUse, check_ports
 from dicom_nodes.services.supervisor import die_with_parent
 
-__all__ = ["run_scp"]
+__all__ = ["SUPERVISOR_ENV", "run_scp"]
 
 LOGGER = logging.getLogger(__name__)
 _GRACE = 10.0
+
+
+SUPERVISOR_ENV = "RADIOGATE_SUPERVISOR_PID"
+"""Set by ``radiogate run`` for its children: the pid they must not outlive."""
+
+
+def _orphaned(watched: int) -> bool:
+    """Whether the supervisor named by :data:`SUPERVISOR_ENV` is no longer our parent (its
+    PR_SET_PDEATHSIG can be lost when it dies while starting us)."""
+    return bool(watched) and os.getppid() != watched
 
 
 def _die_with(parent: int) -> None:
@@ -106,7 +116,11 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
     )
     thread.start()
     LOGGER.info("receiver %d (pid %d) accepting on %s:%d", index, os.getpid(), scp.host, port)
-    stopping.wait()
+    supervisor = os.getppid()
+    while not stopping.wait(1.0):
+        if os.getppid() != supervisor:  # PR_SET_PDEATHSIG's signal can be lost in a race
+            LOGGER.warning("receiver %d: the SCP supervisor is gone; stopping", index)
+            break
     server.shutdown()
     deadline = time.monotonic() + _GRACE
     while server.active_associations and time.monotonic() < deadline:
@@ -192,6 +206,10 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
     stale = spool.prepare()
     if stale:
         LOGGER.info("spool: %d unacknowledged partial files removed", stale)
+    watched = int(os.environ.get(SUPERVISOR_ENV, "0") or 0)
+    if _orphaned(watched):
+        LOGGER.warning("SCP: the process that started it is already gone; not starting")
+        return 0
     reserved = _reserve_port(settings.scp.host, settings.scp.port)
     supervisor = os.getpid()
     port = reserved.getsockname()[1]
@@ -240,10 +258,14 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
         on_ready(port)
     while children or metrics_pid:
         try:
-            pid, status = os.wait()
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
-        except InterruptedError:  # pragma: no cover - PEP 475 retries
+        if pid == 0:
+            if not stopping and _orphaned(watched):
+                LOGGER.warning("SCP: the process that started it is gone; stopping")
+                on_signal(signal.SIGTERM, None)
+            time.sleep(0.2)
             continue
         if pid == metrics_pid:
             metrics_pid = 0

@@ -42,3 +42,9 @@ def test_waiting_stops_when_asked() -> None:
     stop = threading.Event()
     stop.set()
     assert wait_for_database("host=127.0.0.1 port=1 connect_timeout=1", stop) < 1.0
+
+
+def test_waiting_stops_when_the_supervisor_is_gone() -> None:
+    stop = threading.Event()
+    waited = wait_for_database("host=127.0.0.1 port=1 connect_timeout=1", stop, parent=-1)
+    assert stop.is_set() and waited < 2.0
