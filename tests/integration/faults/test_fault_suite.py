@@ -229,6 +229,7 @@ def test_fault_injection_run(stack: Stack, tmp_path: Path) -> None:
         time.sleep(2)
         # PostgreSQL stopped under load.
         cluster = PrivateCluster(stack.data_dir / "postgres", stack.db_port)
+        before = {n: stack.restarts(n) for n in ("scp", "worker", "sealer")}
         cluster.stop(mode="immediate")
         time.sleep(OUTAGE)
         cluster.start()
@@ -240,6 +241,11 @@ def test_fault_injection_run(stack: Stack, tmp_path: Path) -> None:
         recovery["database back → next acknowledged C-STORE"] = _wait(
             lambda: probe.last_ok > back, 90, "a C-STORE after the outage"
         )
+        # The receivers and the worker waited the outage out; none of them died of it.
+        time.sleep(3)
+        after = {n: stack.restarts(n) for n in before}
+        figures["restarts_during_outage"] = {n: after[n] - before[n] for n in before}
+        assert after["scp"] == before["scp"] and after["worker"] == before["worker"], after
         # radiogate run itself, killed with -9: its children go with it; then it starts again.
         run_pid = stack.proc.pid if stack.proc else 0
         os.kill(run_pid, signal.SIGKILL)
@@ -301,7 +307,7 @@ def test_fault_injection_run(stack: Stack, tmp_path: Path) -> None:
     answers: Counter[str] = Counter()
     for m in modalities:
         answers.update(m.answers)
-    figures = {
+    figures |= {
         "instances": len(files) + len(probe_files),
         "acknowledged": len(acked),
         "archived": archived,
