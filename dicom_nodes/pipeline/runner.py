@@ -131,13 +131,20 @@ def wait_for_database(
     return time.monotonic() - started
 
 
-def _watch_supervisor(parent: int, stop: threading.Event) -> None:
-    """SIGTERM ourselves once ``radiogate run`` is gone (its PR_SET_PDEATHSIG can be lost)."""
-    while not stop.wait(1.0):
+def _watch_supervisor(parent: int, done: threading.Event, grace: float = 10.0) -> None:
+    """Stop once ``radiogate run`` is gone (its PR_SET_PDEATHSIG can be lost): SIGTERM (jobs
+    finish), again after *grace* seconds (jobs are interrupted: each is one transaction), and
+    exit after another *grace* — an orphaned worker never lingers. *done* is set when the
+    worker has finished stopping."""
+    while not done.wait(1.0):
         if os.getppid() != parent:
             LOGGER.warning("worker: radiogate run is gone; stopping")
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGTERM)
+                if done.wait(grace):
+                    return
+            LOGGER.error("worker: did not stop after its supervisor died; exiting")
+            os._exit(1)
 
 
 def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> int:
@@ -191,9 +198,10 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
 
     signal.signal(signal.SIGTERM, on_term)
     parent = int(os.environ.get("RADIOGATE_SUPERVISOR_PID", "0") or 0) or None
+    done = threading.Event()
     if parent is not None:
         threading.Thread(
-            target=_watch_supervisor, args=(parent, stop), name="supervisor-watch", daemon=True
+            target=_watch_supervisor, args=(parent, done), name="supervisor-watch", daemon=True
         ).start()
     try:
         while not stop.is_set():
@@ -223,9 +231,11 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
         housekeeper.stop_event.set()
         if ctx.deid is not None:
             ctx.deid.close()
         pool.close()
         record_stop(dsn, settings, "worker")
+        done.set()
     return 0

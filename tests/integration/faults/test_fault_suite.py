@@ -250,7 +250,10 @@ def test_fault_injection_run(stack: Stack, tmp_path: Path) -> None:
         run_pid = stack.proc.pid if stack.proc else 0
         os.kill(run_pid, signal.SIGKILL)
         stack.proc.wait() if stack.proc else None
-        gone = _wait(lambda: not _site_processes(stack.site), 30, "children of a killed run")
+        try:
+            gone = _wait(lambda: not _site_processes(stack.site), 30, "children of a killed run")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {_site_processes(stack.site)}") from None
         recovery["kill -9 radiogate run → children gone"] = gone
         started = time.monotonic()
         _start_again(stack)
