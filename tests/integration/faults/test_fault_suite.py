@@ -36,7 +36,7 @@ from tests.support import dcmtk, wait_for_echo
 from tests.support.data import extract_ct, series_copies
 from tests.support.stack import Stack, _env, make_site
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 OUTAGE = float(os.environ.get("RADIOGATE_FAULT_OUTAGE", "20"))
 _SENDING = re.compile(r"Sending file: (\S+)")
