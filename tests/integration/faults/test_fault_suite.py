@@ -6,7 +6,7 @@ instance is archived, nothing is orphaned, no partial file is left and the audit
 intact and complete; its figures (acknowledged, archived, answers by status, recovery times)
 are written to ``fault-figures.json`` in the test's directory and printed.
 
-The database outage lasts ``RADIOGATE_FAULT_OUTAGE`` seconds (20 by default, so that
+The database outage lasts ``FAULTS_OUTAGE_SECONDS`` seconds (20 by default, so that
 ``make test`` stays short; 60 and more are waited out the same way).
 """
 
@@ -38,7 +38,7 @@ from tests.support.stack import Stack, _env, make_site
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
-OUTAGE = float(os.environ.get("RADIOGATE_FAULT_OUTAGE", "20"))
+OUTAGE = float(os.environ.get("FAULTS_OUTAGE_SECONDS", "20"))
 _SENDING = re.compile(r"Sending file: (\S+)")
 _RESPONSE = re.compile(r"Received Store Response \(([^)]*)\)")
 
