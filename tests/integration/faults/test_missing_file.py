@@ -1,0 +1,79 @@
+"""A recorded instance whose spool file is gone: routing moves it to the terminal ``missing``
+state, forwarding holds its item as dead; each once, audited and counted, never a loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from psycopg_pool import ConnectionPool
+
+from config.routes import PipelineSettings, RouteSettings
+from dicom_nodes.audit_events import pipeline_sink
+from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.pipeline.forward import forward_round
+from dicom_nodes.pipeline.metrics import PipelineCollector
+from dicom_nodes.pipeline.route import route_round
+from dicom_nodes.spool.store import Spool
+from tests.support.data import extract_ct
+from tests.support.stages import FlakyDestination, Stage
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stage(fresh_dsn: str, tmp_path: Path) -> Iterator[Stage]:
+    spool = Spool(tmp_path / "spool", fsync=False)
+    spool.prepare()
+    dest = FlakyDestination("archive")
+    pool = ConnectionPool(fresh_dsn, min_size=1, max_size=4, open=True)
+    ctx = PipelineContext(
+        node="node1", pool=pool,
+        routes=[RouteSettings(name="all", steps=["forward:archive"])], lane_rules=[],
+        destinations={"archive": dest},
+        settings=PipelineSettings(batch_size=4, retry_initial=60.0, retry_max=600.0),
+        audit=pipeline_sink("node1", "RADIOGATE"),
+    )  # fmt: skip
+    yield Stage(ctx, spool, extract_ct(tmp_path / "ct"), dest, FlakyDestination("unused"))
+    pool.close()
+
+
+def _path(stage: Stage, uid: str) -> Path:
+    ((path,),) = stage.q("SELECT spool_path FROM ingest_instance WHERE sop_instance_uid = %s", uid)
+    return Path(path)
+
+
+def _rounds(step: object) -> int:
+    rounds = 0
+    while step():  # type: ignore[operator]
+        rounds += 1
+        assert rounds < 10, "the stage does not terminate"
+    return rounds
+
+
+def test_a_received_row_without_its_file_is_missing_once(stage: Stage) -> None:
+    uids = stage.receive(3)
+    _path(stage, uids[1]).unlink()
+    _rounds(lambda: route_round(stage.ctx))
+    assert stage.states(uids) == ["routed", "missing", "routed"]
+    assert stage.steps(uids[1]) == ["received", "file-missing"]
+    _rounds(lambda: forward_round(stage.ctx, "archive"))
+    assert stage.states(uids) == ["released", "missing", "released"]
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(stage.ctx.pool, "node1"))
+    assert registry.get_sample_value("radiogate_missing_instances", {"node": "node1"}) == 1
+
+
+def test_a_routed_row_whose_file_vanished_is_held_as_dead_once(stage: Stage) -> None:
+    uids = stage.receive(3)
+    _rounds(lambda: route_round(stage.ctx))
+    _path(stage, uids[0]).unlink()
+    _rounds(lambda: forward_round(stage.ctx, "archive"))
+    assert stage.states(uids) == ["held", "released", "released"]
+    assert stage.q(
+        "SELECT state, hold_reason FROM forward_item WHERE sop_instance_uid = %s", uids[0]
+    ) == [("dead", "spool-file-missing")]
+    assert stage.steps(uids[0])[-2:] == ["forward-abandoned", "held"]
+    assert uids[0] not in stage.dest.sent  # never sent, never retried
