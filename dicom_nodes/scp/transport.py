@@ -242,7 +242,9 @@ class ReceiverServer(ThreadedAssociationServer):
         if self.tls_context is None:
             problem = screen_first_pdu(request, self.artim_timeout)
             if problem is not None:
-                LOGGER.warning("connection from %s closed: %s", client_address[0], problem)
+                # A port check (connect, close) is routine; anything else is worth a warning.
+                level = logging.DEBUG if problem == "closed by the peer" else logging.WARNING
+                LOGGER.log(level, "connection from %s closed: %s", client_address[0], problem)
                 if "type" in problem or "length" in problem:
                     with contextlib.suppress(OSError):
                         request.sendall(_A_ABORT)
