@@ -133,9 +133,19 @@ STAGES = (
 def _print_states(node: Any) -> None:
     """Where the pipeline stood when a run timed out (counts and states only, no identifiers)."""
     for title, sql in (
-        ("series_triage", "SELECT state, lane, count(*) FROM series_triage GROUP BY 1, 2"),
-        ("forward_item", "SELECT state, lane, count(*) FROM forward_item GROUP BY 1, 2"),
+        (
+            "series_triage",
+            "SELECT state, lane, sr_sop_instance_uid IS NOT NULL, "
+            "kos_sop_instance_uid IS NOT NULL FROM series_triage",
+        ),
+        ("forward_item", "SELECT state, lane_rank, count(*) FROM forward_item GROUP BY 1, 2"),
         ("ingest_instance", "SELECT state, count(*) FROM ingest_instance GROUP BY 1"),
+        (
+            "results",
+            "SELECT i.sop_class_uid, i.state, f.state, f.last_error FROM series_triage t "
+            "JOIN ingest_instance i ON i.sop_instance_uid IN (t.sr_sop_instance_uid, "
+            "t.kos_sop_instance_uid) LEFT JOIN forward_item f USING (sop_instance_uid)",
+        ),
     ):
         print(title, node.query(sql), file=sys.stderr)
 
