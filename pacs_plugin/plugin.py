@@ -154,8 +154,10 @@ class Plugin:
         if response.status == 200:
             output.AnswerBuffer(response.encoded(), "application/json")
         else:
+            body = response.encoded()
             output.SetHttpHeader("Content-Type", "application/json")
-            output.SendHttpStatus(response.status, response.encoded())
+            # plugin 4.0: (status, str, length); the JSON is ASCII (json.dumps escapes the rest)
+            output.SendHttpStatus(response.status, body.decode("ascii"), len(body))
 
     def on_change(self, change_type: int, level: int, resource: str) -> None:
         """A study became stable: a hint for the recorder (who defers the job)."""
