@@ -153,6 +153,9 @@ class Plugin:
         response = self.routes.dispatch(req)
         if response.status == 200:
             output.AnswerBuffer(response.encoded(), "application/json")
+        elif response.status == 405:  # Orthanc wants its dedicated call for 405 (no body)
+            allow = response.body.get("allow") if isinstance(response.body, dict) else None
+            output.SendMethodNotAllowed(str(allow or "GET"))
         else:
             body = response.encoded()
             output.SetHttpHeader("Content-Type", "application/json")

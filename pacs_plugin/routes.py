@@ -84,7 +84,7 @@ class Routes:
             if m is None:
                 continue
             if request.method != method:
-                raise HttpError(405, "method-not-allowed", f"use {method}")
+                return Response(405, {"error": "method-not-allowed", "allow": method})
             if role is None and not request.who.roles:
                 self.refused(request, "no-role")
                 raise HttpError(403, "role-required")
