@@ -36,6 +36,7 @@ dsn = "{dsn}"
 journal_sync_interval = 0.05
 routine_max_wait_minutes = 60.0
 urgent_max_wait_minutes = 30.0
+archive_arrivals = "{arrivals}"
 
 [[pacs.user]]
 name = "alice"
@@ -93,10 +94,11 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def start_pacs(dsn: str, base: Path) -> Pacs:
+def start_pacs(dsn: str, base: Path, *, more_config: str = "", arrivals: str = "",
+               orthanc_extra: dict[str, object] | None = None) -> Pacs:  # fmt: skip
     base.mkdir(parents=True, exist_ok=True)
     cfg = base / "radiogate.toml"
-    cfg.write_text(CONFIG.format(data=base / "node", dsn=dsn))
+    cfg.write_text(CONFIG.format(data=base / "node", dsn=dsn, arrivals=arrivals) + more_config)
     settings = config.load(cfg, env={})
     orthanc = ManagedOrthanc(
         storage_dir=base / "orthanc", http_port=free_port(), dicom_port=free_port(),
@@ -105,7 +107,7 @@ def start_pacs(dsn: str, base: Path) -> Pacs:
     service = orthanc.credentials
     orthanc.extra = plugin_config(
         settings, dsn=dsn, config_file=str(cfg), service_user=service.user
-    )
+    ) | (orthanc_extra or {})
     orthanc.users = dict(user_tokens(settings))
     orthanc.users["mallory"] = "mallory-password"
     users = {u.name: load_credentials(Path(u.token_file)) for u in settings.pacs.user}
