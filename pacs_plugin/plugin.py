@@ -122,8 +122,9 @@ class Plugin:
         why = refusal(who, method, uri)
         read = classify_read(method, uri, request.get("get", {}))
         if why is not None:
+            aimed = read or classify_read("GET", uri, request.get("get", {}))  # a write's study
             self._journal(
-                {"k": "refused", "t": _now(), "u": who.user, "ip": ip, "why": why, **_target(read)}
+                {"k": "refused", "t": _now(), "u": who.user, "ip": ip, "why": why, **_target(aimed)}
             )
             return False
         if read is not None and not who.service:
