@@ -6,7 +6,7 @@
 
 VENV        ?= .venv
 PYTHON      ?= python3
-APT_PACKAGES = orthanc orthanc-python dcmtk dicom3tools postgresql openssl mosquitto
+APT_PACKAGES = orthanc orthanc-python orthanc-dicomweb dcmtk dicom3tools postgresql openssl mosquitto
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: bench-deid run test lint typecheck unit integration bench system-deps venv clean

@@ -21,6 +21,7 @@ from typing import Any
 from config.alerts import AlertSettings
 from config.analysis import AnalysisSettings
 from config.deid import DeidSettings
+from config.pacs import PacsSettings
 from config.routes import (
     DestinationSettings,
     LaneRule,
@@ -251,3 +252,5 @@ class Settings:
     """Where critical and incomplete results are announced; escalation of unacknowledged ones."""
     deid: DeidSettings = field(default_factory=DeidSettings)
     """De-identification profiles (``deidentify:<profile>`` steps) and their secrets."""
+    pacs: PacsSettings = field(default_factory=PacsSettings)
+    """The Orthanc plugin: users and roles, the access journal, the worklist's wait ceilings."""

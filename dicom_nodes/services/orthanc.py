@@ -124,6 +124,10 @@ class ManagedOrthanc:
     peers: list[OrthancPeer] = field(default_factory=list)
     credentials_file: Path | None = None
     name: str = "Radiogate archive"
+    extra: dict[str, object] = field(default_factory=dict)
+    """More configuration keys (e.g. the plugin's: :mod:`.pacs`)."""
+    users: dict[str, str] = field(default_factory=dict)
+    """More ``RegisteredUsers`` besides the archive's own account."""
     _proc: subprocess.Popen[bytes] | None = None
     _credentials: HttpCredentials | None = None
     _token: str = ""
@@ -154,6 +158,12 @@ class ManagedOrthanc:
         return self.storage_dir / "orthanc.log"
 
     def config(self) -> dict[str, object]:
+        cfg = self._base_config()
+        cfg.update(self.extra)
+        cfg["RegisteredUsers"] = {**self.users, self.credentials.user: self.credentials.password}
+        return cfg
+
+    def _base_config(self) -> dict[str, object]:
         return {
             "Name": f"{self.name} {self._token}".rstrip(),
             "StorageDirectory": str(self.storage_dir / "storage"),

@@ -683,3 +683,16 @@ def set_analysis_results(
         (seg[0] if seg else None, seg[1] if seg else None, sr[0] if sr else None,
          sr[1] if sr else None, parameter_hash, pyradiomics_version, analysis_id),
     )  # fmt: skip
+
+
+def open_archive_study(conn: Conn, study_uid: str) -> bool:
+    """The row of a study stored into the archive directly (not through the SCP), under its own
+    UID in the archive, created ``receiving``; False when the study is already known."""
+    row = conn.execute(
+        """INSERT INTO study (study_instance_uid, archive_study_uid)
+           SELECT %s, %s WHERE NOT EXISTS (
+               SELECT 1 FROM study WHERE study_instance_uid = %s OR archive_study_uid = %s)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        (study_uid, study_uid, study_uid, study_uid),
+    ).fetchone()
+    return row is not None
