@@ -29,6 +29,7 @@ from config.schema import (
     SpoolSettings,
     SyslogProtocol,
     TlsSettings,
+    ViewerSettings,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "SpoolSettings",
     "SyslogProtocol",
     "TlsSettings",
+    "ViewerSettings",
     "data_path",
     "load",
     "project_dir",

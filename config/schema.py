@@ -45,6 +45,7 @@ __all__ = [
     "SpoolSettings",
     "SyslogProtocol",
     "TlsSettings",
+    "ViewerSettings",
 ]
 
 
@@ -186,6 +187,21 @@ class OrthancSettings:
 
 
 @dataclass(frozen=True)
+class ViewerSettings:
+    """The OHIF viewer that ``radiogate run`` serves next to the managed archive (loopback).
+
+    Its DICOMweb requests are passed to the archive's DICOMweb plugin with the browser's own
+    HTTP Basic credentials (those of an Orthanc user): the viewer holds no password."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8043
+    dist: str = ""
+    """The OHIF build to serve (``make ohif`` installs it); empty: ``ohif/dist`` of the source
+    checkout."""
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """Process logging (never PHI: UIDs, AE titles and addresses only)."""
 
@@ -234,6 +250,7 @@ class Settings:
     scp: ScpSettings = field(default_factory=ScpSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     orthanc: OrthancSettings = field(default_factory=OrthancSettings)
+    viewer: ViewerSettings = field(default_factory=ViewerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)

@@ -14,7 +14,11 @@ SEG or RTSTRUCT of the study that outlines lesions):
 4. pyradiomics features per segment under the versioned parameter set
    (:mod:`analysis.radiomics.features`), mapped to DICOM concepts (:mod:`analysis.radiomics.codes`);
 5. a BINARY SEG of all segments and the measurement report (:mod:`analysis.results`); each
-   lesion group has a planar ellipse on its key slice (the slice where it is largest).
+   segment, lung or lesion, also has a planar group on its key slice (the slice where it is
+   largest): the convex hull of its cross-section there, a closed polygon. OHIF v3 reads every
+   measurement group of a TID 1500 report and fails on one it cannot place on an image (a
+   group with neither SCOORD nor a NUM inferred from one; see docs/viewers.md), so no segment
+   is left without one.
 
 A segment whose features fail is still in the SEG; its group says which features are missing.
 """
@@ -198,23 +202,27 @@ def lesions_from_seg(seg: Dataset, ordered: Sequence[Dataset]) -> dict[str, npt.
     return out
 
 
-def _ellipse(mask2d: npt.NDArray[np.bool_]) -> PlanarRegion:
-    """An ellipse with the mask's second moments and area (its principal axes)."""
+def _outline(mask2d: npt.NDArray[np.bool_]) -> PlanarRegion:
+    """The convex hull of the mask's pixels on one slice, as a closed polygon in image
+    coordinates (pixel corners, PS3.3 C.18.6.1.1): a planar outline every viewer can draw
+    (OHIF draws no oblique ellipse), holding the whole cross-section."""
+    from scipy.spatial import ConvexHull, QhullError
+
     rows, cols = np.nonzero(mask2d)
-    centre = np.array([cols.mean() + 0.5, rows.mean() + 0.5])
-    cov = np.cov(np.vstack([cols, rows])) if len(rows) > 2 else np.eye(2) * 0.25
-    values, vectors = np.linalg.eigh(np.atleast_2d(cov))
-    values = np.maximum(values, 0.25)
-    half = 2.0 * np.sqrt(values)  # a uniform ellipse has variance (semi-axis / 2) ** 2
-    minor_axis, major_axis = vectors[:, 0], vectors[:, 1]
-    points = [
-        centre + major_axis * half[1],
-        centre - major_axis * half[1],
-        centre + minor_axis * half[0],
-        centre - minor_axis * half[0],
-    ]
-    clipped = [(max(0.0, float(c)), max(0.0, float(r))) for c, r in points]
-    return PlanarRegion(GraphicType.ELLIPSE, tuple(clipped))
+    corners = np.concatenate(
+        [np.column_stack([cols + dc, rows + dr]) for dc in (0, 1) for dr in (0, 1)]
+    ).astype(float)
+    try:
+        hull = ConvexHull(corners)
+    except QhullError:  # pragma: no cover - pixel corners always span an area
+        raise ValueError("a segment's key slice has no area") from None
+    points = corners[hull.vertices]  # counter-clockwise
+    return PlanarRegion(GraphicType.POLYGON, tuple((float(c), float(r)) for c, r in points))
+
+
+def _key_slice(mask: npt.NDArray[np.bool_]) -> int:
+    """The slice (volume order) with the largest cross-section of *mask*."""
+    return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
 
 
 def _lung_rows(
@@ -424,6 +432,8 @@ def _segment(
     measured: list[Measurement],
     outputs: tuple[Any, ...] = (),
 ) -> SegmentResult:
+    key = _key_slice(mask)
+    key_slice, region = str(ordered[key].SOPInstanceUID), _outline(mask[key])
     if number <= 2:
         laterality = codes.SCT.Right if number == 1 else codes.SCT.Left
         return SegmentResult(
@@ -437,9 +447,9 @@ def _segment(
             laterality=laterality,
             finding_site=codes.SCT.Lung,
             model_outputs=outputs,
+            key_slice=key_slice,
+            region=region,
         )
-    areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
-    key = int(np.argmax(areas))
     return SegmentResult(
         number,
         label,
@@ -449,8 +459,8 @@ def _segment(
         f"lesion-{number - 2}",
         tuple(measured),
         finding_site=codes.SCT.Lung,
-        key_slice=str(ordered[key].SOPInstanceUID),
-        region=_ellipse(mask[key]),
+        key_slice=key_slice,
+        region=region,
     )
 
 
