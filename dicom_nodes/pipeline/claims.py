@@ -47,13 +47,15 @@ class ReceivedInstance:
     modality: str = ""
     series_instance_uid: str = ""
     received_at: dt.datetime | None = None
+    patient_pseudonym: str | None = None
 
 
 def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
     """Up to *limit* instances of *node* in state ``received``, oldest first."""
     rows = conn.execute(
         """SELECT sop_instance_uid, sop_class_uid, study_instance_uid, transfer_syntax_uid,
-                  spool_path, calling_ae, called_ae, modality, series_instance_uid, received_at
+                  spool_path, calling_ae, called_ae, modality, series_instance_uid, received_at,
+                  patient_pseudonym
            FROM ingest_instance
            WHERE node = %s AND state = 'received'
            ORDER BY received_at
@@ -61,7 +63,7 @@ def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
         (node, limit),
     ).fetchall()
     return [
-        ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9])
+        ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
         for r in rows
     ]
 

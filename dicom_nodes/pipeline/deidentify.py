@@ -81,6 +81,8 @@ def make_copies(
             "sop_class_uid": inst.sop_class_uid,
             "study_instance_uid": inst.study_instance_uid,
         }
+        if inst.patient_pseudonym:
+            details["patient"] = inst.patient_pseudonym
         held: dict[str, str] = dict.fromkeys(plan.unavailable, UNAVAILABLE)
         for profile in plan.profiles:
             outcome = copies[(inst.spool_path, profile)]
