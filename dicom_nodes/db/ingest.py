@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -12,6 +13,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 import audit
+from config import Settings
 from dicom_nodes.audit_events import instance_received, study_reopened
 from dicom_nodes.errors import DatabaseUnavailable
 from dicom_nodes.spool.inspect import DatasetIdentity
@@ -19,7 +21,7 @@ from dicom_nodes.spool.store import SpooledFile
 from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
 from dicom_nodes.state.repository import INGEST_SQL
 
-__all__ = ["IngestRecorder", "PostgresIngest", "Receipt", "RecordOutcome"]
+__all__ = ["IngestRecorder", "PostgresIngest", "Receipt", "RecordOutcome", "receiver_pseudonym"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class IngestRecorder(Protocol):
 
 
 def _received_event(
-    identity: DatasetIdentity, receipt: Receipt, row: tuple[Any, ...]
+    identity: DatasetIdentity, receipt: Receipt, row: tuple[Any, ...], patient: str | None
 ) -> audit.AuditEvent:
     inserted, bytes_differ, reopened = row[0], row[1], row[4]
     reason = None
@@ -71,20 +73,32 @@ def _received_event(
         sop_uid=identity.sop_instance_uid,
         sop_class_uid=identity.sop_class_uid,
         reason=reason,
+        patient=patient,
     )
 
 
 class PostgresIngest:
     """:class:`IngestRecorder` on a psycopg connection pool."""
 
-    def __init__(self, pool: ConnectionPool, *, timeout: float) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        timeout: float,
+        pseudonym: Callable[[DatasetIdentity], str] | None = None,
+    ) -> None:
         self.pool = pool
         self.timeout = timeout
+        self.pseudonym = pseudonym
+        """The patient's keyed pseudonym of an instance (recorded with it and in its audit
+        event, so every event of the instance names the patient); None: not recorded."""
 
     def record(
         self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt
     ) -> RecordOutcome:
+        patient = self.pseudonym(identity) if self.pseudonym is not None else None
         params = {
+            "patient": patient,
             "sop": identity.sop_instance_uid,
             "cls": identity.sop_class_uid,
             "study": identity.study_instance_uid,
@@ -115,7 +129,7 @@ class PostgresIngest:
                     assert row is not None
                     if row[0] or row[1] is not None:
                         # The "received" audit event commits with the instance row.
-                        audit.enqueue(conn, _received_event(identity, receipt, row))
+                        audit.enqueue(conn, _received_event(identity, receipt, row, patient))
                     if row[0] and row[4]:
                         # The study was complete: this receipt is its late-arrival event.
                         audit.enqueue(
@@ -140,3 +154,11 @@ class PostgresIngest:
                     else RecordOutcome.DUPLICATE_SAME
                 )
         raise DatabaseUnavailable(f"database unavailable ({type(last_error).__name__})")
+
+
+def receiver_pseudonym(settings: Settings) -> Callable[[DatasetIdentity], str] | None:
+    """The patient pseudonym the receiver records per instance: the keyed value
+    de-identification will give (no de-identification happens in the receiver)."""
+    from dicom_nodes.deid.patient import receiver_pseudonym as make
+
+    return make(settings)

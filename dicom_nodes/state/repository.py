@@ -189,23 +189,27 @@ _ASSIGN: dict[tuple[str, str], str] = {
 }
 """What else an event changes besides the state, using ``v.<name>`` per-row values."""
 
+_STUDY_PATIENT = (
+    "(SELECT p.patient_pseudonym FROM study p WHERE p.study_instance_uid = {}.study_instance_uid)"
+)
 _SOURCE_ROWS: dict[str, tuple[str, str, str]] = {
-    # machine name: (extra FROM, extra WHERE, RETURNING columns → class, study, destination)
-    "instance": ("", "", "t.sop_class_uid, t.study_instance_uid, ''"),
+    # machine name: (extra FROM, extra WHERE,
+    #                RETURNING columns → class, study, destination, patient pseudonym)
+    "instance": ("", "", "t.sop_class_uid, t.study_instance_uid, '', t.patient_pseudonym"),
     "forward item": (
         ", ingest_instance i",
         " AND i.sop_instance_uid = t.sop_instance_uid",
-        "i.sop_class_uid, i.study_instance_uid, t.destination",
+        "i.sop_class_uid, i.study_instance_uid, t.destination, i.patient_pseudonym",
     ),
-    "study": ("", "", "'', t.study_instance_uid, ''"),
-    "series": ("", "", "'', t.study_instance_uid, ''"),
-    "triage": ("", "", "'', t.study_instance_uid, ''"),
-    "analysis": ("", "", "'', t.study_instance_uid, ''"),
-    "alert": ("", "", "'', t.study_instance_uid, ''"),
+    "study": ("", "", "'', t.study_instance_uid, '', t.patient_pseudonym"),
+    "series": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
+    "triage": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
+    "analysis": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
+    "alert": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
     "alert delivery": (
         ", alert a",
         " AND a.alert_id = t.alert_id",
-        "'', a.study_instance_uid, t.target",
+        "'', a.study_instance_uid, t.target, " + _STUDY_PATIENT.format("a"),
     ),
 }
 
@@ -281,8 +285,10 @@ def apply(
     by_key = {tuple(str(v) for v in row[: len(machine.keys)]): row for row in rows}
     entries: list[AuditEntry] = []
     for change in changes:  # audit events in the order the caller named the rows
-        sop_class, study, destination = by_key[change.key][len(machine.keys) :]
+        sop_class, study, destination, patient = by_key[change.key][len(machine.keys) :]
         details: dict[str, Any] = {"study_instance_uid": study}
+        if patient:
+            details["patient"] = patient
         if machine.keys[0] == "sop_instance_uid":
             details["sop_instance_uid"] = change.key[0]
             details["sop_class_uid"] = sop_class
@@ -326,9 +332,10 @@ WITH existing AS (
     INSERT INTO ingest_instance (
         sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, modality,
         transfer_syntax_uid, size_bytes, blake3, spool_path, calling_ae, called_ae,
-        peer_address, peer_port, node, association_id)
+        peer_address, peer_port, node, association_id, patient_pseudonym)
     SELECT %(sop)s, %(cls)s, %(study)s, %(series)s, %(modality)s, %(ts)s, %(size)s, %(b3)s,
-           %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s
+           %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s,
+           %(patient)s
     WHERE NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT (sop_instance_uid) DO NOTHING
     RETURNING 1
@@ -349,10 +356,11 @@ WITH existing AS (
     -- First receipt: the study starts 'receiving'. A receipt for a complete study is the
     -- 'late-arrival' event (complete -> receiving, model.STUDY); the receiver appends its
     -- audit event (study-reopened) in this transaction.
-    INSERT INTO study AS s (study_instance_uid)
-    SELECT %(study)s WHERE EXISTS (SELECT 1 FROM ins)
+    INSERT INTO study AS s (study_instance_uid, patient_pseudonym)
+    SELECT %(study)s, %(patient)s WHERE EXISTS (SELECT 1 FROM ins)
     ON CONFLICT (study_instance_uid) DO UPDATE
         SET last_received_at = clock_timestamp(),
+            patient_pseudonym = coalesce(s.patient_pseudonym, excluded.patient_pseudonym),
             state = 'receiving',
             state_changed_at = CASE WHEN s.state = 'complete' THEN clock_timestamp()
                                     ELSE s.state_changed_at END,
