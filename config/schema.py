@@ -58,6 +58,25 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
+class DifferentBytes(StrEnum):
+    """What a re-send of a SOP Instance UID with different bytes does (``scp.different_bytes``).
+
+    Either way the second copy is kept in the spool and recorded (``ingest_duplicate``) with an
+    audit event; only which copy the pipeline carries differs."""
+
+    REPLACE = "replace"
+    """While the first copy has not been routed (nothing downstream has seen it), the new copy
+    replaces it (same study and series only); once routed, the first copy stays (as ``keep``)."""
+    KEEP = "keep"
+    """The first copy always stays; the new one waits in the spool for a person."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            return cls.__members__.get(value.strip().upper())
+        return None
+
+
 class Accelerate(StrEnum):
     """Whether pynetdicom associations use Radiogate's accelerator (``scp.accelerate``,
     ``forward.accelerate``; see ``dicom_nodes.accelerator``)."""
@@ -144,6 +163,9 @@ class ScpSettings:
     """Prometheus ``/metrics`` and ``/health`` of the SCP on 127.0.0.1 (0: off)."""
     accelerate: Accelerate = Accelerate.AUTO
     """Accelerated pynetdicom associations for the receiver (auto, on, off)."""
+    different_bytes: DifferentBytes = DifferentBytes.REPLACE
+    """A re-send of a SOP Instance UID with different bytes: ``replace`` the first copy while
+    it is unrouted, or ``keep`` the first copy always."""
     tls: TlsSettings = field(default_factory=TlsSettings)
 
 
