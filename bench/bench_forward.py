@@ -297,6 +297,8 @@ class Radiogate:
     extra_toml: str = ""
     accel: str = ""
     """Accelerator configuration (``bench/accel.py``); empty: the default settings."""
+    tree: Path = ROOT
+    """The source tree whose ``radiogate`` runs (``--trees``: the current code against another)."""
     port: int = 0
     dsn: str = ""
     db: str = ""
@@ -370,7 +372,7 @@ timeout = 30.0
             self.scp = subprocess.Popen(
                 self.command("scp"),
                 env=self.env(),
-                cwd=ROOT,
+                cwd=self.tree,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -384,7 +386,7 @@ timeout = 30.0
             self.worker = subprocess.Popen(
                 self.command("worker"),
                 env=self.env(),
-                cwd=ROOT,
+                cwd=self.tree,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -582,7 +584,11 @@ def run_forward(
 ) -> ForwardRun:
     work = base / f"fwd-{data.name}-{settings.label.replace('/', '-')}"
     orthanc = Orthanc(work / "orthanc")
-    rg = Radiogate(cluster, work / "node", orthanc, settings, accel=accel_config)
+    tree = TREES.get(accel_config)
+    rg = Radiogate(
+        cluster, work / "node", orthanc, settings,
+        accel="" if tree is not None else accel_config, tree=tree or ROOT,
+    )  # fmt: skip
     with running(orthanc, rg):
         orthanc.start()
         rg.start()
@@ -663,12 +669,21 @@ class SplitRun:
 
 
 def run_split(
-    data: DataSet, settings: Settings, cluster: PrivateCluster, base: Path, cap: float
+    data: DataSet,
+    settings: Settings,
+    cluster: PrivateCluster,
+    base: Path,
+    cap: float,
+    config: str = "",
 ) -> SplitRun:
     """storescu → SCP with no worker running (receive only); then the worker drains it all."""
     work = base / f"split-{data.name}"
     orthanc = Orthanc(work / "orthanc")
-    rg = Radiogate(cluster, work / "node", orthanc, settings)
+    tree = TREES.get(config)
+    rg = Radiogate(
+        cluster, work / "node", orthanc, settings,
+        accel="" if tree is not None else config, tree=tree or ROOT,
+    )  # fmt: skip
     senders: list[subprocess.Popen[bytes]] = []
     n = len(data.files)
     with running(orthanc, rg, Stopper(senders)):
@@ -698,7 +713,7 @@ def run_split(
         )
         return SplitRun(
             data=data.name,
-            settings=settings.label,
+            settings=settings.label + (f" [{config}]" if config else ""),
             count=n,
             receive_seconds=round(receive_seconds, 3),
             forward_seconds=round((last - first).total_seconds(), 3) if last else cap,
@@ -827,6 +842,8 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": git("status", "--short").splitlines()}
 
 
+TREES: dict[str, Path] = {}
+"""``--trees``: name → source tree; each Radiogate run is repeated with every tree."""
 DEID_SECRET = base64.b64encode(os.urandom(32)).decode()
 ROUTE = ['[[routes]]\nname = "identified"\nsteps = ["forward:archive"]\n']
 """The route of every Radiogate run; ``--deid`` makes it de-identify first (profile basic)."""
@@ -879,9 +896,20 @@ def main() -> int:
         default="",
         help="accelerator configurations to pair (bench/accel.py), e.g. stock,all",
     )
+    parser.add_argument(
+        "--trees",
+        default="",
+        help="pair source trees in the same round: NAME=DIR,... (the first is the reference; "
+        "e.g. base=/tmp/base,new=.); the SCP and the worker run from each tree in turn",
+    )
     args = parser.parse_args()
     configs = accel.expand(args.accel) if args.accel else [""]
-    if args.accel:
+    if args.trees:
+        for entry in args.trees.split(","):
+            name, _, path = entry.partition("=")
+            TREES[name.strip()] = Path(path.strip()).resolve()
+        configs = list(TREES)
+    if args.accel or args.trees:
         args.no_critical = True
     if args.deid:
         ROUTE[0] = (
@@ -930,7 +958,7 @@ def main() -> int:
                 for st in settings:
                     shift = rep % len(configs)
                     rotated = configs[shift:] + configs[:shift]
-                    plan += [None] if not args.accel else []
+                    plan += [None] if not args.accel or args.trees else []
                     plan += [(st, c) for c in rotated]
             plan += [None] * max(0, direct_reps - plan.count(None))
             for rep, step in enumerate(plan):
@@ -950,6 +978,16 @@ def main() -> int:
                     [x for x in forward if x.data == data.name and x.settings == f.settings]
                 )
                 forward.append(f)
+                if args.trees:  # forwarding alone, from a full spool, with the same tree
+                    sp = run_split(data, st, cluster, base, args.max_run_seconds, config)
+                    split.append(sp)
+                    print(
+                        f"split     {data.label:>5} {sp.settings:<11} receive only "
+                        f"{sp.receive_per_s:7.1f} img/s, forward only {sp.forward_per_s:7.1f}"
+                        f" img/s (confirmed {sp.confirmed}/{sp.count}) worker cpu "
+                        f"{sp.cpu_forward.get('worker', 0.0) / sp.count * 1e3:.2f} ms/instance",
+                        flush=True,
+                    )
                 print(
                     f"radiogate {data.label:>5} {f.settings:<11} {f.images_per_s:7.1f} img/s  "
                     f"(send {f.send_seconds:.2f} s, last confirmed {f.end_to_end_seconds:.2f} s,"
@@ -958,7 +996,7 @@ def main() -> int:
                     flush=True,
                 )
         best = pick_best(forward, "ct512" if "ct512" in sets else next(iter(sets), ""), settings)
-        for data in sets.values() if not (args.critical_only or args.accel) else ():
+        for data in sets.values() if not (args.critical_only or args.accel or args.trees) else ():
             sp = run_split(data, best, cluster, base, args.max_run_seconds)
             split.append(sp)
             print(
@@ -988,8 +1026,10 @@ def main() -> int:
                     flush=True,
                 )
         report(direct, forward, split, critical, sets, best)
-        if args.accel:
-            report_paired(forward, sets, configs)
+        if args.accel or args.trees:
+            report_paired(forward, sets, configs, configs[0] if args.trees else "stock")
+        if args.trees:
+            report_split_paired(split, sets, configs)
         out = {
             "benchmark": "forward",
             "started_at": started_at,
@@ -1027,10 +1067,12 @@ def main() -> int:
     return 0
 
 
-def report_paired(forward: list[ForwardRun], sets: dict[str, DataSet], configs: list[str]) -> None:
-    """Each accelerator configuration against stock pynetdicom in the same round."""
-    print("\nPaired with stock pynetdicom in the same round (medians over rounds): end-to-end")
-    print("img/s, x = median of per-round ratios to stock; CPU s of the worker and the SCP")
+def report_paired(
+    forward: list[ForwardRun], sets: dict[str, DataSet], configs: list[str], reference: str
+) -> None:
+    """Each configuration (or tree) against *reference* in the same round."""
+    print(f"\nPaired with {reference} in the same round (medians over rounds): end-to-end img/s,")
+    print(f"x = median of per-round ratios to {reference} [min-max]; CPU s of worker and SCP")
     for data in sets.values():
         by_setting: dict[str, dict[int, dict[str, ForwardRun]]] = {}
         for f in forward:
@@ -1040,14 +1082,50 @@ def report_paired(forward: list[ForwardRun], sets: dict[str, DataSet], configs: 
         for label, rounds in by_setting.items():
             rate = {r: {c: f.images_per_s for c, f in fs.items()} for r, fs in rounds.items()}
             for config in configs:
-                ips, _stock, ratio = accel.paired(rate, config)
+                ips, _stock, ratio = accel.paired(rate, config, reference)
                 runs = [fs[config] for fs in rounds.values() if config in fs]
+                ratios = [r[config] / r[reference] for r in rate.values()
+                          if config in r and r.get(reference)]  # fmt: skip
+                spread = f"[{min(ratios):.2f}-{max(ratios):.2f}]" if ratios else ""
                 worker = statistics.median(f.cpu.get("worker", 0.0) for f in runs)
                 scp = statistics.median(f.cpu.get("scp", 0.0) for f in runs)
                 print(
                     f"  {data.label:<6} {label:<11} {config:<14} {ips:7.1f} img/s x{ratio:5.2f}"
+                    f" {spread}"
                     f"  worker {worker:5.1f} s  scp {scp:5.1f} s  ({len(runs)} rounds)"
                 )
+
+
+def report_split_paired(
+    split: list[SplitRun], sets: dict[str, DataSet], configs: list[str]
+) -> None:
+    """Forwarding alone (from a full spool) per tree, paired with the first tree by round;
+    CPU milliseconds per instance of each component while forwarding."""
+    reference = configs[0]
+    print(f"\nForwarding alone, paired with {reference} (medians over rounds [min-max]); CPU ms")
+    print("per instance while forwarding")
+    for data in sets.values():
+        runs: dict[str, list[SplitRun]] = {}
+        for x in split:
+            if x.data == data.name and "[" in x.settings:
+                runs.setdefault(x.settings[:-1].split(" [")[1], []).append(x)
+        ref = runs.get(reference, [])
+        for config in configs:
+            mine = runs.get(config, [])
+            if not mine:
+                continue
+            ratios = [a.forward_per_s / b.forward_per_s
+                      for a, b in zip(mine, ref, strict=False) if b.forward_per_s]  # fmt: skip
+            ips = statistics.median(x.forward_per_s for x in mine)
+            per = {k: [x.cpu_forward.get(k, 0.0) / x.count * 1e3 for x in mine]
+                   for k in ("worker", "orthanc", "postgres", "scp")}  # fmt: skip
+            cpu = " ".join(f"{k}={statistics.median(v):.2f}" for k, v in per.items())
+            spread = f"[{min(ratios):.2f}-{max(ratios):.2f}]" if ratios else ""
+            ratio = statistics.median(ratios) if ratios else float("nan")
+            print(
+                f"  {data.label:<6} {config:<10} {ips:7.1f} img/s x{ratio:5.2f} {spread}  {cpu}"
+                f"  ({len(mine)} rounds)"
+            )
 
 
 def per_setting(forward: list[ForwardRun], data: str) -> dict[str, list[ForwardRun]]:

@@ -88,6 +88,9 @@ class DestinationSettings:
     timeout: float = 30.0
     commitment_timeout: float = 60.0
     """Seconds to wait for the storage commitment report after the N-ACTION."""
+    keep_open: float = 5.0
+    """dimse: seconds an idle association stays open for the next batch (0: released after
+    each batch)."""
     credentials_file: str = ""
     """stowrs: file with ``user:password`` for HTTP Basic authentication (mode 0600; relative to
     ``node.data_dir``), e.g. ``orthanc/http-credentials`` for the archive ``radiogate run``

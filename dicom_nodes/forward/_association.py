@@ -194,8 +194,11 @@ class StoreContexts:
         )
 
 
-def store_contexts(pairs: Iterable[tuple[str, str]]) -> list[StoreContexts]:
-    """Group (SOP class, transfer syntax) *pairs* into context sets of at most 128 each."""
+def store_contexts(
+    pairs: Iterable[tuple[str, str]], room: int = MAX_CONTEXTS
+) -> list[StoreContexts]:
+    """Group (SOP class, transfer syntax) *pairs* into context sets of at most *room* each
+    (128 at most, PS3.8 9.3.2.2: odd context IDs 1-255)."""
     by_class: dict[str, list[str]] = {}
     for sop_class, ts in pairs:
         syntaxes = by_class.setdefault(sop_class, [])
@@ -206,9 +209,9 @@ def store_contexts(pairs: Iterable[tuple[str, str]]) -> list[StoreContexts]:
     for sop_class, syntaxes in by_class.items():
         needed = [build_context(sop_class, [ts]) for ts in syntaxes]
         needed.append(build_context(sop_class, list(FALLBACK_SYNTAXES)))
-        if len(needed) > MAX_CONTEXTS:
+        if len(needed) > room:
             raise ValueError(f"too many transfer syntaxes for one SOP class: {len(syntaxes)}")
-        if len(current) + len(needed) > MAX_CONTEXTS:
+        if len(current) + len(needed) > room:
             groups.append(StoreContexts(tuple(current)))
             current = []
         current.extend(needed)

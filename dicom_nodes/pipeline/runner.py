@@ -156,6 +156,10 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         housekeeper.stop_event.set()
         if ctx.deid is not None:
             ctx.deid.close()
+        for destination in destinations.values():
+            close = getattr(destination, "close", None)
+            if close is not None:
+                close()  # associations kept open between batches
         pool.close()
         record_stop(dsn, settings, "worker")
     return 0
