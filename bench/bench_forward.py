@@ -676,7 +676,10 @@ def run_split(
     cap: float,
     config: str = "",
 ) -> SplitRun:
-    """storescu → SCP with no worker running (receive only); then the worker drains it all."""
+    """storescu → SCP with the worker stopped (receive only); then the worker drains it all.
+
+    The worker is started first and stopped (SIGSTOP) once it is idle, so its start-up (imports,
+    pools) is not counted as forwarding CPU; it continues (SIGCONT) when everything is in."""
     work = base / f"split-{data.name}"
     orthanc = Orthanc(work / "orthanc")
     tree = TREES.get(config)
@@ -688,9 +691,19 @@ def run_split(
     n = len(data.files)
     with running(orthanc, rg, Stopper(senders)):
         orthanc.start()
-        rg.start(worker=False)
+        rg.start()
+        assert rg.worker is not None
         meter = _meter_for(rg, cluster, orthanc)
         deadline = time.monotonic() + cap
+        settle_until = time.monotonic() + 30.0
+        last = meter.snapshot()["worker"]
+        while time.monotonic() < settle_until:  # idle: no CPU for half a second
+            time.sleep(0.5)
+            now = meter.snapshot()["worker"]
+            if now - last < 0.02 and now > 0.3:
+                break
+            last = now
+        os.killpg(rg.worker.pid, signal.SIGSTOP)
         c0 = meter.snapshot()
         t0 = time.monotonic()
         senders.append(start_storescu(rg.port, "RADIOGATE", data.files, work / "storescu.log"))
@@ -699,9 +712,7 @@ def run_split(
         receive_seconds = time.monotonic() - t0
         c1 = meter.snapshot()
         wall0 = time.time()
-        rg.start_worker()
-        assert rg.worker is not None
-        meter.add_group("worker", rg.worker.pid)
+        os.killpg(rg.worker.pid, signal.SIGCONT)
         while time.monotonic() < deadline:
             (confirmed,) = rg.one("SELECT count(*) FROM forward_item WHERE state = 'confirmed'")
             if confirmed >= n:

@@ -76,6 +76,7 @@ __all__ = [
     "MAX_CONTEXTS",
     "AssociationFailed",
     "StoreContexts",
+    "accelerated",
     "open_association",
     "store_contexts",
     "use_accelerator",
@@ -168,7 +169,8 @@ def use_accelerator(mode: str) -> bool:
     return _Accelerator.enabled
 
 
-def _accelerated() -> bool:
+def accelerated() -> bool:
+    """Whether associations requested from now on are accelerated (``auto`` until decided)."""
     if _Accelerator.enabled is None:
         _Accelerator.enabled = accelerator.enabled("auto", "forward.accelerate")
     return _Accelerator.enabled
@@ -229,7 +231,7 @@ def open_association(
     """Request an association with the destination; return it established.
 
     Raises :class:`AssociationFailed` (retryable: the caller decides how often to retry)."""
-    ae = accelerator.requestor_ae(settings.calling_ae, _accelerated())
+    ae = accelerator.requestor_ae(settings.calling_ae, accelerated())
     ae.acse_timeout = settings.timeout
     ae.dimse_timeout = settings.timeout
     ae.network_timeout = settings.timeout

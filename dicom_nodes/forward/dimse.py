@@ -9,9 +9,10 @@ How a batch is sent:
    is empty, so one slow association does not hold back the others. Associations stay open
    between batches for ``keep_open`` seconds (:mod:`.pool`), and the C-FIND that confirms a
    batch runs on one of them.
-3. A file whose own syntax was accepted is sent **as its bytes are**: pynetdicom streams the
-   dataset that follows the file meta from disk (``STORE_SEND_CHUNKED_DATASET``, see
-   :func:`_raw_send_mode`) — no decoding, no re-encoding. Only when the peer refused the
+3. A file whose own syntax was accepted is sent **as its bytes are**: with the accelerator on,
+   read once and its C-STORE-RQ packed directly (:mod:`._store`); otherwise pynetdicom streams
+   the dataset that follows the file meta from disk (``STORE_SEND_CHUNKED_DATASET``, see
+   :func:`_raw_send_mode`) — no decoding, no re-encoding either way. Only when the peer refused the
    file's syntax is it transcoded to the accepted fallback syntax, and the result says so.
 4. An association that breaks (timeout, abort, connection lost) costs the instance in flight
    a retryable result — unless it was the first message on an association kept from an earlier
@@ -45,8 +46,10 @@ from dicom_nodes.forward._association import (
     MAX_CONTEXTS,
     AssociationFailed,
     StoreContexts,
+    accelerated,
     store_contexts,
 )
+from dicom_nodes.forward._store import send_file
 from dicom_nodes.forward.commitment import CommitmentSink
 from dicom_nodes.forward.commitment_scu import request_commitment
 from dicom_nodes.forward.model import (
@@ -276,8 +279,12 @@ class DimseDestination:
                 f"transcoded from {own.name} to {UID(syntax).name}: {self.name} refused {own.name}"
             )
         try:
-            _raw_send_mode()
-            rsp = assoc.send_c_store(path, msg_id=msg_id)
+            rsp = None
+            if transcoded_from is None and accelerated():
+                rsp = send_file(assoc, file, msg_id)  # None: the direct path does not apply
+            if rsp is None:
+                _raw_send_mode()
+                rsp = assoc.send_c_store(path, msg_id=msg_id)
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             assoc.abort()  # a partly sent message leaves the association unusable
             return SendResult(
