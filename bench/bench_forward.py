@@ -299,6 +299,8 @@ class Radiogate:
     """Accelerator configuration (``bench/accel.py``); empty: the default settings."""
     tree: Path = ROOT
     """The source tree whose ``radiogate`` runs (``--trees``: the current code against another)."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Settings of this run (``--trees NAME=DIR@KEY=VALUE``)."""
     port: int = 0
     dsn: str = ""
     db: str = ""
@@ -322,6 +324,7 @@ class Radiogate:
         )
         if self.accel:
             env.update(accel.environment(self.accel))
+        env.update(self.extra_env)
         return env
 
     def command(self, name: str) -> list[str]:
@@ -584,10 +587,10 @@ def run_forward(
 ) -> ForwardRun:
     work = base / f"fwd-{data.name}-{settings.label.replace('/', '-')}"
     orthanc = Orthanc(work / "orthanc")
-    tree = TREES.get(accel_config)
+    tree, env = TREES.get(accel_config, (None, {}))
     rg = Radiogate(
         cluster, work / "node", orthanc, settings,
-        accel="" if tree is not None else accel_config, tree=tree or ROOT,
+        accel="" if tree is not None else accel_config, tree=tree or ROOT, extra_env=env,
     )  # fmt: skip
     with running(orthanc, rg):
         orthanc.start()
@@ -682,10 +685,10 @@ def run_split(
     pools) is not counted as forwarding CPU; it continues (SIGCONT) when everything is in."""
     work = base / f"split-{data.name}"
     orthanc = Orthanc(work / "orthanc")
-    tree = TREES.get(config)
+    tree, env = TREES.get(config, (None, {}))
     rg = Radiogate(
         cluster, work / "node", orthanc, settings,
-        accel="" if tree is not None else config, tree=tree or ROOT,
+        accel="" if tree is not None else config, tree=tree or ROOT, extra_env=env,
     )  # fmt: skip
     senders: list[subprocess.Popen[bytes]] = []
     n = len(data.files)
@@ -853,8 +856,8 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": git("status", "--short").splitlines()}
 
 
-TREES: dict[str, Path] = {}
-"""``--trees``: name → source tree; each Radiogate run is repeated with every tree."""
+TREES: dict[str, tuple[Path, dict[str, str]]] = {}
+"""``--trees``: name → (source tree, environment); each Radiogate run is repeated with each."""
 DEID_SECRET = base64.b64encode(os.urandom(32)).decode()
 ROUTE = ['[[routes]]\nname = "identified"\nsteps = ["forward:archive"]\n']
 """The route of every Radiogate run; ``--deid`` makes it de-identify first (profile basic)."""
@@ -910,15 +913,18 @@ def main() -> int:
     parser.add_argument(
         "--trees",
         default="",
-        help="pair source trees in the same round: NAME=DIR,... (the first is the reference; "
-        "e.g. base=/tmp/base,new=.); the SCP and the worker run from each tree in turn",
+        help="pair source trees in the same round: NAME=DIR[@ENV=VALUE...],... (the first is the "
+        "reference; e.g. base=/tmp/base,new=.,nice=.@RADIOGATE_WORKER__NICE=5); the SCP and the "
+        "worker run from each tree in turn, with the environment given",
     )
     args = parser.parse_args()
     configs = accel.expand(args.accel) if args.accel else [""]
     if args.trees:
         for entry in args.trees.split(","):
-            name, _, path = entry.partition("=")
-            TREES[name.strip()] = Path(path.strip()).resolve()
+            name, _, spec = entry.partition("=")
+            path, *pairs = spec.split("@")
+            env = dict(pair.split("=", 1) for pair in pairs)
+            TREES[name.strip()] = (Path(path.strip()).resolve(), env)
         configs = list(TREES)
     if args.accel or args.trees:
         args.no_critical = True

@@ -123,3 +123,7 @@ class WorkerSettings:
     """Jobs a worker process runs at once."""
     metrics_port: int = 9464
     """Prometheus metrics and health of the worker (0: off)."""
+    nice: int = 0
+    """Scheduling niceness the worker process takes at start (0-19; its de-identification
+    processes inherit it): above 0, the receiver's work comes before the pipeline's when both
+    want the CPU, and the pipeline catches up in the receiver's pauses."""
