@@ -845,6 +845,98 @@ def run_critical(
         )
 
 
+# --------------------------------------------------------------------------- the door under load
+
+BUSY = "import os, sys\nos.nice(int(sys.argv[1]))\nwhile True:\n    pass\n"
+"""A synthetic CPU-bound job at the niceness given (the analysis process takes
+``analysis.nice``, default 10, before it starts: :mod:`dicom_nodes.pipeline.analyse`)."""
+
+
+@dataclass
+class Load:
+    """One busy process per core at *nice* (None: no load)."""
+
+    nice: int | None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return "no load" if self.nice is None else f"load nice {self.nice}"
+
+    def start(self) -> None:
+        if self.nice is None:
+            return
+        for _ in range(os.cpu_count() or 1):
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", BUSY, str(self.nice)], start_new_session=True
+                )
+            )
+        time.sleep(0.5)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop_group(proc, timeout=5)
+        self.procs = []
+
+
+@dataclass
+class DoorRun:
+    data: str
+    load: str
+    round: int
+    count: int
+    receive_per_s: float
+    end_to_end_per_s: float
+    critical_latency_seconds: float = -1.0
+
+
+def run_door(
+    data: DataSet,
+    crit_set: DataSet,
+    settings: Settings,
+    cluster: PrivateCluster,
+    base: Path,
+    cap: float,
+    load: Load,
+    rnd: int,
+) -> DoorRun:
+    """The receive rate (storescu's time) and end to end with the worker running, under *load*;
+    then the critical study behind a live routine transfer under the same load."""
+    with running(load):
+        load.start()
+        f = run_forward(data, settings, cluster, base, cap)
+        c = run_critical("live", data, crit_set, settings, cluster, base, cap)
+    return DoorRun(
+        data.name, load.label, rnd, f.count, round(f.count / f.send_seconds, 1),
+        round(f.images_per_s, 1), c.latency_seconds,
+    )  # fmt: skip
+
+
+def report_door(door: list[DoorRun], sets: dict[str, DataSet]) -> None:
+    print("\nThe door under a CPU-bound job (one busy process per core), paired by round:")
+    print("receive img/s (storescu's time, worker running), ratio to no load in the same round")
+    print("[min-max], end to end img/s, critical study last received -> last confirmed (s)")
+    for data in sets.values():
+        runs = [d for d in door if d.data == data.name]
+        rounds = {d.round for d in runs}
+        ref = {d.round: d.receive_per_s for d in runs if d.load == "no load"}
+        for label in dict.fromkeys(d.load for d in runs):
+            mine = [d for d in runs if d.load == label]
+            ratios = [d.receive_per_s / ref[d.round] for d in mine if ref.get(d.round)]
+            print(
+                f"  {data.label:<6} {label:<13} receive "
+                f"{statistics.median(d.receive_per_s for d in mine):7.1f} x"
+                f"{statistics.median(ratios) if ratios else float('nan'):5.2f} "
+                f"[{min(ratios, default=0):.2f}-{max(ratios, default=0):.2f}]  e2e "
+                f"{statistics.median(d.end_to_end_per_s for d in mine):7.1f}  critical "
+                f"{statistics.median(d.critical_latency_seconds for d in mine):5.2f} s "
+                f"[{min(d.critical_latency_seconds for d in mine):.2f}-"
+                f"{max(d.critical_latency_seconds for d in mine):.2f}]  ({len(rounds)} rounds)"
+            )
+    print("goal: receive drops <= 20 % under the analysis job's niceness; critical < 5 s")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -917,6 +1009,13 @@ def main() -> int:
         "reference; e.g. base=/tmp/base,new=.,nice=.@RADIOGATE_WORKER__NICE=5); the SCP and the "
         "worker run from each tree in turn, with the environment given",
     )
+    parser.add_argument(
+        "--door",
+        default="",
+        help="only the door under load: niceness of a synthetic CPU-bound job per run, "
+        "comma-separated, 'none' for no load (e.g. none,10,0; analysis.nice is 10); each round "
+        "runs them in a rotated order",
+    )
     args = parser.parse_args()
     configs = accel.expand(args.accel) if args.accel else [""]
     if args.trees:
@@ -967,6 +1066,26 @@ def main() -> int:
         print(f"generated in {time.perf_counter() - t0:.1f} s", flush=True)
         cluster = PrivateCluster(base / "pg" / "data", free_port())
         cluster.start()
+        if args.door:
+            loads = [None if x.strip() == "none" else int(x) for x in args.door.split(",")]
+            door: list[DoorRun] = []
+            for rnd in range(reps):
+                shift = rnd % len(loads)
+                for nice in loads[shift:] + loads[:shift]:
+                    for data in sets.values():
+                        d = run_door(data, crit_set, settings[0], cluster, base,
+                                     args.max_run_seconds, Load(nice), rnd)  # fmt: skip
+                        door.append(d)
+                        print(f"door      {data.label:>5} {d.load:<13} receive "
+                              f"{d.receive_per_s:7.1f} img/s, e2e {d.end_to_end_per_s:7.1f}, "
+                              f"critical {d.critical_latency_seconds:.2f} s "
+                              f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+            report_door(door, sets)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            name = f"door-{time.strftime('%Y%m%d-%H%M%S')}.json"
+            (RESULTS / name).write_text(json.dumps([asdict(d) for d in door], indent=2))
+            print(f"\nresults: {RESULTS / name}")
+            return 0
 
         for data in sets.values() if not args.critical_only else ():
             # Direct runs interleaved with the Radiogate runs: the machine's load drifts.
