@@ -378,6 +378,8 @@ def _check_pipeline(s: Settings) -> None:
         )
     if s.worker.concurrency < 1:
         raise ConfigError("worker.concurrency: expected 1 or more")
+    if not 0 <= s.worker.nice <= 19:
+        raise ConfigError(f"worker.nice: expected 0 to 19, got {s.worker.nice}")
     _check_port("worker.metrics_port", s.worker.metrics_port, allow_zero=True)
 
 
