@@ -72,7 +72,7 @@ class JournalWriter:
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Write one record (one line, one ``write``); raises OSError if the disk refuses."""
-        line = json.dumps(record, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
         with self._lock:
             if self._fd < 0:
                 raise OSError("the access journal is closed")

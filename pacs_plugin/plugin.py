@@ -16,10 +16,10 @@ as ``labels: true``; Debian 12's 1.10.1 is the floor and needs nothing newer.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
@@ -40,8 +40,9 @@ LOGGER = logging.getLogger("pacs_plugin")
 _METHODS = {1: "GET", 2: "POST", 3: "PUT", 4: "DELETE"}
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+def _now() -> float:
+    """Seconds since the epoch (the recorder makes the event's UTC time of it)."""
+    return time.time()
 
 
 class _OrthancLog(logging.Handler):

@@ -168,7 +168,7 @@ class Recorder:
         return end
 
     def _event(self, record: dict[str, Any]) -> audit.AuditEvent | None:
-        when = dt.datetime.fromisoformat(str(record["t"]))
+        when = dt.datetime.fromtimestamp(float(record["t"]), dt.UTC)
         uids: tuple[str, ...] = ()
         if record.get("study"):
             uids = (str(record["study"]),)
