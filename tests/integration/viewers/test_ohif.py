@@ -191,6 +191,8 @@ def test_the_segmentation_shows_its_segments(ohif: Viewer, study: Study) -> None
     page = ohif.open(study)
     page.get_by_text("Radiogate segmentation").dblclick(timeout=LOAD)
     page.get_by_role("button", name="Yes").click(timeout=LOAD)
+    # the segmentation panel (right side) lists the segments of the loaded SEG
+    page.locator('[data-cy*="anelSegmentation"][data-cy$="-btn"]').first.click(timeout=LOAD)
     for label in study.segment_labels:
         page.get_by_text(label, exact=True).first.wait_for(timeout=LOAD)
     ohif.screenshot("segmentation")
