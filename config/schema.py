@@ -117,6 +117,13 @@ class DatabaseSettings:
     """Connections per receiver process."""
     connect_timeout: float = 3.0
     """Seconds to wait for a pooled connection before answering 0xA700 (out of resources)."""
+    admin_dsn: str = ""
+    """Connection of privileged admin commands (re-identify, quarantine release, cancel, study
+    complete): each admin connects as their own PostgreSQL role, authenticated by the server
+    (no ``user=`` here: libpq takes ``PGUSER`` or the login name, the password from
+    ``~/.pgpass``, a client certificate, or peer authentication). The role recorded in the audit
+    trail is that session's. Empty: the node's connection (``dsn``, or the private cluster's
+    superuser)."""
 
 
 @dataclass(frozen=True)
