@@ -163,7 +163,14 @@ class ScpSettings:
     network_timeout: float = 60.0
     """Seconds of silence after which a connection is closed (half-sent PDUs, idle peers)."""
     max_pdu_size: int = 262144
-    """Maximum PDU length we receive (bytes); 0 means unlimited."""
+    """Maximum PDU length we receive (bytes); 0 means unlimited. A longer PDU closes the
+    connection as soon as its header is read."""
+    artim_timeout: float = 10.0
+    """Seconds a new connection has to send a complete A-ASSOCIATE-RQ (ARTIM, PS3.8 9.1.5);
+    until then it does not count against ``max_associations``."""
+    max_connections_per_peer: int = 32
+    """Open connections per peer address and receiver process (0: no limit); more are closed
+    on accept."""
     tcp_quickack: bool = True
     """Set TCP_QUICKACK on accepted sockets so senders that keep Nagle on do not stall."""
     metrics_port: int = 9463

@@ -47,7 +47,7 @@ from dicom_nodes.scp.handlers import (
     record_association_end,
 )
 from dicom_nodes.scp.mpps import MPPS_SOP_CLASS, handle_n_create, handle_n_set
-from dicom_nodes.scp.transport import ReceiverServer, make_tls_context
+from dicom_nodes.scp.transport import MAX_ASSOCIATE_RQ, ReceiverServer, make_tls_context
 from dicom_nodes.spool.receiving import ReceiveFile
 from dicom_nodes.spool.store import Spool
 
@@ -183,6 +183,9 @@ def build_server(
         ipaddress.ip_network(n, strict=False) for n in scp.allowed_networks
     )
     ReceiverServer.tls_handshake_timeout = scp.acse_timeout
+    ReceiverServer.artim_timeout = scp.artim_timeout
+    ReceiverServer.max_connections_per_peer = scp.max_connections_per_peer
+    ReceiverServer.max_read = max(scp.max_pdu_size, MAX_ASSOCIATE_RQ) if scp.max_pdu_size else 0
     server = ae.make_server(
         (sock_host or scp.host, scp.port),
         ssl_context=ssl_context,
