@@ -103,6 +103,10 @@ class PipelineSettings:
     """Seconds without a new instance after which a series/study is complete."""
     batch_size: int = 100
     """Instances a worker takes per forwarding round."""
+    confirm_batches: int = 4
+    """Routine forwarding rounds confirmed by one query (C-FIND or commitment request) while
+    more wait; critical and urgent rounds, and the last round of a backlog, are confirmed at
+    once (1: every round at once)."""
     retry_initial: float = 2.0
     """First retry delay after a failed forward, seconds (doubles, see retry_max)."""
     retry_max: float = 300.0

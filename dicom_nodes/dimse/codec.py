@@ -233,23 +233,34 @@ def read_part10_meta(data: bytes | memoryview) -> Part10Meta | None:
     return Part10Meta(dataset_offset=end, **values)
 
 
-def encode_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+def encode_file_meta(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax: str,
+    *,
+    implementation_uid: str | None = None,
+    version_name: str | None = None,
+) -> bytes:
     """Preamble, ``DICM`` and File Meta Information (PS3.10 7.1) as pynetdicom writes them.
 
     Byte for byte ``create_file_meta()`` + ``write_file_meta_info()`` (explicit VR little
-    endian, pynetdicom's implementation class UID and version name) without building pydicom
-    datasets. Raises :class:`UnicodeEncodeError` for non-ASCII values.
+    endian, pynetdicom's implementation class UID and version name unless others are given)
+    without building pydicom datasets. Raises :class:`UnicodeEncodeError` for non-ASCII values.
     """
+    if implementation_uid is None:
+        implementation_uid = str(pynetdicom.PYNETDICOM_IMPLEMENTATION_UID)
+    if version_name is None:
+        version_name = pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION
     elements = b""
     for elem, value in (
         (0x0002, sop_class_uid),
         (0x0003, sop_instance_uid),
         (0x0010, transfer_syntax),
-        (0x0012, str(pynetdicom.PYNETDICOM_IMPLEMENTATION_UID)),
+        (0x0012, implementation_uid),
     ):
         raw = _padded_uid(value)
         elements += _PACK_EXPLICIT_SHORT(0x0002, elem, b"UI", len(raw)) + raw
-    name = pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")
+    name = version_name.encode("ascii")
     if len(name) % 2:
         name += b" "
     elements += _PACK_EXPLICIT_SHORT(0x0002, 0x0013, b"SH", len(name)) + name

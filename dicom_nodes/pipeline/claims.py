@@ -22,9 +22,11 @@ from dicom_nodes.state.lanes import Lane
 __all__ = [
     "ClaimedForward",
     "ReceivedInstance",
+    "any_due",
     "claim_forwards",
     "claim_received",
     "claim_sent",
+    "claim_unconfirmed",
     "next_due",
     "outgoing",
 ]
@@ -112,11 +114,11 @@ class ClaimedForward:
         return (self.sop_instance_uid, self.destination)
 
 
-_ITEMS = """FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+_ANY_TIME = """FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
            LEFT JOIN deid_output d
                   ON d.sop_instance_uid = f.sop_instance_uid AND d.profile = f.profile
-           WHERE f.destination = %(destination)s AND f.state = %(state)s AND i.node = %(node)s
-             AND f.next_attempt_at <= clock_timestamp()"""
+           WHERE f.destination = %(destination)s AND f.state = %(state)s AND i.node = %(node)s"""
+_ITEMS = _ANY_TIME + " AND f.next_attempt_at <= clock_timestamp()"
 
 _COLUMNS = """f.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
               coalesce(d.transfer_syntax_uid, i.transfer_syntax_uid),
@@ -171,6 +173,29 @@ def claim_sent(conn: Conn, node: str, destination: str, limit: int) -> list[Clai
         {"destination": destination, "state": "sent", "node": node, "limit": limit},
     ).fetchall()
     return _claimed(rows)
+
+
+def claim_unconfirmed(conn: Conn, node: str, destination: str, limit: int) -> list[ClaimedForward]:
+    """``sent`` items for *destination*, due or not (the ones a forwarding round confirms
+    together with its own), oldest first; items another round holds are skipped."""
+    rows = conn.execute(
+        f"""SELECT {_COLUMNS} {_ITEMS.split("AND f.next_attempt_at", maxsplit=1)[0]}
+            ORDER BY f.lane_rank, f.sent_at LIMIT %(limit)s FOR UPDATE OF f SKIP LOCKED""",
+        {"destination": destination, "state": "sent", "node": node, "limit": limit},
+    ).fetchall()
+    return _claimed(rows)
+
+
+def any_due(conn: Conn, node: str, destination: str) -> bool:
+    """Whether *destination* has ``pending`` items due (another round may hold them)."""
+    row = conn.execute(
+        """SELECT 1 FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+           WHERE f.destination = %s AND f.state = 'pending' AND i.node = %s
+             AND f.next_attempt_at <= clock_timestamp()
+           LIMIT 1""",
+        (destination, node),
+    ).fetchone()
+    return row is not None
 
 
 def next_due(
