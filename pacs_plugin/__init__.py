@@ -2,7 +2,7 @@
 archive (docs/pacs.md). Imports only :mod:`config`, :mod:`audit` and psycopg.
 
 ``entry`` (the script Orthanc runs), ``plugin`` (``register(orthanc, section)``), ``access``,
-``roles``, ``journal``, ``routes``, ``queries``, ``http``, ``events``.
+``roles``, ``journal``, ``routes``, ``queries``, ``http``, ``events``, ``sr``.
 """
 
-__all__ = ["access", "events", "http", "journal", "plugin", "queries", "roles", "routes"]
+__all__ = ["access", "events", "http", "journal", "plugin", "queries", "roles", "routes", "sr"]

@@ -74,6 +74,14 @@ class _InProcessArchive:
         uid = doc.get("MainDicomTags", {}).get("StudyInstanceUID")
         return str(uid) if uid else None
 
+    def instance_tags(self, sop_uid: str) -> dict[str, Any] | None:
+        try:
+            found = self.orthanc.LookupInstance(sop_uid)
+            doc = json.loads(self.orthanc.RestApiGet(f"/instances/{found}/simplified-tags"))
+        except Exception:  # not in the archive
+            return None
+        return doc if isinstance(doc, dict) else None
+
     def orthanc_id_of(self, study_uid: str) -> str | None:
         try:
             found = self.orthanc.LookupStudy(study_uid)

@@ -34,7 +34,7 @@ import psycopg
 import audit
 from config import Settings
 from config.pacs import Role
-from pacs_plugin import events, queries
+from pacs_plugin import events, queries, sr
 from pacs_plugin.http import HttpError, Request, Response, answer
 
 __all__ = ["Archive", "Routes"]
@@ -51,6 +51,10 @@ class Archive(Protocol):
     def study_uid_of(self, orthanc_id: str) -> str | None: ...
 
     def orthanc_id_of(self, study_uid: str) -> str | None: ...
+
+    def instance_tags(self, sop_uid: str) -> dict[str, Any] | None:
+        """Simplified tags of an instance (None: not in the archive)."""
+        ...
 
 
 @dataclass
@@ -156,6 +160,7 @@ class Routes:
             history = [_history(e) for e in _history_of(conn, (received, archive_uid))]
         detail["orthanc_id"] = self.archive.orthanc_id_of(archive_uid)
         detail["audit"] = history
+        detail["model_attributions"] = self._attributions(detail["objects"])
         return Response(200, detail)
 
     def ack(self, request: Request, alert_id: str) -> Response:
@@ -244,6 +249,19 @@ class Routes:
             },
         )
 
+    def _attributions(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Model outputs with their attributions, from the study's measurement reports."""
+        found: list[dict[str, Any]] = []
+        for obj in objects:
+            if obj["kind"] == "SR" and obj.get("series_uid"):  # analysis reports (TID 1500)
+                tags = self.archive.instance_tags(str(obj["sop_instance_uid"]))
+                if tags is not None:
+                    found += [
+                        {"sop_instance_uid": obj["sop_instance_uid"], **o}
+                        for o in sr.model_outputs(tags)
+                    ]
+        return found
+
     def _study_uid(self, key: str) -> str:
         if _ORTHANC_ID.fullmatch(key):
             uid = self.archive.study_uid_of(key)
@@ -256,12 +274,15 @@ class Routes:
 
 
 def _history_of(conn: Conn, uids: tuple[str, str]) -> Iterator[audit.StoredEvent]:
+    """Events naming either UID of the study (a UID events cannot carry has none)."""
     seen: set[int] = set()
-    found = [
-        e
-        for uid in dict.fromkeys(uids)
-        for e in audit.search(conn, audit.AuditQuery(study_uid=uid, limit=1000))
-    ]
+    found: list[audit.StoredEvent] = []
+    for uid in dict.fromkeys(uids):
+        try:
+            query = audit.AuditQuery(study_uid=uid, limit=1000)
+        except audit.AuditEventError:
+            continue
+        found += audit.search(conn, query)
     for e in sorted(found, key=lambda e: e.seq):
         if e.seq not in seen:
             seen.add(e.seq)
