@@ -110,11 +110,10 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
     from dicom_nodes.pipeline.analyse import Analysis
 
     ctx.analysis = Analysis.from_settings(settings)
+    exporter = ExporterLock(dsn, settings.node.name)
     if settings.worker.metrics_port:
         registry = CollectorRegistry()
-        registry.register(
-            PipelineCollector(pool, settings.node.name, ExporterLock(dsn, settings.node.name))
-        )
+        registry.register(PipelineCollector(pool, settings.node.name, exporter))
         registry.register(StageCollector())
         registry.register(ServiceProcessCollector())
         serve("127.0.0.1", settings.worker.metrics_port, registry, lambda: health(ctx))
@@ -160,6 +159,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         housekeeper.stop_event.set()
         if ctx.deid is not None:
             ctx.deid.close()
+        exporter.close()
         pool.close()
         record_stop(dsn, settings, "worker")
     return 0
