@@ -84,6 +84,12 @@ class ExporterLock:
         self.node = node
         self._conn: psycopg.Connection[Any] | None = None
 
+    def close(self) -> None:
+        """Give the lock up (the worker stops)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def __call__(self) -> bool:
         try:
             if self._conn is not None and not self._conn.closed:

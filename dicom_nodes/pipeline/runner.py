@@ -113,11 +113,10 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
     from dicom_nodes.pipeline.analyse import Analysis
 
     ctx.analysis = Analysis.from_settings(settings)
+    exporter = ExporterLock(dsn, settings.node.name)
     if settings.worker.metrics_port:
         registry = CollectorRegistry()
-        registry.register(
-            PipelineCollector(pool, settings.node.name, ExporterLock(dsn, settings.node.name))
-        )
+        registry.register(PipelineCollector(pool, settings.node.name, exporter))
         registry.register(StageCollector())
         registry.register(ServiceProcessCollector())
         serve("127.0.0.1", settings.worker.metrics_port, registry, lambda: health(ctx))
@@ -167,6 +166,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
             close = getattr(destination, "close", None)
             if close is not None:
                 close()  # associations kept open between batches
+        exporter.close()
         pool.close()
         record_stop(dsn, settings, "worker")
     return 0

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,26 @@ def test_pipeline_events_per_instance(
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert bad.returncode != 0
+        # The receiver counts it by reason, apart from the accepted ones.
+        # (the peer has its A-ASSOCIATE-RJ before the receiver has counted it: wait a moment)
+        url = f"http://127.0.0.1:{node.scp.metrics_port}/metrics"
+        rejected_line = (
+            'radiogate_associations_total{node="node1",reason="called-ae-not-recognised",'
+            'result="rejected"} 1.0'
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with urllib.request.urlopen(url, timeout=10) as rsp:
+                metrics = rsp.read().decode()
+            if rejected_line in metrics or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert rejected_line in metrics, metrics
+        accepted = re.search(
+            r'^radiogate_associations_total\{node="node1",reason="",result="accepted"\} (\S+)$',
+            metrics, re.M,
+        )  # fmt: skip
+        assert accepted is not None, metrics
     finally:
         node.stop()
     with psycopg.connect(fresh_dsn) as conn:
@@ -110,6 +133,10 @@ def test_pipeline_events_per_instance(
         for step in ("application-started", "application-stopped", "config-changed")
         for service in ("scp", "worker")
     }, lifecycle
+    # The receiver counted as many accepted associations as it audited.
+    assert float(accepted.group(1)) == sum(
+        1 for r in rows if json.loads(bytes(r[0]))["step"] == "association-accepted"
+    )
     # One CT series, one patient: the pseudonym de-identification gave it in the archive.
     assert len(patients) == 1, patients
     patient_id, issuer, name, birth, study = patient_fields(pydicom.dcmread(files[0]))
