@@ -33,7 +33,7 @@ from dicom_nodes.errors import DatabaseUnavailable
 from dicom_nodes.spool.inspect import DatasetIdentity
 from dicom_nodes.spool.store import SpooledFile
 from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
-from dicom_nodes.state.repository import INGEST_SQL
+from dicom_nodes.state.repository import INGEST_SQL, REPLACE_UNROUTED_SQL
 
 __all__ = [
     "CommitOutcomeUnknown",
@@ -103,28 +103,6 @@ class IngestRecorder(Protocol):
         """The spool *paths* no recorded row names (raise :class:`DatabaseUnavailable` when
         that cannot be known)."""
         ...
-
-
-_REPLACE_SQL = """
-WITH first AS (
-    SELECT sop_instance_uid, spool_path FROM ingest_instance
-    WHERE sop_instance_uid = %(sop)s AND state = 'received'
-      AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
-    FOR UPDATE SKIP LOCKED
-), upd AS (
-    UPDATE ingest_instance i
-    SET sop_class_uid = %(cls)s, modality = %(modality)s, transfer_syntax_uid = %(ts)s,
-        size_bytes = %(size)s, blake3 = %(b3)s, spool_path = %(path)s, calling_ae = %(calling)s,
-        called_ae = %(called)s, peer_address = %(addr)s, peer_port = %(port)s,
-        association_id = %(assoc)s, patient_pseudonym = %(patient)s
-    FROM first WHERE i.sop_instance_uid = first.sop_instance_uid
-    RETURNING 1
-)
-SELECT first.spool_path FROM first, upd
-"""
-"""Replace an unrouted first copy by different bytes (content columns only: the instance
-stays ``received``; a row the router holds is skipped, it is being routed). Returns the first
-copy's spool path when it replaced it."""
 
 
 def _received_event(
@@ -225,7 +203,7 @@ class PostgresIngest:
                     assert row is not None
                     replaced = None
                     if row[1] and self.different_bytes is DifferentBytes.REPLACE:
-                        found = conn.execute(_REPLACE_SQL, params).fetchone()
+                        found = conn.execute(REPLACE_UNROUTED_SQL, params).fetchone()
                         replaced = None if found is None else str(found[0])
                     if row[0] or row[1] is not None:
                         # The "received" audit event commits with the instance row.
