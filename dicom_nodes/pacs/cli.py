@@ -45,9 +45,8 @@ def recorder_for(settings: Settings, dsn: str) -> Any:
 
 
 def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
-    from dicom_nodes.lifecycle import record_start, record_stop
-
     from dicom_nodes.exitcodes import ExitCode
+    from dicom_nodes.lifecycle import record_start, record_stop
     from dicom_nodes.pacs.recorder import ResolverUnavailable
 
     recorder = recorder_for(settings, dsn)
