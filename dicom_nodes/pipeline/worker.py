@@ -79,7 +79,10 @@ def build_app(
             total += n
         return total
 
-    @app.task(name=ARRIVAL_TASK)
+    # The archive may be down: retried with doubling waits (2 s ... ~2 h; about 4 h in all).
+    @app.task(
+        name=ARRIVAL_TASK, retry=procrastinate.RetryStrategy(max_attempts=12, exponential_wait=2)
+    )
     def archive_arrival(node: str, study: str, steps: list[str]) -> str:
         return run_arrival(ctx, study, steps)
 
