@@ -39,7 +39,7 @@ def recorder_for(settings: Settings, dsn: str) -> Any:
         steps = list(route.steps)
 
         def on_stable(conn: psycopg.Connection[Any], orthanc_id: str) -> None:
-            defer_arrival(conn, node, orthanc_id, steps)
+            defer_arrival(conn, node, orthanc_id, steps, p.archive_arrivals)
 
     return Recorder(dsn, Path(p.journal_dir), node, o.ae_title, resolver, on_stable)
 
