@@ -2,6 +2,8 @@
 
     python bench/bench_pacs_access.py                 # 4 rounds x 2,000 reads per archive
     python bench/bench_pacs_access.py --reads 500 --rounds 2
+    python bench/bench_pacs_access.py --record        # then time the recorder and the sealer
+    python bench/bench_pacs_access.py --file CT.dcm   # read another instance
 
 Two private Orthancs are started side by side with the same configuration, one of them with
 the plugin (the HTTP filter classifies each request and appends one journal line per read;
@@ -68,11 +70,49 @@ def _reads(port: int, path: str, auth: str, count: int, threads: int) -> float:
     return time.perf_counter() - start
 
 
+def _record(base: Path, journal: Path, archive: ManagedOrthanc) -> None:
+    """Time ``radiogate pacs record`` (one pass) and the sealer over the journal just written."""
+    import psycopg
+
+    import audit
+    from dicom_nodes.db.migrate import migrate
+    from dicom_nodes.pacs.recorder import OrthancResolver, Recorder
+    from dicom_nodes.services.postgres import PrivateCluster
+
+    (base / "pg").mkdir(mode=0o755)
+    base.chmod(0o755)
+    cluster = PrivateCluster(base / "pg" / "data", free_port())
+    cluster.start()
+    try:
+        with psycopg.connect(cluster.dsn) as conn:
+            migrate(conn)
+        resolver = OrthancResolver(archive.url, archive.credentials.authorization)
+        recorder = Recorder(cluster.dsn, journal, "node1", "ORTHANC", resolver)
+        start = time.perf_counter()
+        recorded = recorder.record_once()
+        recording = time.perf_counter() - start
+        start = time.perf_counter()
+        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+            while audit.seal(conn):
+                pass
+        sealing = time.perf_counter() - start
+        print(f"  recorder: {recorded} lines -> audit_pending in {recording:.2f} s"
+              f" ({recorded / recording:,.0f} events/s); sealer chained them in {sealing:.2f} s"
+              f" ({recorded / sealing:,.0f} events/s)")  # fmt: skip
+    finally:
+        cluster.stop(mode="immediate")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reads", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument(
+        "--record",
+        action="store_true",
+        help="then time the recorder chaining the journal into PostgreSQL",
+    )
     ap.add_argument("--file", type=Path, default=DATA, help="the instance read (default: 15 kB)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="radiogate-bench-pacs-"))
@@ -131,6 +171,8 @@ def main() -> None:
         journal = Path(settings.pacs.journal_dir)
         lines = sum(p.read_bytes().count(b"\n") for p in journal.glob("*.jsonl"))
         print(f"  journal lines written: {lines}")
+        if args.record:
+            _record(base, journal, archives["with plugin"])
     finally:
         for o in archives.values():
             o.stop()
