@@ -8,9 +8,9 @@
 Three private Orthancs are started side by side with the same configuration: one without a
 plugin, one with an empty Python filter (what orthanc-python costs for any filter), one with
 ``pacs_plugin`` (the HTTP filter classifies each request and appends one journal line per
-read; nothing reaches PostgreSQL on that path, so the plugin gets a DSN nothing listens on). The same
-instance is stored in both; a radiologist reads ``GET /instances/{id}/file`` with 4 keep-alive
-client threads, alternating rounds between the archives so that machine noise hits both.
+read; nothing reaches PostgreSQL on that path, so the plugin gets a DSN nothing listens on).
+The same instance is stored in each; a radiologist reads ``GET /instances/{id}/file`` with 4
+keep-alive client threads, alternating rounds between the archives so that noise hits all.
 Reported per archive: reads/s (wall clock, client included) and Orthanc's CPU time per read
 (utime + stime of its process from /proc, which the client's load does not inflate); the
 difference is the plugin's cost per read. On a shared 2-core machine the wall-clock figure is
