@@ -124,7 +124,6 @@ class Plugin:
             dsn=dsn,
             verifier=self._verify,
         )
-        self.python = python
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[psycopg.Connection[Any]]:
