@@ -376,8 +376,12 @@ def _check_pipeline(s: Settings) -> None:
         raise ConfigError(
             "pipeline: expected quiet_period >= 0, batch_size >= 1, 0 < retry_initial <= retry_max"
         )
+    if not 1 <= p.confirm_batches <= 100:
+        raise ConfigError(f"pipeline.confirm_batches: expected 1 to 100, got {p.confirm_batches}")
     if s.worker.concurrency < 1:
         raise ConfigError("worker.concurrency: expected 1 or more")
+    if not 0 <= s.worker.nice <= 19:
+        raise ConfigError(f"worker.nice: expected 0 to 19, got {s.worker.nice}")
     _check_port("worker.metrics_port", s.worker.metrics_port, allow_zero=True)
 
 

@@ -38,6 +38,7 @@ from dicom_nodes.services.credentials import HttpCredentials, ensure_credentials
 from dicom_nodes.services.supervisor import die_with_parent
 
 __all__ = [
+    "DICOMWEB_PLUGIN",
     "ManagedOrthanc",
     "OrthancPeer",
     "OrthancStartError",
@@ -49,6 +50,9 @@ LOGGER = logging.getLogger(__name__)
 
 PEER_SERVICES = ("Echo", "Find", "FindWorklist", "Get", "Move", "Store", "StorageCommitment")
 """Services a ``DicomModalities`` entry can be allowed (Orthanc's ``Allow<Service>`` keys)."""
+
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+"""Debian's ``orthanc-dicomweb`` (1.7 in Debian 12): QIDO-RS / WADO-RS / STOW-RS, PS3.18."""
 
 SENDER_SERVICES = frozenset({"Echo", "Store", "Find", "StorageCommitment"})
 """What a forwarding peer needs: verify, store, confirm by C-FIND or Storage Commitment."""
@@ -128,6 +132,9 @@ class ManagedOrthanc:
     """More configuration keys (e.g. the plugin's: :mod:`.pacs`)."""
     users: dict[str, str] = field(default_factory=dict)
     """More ``RegisteredUsers`` besides the archive's own account."""
+    dicomweb: bool = False
+    """Load the DICOMweb plugin at ``/dicom-web/`` (the viewer reads through it), behind the
+    same HTTP Basic authentication; its WADO-URI endpoint stays off."""
     _proc: subprocess.Popen[bytes] | None = None
     _credentials: HttpCredentials | None = None
     _token: str = ""
@@ -159,7 +166,15 @@ class ManagedOrthanc:
 
     def config(self) -> dict[str, object]:
         cfg = self._base_config()
-        cfg.update(self.extra)
+        for key, value in self.extra.items():
+            base = cfg.get(key)
+            if key == "Plugins" and isinstance(base, list) and isinstance(value, list):
+                # each plugin loaded once, however its path is spelt
+                cfg[key] = list({os.path.realpath(str(p)): p for p in [*base, *value]}.values())
+            elif isinstance(base, dict) and isinstance(value, dict):
+                cfg[key] = {**base, **value}
+            else:
+                cfg[key] = value
         cfg["RegisteredUsers"] = {**self.users, self.credentials.user: self.credentials.password}
         return cfg
 
@@ -174,9 +189,23 @@ class ManagedOrthanc:
             **security_config(self.peers, self.credentials),
             "StorageCompression": False,
             "SaveJobs": False,
-            "Plugins": [],
+            "Plugins": [DICOMWEB_PLUGIN] if self.dicomweb else [],
+            **(self._dicomweb_config() if self.dicomweb else {}),
             "StableAge": 60,
             "DicomScpTimeout": 30,
+        }
+
+    @staticmethod
+    def _dicomweb_config() -> dict[str, object]:
+        return {
+            "DicomWeb": {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "EnableWado": False,
+                "Ssl": False,
+                "StudiesMetadata": "Full",
+                "SeriesMetadata": "Full",
+            }
         }
 
     def request(self, path: str, *, method: str = "GET", body: bytes | None = None) -> bytes:
