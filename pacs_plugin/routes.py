@@ -167,20 +167,24 @@ class Routes:
 
     def ack(self, request: Request, alert_id: str) -> Response:
         with self.connect() as conn, conn.transaction():
-            outcome, study = queries.acknowledge(conn, alert_id, request.who.user)
+            outcome, study, patient, cancelled = queries.acknowledge(
+                conn, alert_id, request.who.user
+            )
             if outcome == "unknown":
                 raise HttpError(404, "unknown-alert")
-            if outcome == "already":
+            if outcome != "acknowledged":
                 raise HttpError(409, "already-acknowledged")
             assert study is not None
-            audit.enqueue(
+            audit.enqueue_many(
                 conn,
-                events.ack_event(
+                events.ack_events(
                     self.node,
-                    self.settings.orthanc.ae_title,
+                    self.settings.scp.ae_title,
                     request.who.user,
                     request.address,
-                    study,
+                    study_uid=study,
+                    patient=patient,
+                    cancelled=cancelled,
                 ),
             )
         return Response(

@@ -120,6 +120,10 @@ def test_study_findings_and_alert_acknowledgement(pacs: Pacs) -> None:
         assert conn.execute("SELECT state FROM alert_delivery").fetchone() == ("cancelled",)
     acks = chained(pacs.dsn, step="alert-acknowledged")
     assert len(acks) == 1 and acks[0].event.participants[0].user_id == "alice"
+    assert acks[0].event.participants[1].user_id == pacs.settings.scp.ae_title  # Radiogate's
+    (cancelled,) = chained(pacs.dsn, step="cancelled")  # the delivery not sent, as the CLI does
+    assert [p.user_id for p in cancelled.event.participants] == [
+        "alice", pacs.settings.scp.ae_title, "reading-room"]  # fmt: skip
     after = pacs.call("alice", f"/radiogate/studies/{study_id}").json()
     assert after["alerts"][0]["acknowledged_by"] == "alice"
     assert "alert-acknowledged" in [h["step"] for h in after["audit"]]
