@@ -10,21 +10,23 @@ what the later stages need, through the state repository and with their audit ev
   with the lane the route and the lane rules give (:func:`dicom_nodes.pipeline.routes.lane_for`
   on each series' first instance; no AE titles, as it did not come through the SCP);
 * one ``series`` row per series, complete at once (the archive says the study is stable);
+* for a ``triage`` step, the triage of each image series as for a received one
+  (:mod:`dicom_nodes.pipeline.archive_triage`: its instances read from the archive and scored
+  before the transaction; decided, alerted and its SR and KOS stored into the archive in it);
 * for each ``analyse:<pipeline>`` step of the route, a ``waiting`` analysis of each CT series,
   and the analysis job (:mod:`dicom_nodes.pipeline.analyse` reads the series from the
   archive, as it does for every study).
 
 A study Radiogate already knows (it came through the SCP, or it is Radiogate's own results)
 is left alone; so are series Radiogate wrote (SR, SEG, KO, or a description starting with
-"Radiogate"). Model triage needs the received files (:mod:`dicom_nodes.pipeline.triage`
-scores slices as they are routed), so a study stored directly gets its lane from the rules only.
+"Radiogate").
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +37,14 @@ from dicom_nodes.state import SERIES, STUDY, Change, Lane, SeriesEvent, StudyEve
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import defer_analyse, defer_job
 
-__all__ = ["ARRIVAL_PRIORITY", "ARRIVAL_TASK", "ArchiveStudy", "arrival_round", "defer_arrival"]
+__all__ = [
+    "ARRIVAL_PRIORITY",
+    "ARRIVAL_TASK",
+    "ArchiveStudy",
+    "arrival_round",
+    "defer_arrival",
+    "kept_series",
+]
 
 LOGGER = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
@@ -122,6 +131,14 @@ class ArchiveStudy:
         return cls(str(study["MainDicomTags"]["StudyInstanceUID"]), tuple(found))
 
 
+def kept_series(study: ArchiveStudy) -> list[ArchiveSeries]:
+    """The study's series Radiogate did not write itself."""
+    return [
+        s for s in study.series
+        if s.modality not in _OWN_MODALITIES and not s.description.startswith("Radiogate")
+    ]  # fmt: skip
+
+
 def arrival_round(
     conn: Conn,
     audit: repo.AuditSink,
@@ -130,20 +147,26 @@ def arrival_round(
     steps: tuple[str, ...],
     *,
     lane: Lane = Lane.ROUTINE,
+    route: str = "",
+    triage: Callable[[Conn], object] | None = None,
 ) -> str:
-    """Create the rows and jobs of a study stored directly; returns what was done (a code)."""
-    kept = [
-        s for s in study.series
-        if s.modality not in _OWN_MODALITIES and not s.description.startswith("Radiogate")
-    ]  # fmt: skip
+    """Create the rows and jobs of a study stored directly; returns what was done (a code).
+    With a ``triage`` step its image series get ``series_triage`` rows, and *triage* decides
+    them in the same transaction."""
+    from dicom_nodes.pipeline.archive_triage import is_image
+
+    kept = kept_series(study)
     if not kept:
         return "nothing-to-do"
+    triage_route = (route or "archive-arrivals") if "triage" in steps else ""
     with conn.transaction():
         if not repo.open_archive_study(conn, study.uid):
             return "known"
         now = dt.datetime.now(dt.UTC)
         repo.touch_series(conn, audit, [
-            repo.SeriesSeen(s.uid, study.uid, node, s.modality, s.instances, now) for s in kept
+            repo.SeriesSeen(s.uid, study.uid, node, s.modality, s.instances, now,
+                            triage_route if is_image(s.modality) else "")
+            for s in kept
         ])  # fmt: skip
         repo.set_archive_uids(conn, studies={}, series={s.uid: s.uid for s in kept})
         reason = {"reason": "archive-arrival"}
@@ -153,6 +176,8 @@ def arrival_round(
         repo.apply(conn, audit, STUDY, StudyEvent.STUDY_RULE, [Change((study.uid,), reason)],
                    values={"by": ["archive-arrival"]})  # fmt: skip
         repo.promote_study_lanes(conn, {study.uid: (lane.value, lane.rank)})
+        if triage_route and triage is not None:
+            triage(conn)
         pipelines = [st.partition(":")[2] for st in steps if st.startswith("analyse:")]
         rows = [(s.uid, study.uid, node, p) for p in pipelines for s in kept
                 if s.modality == "CT"]  # fmt: skip
@@ -197,6 +222,38 @@ def run_arrival(ctx: Any, orthanc_id: str, steps: list[str], route: str = "") ->
     study = ArchiveStudy.read(get_json, orthanc_id, tags_needed([settings], ctx.lane_rules))
     if study is None:
         return "gone"
-    lane = Lane.most_urgent(*(lane_for(settings, ctx.lane_rules, s.facts) for s in study.series))
+    lanes = {s.uid: lane_for(settings, ctx.lane_rules, s.facts) for s in study.series}
+    lane = Lane.most_urgent(*lanes.values())
+    decide = None
+    if "triage" in steps and not _known(ctx, study.uid):
+        decide = _archive_triage(ctx, study, lanes)
     with ctx.pool.connection() as conn:
-        return arrival_round(conn, ctx.audit, ctx.node, study, tuple(steps), lane=lane)
+        return arrival_round(conn, ctx.audit, ctx.node, study, tuple(steps), lane=lane,
+                             route=route, triage=decide)  # fmt: skip
+
+
+def _known(ctx: Any, study_uid: str) -> bool:
+    with ctx.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT 1 FROM study WHERE study_instance_uid = %s OR archive_study_uid = %s",
+            (study_uid, study_uid),
+        ).fetchone()
+    return row is not None
+
+
+def _archive_triage(
+    ctx: Any, study: ArchiveStudy, lanes: Mapping[str, Lane]
+) -> Callable[[Conn], object] | None:
+    """Read and score the study's image series now; what decides them in the transaction."""
+    from dicom_nodes.archive import OrthancArchive
+    from dicom_nodes.pipeline.archive_triage import decide_archived, is_image, read_series
+
+    triage = getattr(ctx, "triage", None)
+    if triage is None:
+        LOGGER.warning("study %s: its route triages, but no triage is configured", study.uid)
+        return None
+    a = ctx.analysis
+    archive = OrthancArchive(a.archive_url, a.user, a.password)
+    read = [read_series(triage, archive, s.uid, lanes[s.uid])
+            for s in kept_series(study) if is_image(s.modality)]  # fmt: skip
+    return lambda conn: decide_archived(conn, ctx, archive, study.uid, read)
