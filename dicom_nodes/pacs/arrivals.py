@@ -158,7 +158,8 @@ def arrival_round(
     kept = kept_series(study)
     if not kept:
         return "nothing-to-do"
-    triage_route = (route or "archive-arrivals") if "triage" in steps else ""
+    triaged = "triage" in steps and triage is not None
+    triage_route = (route or "archive-arrivals") if triaged else ""
     with conn.transaction():
         if not repo.open_archive_study(conn, study.uid):
             return "known"
@@ -176,7 +177,7 @@ def arrival_round(
         repo.apply(conn, audit, STUDY, StudyEvent.STUDY_RULE, [Change((study.uid,), reason)],
                    values={"by": ["archive-arrival"]})  # fmt: skip
         repo.promote_study_lanes(conn, {study.uid: (lane.value, lane.rank)})
-        if triage_route and triage is not None:
+        if triage is not None and triage_route:
             triage(conn)
         pipelines = [st.partition(":")[2] for st in steps if st.startswith("analyse:")]
         rows = [(s.uid, study.uid, node, p) for p in pipelines for s in kept
