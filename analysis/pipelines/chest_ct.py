@@ -206,7 +206,7 @@ def _outline(mask2d: npt.NDArray[np.bool_]) -> PlanarRegion:
     """The convex hull of the mask's pixels on one slice, as a closed polygon in image
     coordinates (pixel corners, PS3.3 C.18.6.1.1): a planar outline every viewer can draw
     (OHIF draws no oblique ellipse), holding the whole cross-section."""
-    from scipy.spatial import ConvexHull, QhullError
+    from scipy.spatial import ConvexHull, QhullError  # type: ignore[import-untyped]
 
     rows, cols = np.nonzero(mask2d)
     corners = np.concatenate(
