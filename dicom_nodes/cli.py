@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     from dicom_nodes import audit_cli
     from dicom_nodes.alerts import cli as alert_cli
     from dicom_nodes.deid import cli as deid_cli
+    from dicom_nodes.pacs import cli as pacs_cli
 
+    pacs_cli.add_parser(sub)
     audit_cli.add_parser(sub)
     deid_cli.add_parser(sub)
     alert_cli.add_parser(sub)
@@ -151,6 +153,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from dicom_nodes.deid import cli as deid_cli
 
         return deid_cli.main_reidentify(args, settings)
+    if args.command == "pacs":
+        from dicom_nodes.pacs import cli as pacs_cli
+
+        return pacs_cli.run(args, settings, database_dsn(settings))
     if args.command == "alert":
         from dicom_nodes.alerts import cli as alert_cli
 

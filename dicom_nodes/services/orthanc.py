@@ -128,6 +128,10 @@ class ManagedOrthanc:
     peers: list[OrthancPeer] = field(default_factory=list)
     credentials_file: Path | None = None
     name: str = "Radiogate archive"
+    extra: dict[str, object] = field(default_factory=dict)
+    """More configuration keys (e.g. the plugin's: :mod:`.pacs`)."""
+    users: dict[str, str] = field(default_factory=dict)
+    """More ``RegisteredUsers`` besides the archive's own account."""
     dicomweb: bool = False
     """Load the DICOMweb plugin at ``/dicom-web/`` (the viewer reads through it), behind the
     same HTTP Basic authentication; its WADO-URI endpoint stays off."""
@@ -161,6 +165,20 @@ class ManagedOrthanc:
         return self.storage_dir / "orthanc.log"
 
     def config(self) -> dict[str, object]:
+        cfg = self._base_config()
+        for key, value in self.extra.items():
+            base = cfg.get(key)
+            if key == "Plugins" and isinstance(base, list) and isinstance(value, list):
+                # each plugin loaded once, however its path is spelt
+                cfg[key] = list({os.path.realpath(str(p)): p for p in [*base, *value]}.values())
+            elif isinstance(base, dict) and isinstance(value, dict):
+                cfg[key] = {**base, **value}
+            else:
+                cfg[key] = value
+        cfg["RegisteredUsers"] = {**self.users, self.credentials.user: self.credentials.password}
+        return cfg
+
+    def _base_config(self) -> dict[str, object]:
         return {
             "Name": f"{self.name} {self._token}".rstrip(),
             "StorageDirectory": str(self.storage_dir / "storage"),

@@ -304,6 +304,12 @@ class _Stack:
                 credentials_file=data_path(s, o.credentials_file),
                 dicomweb=s.viewer.enabled,
             )
+            if s.pacs.plugin:
+                from dicom_nodes.services.pacs import plugin_config, user_tokens
+
+                orthanc.extra = plugin_config(s, dsn=dsn, config_file=self.config_file,
+                                              service_user=orthanc.credentials.user)  # fmt: skip
+                orthanc.users = user_tokens(s)
             self._supervise(_OrthancService(orthanc), auditor)
             allowed = ", ".join(f"{p.ae_title}@{p.host}" for p in peers)
             self.lines.append(
@@ -323,6 +329,13 @@ class _Stack:
         self.lines.append(
             f"audit        sealer + signed checkpoints -> {data_path(s, s.audit.checkpoint_file)}"
         )
+        if s.pacs.plugin and o.managed:
+            # Chains the access events the plugin journals (reads survive a database outage).
+            self._supervise(ProcessService("pacs", [*cli, "pacs", "record"], env), auditor)
+            self.lines.append(
+                f"PACS         /radiogate/ routes and Explorer extension in Orthanc; access"
+                f" journal {s.pacs.journal_dir}"
+            )
         self._supervise(ProcessService("scp", [*cli, "scp"], env), auditor)
         self._supervise(ProcessService("worker", [*cli, "worker"], env), auditor)
         sc = s.scp
