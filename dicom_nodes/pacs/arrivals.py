@@ -6,7 +6,9 @@ advances the journal), and the job queue is the record. The job (:func:`arrival_
 the study's series from the archive and, when ``pacs.archive_arrivals`` names a route, creates
 what the later stages need, through the state repository and with their audit events:
 
-* the ``study`` row (under its archive UID; ``study-rule`` completes it: ``archive-arrival``);
+* the ``study`` row (under its archive UID; ``study-rule`` completes it: ``archive-arrival``)
+  with the lane the route and the lane rules give (:func:`dicom_nodes.pipeline.routes.lane_for`
+  on each series' first instance; no AE titles, as it did not come through the SCP);
 * one ``series`` row per series, complete at once (the archive says the study is stable);
 * for each ``analyse:<pipeline>`` step of the route, a ``waiting`` analysis of each CT series,
   and the analysis job (:mod:`dicom_nodes.pipeline.analyse` reads the series from the
@@ -15,19 +17,21 @@ what the later stages need, through the state repository and with their audit ev
 A study Radiogate already knows (it came through the SCP, or it is Radiogate's own results)
 is left alone; so are series Radiogate wrote (SR, SEG, KO, or a description starting with
 "Radiogate"). Model triage needs the received files (:mod:`dicom_nodes.pipeline.triage`
-scores slices as they are routed), so a study stored directly keeps the routine lane.
+scores slices as they are routed), so a study stored directly gets its lane from the rules only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
-from dicom_nodes.state import SERIES, STUDY, Change, SeriesEvent, StudyEvent
+from dicom_nodes.pipeline.routes import Facts
+from dicom_nodes.state import SERIES, STUDY, Change, Lane, SeriesEvent, StudyEvent
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import defer_analyse, defer_job
 
@@ -40,11 +44,13 @@ ARRIVAL_PRIORITY = 20
 _OWN_MODALITIES = frozenset({"SR", "SEG", "KO"})
 
 
-def defer_arrival(conn: Conn, node: str, orthanc_id: str, steps: list[str]) -> bool:
+def defer_arrival(
+    conn: Conn, node: str, orthanc_id: str, steps: list[str], route: str = ""
+) -> bool:
     """The job of a study that became stable in the archive (at most one waiting per study);
-    *steps* are the route's (the job's record of what to do)."""
+    *route* and its *steps* are the job's record of what to do."""
     lock = f"arrival:{node}:{orthanc_id}"
-    args = {"node": node, "study": orthanc_id, "steps": steps}
+    args = {"node": node, "study": orthanc_id, "steps": steps, "route": route}
     return defer_job(conn, ARRIVAL_TASK, node, args, lock_key=lock, priority=ARRIVAL_PRIORITY)
 
 
@@ -54,6 +60,38 @@ class ArchiveSeries:
     modality: str
     description: str
     instances: int
+    facts: Facts = field(default_factory=Facts)
+    """What lane rules look at, from the series' first instance (no AE titles: it did not
+    arrive over DICOM through Radiogate)."""
+
+
+def _key(name: str) -> str:
+    """Orthanc's ``gggg,eeee`` key of an attribute named by keyword or tag."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.tag import Tag
+
+    text = name.strip().strip("()").replace(",", "")
+    if len(text) == 8 and all(c in "0123456789abcdefABCDEF" for c in text):
+        tag = Tag(int(text[:4], 16), int(text[4:], 16))
+    else:
+        number = tag_for_keyword(name.strip())
+        if number is None:
+            return ""
+        tag = Tag(number)
+    return f"{tag.group:04x},{tag.element:04x}"
+
+
+def _facts(tags: Mapping[str, Any], names: Sequence[str]) -> Facts:
+    """Facts from Orthanc's ``/instances/{id}/tags?short`` (sequences are not matched)."""
+    values: dict[str, str] = {}
+    for name in names:
+        value = tags.get(_key(name))
+        if isinstance(value, str):
+            values[name] = value
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            values[name] = "\\".join(value)
+    return Facts(modality=str(tags.get("0008,0060", "")),
+                 sop_class_uid=str(tags.get("0008,0016", "")), tags=values)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -62,28 +100,36 @@ class ArchiveStudy:
     series: tuple[ArchiveSeries, ...]
 
     @classmethod
-    def read(cls, get_json: Any, orthanc_id: str) -> ArchiveStudy | None:
-        """The study's UID and series from Orthanc's REST API (None: no longer there)."""
+    def read(
+        cls, get_json: Any, orthanc_id: str, tag_names: Sequence[str] = ()
+    ) -> ArchiveStudy | None:
+        """The study's UID and series from Orthanc's REST API (None: no longer there), with
+        the facts of each series' first instance."""
         study = get_json(f"/studies/{orthanc_id}")
         if study is None:
             return None
-        series = get_json(f"/studies/{orthanc_id}/series") or []
-        return cls(
-            str(study["MainDicomTags"]["StudyInstanceUID"]),
-            tuple(
-                ArchiveSeries(
-                    str(s["MainDicomTags"]["SeriesInstanceUID"]),
-                    str(s["MainDicomTags"].get("Modality", "")),
-                    str(s["MainDicomTags"].get("SeriesDescription", "")),
-                    len(s.get("Instances", [])),
-                )
-                for s in series
-            ),
-        )
+        found = []
+        for s in get_json(f"/studies/{orthanc_id}/series") or []:
+            first = (s.get("Instances") or [None])[0]
+            tags = get_json(f"/instances/{first}/tags?short") if first else None
+            found.append(ArchiveSeries(
+                str(s["MainDicomTags"]["SeriesInstanceUID"]),
+                str(s["MainDicomTags"].get("Modality", "")),
+                str(s["MainDicomTags"].get("SeriesDescription", "")),
+                len(s.get("Instances", [])),
+                _facts(tags or {}, tag_names),
+            ))  # fmt: skip
+        return cls(str(study["MainDicomTags"]["StudyInstanceUID"]), tuple(found))
 
 
 def arrival_round(
-    conn: Conn, audit: repo.AuditSink, node: str, study: ArchiveStudy, steps: tuple[str, ...]
+    conn: Conn,
+    audit: repo.AuditSink,
+    node: str,
+    study: ArchiveStudy,
+    steps: tuple[str, ...],
+    *,
+    lane: Lane = Lane.ROUTINE,
 ) -> str:
     """Create the rows and jobs of a study stored directly; returns what was done (a code)."""
     kept = [
@@ -106,6 +152,7 @@ def arrival_round(
                    values={"by": ["archive-arrival"] * len(kept)})  # fmt: skip
         repo.apply(conn, audit, STUDY, StudyEvent.STUDY_RULE, [Change((study.uid,), reason)],
                    values={"by": ["archive-arrival"]})  # fmt: skip
+        repo.promote_study_lanes(conn, {study.uid: (lane.value, lane.rank)})
         pipelines = [st.partition(":")[2] for st in steps if st.startswith("analyse:")]
         rows = [(s.uid, study.uid, node, p) for p in pipelines for s in kept
                 if s.modality == "CT"]  # fmt: skip
@@ -117,13 +164,16 @@ def arrival_round(
     return "opened"
 
 
-def run_arrival(ctx: Any, orthanc_id: str, steps: list[str]) -> str:
-    """The ``radiogate.archive_arrival`` task: read the study from the archive, open its rows.
-    Raises when the archive cannot be read (procrastinate retries the job)."""
+def run_arrival(ctx: Any, orthanc_id: str, steps: list[str], route: str = "") -> str:
+    """The ``radiogate.archive_arrival`` task: read the study from the archive, give it the
+    lane its route and the lane rules say (as for a received study: the most urgent of its
+    series), open its rows. Raises when the archive cannot be read (procrastinate retries)."""
     import json
     import urllib.error
     import urllib.request
 
+    from config.routes import RouteSettings
+    from dicom_nodes.pipeline.routes import lane_for, tags_needed
     from dicom_nodes.services.credentials import HttpCredentials
 
     a = ctx.analysis
@@ -141,8 +191,12 @@ def run_arrival(ctx: Any, orthanc_id: str, steps: list[str]) -> str:
                 return None
             raise
 
-    study = ArchiveStudy.read(get_json, orthanc_id)
+    settings = next((r for r in ctx.routes if r.name == route), None)
+    if settings is None:
+        settings = RouteSettings(name=route or "archive-arrivals", steps=list(steps))
+    study = ArchiveStudy.read(get_json, orthanc_id, tags_needed([settings], ctx.lane_rules))
     if study is None:
         return "gone"
+    lane = Lane.most_urgent(*(lane_for(settings, ctx.lane_rules, s.facts) for s in study.series))
     with ctx.pool.connection() as conn:
-        return arrival_round(conn, ctx.audit, ctx.node, study, tuple(steps))
+        return arrival_round(conn, ctx.audit, ctx.node, study, tuple(steps), lane=lane)
