@@ -619,9 +619,13 @@ def record_generated(
 
     from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
 
+    patient = conn.execute(
+        "SELECT patient_pseudonym FROM study WHERE study_instance_uid = %s", (study_uid,)
+    ).fetchone()  # the study's patient, as its received instances named it
     row = conn.execute(
         INGEST_SQL,
         {
+            "patient": patient[0] if patient else None,
             "sop": sop_instance_uid, "cls": sop_class_uid, "study": study_uid,
             "series": series_uid, "modality": modality, "ts": transfer_syntax_uid,
             "size": size, "b3": blake3, "path": spool_path, "calling": ae_title,
