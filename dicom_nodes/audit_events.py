@@ -38,6 +38,7 @@ __all__ = [
     "AuditWriter",
     "association_event",
     "instance_received",
+    "instance_refused",
     "pipeline_event",
     "pipeline_sink",
     "study_reopened",
@@ -78,6 +79,37 @@ def instance_received(
         ),
         source=AuditSource(node),
         objects=(study,) if patient is None else (Patient(patient), study),
+        reason=reason,
+    )
+
+
+def instance_refused(
+    *,
+    node: str,
+    calling_ae: str,
+    called_ae: str,
+    peer_address: str,
+    reason: str,
+    uids: tuple[str, str, str, str] | None = None,
+) -> AuditEvent:
+    """110104 DICOM Instances Transferred, action Create, outcome Minor Failure, step
+    ``refused`` (PS3.15 A.5.3.4): a C-STORE answered with an error status because the data set
+    cannot be understood. *uids* (study, series, SOP instance, SOP class) when they were read."""
+    objects: tuple[Study, ...] = ()
+    if uids is not None:
+        study, series, sop, sop_class = uids
+        objects = (Study(study, (series,), (audit.Instance(sop, sop_class),)),)
+    return AuditEvent(
+        event_id=EventID.INSTANCES_TRANSFERRED,
+        action=EventAction.CREATE,
+        step=Step.REFUSED,
+        participants=(
+            _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
+            _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
+        ),
+        source=AuditSource(node),
+        objects=objects,
+        outcome=EventOutcome.MINOR_FAILURE,
         reason=reason,
     )
 

@@ -1,8 +1,9 @@
 """Stage 3, forward: send due ``pending`` items to their destination, one batch per round.
 
 In one transaction a round claims a batch (one lane, most urgent first), sends it, records
-each item's outcome as a forward-item event, confirms what was sent
-(:mod:`dicom_nodes.pipeline.confirm`) and settles the instances
+each item's outcome as a forward-item event, confirms what was sent — a routine batch together
+with earlier ones, several per query (:mod:`dicom_nodes.pipeline.confirm`) — and settles the
+instances
 (:mod:`dicom_nodes.pipeline.release`):
 
 ==========================  =====================  ========================================
@@ -74,8 +75,10 @@ def forward_round(ctx: PipelineContext, destination: str) -> int:
         results = _send(dest, [f for _, f in sendable]) if sendable else []
         observe("forward", started, len(sendable), ctx.node, destination)
         sent = _record(conn, ctx, sendable, results, broken)
-        confirm.confirm_now(conn, ctx, destination, sent)
-        release.settle(conn, ctx.audit, sorted({item.sop_instance_uid for item in batch}))
+        earlier = confirm.confirm_now(conn, ctx, destination, sent)
+        release.settle(
+            conn, ctx.audit, sorted({item.sop_instance_uid for item in batch} | set(earlier))
+        )
     return len(batch)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -91,6 +92,8 @@ def health(ctx: PipelineContext) -> dict[str, bool]:
 
 def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> int:
     """Run until SIGTERM/SIGINT."""
+    if settings.worker.nice:
+        os.nice(settings.worker.nice)  # before any thread or child process starts
     if audit is None:
         audit = pipeline_sink(settings.node.name, settings.scp.ae_title)
     pool = ConnectionPool(dsn, min_size=1, max_size=settings.worker.concurrency + 3, open=True)
@@ -159,6 +162,10 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         housekeeper.stop_event.set()
         if ctx.deid is not None:
             ctx.deid.close()
+        for destination in destinations.values():
+            close = getattr(destination, "close", None)
+            if close is not None:
+                close()  # associations kept open between batches
         exporter.close()
         pool.close()
         record_stop(dsn, settings, "worker")

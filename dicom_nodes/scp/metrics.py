@@ -29,6 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from psycopg_pool import ConnectionPool
 
+from dicom_nodes.scp.audit_buffer import buffer_state
 from dicom_nodes.spool.store import Spool
 
 __all__ = [
@@ -123,13 +124,27 @@ def enable(directory: Path, node: str) -> None:
 
 
 class ReceiverCollector(Collector):
-    """Counts the receiver recorded in PostgreSQL (node-wide, exact)."""
+    """Counts the receiver recorded in PostgreSQL (node-wide, exact), and the state of the
+    receivers' local audit buffer."""
 
-    def __init__(self, pool: ConnectionPool, node: str) -> None:
+    def __init__(self, pool: ConnectionPool, node: str, audit_buffer: Path | None = None) -> None:
         self.pool = pool
         self.node = node
+        self.audit_buffer = audit_buffer
 
     def collect(self) -> Iterator[Any]:
+        if self.audit_buffer is not None:
+            size, full = buffer_state(self.audit_buffer)
+            yield GaugeMetricFamily(
+                "radiogate_audit_buffered_bytes",
+                "Audit events waiting in the receivers' local buffer for PostgreSQL",
+                value=size,
+            )
+            yield GaugeMetricFamily(
+                "radiogate_audit_buffer_full",
+                "1 when a receiver's audit buffer is full and events are being dropped",
+                value=int(full),
+            )
         up = GaugeMetricFamily("radiogate_database_up", "1 if PostgreSQL answered the scrape")
         try:
             with self.pool.connection(timeout=2) as conn:

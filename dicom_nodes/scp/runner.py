@@ -22,7 +22,6 @@ from pathlib import Path
 from types import FrameType
 
 from config import Settings, data_path
-from dicom_nodes.audit_events import AuditWriter
 from dicom_nodes.db.signals import PostgresSignals
 from dicom_nodes.lifecycle import record_start, record_stop
 from dicom_nodes.scp import metrics as scp_metrics
@@ -33,11 +32,17 @@ from dicom_nodes.scp.app import (
     make_recorder,
     make_spool,
 )
+from dicom_nodes.scp.audit_buffer import BufferedAuditWriter
 
 __all__ = ["run_scp"]
 
 LOGGER = logging.getLogger(__name__)
 _GRACE = 10.0
+
+
+def audit_buffer_dir(settings: Settings) -> Path:
+    """Where receivers buffer audit events PostgreSQL could not take (scp/audit_buffer.py)."""
+    return data_path(settings, "audit-buffer")
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -71,7 +76,12 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
         orthanc=settings.orthanc,
         logging=settings.logging,
     )
-    writer = AuditWriter(pool, settings.node.name, timeout=settings.database.connect_timeout)
+    writer = BufferedAuditWriter(
+        pool,
+        settings.node.name,
+        audit_buffer_dir(settings),
+        timeout=settings.database.connect_timeout,
+    )
     server = build_server(
         patched,
         spool,
@@ -98,6 +108,8 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
     deadline = time.monotonic() + _GRACE
     while server.active_associations and time.monotonic() < deadline:
         time.sleep(0.1)
+    writer.flush()
+    writer.close()
     pool.close(timeout=2)
     os._exit(0)
 
@@ -132,7 +144,7 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
     pool.open(wait=False)
     spool = make_spool(settings)
     registry = CollectorRegistry()
-    registry.register(ReceiverCollector(pool, settings.node.name))
+    registry.register(ReceiverCollector(pool, settings.node.name, audit_buffer_dir(settings)))
     registry.register(SpoolCollector(spool, settings.node.name))
     registry.register(ServiceProcessCollector(os.getppid))  # the SCP supervisor's tree
     scp_metrics.register(registry, _metrics_dir(settings))

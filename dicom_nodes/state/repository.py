@@ -55,6 +55,7 @@ from dicom_nodes.state.model import (
 
 __all__ = [
     "INGEST_SQL",
+    "REPLACE_UNROUTED_SQL",
     "AuditEntry",
     "AuditSink",
     "Change",
@@ -323,6 +324,28 @@ def _raise_mismatch(
         f"{len(changes) - len(changed)} not in {sorted(machine.transition(event).sources)}: "
         + "; ".join(found)
     )
+
+
+REPLACE_UNROUTED_SQL = """
+WITH first AS (
+    SELECT sop_instance_uid, spool_path FROM ingest_instance
+    WHERE sop_instance_uid = %(sop)s AND state = 'received'
+      AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE ingest_instance i
+    SET sop_class_uid = %(cls)s, modality = %(modality)s, transfer_syntax_uid = %(ts)s,
+        size_bytes = %(size)s, blake3 = %(b3)s, spool_path = %(path)s, calling_ae = %(calling)s,
+        called_ae = %(called)s, peer_address = %(addr)s, peer_port = %(port)s,
+        association_id = %(assoc)s, patient_pseudonym = %(patient)s
+    FROM first WHERE i.sop_instance_uid = first.sop_instance_uid
+    RETURNING 1
+)
+SELECT first.spool_path FROM first, upd
+"""
+"""Replace an unrouted first copy by different bytes (content columns only: the instance
+stays ``received``; a row the router holds is skipped, it is being routed). Returns the first
+copy's spool path when it replaced it."""
 
 
 INGEST_SQL = """
@@ -695,3 +718,16 @@ def set_analysis_results(
         (seg[0] if seg else None, seg[1] if seg else None, sr[0] if sr else None,
          sr[1] if sr else None, parameter_hash, pyradiomics_version, analysis_id),
     )  # fmt: skip
+
+
+def open_archive_study(conn: Conn, study_uid: str) -> bool:
+    """The row of a study stored into the archive directly (not through the SCP), under its own
+    UID in the archive, created ``receiving``; False when the study is already known."""
+    row = conn.execute(
+        """INSERT INTO study (study_instance_uid, archive_study_uid)
+           SELECT %s, %s WHERE NOT EXISTS (
+               SELECT 1 FROM study WHERE study_instance_uid = %s OR archive_study_uid = %s)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        (study_uid, study_uid, study_uid, study_uid),
+    ).fetchone()
+    return row is not None

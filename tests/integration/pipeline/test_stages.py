@@ -73,6 +73,35 @@ def test_happy_path_releases_and_deletes_the_spool_copy(stage: Stage) -> None:
         assert stage.steps(uid) == ["received", "routed", "forwarded", "confirmed", "released"]
 
 
+def test_routine_batches_are_confirmed_several_per_query(stage: Stage) -> None:
+    """batch_size 4, confirm_batches 4: three routine rounds, one confirmation for all of
+    them (asked with the last, as nothing waits after it); each instance still has its
+    events in order."""
+    uids = stage.receive(12)
+    stage.drain()
+    assert stage.dest.asked == [12]
+    assert stage.states(uids) == ["released"] * 12
+    for uid in uids:
+        assert stage.steps(uid) == ["received", "routed", "forwarded", "confirmed", "released"]
+    # More than confirm_batches rounds' worth: one query per 16 instances.
+    stage.dest.asked.clear()
+    more = stage.receive(20)
+    stage.drain()
+    assert stage.dest.asked == [16, 4]
+    assert stage.states(more) == ["released"] * 20
+
+
+def test_critical_batches_are_confirmed_at_once(stage: Stage) -> None:
+    stage.ctx.routes = [
+        RouteSettings(name="stat", match=MatchSettings(modality=["CT"]),
+                      steps=["forward:archive"], lane="critical"),
+    ]  # fmt: skip
+    uids = stage.receive(8)
+    stage.drain()
+    assert stage.dest.asked == [4, 4]
+    assert stage.states(uids) == ["released"] * 8
+
+
 def test_unroutable_instances_never_block_routing(stage: Stage) -> None:
     """Before: an instance matching no route was skipped but counted, and the routing job
     looped on it forever; with batch_size of them nothing newer was routed."""
