@@ -11,9 +11,10 @@ their keyed pseudonym leaves this module.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -86,7 +87,14 @@ def receiver_pseudonym(settings: Settings) -> Callable[[DatasetIdentity], str] |
         LOGGER.warning("received instances are recorded without patient pseudonym: %s", exc)
         return None
 
+    @functools.lru_cache(maxsize=1024)
+    def cached(raw: tuple[Any, ...], implicit: bool, little: bool, study_uid: str) -> str:
+        return patient_pseudonym(pseudo, RawPatient(dict(raw), implicit, little), study_uid)
+
     def pseudonym(identity: DatasetIdentity) -> str:
-        return patient_pseudonym(pseudo, identity.patient, identity.study_instance_uid)
+        # The instances of a study arrive together: decode and key their patient once.
+        p = identity.patient
+        raw = tuple(sorted(p.elements.items()))
+        return cached(raw, p.implicit_vr, p.little_endian, identity.study_instance_uid)
 
     return pseudonym

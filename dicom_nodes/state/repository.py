@@ -706,21 +706,18 @@ def record_generated(
     blake3: bytes,
 ) -> bool:
     """Record an object this node made (a triage SR, a KOS) as ``received`` from itself, so
-    that it is routed, de-identified and forwarded like any instance; False when it exists.
-    It names the patient by the pseudonym the study's received instances carry."""
-    found = conn.execute(
-        """SELECT patient_pseudonym FROM ingest_instance
-           WHERE study_instance_uid = %s AND patient_pseudonym IS NOT NULL LIMIT 1""",
-        (study_uid,),
-    ).fetchone()
+    that it is routed, de-identified and forwarded like any instance; False when it exists."""
     import uuid
 
     from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
 
+    patient = conn.execute(
+        "SELECT patient_pseudonym FROM study WHERE study_instance_uid = %s", (study_uid,)
+    ).fetchone()  # the study's patient, as its received instances named it
     row = conn.execute(
         INGEST_SQL,
         {
-            "patient": found[0] if found else None,
+            "patient": patient[0] if patient else None,
             "sop": sop_instance_uid, "cls": sop_class_uid, "study": study_uid,
             "series": series_uid, "modality": modality, "ts": transfer_syntax_uid,
             "size": size, "b3": blake3, "path": spool_path, "calling": ae_title,

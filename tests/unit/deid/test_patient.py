@@ -8,6 +8,7 @@ two paths shows up as a different pseudonym.
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pydicom
@@ -16,7 +17,8 @@ from pydicom.data import get_charset_files
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicom_nodes.deid.patient import patient_fields, patient_pseudonym
+import config
+from dicom_nodes.deid.patient import patient_fields, patient_pseudonym, receiver_pseudonym
 from dicom_nodes.deid.pseudonyms import Pseudonymiser
 from dicom_nodes.spool.inspect import inspect_file
 
@@ -102,3 +104,27 @@ def test_raw_values_are_not_in_the_repr(tmp_path: Path) -> None:
     identity = inspect_file(_instance(tmp_path / "a.dcm", ExplicitVRLittleEndian,
                                       PatientID="SECRET99", PatientName="Hidden^Name"))  # fmt: skip
     assert "SECRET99" not in repr(identity) and "Hidden" not in repr(identity)
+
+
+def test_the_receivers_function_uses_the_site_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = config.load(None, env={"RADIOGATE_NODE__DATA_DIR": str(tmp_path / "var")})
+    monkeypatch.delenv("RADIOGATE_DEID_SECRET", raising=False)
+    assert receiver_pseudonym(settings) is None  # no secret yet: recorded without, and warned
+    secret = bytes(range(32))
+    monkeypatch.setenv("RADIOGATE_DEID_SECRET", base64.b64encode(secret).decode())
+    pseudonym = receiver_pseudonym(settings)
+    assert pseudonym is not None
+    paths = [
+        _instance(tmp_path / f"{i}.dcm", ExplicitVRLittleEndian, PatientID=pid)
+        for i, pid in enumerate(("11", "11", "12"))
+    ]
+    got = [pseudonym(inspect_file(p)) for p in paths]  # the second one from its cache
+    want = [
+        Pseudonymiser(secret).patient(
+            Pseudonymiser.patient_key(*patient_fields(pydicom.dcmread(p)))
+        )
+        for p in paths
+    ]
+    assert got == want and got[0] == got[1] != got[2]
