@@ -989,7 +989,7 @@ def report_two_nodes(runs: list[TwoNodeRun], sets: dict[str, DataSet]) -> None:
             f"[{min(ratios, default=0):.2f}-{max(ratios, default=0):.2f}]  {per}"
             f"  ({len(mine)} rounds)"
         )
-        print(f"         CPU ms per instance: {cpu}")
+        print(f"         CPU ms per instance (of all instances, both nodes): {cpu}")
 
 
 # --------------------------------------------------------------------------- the door under load
