@@ -994,29 +994,37 @@ def report_two_nodes(runs: list[TwoNodeRun], sets: dict[str, DataSet]) -> None:
 
 # --------------------------------------------------------------------------- the door under load
 
-BUSY = "import os, sys\nos.nice(int(sys.argv[1]))\nwhile True:\n    pass\n"
-"""A synthetic CPU-bound job at the niceness given (the analysis process takes
-``analysis.nice``, default 10, before it starts: :mod:`dicom_nodes.pipeline.analyse`)."""
+BUSY = (
+    "import sys\nfrom dicom_nodes.pipeline.priority import lower_priority\n"
+    "lower_priority(int(sys.argv[1]), sys.argv[2] == 'idle')\nwhile True:\n    pass\n"
+)
+"""A synthetic CPU-bound job lowered as the analysis process lowers itself
+(:func:`dicom_nodes.pipeline.priority.lower_priority`: ``analysis.nice``, default 10, and
+``analysis.idle``, default on)."""
 
 
 @dataclass
 class Load:
-    """One busy process per core at *nice* (None: no load)."""
+    """One busy process per core at *spec*: a niceness, ``idle`` (niceness 10 and the idle
+    scheduling class, the analysis defaults) or None (no load)."""
 
-    nice: int | None
+    spec: str | None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
-        return "no load" if self.nice is None else f"load nice {self.nice}"
+        if self.spec is None:
+            return "no load"
+        return "load idle+10" if self.spec == "idle" else f"load nice {self.spec}"
 
     def start(self) -> None:
-        if self.nice is None:
+        if self.spec is None:
             return
+        nice, mode = ("10", "idle") if self.spec == "idle" else (self.spec, "nice")
         for _ in range(os.cpu_count() or 1):
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", BUSY, str(self.nice)], start_new_session=True
+                    [sys.executable, "-c", BUSY, nice, mode], start_new_session=True, cwd=ROOT
                 )
             )
         time.sleep(0.5)
@@ -1159,9 +1167,9 @@ def main() -> int:
     parser.add_argument(
         "--door",
         default="",
-        help="only the door under load: niceness of a synthetic CPU-bound job per run, "
-        "comma-separated, 'none' for no load (e.g. none,10,0; analysis.nice is 10); each round "
-        "runs them in a rotated order",
+        help="only the door under load: how a synthetic CPU-bound job is lowered per run, "
+        "comma-separated: a niceness, 'idle' (niceness 10 + SCHED_IDLE, the analysis defaults) "
+        "or 'none' for no load (e.g. none,idle,10,0); each round runs them in a rotated order",
     )
     parser.add_argument(
         "--two-nodes",
@@ -1244,7 +1252,7 @@ def main() -> int:
             print(f"\nresults: {RESULTS / name}")
             return 0
         if args.door:
-            loads = [None if x.strip() == "none" else int(x) for x in args.door.split(",")]
+            loads = [None if x.strip() == "none" else x.strip() for x in args.door.split(",")]
             door: list[DoorRun] = []
             for rnd in range(reps):
                 shift = rnd % len(loads)

@@ -14,9 +14,9 @@ measure each other), each with its anchors measured in the same run:
 2. ``bench_forward.py --quick`` with the identity route, then ``--deid`` with the default
    de-identifying route: storescu → Radiogate → Orthanc (last instance confirmed) against
    storescu → Orthanc; forwarding alone; CPU ms per instance and peak RSS per component.
-3. ``bench_forward.py --door none,10,0 --sizes ct512``: receive rate, end to end and a critical
-   study's latency with no load, under a CPU-bound job at the analysis process's niceness (10)
-   and at 0.
+3. ``bench_forward.py --door none,idle,10,0 --sizes ct512``: receive rate, end to end and a
+   critical study's latency with no load, under a CPU-bound job lowered as the analysis process
+   is (niceness 10 and the idle scheduling class), at niceness 10 only, and at 0.
 4. ``bench_forward.py --two-nodes``: two nodes (own SCP, worker, spool) on one PostgreSQL, per
    node and together, against two storescu straight to Orthanc.
 
@@ -62,7 +62,7 @@ def main() -> int:
         ("forward", "End to end, default de-identifying route",
          [*forward, "--deid", "--reps", reps, *args.extra]),
         ("door", "The door under a CPU-bound job",
-         [*forward, "--sizes", "ct512", "--door", "none,10,0", "--reps", reps]),
+         [*forward, "--sizes", "ct512", "--door", "none,idle,10,0", "--reps", reps]),
         ("two", "Two nodes on one PostgreSQL", [*forward, "--two-nodes", "--reps", reps]),
     ]  # fmt: skip
     failed = [title for key, title, argv in parts if key not in skip and _run(title, argv) != 0]
