@@ -1009,6 +1009,8 @@ class Load:
     scheduling class, the analysis defaults) or None (no load)."""
 
     spec: str | None
+    count: int = 0
+    """Busy processes (0: one per core)."""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -1021,7 +1023,7 @@ class Load:
         if self.spec is None:
             return
         nice, mode = ("10", "idle") if self.spec == "idle" else (self.spec, "nice")
-        for _ in range(os.cpu_count() or 1):
+        for _ in range(self.count or os.cpu_count() or 1):
             self.procs.append(
                 subprocess.Popen(
                     [sys.executable, "-c", BUSY, nice, mode], start_new_session=True, cwd=ROOT
@@ -1069,7 +1071,7 @@ def run_door(
 
 
 def report_door(door: list[DoorRun], sets: dict[str, DataSet]) -> None:
-    print("\nThe door under a CPU-bound job (one busy process per core), paired by round:")
+    print("\nThe door under a CPU-bound job (--door-procs busy processes), paired by round:")
     print("receive img/s (storescu's time, worker running), ratio to no load in the same round")
     print("[min-max], end to end img/s, critical study last received -> last confirmed (s)")
     for data in sets.values():
@@ -1172,6 +1174,13 @@ def main() -> int:
         "or 'none' for no load (e.g. none,idle,10,0); each round runs them in a rotated order",
     )
     parser.add_argument(
+        "--door-procs",
+        type=int,
+        default=0,
+        help="busy processes of the --door load (default: one per core; analysis.processes "
+        "is 1 by default)",
+    )
+    parser.add_argument(
         "--two-nodes",
         action="store_true",
         help="only two nodes on one database (own SCP, worker, spool), each sent its own data "
@@ -1259,7 +1268,8 @@ def main() -> int:
                 for nice in loads[shift:] + loads[:shift]:
                     for data in sets.values():
                         d = run_door(data, crit_set, settings[0], cluster, base,
-                                     args.max_run_seconds, Load(nice), rnd)  # fmt: skip
+                                     args.max_run_seconds, Load(nice, args.door_procs),
+                                     rnd)  # fmt: skip
                         door.append(d)
                         print(f"door      {data.label:>5} {d.load:<13} receive "
                               f"{d.receive_per_s:7.1f} img/s, e2e {d.end_to_end_per_s:7.1f}, "
