@@ -25,6 +25,7 @@ from dicom_nodes.metrics_server import ServiceProcessCollector, serve
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.housekeeping import Housekeeper, stalled_destinations
 from dicom_nodes.pipeline.metrics import ExporterLock, PipelineCollector, StageCollector
+from dicom_nodes.pipeline.priority import lower_priority
 from dicom_nodes.pipeline.worker import build_app
 from dicom_nodes.state.jobs import queue_name
 from dicom_nodes.state.repository import AuditSink
@@ -149,8 +150,8 @@ def _watch_supervisor(parent: int, done: threading.Event, grace: float = 10.0) -
 
 def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> int:
     """Run until SIGTERM/SIGINT."""
-    if settings.worker.nice:
-        os.nice(settings.worker.nice)  # before any thread or child process starts
+    if settings.worker.nice or settings.worker.idle:  # before any thread or child starts
+        lower_priority(settings.worker.nice, settings.worker.idle)
     if audit is None:
         audit = pipeline_sink(settings.node.name, settings.scp.ae_title)
     pool = ConnectionPool(dsn, min_size=1, max_size=settings.worker.concurrency + 3, open=True)
