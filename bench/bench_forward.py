@@ -192,9 +192,28 @@ class CpuMeter:
 
     def __init__(self) -> None:
         self.groups: dict[str, Callable[[], float]] = {}
+        self.members: dict[str, Callable[[], list[int]]] = {}
+        self.peak: dict[str, float] = {}
+
+    def peak_rss(self) -> dict[str, float]:
+        """Peak RSS (MB) per component: the sum over its live processes of each one's peak
+        (VmHWM), the highest seen at any call so far (call it at the end of a run too)."""
+        for name, members in self.members.items():
+            total = 0
+            for pid in members():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            total += int(line.split()[1])
+            self.peak[name] = max(self.peak.get(name, 0.0), round(total / 1024, 1))
+        return dict(self.peak)
 
     def add_group(self, name: str, pgrp: int) -> None:
         """All processes of process group *pgrp* (the SCP supervisor + receivers, a worker)."""
+        self.members[name] = lambda: [
+            int(e.name) for e in Path("/proc").iterdir()
+            if e.name.isdigit() and (_stat(int(e.name)) or (0, -1))[1] == pgrp
+        ]  # fmt: skip
 
         def total() -> float:
             ticks = 0
@@ -209,6 +228,10 @@ class CpuMeter:
 
     def add_tree(self, name: str, pid: int) -> None:
         """*pid* (its reaped children included) and its live children (postgres backends)."""
+        self.members[name] = lambda: [pid] + [
+            int(e.name) for e in Path("/proc").iterdir()
+            if e.name.isdigit() and (_stat(int(e.name)) or (-1,))[0] == pid
+        ]  # fmt: skip
 
         def total() -> float:
             ticks = 0
@@ -297,6 +320,10 @@ class Radiogate:
     extra_toml: str = ""
     accel: str = ""
     """Accelerator configuration (``bench/accel.py``); empty: the default settings."""
+    tree: Path = ROOT
+    """The source tree whose ``radiogate`` runs (``--trees``: the current code against another)."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Settings of this run (``--trees NAME=DIR@KEY=VALUE``)."""
     port: int = 0
     dsn: str = ""
     db: str = ""
@@ -320,6 +347,7 @@ class Radiogate:
         )
         if self.accel:
             env.update(accel.environment(self.accel))
+        env.update(self.extra_env)
         return env
 
     def command(self, name: str) -> list[str]:
@@ -332,14 +360,18 @@ class Radiogate:
         assert self.archive.managed is not None
         return self.archive.managed
 
-    def start(self, *, worker: bool = True) -> None:
+    def start(self, *, worker: bool = True, share: Radiogate | None = None) -> None:
+        """A fresh database, or the database of *share* (another node of the same site)."""
         self.port = free_port()
-        self.db = f"fwd_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(self.cluster.admin_dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {self.db}")
-        self.dsn = f"host={HOST} port={self.cluster.port} dbname={self.db} user=radiogate"
-        with psycopg.connect(self.dsn) as conn:
-            migrate(conn)
+        if share is not None:
+            self.dsn = share.dsn  # self.db stays empty: *share* drops the database
+        else:
+            self.db = f"fwd_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect(self.cluster.admin_dsn, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {self.db}")
+            self.dsn = f"host={HOST} port={self.cluster.port} dbname={self.db} user=radiogate"
+            with psycopg.connect(self.dsn) as conn:
+                migrate(conn)
         self.workdir.mkdir(parents=True, exist_ok=True)
         s = self.settings
         (self.workdir / "radiogate.toml").write_text(
@@ -370,7 +402,7 @@ timeout = 30.0
             self.scp = subprocess.Popen(
                 self.command("scp"),
                 env=self.env(),
-                cwd=ROOT,
+                cwd=self.tree,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -384,7 +416,7 @@ timeout = 30.0
             self.worker = subprocess.Popen(
                 self.command("worker"),
                 env=self.env(),
-                cwd=ROOT,
+                cwd=self.tree,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -510,6 +542,8 @@ class ForwardRun:
     loadavg: float = field(default_factory=lambda: os.getloadavg()[0])
     round: int = 0
     """Index of the round (repetition) for the same data and settings."""
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    """Peak RSS per component (MB, :meth:`CpuMeter.peak_rss`)."""
 
     @property
     def images_per_s(self) -> float:
@@ -582,7 +616,11 @@ def run_forward(
 ) -> ForwardRun:
     work = base / f"fwd-{data.name}-{settings.label.replace('/', '-')}"
     orthanc = Orthanc(work / "orthanc")
-    rg = Radiogate(cluster, work / "node", orthanc, settings, accel=accel_config)
+    tree, env = TREES.get(accel_config, (None, {}))
+    rg = Radiogate(
+        cluster, work / "node", orthanc, settings,
+        accel="" if tree is not None else accel_config, tree=tree or ROOT, extra_env=env,
+    )  # fmt: skip
     with running(orthanc, rg):
         orthanc.start()
         rg.start()
@@ -611,6 +649,7 @@ def run_forward(
                 wait_storescu(proc, deadline)
                 send_seconds = time.monotonic() - t0
             after, cpu1 = meter.snapshot(), children_cpu()
+            rss = meter.peak_rss()
         finally:
             if proc is not None:
                 stop_group(proc, timeout=5)
@@ -636,6 +675,7 @@ def run_forward(
             drain_after_send_seconds=round(e2e - send_seconds, 3),
             first_confirm_seconds=round(first.timestamp() - wall0, 3) if first else -1.0,
             cpu=cpu,
+            rss_mb=rss,
         )
 
 
@@ -663,19 +703,41 @@ class SplitRun:
 
 
 def run_split(
-    data: DataSet, settings: Settings, cluster: PrivateCluster, base: Path, cap: float
+    data: DataSet,
+    settings: Settings,
+    cluster: PrivateCluster,
+    base: Path,
+    cap: float,
+    config: str = "",
 ) -> SplitRun:
-    """storescu → SCP with no worker running (receive only); then the worker drains it all."""
+    """storescu → SCP with the worker stopped (receive only); then the worker drains it all.
+
+    The worker is started first and stopped (SIGSTOP) once it is idle, so its start-up (imports,
+    pools) is not counted as forwarding CPU; it continues (SIGCONT) when everything is in."""
     work = base / f"split-{data.name}"
     orthanc = Orthanc(work / "orthanc")
-    rg = Radiogate(cluster, work / "node", orthanc, settings)
+    tree, env = TREES.get(config, (None, {}))
+    rg = Radiogate(
+        cluster, work / "node", orthanc, settings,
+        accel="" if tree is not None else config, tree=tree or ROOT, extra_env=env,
+    )  # fmt: skip
     senders: list[subprocess.Popen[bytes]] = []
     n = len(data.files)
     with running(orthanc, rg, Stopper(senders)):
         orthanc.start()
-        rg.start(worker=False)
+        rg.start()
+        assert rg.worker is not None
         meter = _meter_for(rg, cluster, orthanc)
         deadline = time.monotonic() + cap
+        settle_until = time.monotonic() + 30.0
+        last = meter.snapshot()["worker"]
+        while time.monotonic() < settle_until:  # idle: no CPU for half a second
+            time.sleep(0.5)
+            now = meter.snapshot()["worker"]
+            if now - last < 0.02 and now > 0.3:
+                break
+            last = now
+        os.killpg(rg.worker.pid, signal.SIGSTOP)
         c0 = meter.snapshot()
         t0 = time.monotonic()
         senders.append(start_storescu(rg.port, "RADIOGATE", data.files, work / "storescu.log"))
@@ -684,9 +746,7 @@ def run_split(
         receive_seconds = time.monotonic() - t0
         c1 = meter.snapshot()
         wall0 = time.time()
-        rg.start_worker()
-        assert rg.worker is not None
-        meter.add_group("worker", rg.worker.pid)
+        os.killpg(rg.worker.pid, signal.SIGCONT)
         while time.monotonic() < deadline:
             (confirmed,) = rg.one("SELECT count(*) FROM forward_item WHERE state = 'confirmed'")
             if confirmed >= n:
@@ -698,7 +758,7 @@ def run_split(
         )
         return SplitRun(
             data=data.name,
-            settings=settings.label,
+            settings=settings.label + (f" [{config}]" if config else ""),
             count=n,
             receive_seconds=round(receive_seconds, 3),
             forward_seconds=round((last - first).total_seconds(), 3) if last else cap,
@@ -816,6 +876,224 @@ def run_critical(
         )
 
 
+# --------------------------------------------------------------------------- two nodes
+
+
+@dataclass
+class TwoNodeRun:
+    data: str
+    round: int
+    count: int
+    """Instances per node."""
+    per_node: dict[str, float]
+    """Node → its instances / (its last confirmed - start), img/s."""
+    total_per_s: float
+    direct_per_s: float
+    """Anchor, same round: two storescu at once straight to a fresh Orthanc."""
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+def run_direct_pair(data: DataSet, other: DataSet, base: Path, cap: float) -> float:
+    """Two storescu at once straight to Orthanc: images/s over both."""
+    orthanc = Orthanc(base / f"direct2-{data.name}")
+    with running(orthanc):
+        orthanc.start()
+        assert orthanc.managed is not None
+        t0 = time.perf_counter()
+        procs = [start_storescu(orthanc.managed.dicom_port, orthanc.managed.ae_title, d.files,
+                                base / "storescu.log") for d in (data, other)]  # fmt: skip
+        for proc in procs:
+            if wait_storescu(proc, time.monotonic() + cap) != 0:
+                raise RuntimeError("storescu → Orthanc failed")
+        return orthanc.count() / (time.perf_counter() - t0)
+
+
+def run_two_nodes(
+    data: DataSet, other: DataSet, settings: Settings, cluster: PrivateCluster, base: Path,
+    cap: float, rnd: int,
+) -> TwoNodeRun:  # fmt: skip
+    """Two ``radiogate scp`` + ``radiogate worker`` pairs (nodes a and b, own spools, own
+    ports) on one database forwarding to one Orthanc; each node receives its own data set."""
+    work = base / f"two-{data.name}-{rnd}"
+    orthanc = Orthanc(work / "orthanc")
+    a = Radiogate(cluster, work / "a", orthanc, settings,
+                  extra_env={"RADIOGATE_NODE__NAME": "a"})  # fmt: skip
+    b = Radiogate(cluster, work / "b", orthanc, settings,
+                  extra_env={"RADIOGATE_NODE__NAME": "b"})  # fmt: skip
+    senders: list[subprocess.Popen[bytes]] = []
+    with running(orthanc, a, b, Stopper(senders)):
+        orthanc.start()
+        a.start()
+        b.start(share=a)
+        meter = CpuMeter()
+        for name, rg in (("a", a), ("b", b)):
+            assert rg.scp is not None and rg.worker is not None
+            meter.add_group(f"scp-{name}", rg.scp.pid)
+            meter.add_group(f"worker-{name}", rg.worker.pid)
+        meter.add_tree("orthanc", orthanc.pid)
+        if pm := postmaster_pid(cluster):
+            meter.add_tree("postgres", pm)
+        time.sleep(1.0)
+        before = meter.snapshot()
+        wall0 = time.time()
+        deadline = time.monotonic() + cap
+        for rg, d in ((a, data), (b, other)):
+            senders.append(start_storescu(rg.port, "RADIOGATE", d.files, work / "storescu.log"))
+        total = len(data.files) + len(other.files)
+        while time.monotonic() < deadline:
+            (done,) = a.one("SELECT count(*) FROM forward_item WHERE state = 'confirmed'")
+            if done >= total:
+                break
+            time.sleep(0.1)
+        after = meter.snapshot()
+        rows = a.query(
+            """SELECT i.node, count(*), max(f.confirmed_at) FROM forward_item f
+               JOIN ingest_instance i USING (sop_instance_uid)
+               WHERE f.state = 'confirmed' GROUP BY i.node"""
+        )
+        per_node = {str(node): round(int(n) / (last.timestamp() - wall0), 1)
+                    for node, n, last in rows}  # fmt: skip
+        last_all = max(last.timestamp() for _n, _c, last in rows) if rows else wall0 + cap
+        done = sum(int(n) for _node, n, _l in rows)
+        return TwoNodeRun(
+            data.name,
+            rnd,
+            len(data.files),
+            per_node,
+            round(done / (last_all - wall0), 1),
+            0.0,
+            {k: round((after[k] - before[k]) / max(done, 1) * 1e3, 2) for k in after},
+        )
+
+
+def report_two_nodes(runs: list[TwoNodeRun], sets: dict[str, DataSet]) -> None:
+    print("\nTwo nodes (own SCP, worker and spool each; one PostgreSQL, one Orthanc), paired by")
+    print("round with two storescu at once straight to Orthanc; img/s to last confirmed")
+    for data in sets.values():
+        mine = [r for r in runs if r.data == data.name]
+        if not mine:
+            continue
+        ratios = [r.total_per_s / r.direct_per_s for r in mine if r.direct_per_s]
+        nodes = sorted({n for r in mine for n in r.per_node})
+        per = "  ".join(
+            f"node {n} {statistics.median(r.per_node.get(n, 0.0) for r in mine):6.1f}"
+            for n in nodes
+        )
+        cpu = " ".join(
+            f"{k}={statistics.median(r.cpu.get(k, 0.0) for r in mine):.2f}" for k in mine[0].cpu
+        )
+        print(
+            f"  {data.label:<6} both {statistics.median(r.total_per_s for r in mine):6.1f} "
+            f"direct {statistics.median(r.direct_per_s for r in mine):6.1f} x"
+            f"{statistics.median(ratios) if ratios else float('nan'):5.2f} "
+            f"[{min(ratios, default=0):.2f}-{max(ratios, default=0):.2f}]  {per}"
+            f"  ({len(mine)} rounds)"
+        )
+        print(f"         CPU ms per instance (of all instances, both nodes): {cpu}")
+
+
+# --------------------------------------------------------------------------- the door under load
+
+BUSY = (
+    "import sys\nfrom dicom_nodes.pipeline.priority import lower_priority\n"
+    "lower_priority(int(sys.argv[1]), sys.argv[2] == 'idle')\nwhile True:\n    pass\n"
+)
+"""A synthetic CPU-bound job lowered as the analysis process lowers itself
+(:func:`dicom_nodes.pipeline.priority.lower_priority`: ``analysis.nice``, default 10, and
+``analysis.idle``, default on)."""
+
+
+@dataclass
+class Load:
+    """One busy process per core at *spec*: a niceness, ``idle`` (niceness 10 and the idle
+    scheduling class, the analysis defaults) or None (no load)."""
+
+    spec: str | None
+    count: int = 0
+    """Busy processes (0: one per core)."""
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if self.spec is None:
+            return "no load"
+        return "load idle+10" if self.spec == "idle" else f"load nice {self.spec}"
+
+    def start(self) -> None:
+        if self.spec is None:
+            return
+        nice, mode = ("10", "idle") if self.spec == "idle" else (self.spec, "nice")
+        for _ in range(self.count or os.cpu_count() or 1):
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", BUSY, nice, mode], start_new_session=True, cwd=ROOT
+                )
+            )
+        time.sleep(0.5)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop_group(proc, timeout=5)
+        self.procs = []
+
+
+@dataclass
+class DoorRun:
+    data: str
+    load: str
+    round: int
+    count: int
+    receive_per_s: float
+    end_to_end_per_s: float
+    critical_latency_seconds: float = -1.0
+
+
+def run_door(
+    data: DataSet,
+    crit_set: DataSet,
+    settings: Settings,
+    cluster: PrivateCluster,
+    base: Path,
+    cap: float,
+    load: Load,
+    rnd: int,
+) -> DoorRun:
+    """The receive rate (storescu's time) and end to end with the worker running, under *load*;
+    then the critical study behind a live routine transfer under the same load."""
+    with running(load):
+        load.start()
+        f = run_forward(data, settings, cluster, base, cap)
+        c = run_critical("live", data, crit_set, settings, cluster, base, cap)
+    return DoorRun(
+        data.name, load.label, rnd, f.count, round(f.count / f.send_seconds, 1),
+        round(f.images_per_s, 1), c.latency_seconds,
+    )  # fmt: skip
+
+
+def report_door(door: list[DoorRun], sets: dict[str, DataSet]) -> None:
+    print("\nThe door under a CPU-bound job (--door-procs busy processes), paired by round:")
+    print("receive img/s (storescu's time, worker running), ratio to no load in the same round")
+    print("[min-max], end to end img/s, critical study last received -> last confirmed (s)")
+    for data in sets.values():
+        runs = [d for d in door if d.data == data.name]
+        rounds = {d.round for d in runs}
+        ref = {d.round: d.receive_per_s for d in runs if d.load == "no load"}
+        for label in dict.fromkeys(d.load for d in runs):
+            mine = [d for d in runs if d.load == label]
+            ratios = [d.receive_per_s / ref[d.round] for d in mine if ref.get(d.round)]
+            print(
+                f"  {data.label:<6} {label:<13} receive "
+                f"{statistics.median(d.receive_per_s for d in mine):7.1f} x"
+                f"{statistics.median(ratios) if ratios else float('nan'):5.2f} "
+                f"[{min(ratios, default=0):.2f}-{max(ratios, default=0):.2f}]  e2e "
+                f"{statistics.median(d.end_to_end_per_s for d in mine):7.1f}  critical "
+                f"{statistics.median(d.critical_latency_seconds for d in mine):5.2f} s "
+                f"[{min(d.critical_latency_seconds for d in mine):.2f}-"
+                f"{max(d.critical_latency_seconds for d in mine):.2f}]  ({len(rounds)} rounds)"
+            )
+    print("goal: receive drops <= 20 % under the analysis job's niceness; critical < 5 s")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -827,6 +1105,8 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": git("status", "--short").splitlines()}
 
 
+TREES: dict[str, tuple[Path, dict[str, str]]] = {}
+"""``--trees``: name → (source tree, environment); each Radiogate run is repeated with each."""
 DEID_SECRET = base64.b64encode(os.urandom(32)).decode()
 ROUTE = ['[[routes]]\nname = "identified"\nsteps = ["forward:archive"]\n']
 """The route of every Radiogate run; ``--deid`` makes it de-identify first (profile basic)."""
@@ -879,9 +1159,43 @@ def main() -> int:
         default="",
         help="accelerator configurations to pair (bench/accel.py), e.g. stock,all",
     )
+    parser.add_argument(
+        "--trees",
+        default="",
+        help="pair source trees in the same round: NAME=DIR[@ENV=VALUE...],... (the first is the "
+        "reference; e.g. base=/tmp/base,new=.,nice=.@RADIOGATE_WORKER__NICE=5); the SCP and the "
+        "worker run from each tree in turn, with the environment given",
+    )
+    parser.add_argument(
+        "--door",
+        default="",
+        help="only the door under load: how a synthetic CPU-bound job is lowered per run, "
+        "comma-separated: a niceness, 'idle' (niceness 10 + SCHED_IDLE, the analysis defaults) "
+        "or 'none' for no load (e.g. none,idle,10,0); each round runs them in a rotated order",
+    )
+    parser.add_argument(
+        "--door-procs",
+        type=int,
+        default=0,
+        help="busy processes of the --door load (default: one per core; analysis.processes "
+        "is 1 by default)",
+    )
+    parser.add_argument(
+        "--two-nodes",
+        action="store_true",
+        help="only two nodes on one database (own SCP, worker, spool), each sent its own data "
+        "set at the same time, paired with two storescu straight to Orthanc",
+    )
     args = parser.parse_args()
     configs = accel.expand(args.accel) if args.accel else [""]
-    if args.accel:
+    if args.trees:
+        for entry in args.trees.split(","):
+            name, _, spec = entry.partition("=")
+            path, *pairs = spec.split("@")
+            env = dict(pair.split("=", 1) for pair in pairs)
+            TREES[name.strip()] = (Path(path.strip()).resolve(), env)
+        configs = list(TREES)
+    if args.accel or args.trees:
         args.no_critical = True
     if args.deid:
         ROUTE[0] = (
@@ -922,6 +1236,51 @@ def main() -> int:
         print(f"generated in {time.perf_counter() - t0:.1f} s", flush=True)
         cluster = PrivateCluster(base / "pg" / "data", free_port())
         cluster.start()
+        if args.two_nodes:
+            two: list[TwoNodeRun] = []
+            for data in sets.values():
+                size = 512 if data.name == "ct512" else 64
+                other = generate(
+                    base / "data" / f"{data.name}-b", f"{data.name}-b", data.label,
+                    len(data.files), size, 11,
+                )  # fmt: skip
+                for rnd in range(reps):
+                    r = run_two_nodes(data, other, settings[0], cluster, base,
+                                      args.max_run_seconds, rnd)  # fmt: skip
+                    r.direct_per_s = round(
+                        run_direct_pair(data, other, base, args.max_run_seconds), 1
+                    )
+                    two.append(r)
+                    print(f"two nodes {data.label:>5} {r.per_node} both {r.total_per_s} img/s, "
+                          f"direct {r.direct_per_s} cpu {r.cpu} load {os.getloadavg()[0]:.1f}",
+                          flush=True)  # fmt: skip
+            report_two_nodes(two, sets)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            name = f"two-nodes-{time.strftime('%Y%m%d-%H%M%S')}.json"
+            (RESULTS / name).write_text(json.dumps([asdict(r) for r in two], indent=2))
+            print(f"\nresults: {RESULTS / name}")
+            return 0
+        if args.door:
+            loads = [None if x.strip() == "none" else x.strip() for x in args.door.split(",")]
+            door: list[DoorRun] = []
+            for rnd in range(reps):
+                shift = rnd % len(loads)
+                for nice in loads[shift:] + loads[:shift]:
+                    for data in sets.values():
+                        d = run_door(data, crit_set, settings[0], cluster, base,
+                                     args.max_run_seconds, Load(nice, args.door_procs),
+                                     rnd)  # fmt: skip
+                        door.append(d)
+                        print(f"door      {data.label:>5} {d.load:<13} receive "
+                              f"{d.receive_per_s:7.1f} img/s, e2e {d.end_to_end_per_s:7.1f}, "
+                              f"critical {d.critical_latency_seconds:.2f} s "
+                              f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+            report_door(door, sets)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            name = f"door-{time.strftime('%Y%m%d-%H%M%S')}.json"
+            (RESULTS / name).write_text(json.dumps([asdict(d) for d in door], indent=2))
+            print(f"\nresults: {RESULTS / name}")
+            return 0
 
         for data in sets.values() if not args.critical_only else ():
             # Direct runs interleaved with the Radiogate runs: the machine's load drifts.
@@ -930,7 +1289,7 @@ def main() -> int:
                 for st in settings:
                     shift = rep % len(configs)
                     rotated = configs[shift:] + configs[:shift]
-                    plan += [None] if not args.accel else []
+                    plan += [None] if not args.accel or args.trees else []
                     plan += [(st, c) for c in rotated]
             plan += [None] * max(0, direct_reps - plan.count(None))
             for rep, step in enumerate(plan):
@@ -950,6 +1309,16 @@ def main() -> int:
                     [x for x in forward if x.data == data.name and x.settings == f.settings]
                 )
                 forward.append(f)
+                if args.trees:  # forwarding alone, from a full spool, with the same tree
+                    sp = run_split(data, st, cluster, base, args.max_run_seconds, config)
+                    split.append(sp)
+                    print(
+                        f"split     {data.label:>5} {sp.settings:<11} receive only "
+                        f"{sp.receive_per_s:7.1f} img/s, forward only {sp.forward_per_s:7.1f}"
+                        f" img/s (confirmed {sp.confirmed}/{sp.count}) worker cpu "
+                        f"{sp.cpu_forward.get('worker', 0.0) / sp.count * 1e3:.2f} ms/instance",
+                        flush=True,
+                    )
                 print(
                     f"radiogate {data.label:>5} {f.settings:<11} {f.images_per_s:7.1f} img/s  "
                     f"(send {f.send_seconds:.2f} s, last confirmed {f.end_to_end_seconds:.2f} s,"
@@ -958,7 +1327,7 @@ def main() -> int:
                     flush=True,
                 )
         best = pick_best(forward, "ct512" if "ct512" in sets else next(iter(sets), ""), settings)
-        for data in sets.values() if not (args.critical_only or args.accel) else ():
+        for data in sets.values() if not (args.critical_only or args.accel or args.trees) else ():
             sp = run_split(data, best, cluster, base, args.max_run_seconds)
             split.append(sp)
             print(
@@ -988,8 +1357,10 @@ def main() -> int:
                     flush=True,
                 )
         report(direct, forward, split, critical, sets, best)
-        if args.accel:
-            report_paired(forward, sets, configs)
+        if args.accel or args.trees:
+            report_paired(forward, sets, configs, configs[0] if args.trees else "stock")
+        if args.trees:
+            report_split_paired(split, sets, configs)
         out = {
             "benchmark": "forward",
             "started_at": started_at,
@@ -1027,10 +1398,12 @@ def main() -> int:
     return 0
 
 
-def report_paired(forward: list[ForwardRun], sets: dict[str, DataSet], configs: list[str]) -> None:
-    """Each accelerator configuration against stock pynetdicom in the same round."""
-    print("\nPaired with stock pynetdicom in the same round (medians over rounds): end-to-end")
-    print("img/s, x = median of per-round ratios to stock; CPU s of the worker and the SCP")
+def report_paired(
+    forward: list[ForwardRun], sets: dict[str, DataSet], configs: list[str], reference: str
+) -> None:
+    """Each configuration (or tree) against *reference* in the same round."""
+    print(f"\nPaired with {reference} in the same round (medians over rounds): end-to-end img/s,")
+    print(f"x = median of per-round ratios to {reference} [min-max]; CPU s of worker and SCP")
     for data in sets.values():
         by_setting: dict[str, dict[int, dict[str, ForwardRun]]] = {}
         for f in forward:
@@ -1040,14 +1413,50 @@ def report_paired(forward: list[ForwardRun], sets: dict[str, DataSet], configs: 
         for label, rounds in by_setting.items():
             rate = {r: {c: f.images_per_s for c, f in fs.items()} for r, fs in rounds.items()}
             for config in configs:
-                ips, _stock, ratio = accel.paired(rate, config)
+                ips, _stock, ratio = accel.paired(rate, config, reference)
                 runs = [fs[config] for fs in rounds.values() if config in fs]
+                ratios = [r[config] / r[reference] for r in rate.values()
+                          if config in r and r.get(reference)]  # fmt: skip
+                spread = f"[{min(ratios):.2f}-{max(ratios):.2f}]" if ratios else ""
                 worker = statistics.median(f.cpu.get("worker", 0.0) for f in runs)
                 scp = statistics.median(f.cpu.get("scp", 0.0) for f in runs)
                 print(
                     f"  {data.label:<6} {label:<11} {config:<14} {ips:7.1f} img/s x{ratio:5.2f}"
+                    f" {spread}"
                     f"  worker {worker:5.1f} s  scp {scp:5.1f} s  ({len(runs)} rounds)"
                 )
+
+
+def report_split_paired(
+    split: list[SplitRun], sets: dict[str, DataSet], configs: list[str]
+) -> None:
+    """Forwarding alone (from a full spool) per tree, paired with the first tree by round;
+    CPU milliseconds per instance of each component while forwarding."""
+    reference = configs[0]
+    print(f"\nForwarding alone, paired with {reference} (medians over rounds [min-max]); CPU ms")
+    print("per instance while forwarding")
+    for data in sets.values():
+        runs: dict[str, list[SplitRun]] = {}
+        for x in split:
+            if x.data == data.name and "[" in x.settings:
+                runs.setdefault(x.settings[:-1].split(" [")[1], []).append(x)
+        ref = runs.get(reference, [])
+        for config in configs:
+            mine = runs.get(config, [])
+            if not mine:
+                continue
+            ratios = [a.forward_per_s / b.forward_per_s
+                      for a, b in zip(mine, ref, strict=False) if b.forward_per_s]  # fmt: skip
+            ips = statistics.median(x.forward_per_s for x in mine)
+            per = {k: [x.cpu_forward.get(k, 0.0) / x.count * 1e3 for x in mine]
+                   for k in ("worker", "orthanc", "postgres", "scp")}  # fmt: skip
+            cpu = " ".join(f"{k}={statistics.median(v):.2f}" for k, v in per.items())
+            spread = f"[{min(ratios):.2f}-{max(ratios):.2f}]" if ratios else ""
+            ratio = statistics.median(ratios) if ratios else float("nan")
+            print(
+                f"  {data.label:<6} {config:<10} {ips:7.1f} img/s x{ratio:5.2f} {spread}  {cpu}"
+                f"  ({len(mine)} rounds)"
+            )
 
 
 def per_setting(forward: list[ForwardRun], data: str) -> dict[str, list[ForwardRun]]:
@@ -1098,6 +1507,15 @@ def report(
             )
             bad = sum(f.count - f.confirmed for f in runs)
             flag = f" ({bad} NOT CONFIRMED)" if bad else ""
+            per = " ".join(
+                f"{k}={statistics.median(f.cpu.get(k, 0.0) / f.count * 1e3 for f in runs):.1f}"
+                for k in runs[0].cpu
+            )
+            rss = " ".join(
+                f"{k}={statistics.median(f.rss_mb.get(k, 0.0) for f in runs):.0f}"
+                for k in runs[0].rss_mb
+            )
+            flag += f"\n{'':<35}cpu ms/instance {per}; peak RSS MB {rss}"
             ratio = ips / ref if ref else 0.0
             print(
                 f"{'':<7}{'Radiogate ' + label:<28}{ips:8.1f}{ratio:7.2f}"

@@ -30,6 +30,7 @@ from config.schema import (
     SpoolSettings,
     SyslogProtocol,
     TlsSettings,
+    ViewerSettings,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "SpoolSettings",
     "SyslogProtocol",
     "TlsSettings",
+    "ViewerSettings",
     "data_path",
     "load",
     "project_dir",

@@ -88,6 +88,9 @@ class DestinationSettings:
     timeout: float = 30.0
     commitment_timeout: float = 60.0
     """Seconds to wait for the storage commitment report after the N-ACTION."""
+    keep_open: float = 5.0
+    """dimse: seconds an idle association stays open for the next batch (0: released after
+    each batch)."""
     credentials_file: str = ""
     """stowrs: file with ``user:password`` for HTTP Basic authentication (mode 0600; relative to
     ``node.data_dir``), e.g. ``orthanc/http-credentials`` for the archive ``radiogate run``
@@ -100,6 +103,10 @@ class PipelineSettings:
     """Seconds without a new instance after which a series/study is complete."""
     batch_size: int = 100
     """Instances a worker takes per forwarding round."""
+    confirm_batches: int = 4
+    """Routine forwarding rounds confirmed by one query (C-FIND or commitment request) while
+    more wait; critical and urgent rounds, and the last round of a backlog, are confirmed at
+    once (1: every round at once)."""
     retry_initial: float = 2.0
     """First retry delay after a failed forward, seconds (doubles, see retry_max)."""
     retry_max: float = 300.0
@@ -120,3 +127,11 @@ class WorkerSettings:
     """Jobs a worker process runs at once."""
     metrics_port: int = 9464
     """Prometheus metrics and health of the worker (0: off)."""
+    nice: int = 0
+    """Scheduling niceness the worker process takes at start (0-19; its de-identification
+    processes inherit it): above 0, the receiver's work comes before the pipeline's when both
+    want the CPU, and the pipeline catches up in the receiver's pauses."""
+    idle: bool = False
+    """The worker runs in the idle scheduling class (Linux ``SCHED_IDLE``): the receiver
+    preempts it at once; the pipeline only uses CPU the receiver leaves (under a receive that
+    saturates the CPU, forwarding and triage wait)."""

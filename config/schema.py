@@ -21,6 +21,7 @@ from typing import Any
 from config.alerts import AlertSettings
 from config.analysis import AnalysisSettings
 from config.deid import DeidSettings
+from config.pacs import PacsSettings
 from config.routes import (
     DestinationSettings,
     LaneRule,
@@ -44,6 +45,7 @@ __all__ = [
     "SpoolSettings",
     "SyslogProtocol",
     "TlsSettings",
+    "ViewerSettings",
 ]
 
 
@@ -115,6 +117,13 @@ class DatabaseSettings:
     """Connections per receiver process."""
     connect_timeout: float = 3.0
     """Seconds to wait for a pooled connection before answering 0xA700 (out of resources)."""
+    admin_dsn: str = ""
+    """Connection of privileged admin commands (re-identify, quarantine release, cancel, study
+    complete): each admin connects as their own PostgreSQL role, authenticated by the server
+    (no ``user=`` here: libpq takes ``PGUSER`` or the login name, the password from
+    ``~/.pgpass``, a client certificate, or peer authentication). The role recorded in the audit
+    trail is that session's. Empty: the node's connection (``dsn``, or the private cluster's
+    superuser)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,21 @@ class OrthancSettings:
 
 
 @dataclass(frozen=True)
+class ViewerSettings:
+    """The OHIF viewer that ``radiogate run`` serves next to the managed archive (loopback).
+
+    Its DICOMweb requests are passed to the archive's DICOMweb plugin with the browser's own
+    HTTP Basic credentials (those of an Orthanc user): the viewer holds no password."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8043
+    dist: str = ""
+    """The OHIF build to serve (``make ohif`` installs it); empty: ``ohif/dist`` of the source
+    checkout."""
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """Process logging (never PHI: UIDs, AE titles and addresses only)."""
 
@@ -262,6 +286,7 @@ class Settings:
     scp: ScpSettings = field(default_factory=ScpSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     orthanc: OrthancSettings = field(default_factory=OrthancSettings)
+    viewer: ViewerSettings = field(default_factory=ViewerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
@@ -280,3 +305,5 @@ class Settings:
     """Where critical and incomplete results are announced; escalation of unacknowledged ones."""
     deid: DeidSettings = field(default_factory=DeidSettings)
     """De-identification profiles (``deidentify:<profile>`` steps) and their secrets."""
+    pacs: PacsSettings = field(default_factory=PacsSettings)
+    """The Orthanc plugin: users and roles, the access journal, the worklist's wait ceilings."""

@@ -24,6 +24,7 @@ from audit import (
     EventAction,
     EventID,
     EventOutcome,
+    Patient,
     RoleID,
     Step,
     Study,
@@ -63,8 +64,11 @@ def instance_received(
     sop_uid: str,
     sop_class_uid: str,
     reason: str | None = None,
+    patient: str | None = None,
 ) -> AuditEvent:
-    """110104 DICOM Instances Transferred, action Create, step ``received`` (PS3.15 A.5.3.4)."""
+    """110104 DICOM Instances Transferred, action Create, step ``received`` (PS3.15 A.5.3.4);
+    the patient by pseudonym (PS3.15 A.5.3.4: Patient participant object) when known."""
+    study = Study(study_uid, (series_uid,), (audit.Instance(sop_uid, sop_class_uid),))
     return AuditEvent(
         event_id=EventID.INSTANCES_TRANSFERRED,
         action=EventAction.CREATE,
@@ -74,7 +78,7 @@ def instance_received(
             _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
         ),
         source=AuditSource(node),
-        objects=(Study(study_uid, (series_uid,), (audit.Instance(sop_uid, sop_class_uid),)),),
+        objects=(study,) if patient is None else (Patient(patient), study),
         reason=reason,
     )
 
@@ -210,6 +214,9 @@ def pipeline_event(node: str, local_ae: str, entry: AuditEntry) -> AuditEvent:
             else ()
         )
         objects = (Study(str(study), (), instances),)
+    patient = details.get("patient")
+    if patient:
+        objects = (Patient(str(patient)), *objects)
     reason = details.get("reason") or (
         f"status-{int(details['status']):04x}"
         if entry.outcome is not EventOutcome.SUCCESS and details.get("status") is not None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -26,7 +27,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 import audit
-from config import DifferentBytes
+from config import DifferentBytes, Settings
 from dicom_nodes.audit_events import instance_received, study_reopened
 from dicom_nodes.errors import DatabaseUnavailable
 from dicom_nodes.spool.inspect import DatasetIdentity
@@ -40,6 +41,7 @@ __all__ = [
     "PostgresIngest",
     "Receipt",
     "RecordOutcome",
+    "receiver_pseudonym",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -104,7 +106,11 @@ class IngestRecorder(Protocol):
 
 
 def _received_event(
-    identity: DatasetIdentity, receipt: Receipt, row: tuple[Any, ...], replaced: bool = False
+    identity: DatasetIdentity,
+    receipt: Receipt,
+    row: tuple[Any, ...],
+    patient: str | None,
+    replaced: bool = False,
 ) -> audit.AuditEvent:
     inserted, bytes_differ, reopened = row[0], row[1], row[4]
     reason = None
@@ -124,6 +130,7 @@ def _received_event(
         sop_uid=identity.sop_instance_uid,
         sop_class_uid=identity.sop_class_uid,
         reason=reason,
+        patient=patient,
     )
 
 
@@ -135,10 +142,14 @@ class PostgresIngest:
         pool: ConnectionPool,
         *,
         timeout: float,
+        pseudonym: Callable[[DatasetIdentity], str] | None = None,
         different_bytes: DifferentBytes = DifferentBytes.REPLACE,
     ) -> None:
         self.pool = pool
         self.timeout = timeout
+        self.pseudonym = pseudonym
+        """The patient's keyed pseudonym of an instance (recorded with it and in its audit
+        event, so every event of the instance names the patient); None: not recorded."""
         self.different_bytes = different_bytes
         self._local = threading.local()
 
@@ -149,7 +160,9 @@ class PostgresIngest:
     def record(
         self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt
     ) -> RecordOutcome:
+        patient = self.pseudonym(identity) if self.pseudonym is not None else None
         params = {
+            "patient": patient,
             "sop": identity.sop_instance_uid,
             "cls": identity.sop_class_uid,
             "study": identity.study_instance_uid,
@@ -195,7 +208,8 @@ class PostgresIngest:
                     if row[0] or row[1] is not None:
                         # The "received" audit event commits with the instance row.
                         audit.enqueue(
-                            conn, _received_event(identity, receipt, row, replaced is not None)
+                            conn,
+                            _received_event(identity, receipt, row, patient, replaced is not None),
                         )
                     if row[0] and row[4]:
                         # The study was complete: this receipt is its late-arrival event.
@@ -274,3 +288,11 @@ WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p AND state <
 """
 """Spool paths no row needs: files of receipts that were never recorded, or identical
 re-sends of instances whose spool copy is gone (released, purged, missing)."""
+
+
+def receiver_pseudonym(settings: Settings) -> Callable[[DatasetIdentity], str] | None:
+    """The patient pseudonym the receiver records per instance: the keyed value
+    de-identification will give (no de-identification happens in the receiver)."""
+    from dicom_nodes.deid.patient import receiver_pseudonym as make
+
+    return make(settings)

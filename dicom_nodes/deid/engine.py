@@ -55,6 +55,7 @@ from pydicom.valuerep import PersonName
 from config.deid import DeidOption, DeidProfile
 from dicom_nodes.deid.clean import TextCleaner
 from dicom_nodes.deid.model import BurnedIn, DeidResult, VaultEntry
+from dicom_nodes.deid.patient import patient_fields
 from dicom_nodes.deid.pseudonyms import Pseudonymiser
 from dicom_nodes.deid.table import (
     CLEAN_PIXEL_DATA_CODE,
@@ -74,8 +75,6 @@ IMPLEMENTATION_VERSION_NAME = "RADIOGATE_1"
 
 _PATIENT_NAME = 0x00100010
 _PATIENT_ID = 0x00100020
-_ISSUER = 0x00100021
-_BIRTH_DATE = 0x00100030
 _STUDY_UID = 0x0020000D
 _ACCESSION = 0x00080050
 _STUDY_ID = 0x00200010
@@ -175,6 +174,7 @@ class Deidentifier:
         self._modified_dates = DeidOption.RETAIN_LONGITUDINAL_MODIFIED_DATES in self.options
         self._full_dates = DeidOption.RETAIN_LONGITUDINAL_FULL_DATES in self.options
         self._pixel_step = pixel_step if pixel_step is not None else _default_pixel_step
+        self._marks: dict[str, list[tuple[int, bytes]]] = {}
         # Collecting the identifying values costs a pass over the object: only when some text
         # or sequence can be cleaned (dates and times are shifted, not cleaned).
         self._cleans = any(
@@ -205,9 +205,22 @@ class Deidentifier:
 
     def deidentify(self, ds: Dataset) -> DeidResult:
         """De-identify *ds* in place (it must carry ``file_meta``) and return the result."""
-        patient_id, issuer = _text(ds, _PATIENT_ID), _text(ds, _ISSUER)
-        name, birth = _text(ds, _PATIENT_NAME), _text(ds, _BIRTH_DATE)
-        key = Pseudonymiser.patient_key(patient_id, issuer, name, birth, _text(ds, _STUDY_UID))
+        pseudonym, vault, ctx = self.prologue(ds)
+        if self._cleans:  # the walk replaces values as it goes: collect them first
+            ctx.identifying = self._identifying_values(ds)
+        self._walk(ds, ctx, _Mode.KEEP)
+        burned_in = self._pixel_step(ds, self.profile)
+        self._mark(ds, masked=burned_in is BurnedIn.MASKED)
+        ds.file_meta = self._file_meta(ds)
+        ds.preamble = b"\0" * 128
+        return DeidResult(ds, pseudonym, vault, burned_in)
+
+    def prologue(self, ds: Dataset) -> tuple[str, list[VaultEntry], _Context]:
+        """The patient's pseudonym, the vault entries and the walk's context of *ds*, read
+        before anything is changed (Patient ID, Issuer, name, birth date, Study Instance UID,
+        Accession Number, Study ID are all it reads)."""
+        patient_id, issuer, name, birth, study = patient_fields(ds)
+        key = Pseudonymiser.patient_key(patient_id, issuer, name, birth, study)
         pseudonym = self.pseudo.patient(key)
         vault = [
             VaultEntry(
@@ -230,21 +243,55 @@ class Deidentifier:
                     },
                 )
             )
-        ctx = _Context(ds, pseudonym, self.pseudo.shift_days(key))
-        if self._cleans:  # the walk replaces values as it goes: collect them first
-            ctx.identifying = self._identifying_values(ds)
-        self._walk(ds, ctx, _Mode.KEEP)
-        burned_in = self._pixel_step(ds, self.profile)
-        self._mark(ds, masked=burned_in is BurnedIn.MASKED)
-        ds.file_meta = self._file_meta(ds)
-        ds.preamble = b"\0" * 128
-        return DeidResult(ds, pseudonym, vault, burned_in)
+        return pseudonym, vault, _Context(ds, pseudonym, self.pseudo.shift_days(key))
 
-    def deidentify_bytes(self, data: bytes) -> tuple[bytes, DeidResult]:
-        """Read a Part 10 file, de-identify it and return the new file's bytes."""
+    def deidentify_bytes(self, data: bytes, *, rewrite: bool = True) -> tuple[bytes, DeidResult]:
+        """Read a Part 10 file, de-identify it and return the new file's bytes.
+
+        With *rewrite*, an Explicit VR Little Endian file the byte-level rewriter takes
+        (:mod:`dicom_nodes.deid.rewrite`: the same bytes) is not parsed into a dataset; its
+        result's ``dataset`` then holds only the new file meta's Transfer Syntax UID."""
+        if rewrite:
+            from dicom_nodes.deid.rewrite import rewrite as rewrite_bytes
+
+            done = rewrite_bytes(self, data)
+            if done is not None:
+                return done
         ds = dcmread(io.BytesIO(data))
         result = self.deidentify(ds)
         return _to_bytes(result.dataset), result
+
+    # -- for the byte-level rewriter (dicom_nodes.deid.rewrite) ---------------------------
+
+    @property
+    def rewritable(self) -> bool:
+        """The profile needs nothing the byte-level rewriter leaves to the engine: no text
+        cleaning, no safe private attributes, the default pixel step."""
+        return not self._cleans and not self._safe and self._pixel_step is _default_pixel_step
+
+    def pixel_outcome(self, ds: Dataset) -> BurnedIn:
+        """The pixel step's outcome for *ds* (only its header is looked at when it is NONE)."""
+        return self._pixel_step(ds, self.profile)
+
+    def apply_one(self, ds: Dataset, tag: int, action: Action, ctx: _Context) -> None:
+        """The walk's step for the top-level, non-sequence element *tag* of *ds*."""
+        self._apply(ds, BaseTag(tag), action, ctx, _Mode.KEEP)
+
+    def mark_elements(self, charset: Any) -> list[tuple[int, bytes]]:
+        """The marks (:meth:`_mark`, nothing masked) as encoded elements in *charset*."""
+        key = repr(charset)
+        cached = self._marks.get(key)
+        if cached is None:
+            from dicom_nodes.deid.rewrite import _encode
+
+            marks = Dataset()
+            self._mark(marks, masked=False)
+            cached = [(int(tag), _encode(marks[tag], charset)) for tag in sorted(marks.keys())]
+            self._marks[key] = cached
+        return cached
+
+    implementation_uid = IMPLEMENTATION_CLASS_UID
+    version_name = IMPLEMENTATION_VERSION_NAME
 
     # -- the walk -------------------------------------------------------------------------
 

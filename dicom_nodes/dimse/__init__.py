@@ -9,21 +9,27 @@ from __future__ import annotations
 from dicom_nodes.dimse.codec import (
     NO_DATASET,
     PREAMBLE,
+    Part10Meta,
     decode_store_rq,
     encode_file_meta,
     encode_p_data_tf,
+    encode_store_rq,
     encode_store_rsp,
     parse_pdv_items,
+    read_part10_meta,
     store_rq_primitive,
 )
 
 __all__ = [
     "NO_DATASET",
     "PREAMBLE",
+    "Part10Meta",
     "decode_store_rq",
     "encode_file_meta",
     "encode_p_data_tf",
+    "encode_store_rq",
     "encode_store_rsp",
     "parse_pdv_items",
+    "read_part10_meta",
     "store_rq_primitive",
 ]

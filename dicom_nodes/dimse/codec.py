@@ -8,7 +8,10 @@ with pynetdicom's own encoders on the installed version. They use only pynetdico
 
 - :func:`parse_pdv_items`, :func:`encode_p_data_tf`: P-DATA-TF PDU (PS3.8 9.3.5, E.2).
 - :func:`encode_store_rsp`: C-STORE-RSP Command Set (PS3.7 9.3.1.2, E.1).
-- :func:`decode_store_rq`, :func:`store_rq_primitive`: C-STORE-RQ Command Set (PS3.7 9.3.1.1).
+- :func:`decode_store_rq`, :func:`store_rq_primitive`, :func:`encode_store_rq`: C-STORE-RQ
+  Command Set (PS3.7 9.3.1.1).
+- :func:`read_part10_meta`: the UIDs of a Part 10 file's File Meta Information and where its
+  dataset starts (PS3.10 7.1).
 - :func:`encode_file_meta`: preamble and File Meta Information (PS3.10 7.1) as pynetdicom writes
   them in front of a received dataset.
 """
@@ -16,6 +19,7 @@ with pynetdicom's own encoders on the installed version. They use only pynetdico
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Final
 
 import pynetdicom
@@ -25,11 +29,14 @@ from pynetdicom.pdu_primitives import P_DATA
 __all__ = [
     "NO_DATASET",
     "PREAMBLE",
+    "Part10Meta",
     "decode_store_rq",
     "encode_file_meta",
     "encode_p_data_tf",
+    "encode_store_rq",
     "encode_store_rsp",
     "parse_pdv_items",
+    "read_part10_meta",
     "store_rq_primitive",
 ]
 
@@ -39,6 +46,8 @@ PREAMBLE: Final = b"\x00" * 128 + b"DICM"
 """The Part 10 preamble and prefix (PS3.10 7.1)."""
 
 _P_DATA_TF: Final = 0x04
+_DATASET_PRESENT: Final = 0x0001
+"""Command Data Set Type value pynetdicom writes when a Data Set follows (PS3.7 E.1-1)."""
 _C_STORE_RQ: Final = 0x0001
 _C_STORE_RSP: Final = 0x8001
 _UNPACK_UINT4: Final = struct.Struct(">L").unpack_from
@@ -95,6 +104,9 @@ def encode_p_data_tf(primitive: P_DATA) -> bytes:
 # --------------------------------------------------------------------------- C-STORE
 
 
+_UID_CHARS: Final = frozenset(b"0123456789.")
+
+
 def _padded_uid(value: str) -> bytes:
     raw = value.encode("ascii")
     return raw + b"\x00" if len(raw) % 2 else raw
@@ -130,23 +142,125 @@ def encode_store_rsp(rsp: C_STORE) -> bytes | None:
     return _PACK_UL(0x0000, 0x0000, 4, len(body)) + body
 
 
-def encode_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+def encode_store_rq(
+    message_id: int, sop_class_uid: str, sop_instance_uid: str, priority: int = 2
+) -> bytes:
+    """The Command Set of a C-STORE-RQ with a dataset (PS3.7 9.3.1.1, E.1), implicit VR little
+    endian, without the optional Move Originator fields.
+
+    Byte for byte what pynetdicom encodes for a ``C_STORE`` primitive with the same values
+    (its ``send_c_store`` default *priority* is 2, LOW). Raises :class:`ValueError` for a
+    value that is not a plain UID or does not fit an US field."""
+    for value in (sop_class_uid, sop_instance_uid):
+        if not value or len(value) > 64 or not _UID_CHARS.issuperset(value.encode("ascii")):
+            raise ValueError(f"not a UID: {value!r}")
+    if not (0 <= message_id <= 0xFFFF and priority in (0, 1, 2)):
+        raise ValueError("message ID or priority out of range")
+    cls = _padded_uid(sop_class_uid)
+    inst = _padded_uid(sop_instance_uid)
+    body = (
+        _PACK_IMPLICIT_HEADER(0x0000, 0x0002, len(cls)) + cls
+        + _PACK_US(0x0000, 0x0100, 2, _C_STORE_RQ)
+        + _PACK_US(0x0000, 0x0110, 2, message_id)
+        + _PACK_US(0x0000, 0x0700, 2, priority)
+        + _PACK_US(0x0000, 0x0800, 2, _DATASET_PRESENT)
+        + _PACK_IMPLICIT_HEADER(0x0000, 0x1000, len(inst)) + inst
+    )  # fmt: skip
+    return _PACK_UL(0x0000, 0x0000, 4, len(body)) + body
+
+
+@dataclass(frozen=True)
+class Part10Meta:
+    """What a Part 10 file's File Meta Information says about it (PS3.10 7.1)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    dataset_offset: int
+    """Where the dataset starts: after the preamble, ``DICM`` and group 0002."""
+
+
+_LONG_VRS: Final = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN",
+                              b"UR", b"UT"})  # fmt: skip
+_META_UIDS: Final = {0x0002: "sop_class_uid", 0x0003: "sop_instance_uid",
+                     0x0010: "transfer_syntax_uid"}  # fmt: skip
+_UNPACK_EXPLICIT: Final = struct.Struct("<HH2sH").unpack_from
+
+
+def read_part10_meta(data: bytes | memoryview) -> Part10Meta | None:
+    """The File Meta Information of the Part 10 file *data* (PS3.10 7.1), read directly.
+
+    Returns None unless the file is plainly encoded: preamble and ``DICM``, group 0002 in
+    explicit VR little endian starting with its Group Length (0002,0000), which covers exactly
+    the group's elements, each once, with the three UIDs present and made of digits and dots
+    (one trailing NUL or space of padding). Anything else is left to pydicom's reader."""
+    view = memoryview(data)
+    if len(view) < 144 or bytes(view[128:140]) != b"DICM\x02\x00\x00\x00UL\x04\x00":
+        return None
+    (length,) = struct.unpack_from("<I", view, 140)
+    end = 144 + length
+    if end > len(view):
+        return None
+    values: dict[str, str] = {}
+    pos = 144
+    while pos < end:
+        if pos + 8 > end:
+            return None
+        group, elem, vr, short = _UNPACK_EXPLICIT(view, pos)
+        if group != 0x0002:
+            return None
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                return None
+            (size,) = struct.unpack_from("<I", view, pos + 8)
+            pos += 12
+        else:
+            size = short
+            pos += 8
+        if pos + size > end:
+            return None
+        key = _META_UIDS.get(elem)
+        if key is not None:
+            raw = bytes(view[pos : pos + size])
+            if raw[-1:] in (b"\x00", b" "):
+                raw = raw[:-1]
+            if key in values or vr != b"UI" or not raw or not _UID_CHARS.issuperset(raw):
+                return None
+            values[key] = raw.decode("ascii")
+        pos += size
+    if pos != end or len(values) != 3:
+        return None
+    return Part10Meta(dataset_offset=end, **values)
+
+
+def encode_file_meta(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax: str,
+    *,
+    implementation_uid: str | None = None,
+    version_name: str | None = None,
+) -> bytes:
     """Preamble, ``DICM`` and File Meta Information (PS3.10 7.1) as pynetdicom writes them.
 
     Byte for byte ``create_file_meta()`` + ``write_file_meta_info()`` (explicit VR little
-    endian, pynetdicom's implementation class UID and version name) without building pydicom
-    datasets. Raises :class:`UnicodeEncodeError` for non-ASCII values.
+    endian, pynetdicom's implementation class UID and version name unless others are given)
+    without building pydicom datasets. Raises :class:`UnicodeEncodeError` for non-ASCII values.
     """
+    if implementation_uid is None:
+        implementation_uid = str(pynetdicom.PYNETDICOM_IMPLEMENTATION_UID)
+    if version_name is None:
+        version_name = pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION
     elements = b""
     for elem, value in (
         (0x0002, sop_class_uid),
         (0x0003, sop_instance_uid),
         (0x0010, transfer_syntax),
-        (0x0012, str(pynetdicom.PYNETDICOM_IMPLEMENTATION_UID)),
+        (0x0012, implementation_uid),
     ):
         raw = _padded_uid(value)
         elements += _PACK_EXPLICIT_SHORT(0x0002, elem, b"UI", len(raw)) + raw
-    name = pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")
+    name = version_name.encode("ascii")
     if len(name) % 2:
         name += b" "
     elements += _PACK_EXPLICIT_SHORT(0x0002, 0x0013, b"SH", len(name)) + name
@@ -175,7 +289,6 @@ _RQ_KEYWORDS: Final = {
     0x1031: "MoveOriginatorMessageID",
 }
 _RQ_REQUIRED: Final = frozenset({0x0002, 0x0800, 0x1000})
-_UID_CHARS: Final = frozenset(b"0123456789.")
 _AE_CHARS: Final = frozenset(range(0x20, 0x7F)) - {0x5C}
 
 

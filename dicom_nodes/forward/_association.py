@@ -76,6 +76,7 @@ __all__ = [
     "MAX_CONTEXTS",
     "AssociationFailed",
     "StoreContexts",
+    "accelerated",
     "open_association",
     "store_contexts",
     "use_accelerator",
@@ -168,7 +169,8 @@ def use_accelerator(mode: str) -> bool:
     return _Accelerator.enabled
 
 
-def _accelerated() -> bool:
+def accelerated() -> bool:
+    """Whether associations requested from now on are accelerated (``auto`` until decided)."""
     if _Accelerator.enabled is None:
         _Accelerator.enabled = accelerator.enabled("auto", "forward.accelerate")
     return _Accelerator.enabled
@@ -194,8 +196,11 @@ class StoreContexts:
         )
 
 
-def store_contexts(pairs: Iterable[tuple[str, str]]) -> list[StoreContexts]:
-    """Group (SOP class, transfer syntax) *pairs* into context sets of at most 128 each."""
+def store_contexts(
+    pairs: Iterable[tuple[str, str]], room: int = MAX_CONTEXTS
+) -> list[StoreContexts]:
+    """Group (SOP class, transfer syntax) *pairs* into context sets of at most *room* each
+    (128 at most, PS3.8 9.3.2.2: odd context IDs 1-255)."""
     by_class: dict[str, list[str]] = {}
     for sop_class, ts in pairs:
         syntaxes = by_class.setdefault(sop_class, [])
@@ -206,9 +211,9 @@ def store_contexts(pairs: Iterable[tuple[str, str]]) -> list[StoreContexts]:
     for sop_class, syntaxes in by_class.items():
         needed = [build_context(sop_class, [ts]) for ts in syntaxes]
         needed.append(build_context(sop_class, list(FALLBACK_SYNTAXES)))
-        if len(needed) > MAX_CONTEXTS:
+        if len(needed) > room:
             raise ValueError(f"too many transfer syntaxes for one SOP class: {len(syntaxes)}")
-        if len(current) + len(needed) > MAX_CONTEXTS:
+        if len(current) + len(needed) > room:
             groups.append(StoreContexts(tuple(current)))
             current = []
         current.extend(needed)
@@ -226,7 +231,7 @@ def open_association(
     """Request an association with the destination; return it established.
 
     Raises :class:`AssociationFailed` (retryable: the caller decides how often to retry)."""
-    ae = accelerator.requestor_ae(settings.calling_ae, _accelerated())
+    ae = accelerator.requestor_ae(settings.calling_ae, accelerated())
     ae.acse_timeout = settings.timeout
     ae.dimse_timeout = settings.timeout
     ae.network_timeout = settings.timeout

@@ -5,14 +5,19 @@ How a batch is sent:
 1. Presentation contexts are planned per (SOP class, transfer syntax) pair: one context with
    only the file's own syntax, one fallback context per SOP class with Explicit then Implicit
    VR Little Endian (:func:`~dicom_nodes.forward._association.store_contexts`).
-2. ``parallel`` threads each open their own association and take files from a shared queue
-   until it is empty, so one slow association does not hold back the others.
-3. A file whose own syntax was accepted is sent **as its bytes are**: pynetdicom streams the
-   dataset that follows the file meta from disk (``STORE_SEND_CHUNKED_DATASET``, see
-   :func:`_raw_send_mode`) — no decoding, no re-encoding. Only when the peer refused the
+2. ``parallel`` threads each take an association and take files from a shared queue until it
+   is empty, so one slow association does not hold back the others. Associations stay open
+   between batches for ``keep_open`` seconds (:mod:`.pool`), and the C-FIND that confirms a
+   batch runs on one of them.
+3. A file whose own syntax was accepted is sent **as its bytes are**: with the accelerator on,
+   read once and its C-STORE-RQ packed directly (:mod:`._store`); otherwise pynetdicom streams
+   the dataset that follows the file meta from disk (``STORE_SEND_CHUNKED_DATASET``, see
+   :func:`_raw_send_mode`) — no decoding, no re-encoding either way. Only when the peer refused the
    file's syntax is it transcoded to the accepted fallback syntax, and the result says so.
 4. An association that breaks (timeout, abort, connection lost) costs the instance in flight
-   a retryable result; the thread re-associates and goes on. After ``max_reassociations``
+   a retryable result — unless it was the first message on an association kept from an earlier
+   batch (the peer may have closed it while it was idle): that instance is sent again on a new
+   association. The thread re-associates and goes on. After ``max_reassociations``
    consecutive failures to associate, the thread stops; instances nobody could send are
    reported retryable with the reason.
 
@@ -24,7 +29,6 @@ commitment or its report does not come in time, as the settings say.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import tempfile
 import threading
@@ -39,11 +43,13 @@ from pynetdicom import _config
 from dicom_nodes.forward import query
 from dicom_nodes.forward._association import (
     FALLBACK_SYNTAXES,
+    MAX_CONTEXTS,
     AssociationFailed,
     StoreContexts,
-    open_association,
+    accelerated,
     store_contexts,
 )
+from dicom_nodes.forward._store import send_file
 from dicom_nodes.forward.commitment import CommitmentSink
 from dicom_nodes.forward.commitment_scu import request_commitment
 from dicom_nodes.forward.model import (
@@ -53,6 +59,7 @@ from dicom_nodes.forward.model import (
     SendResult,
     TranscodeImpossible,
 )
+from dicom_nodes.forward.pool import AssociationPool, Lease
 from dicom_nodes.forward.settings import ConfirmMethod, DimseSettings
 from dicom_nodes.forward.status import Outcome, classify_store_status, describe_status
 from dicom_nodes.forward.transcode import transcode
@@ -111,6 +118,11 @@ class _Batch:
         with self._lock:
             return self._todo.popleft() if self._todo else None
 
+    def again(self, index: int) -> None:
+        """Put *index* back at the head of the queue (its association died before it)."""
+        with self._lock:
+            self._todo.appendleft(index)
+
     def pending(self) -> bool:
         with self._lock:
             return bool(self._todo)
@@ -140,6 +152,11 @@ class DimseDestination:
         self.name = settings.name
         self.commitment_sink = commitment_sink
         self.workdir = workdir
+        self.pool = AssociationPool(settings, settings.keep_open)
+
+    def close(self) -> None:
+        """Release the associations kept open between batches."""
+        self.pool.close()
 
     # -- sending -----------------------------------------------------------------------
 
@@ -150,7 +167,7 @@ class DimseDestination:
         results: dict[int, SendResult] = {}
         pairs = [(f.sop_class_uid, f.transfer_syntax_uid) for f in files]
         with tempfile.TemporaryDirectory(prefix="radiogate-fwd-", dir=self.workdir) as tmp:
-            for group in store_contexts(pairs):
+            for group in store_contexts(pairs, room=MAX_CONTEXTS - 1):  # + the C-FIND context
                 wanted = group.pairs
                 indices = [i for i, pair in enumerate(pairs) if pair in wanted]
                 results.update(self._send_group(files, indices, group, Path(tmp)))
@@ -191,7 +208,7 @@ class DimseDestination:
         failures = 0
         while batch.pending():
             try:
-                assoc = open_association(self.settings, group.contexts)
+                lease = self.pool.acquire(group.pairs, group.contexts)
             except AssociationFailed as exc:
                 failures += 1
                 batch.last_error = str(exc)
@@ -202,26 +219,31 @@ class DimseDestination:
                 continue
             failures = 0
             try:
-                self._send_on(assoc, batch, tmp)
+                self._send_on(lease, batch, tmp)
             finally:
-                if assoc.is_established:
-                    assoc.release()
-                else:
-                    assoc.abort()
+                self.pool.give_back(lease)
 
-    def _send_on(self, assoc: Any, batch: _Batch, tmp: Path) -> None:
+    def _send_on(self, lease: Lease, batch: _Batch, tmp: Path) -> None:
+        assoc = lease.assoc
         plan = _Plan(assoc)
-        msg_ids = itertools.cycle(range(1, 65536))
+        first = lease.reused
         while assoc.is_established:
             index = batch.take()
             if index is None:
                 return
             file = batch.files[index]
-            result = self._store(assoc, file, plan, next(msg_ids), tmp)
-            batch.put(index, result)
+            result = self._store(assoc, file, plan, next(lease.message_ids), tmp)
             if result.status is None and result.retryable:
                 batch.last_error = result.note
+                if first:
+                    batch.again(index)  # the kept association had died: send it on a new one
+                else:
+                    batch.put(index, result)
                 return  # the association is gone; the caller re-associates
+            batch.put(index, result)
+            first = False
+        if first:
+            return  # found closed before its first message: the caller re-associates
 
     def _store(
         self, assoc: Any, file: OutgoingFile, plan: _Plan, msg_id: int, tmp: Path
@@ -257,8 +279,12 @@ class DimseDestination:
                 f"transcoded from {own.name} to {UID(syntax).name}: {self.name} refused {own.name}"
             )
         try:
-            _raw_send_mode()
-            rsp = assoc.send_c_store(path, msg_id=msg_id)
+            rsp = None
+            if transcoded_from is None and accelerated():
+                rsp = send_file(assoc, file, msg_id)  # None: the direct path does not apply
+            if rsp is None:
+                _raw_send_mode()
+                rsp = assoc.send_c_store(path, msg_id=msg_id)
         except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
             assoc.abort()  # a partly sent message leaves the association unusable
             return SendResult(
@@ -321,7 +347,7 @@ class DimseDestination:
 
     def confirm_by_query(self, instances: Sequence[InstanceRef]) -> dict[str, bool]:
         """C-FIND the instances (PS3.4 C.6); confirmed when found with the same SOP class."""
-        found = query.find_instances(self.settings, [i.sop_instance_uid for i in instances])
+        found = self._find([i.sop_instance_uid for i in instances])
         confirmed = {i.sop_instance_uid: _same_class(found, i) for i in instances}
         LOGGER.info(
             "%s: %d of %d instances confirmed by C-FIND",
@@ -330,6 +356,27 @@ class DimseDestination:
             len(confirmed),
         )
         return confirmed
+
+    def _find(self, uids: list[str]) -> dict[str, str]:
+        """:func:`.query.find_on` on a pooled association; once more on a new association when
+        a kept one fails (the peer may have closed it while it was idle)."""
+        for attempt in (0, 1):
+            try:
+                lease = self.pool.acquire_find()
+            except AssociationFailed as exc:
+                raise ConfirmationUnavailable(str(exc)) from exc
+            try:
+                if not lease.can_find:
+                    raise ConfirmationUnavailable(
+                        f"{self.settings.name} does not accept Study Root C-FIND"
+                    )
+                return query.find_on(lease.assoc, uids, lease.message_ids)
+            except ConfirmationUnavailable:
+                if not (lease.reused and attempt == 0 and not lease.assoc.is_established):
+                    raise
+            finally:
+                self.pool.give_back(lease)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def confirm_by_commitment(self, instances: Sequence[InstanceRef]) -> dict[str, bool]:
         """Storage Commitment Push Model (PS3.4 J.3), see :mod:`.commitment_scu`.

@@ -3,9 +3,9 @@
 :func:`make_destination` takes this package's settings dataclasses. :func:`build_destination`
 takes anything shaped like a ``[[destinations]]`` entry of the configuration (``kind``,
 ``name``, ``ae_title``, ``host``, ``port``, ``url``, ``calling_ae``, ``parallel``,
-``confirm``, ``timeout``, ``commitment_timeout``, ``credentials_file``) without importing
-the configuration package, so the two can evolve separately; settings it does not carry keep
-their defaults here.
+``confirm``, ``timeout``, ``commitment_timeout``, ``keep_open``, ``credentials_file``) without
+importing the configuration package, so the two can evolve separately; settings it does not
+carry keep their defaults here.
 
 A DIMSE destination that confirms by storage commitment needs a
 :class:`~dicom_nodes.forward.commitment.CommitmentSink` passed in (``radiogate worker`` passes
@@ -61,6 +61,8 @@ class DestinationConfig(Protocol):
     def credentials_file(self) -> str: ...
     @property
     def commitment_timeout(self) -> float: ...
+    @property
+    def keep_open(self) -> float: ...
 
 
 _NEEDS_SINK = (ConfirmMethod.STORAGE_COMMITMENT, ConfirmMethod.COMMITMENT_OR_QUERY)
@@ -101,6 +103,7 @@ def build_destination(
                 timeout=cfg.timeout,
                 confirm=ConfirmMethod(cfg.confirm),
                 commitment_timeout=cfg.commitment_timeout,
+                keep_open=cfg.keep_open,
             )
             if settings.confirm in _NEEDS_SINK and commitment_sink is None:
                 raise ValueError(

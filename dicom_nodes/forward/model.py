@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 
 from pydicom.filereader import read_file_meta_info
 
+from dicom_nodes.dimse.codec import read_part10_meta
 from dicom_nodes.errors import PermanentError, RetryableError
 
 __all__ = [
@@ -34,6 +35,10 @@ __all__ = [
     "SendResult",
     "TranscodeImpossible",
 ]
+
+
+_HEAD = 4096
+"""Bytes read for the File Meta Information (a longer group is left to pydicom)."""
 
 
 class ConfirmationUnavailable(RetryableError):
@@ -90,7 +95,16 @@ class OutgoingFile:
 
     @classmethod
     def from_path(cls, path: str | Path) -> OutgoingFile:
-        """Build from the file's own File Meta Information (0002,0002/0003/0010)."""
+        """Build from the file's own File Meta Information (0002,0002/0003/0010): read
+        directly when plainly encoded (:func:`~dicom_nodes.dimse.codec.read_part10_meta`),
+        else by pydicom."""
+        with open(path, "rb") as fp:
+            head = fp.read(_HEAD)
+        fast = read_part10_meta(head)
+        if fast is not None:
+            return cls(
+                Path(path), fast.sop_class_uid, fast.sop_instance_uid, fast.transfer_syntax_uid
+            )
         meta = read_file_meta_info(path)
         return cls(
             Path(path),

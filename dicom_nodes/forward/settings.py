@@ -109,6 +109,8 @@ class DimseSettings:
     """How long to wait for the N-EVENT-REPORT after the N-ACTION-RSP (s)."""
     max_pdu: int = 0
     """Our maximum receive PDU length (0: unlimited); what we send follows the peer's."""
+    keep_open: float = 5.0
+    """Seconds an idle association stays open for the next batch (0: released after each)."""
     max_reassociations: int = 2
     """Consecutive failed (re-)associations after which a sending thread gives up."""
     extra_retryable_statuses: frozenset[int] = frozenset()
@@ -130,6 +132,8 @@ class DimseSettings:
             _check_positive(key, getattr(self, key))
         if self.max_pdu < 0:
             raise ValueError("max_pdu must be >= 0")
+        if not 0 <= self.keep_open <= 3600:
+            raise ValueError(f"keep_open must be 0..3600 seconds, not {self.keep_open}")
         if self.max_reassociations < 1:
             raise ValueError("max_reassociations must be >= 1")
         object.__setattr__(self, "confirm", ConfirmMethod(self.confirm))

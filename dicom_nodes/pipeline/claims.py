@@ -22,9 +22,11 @@ from dicom_nodes.state.lanes import Lane
 __all__ = [
     "ClaimedForward",
     "ReceivedInstance",
+    "any_due",
     "claim_forwards",
     "claim_received",
     "claim_sent",
+    "claim_unconfirmed",
     "next_due",
     "outgoing",
 ]
@@ -47,21 +49,45 @@ class ReceivedInstance:
     modality: str = ""
     series_instance_uid: str = ""
     received_at: dt.datetime | None = None
+    patient_pseudonym: str | None = None
 
 
 def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
-    """Up to *limit* instances of *node* in state ``received``, oldest first."""
+    """Up to *limit* instances of *node* in state ``received``: those of studies already known
+    to be critical, then urgent (an early triage decision raised the study's lane), then the
+    rest; within a lane the associations that sent them take turns (the first waiting instance
+    of each, oldest first, then the second of each, ...).
+
+    Routing, with de-identification, is the costliest step before a lane is known: in strict
+    arrival order a study sent behind a bulk transfer (a backlog of priors, a migration) would
+    wait for all of it. Taking turns bounds that wait by the number of sending associations, not
+    the size of the transfer, and an association still loses nothing of its own order. Once a
+    study is known to be critical, the rest of it (and the triage SR and KOS made for it) is
+    routed before anything else, so that it is complete, decided and archived first."""
     rows = conn.execute(
-        """SELECT sop_instance_uid, sop_class_uid, study_instance_uid, transfer_syntax_uid,
-                  spool_path, calling_ae, called_ae, modality, series_instance_uid, received_at
-           FROM ingest_instance
-           WHERE node = %s AND state = 'received'
-           ORDER BY received_at
-           LIMIT %s FOR UPDATE SKIP LOCKED""",
-        (node, limit),
+        """WITH waiting AS (
+               SELECT i.sop_instance_uid, i.received_at,
+                      CASE s.lane WHEN 'critical' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END
+                          AS lane_rank,
+                      row_number() OVER (PARTITION BY i.association_id
+                                         ORDER BY i.received_at) AS turn
+               FROM ingest_instance i
+               LEFT JOIN study s USING (study_instance_uid)
+               WHERE i.node = %(node)s AND i.state = 'received'),
+           chosen AS (
+               SELECT sop_instance_uid FROM waiting ORDER BY lane_rank, turn, received_at
+               LIMIT %(limit)s)
+           SELECT i.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
+                  i.transfer_syntax_uid, i.spool_path, i.calling_ae, i.called_ae, i.modality,
+                  i.series_instance_uid, i.received_at, i.patient_pseudonym
+           FROM ingest_instance i JOIN chosen USING (sop_instance_uid)
+           WHERE i.state = 'received'
+           ORDER BY i.received_at
+           FOR UPDATE OF i SKIP LOCKED""",
+        {"node": node, "limit": limit},
     ).fetchall()
     return [
-        ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9])
+        ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
         for r in rows
     ]
 
@@ -88,11 +114,11 @@ class ClaimedForward:
         return (self.sop_instance_uid, self.destination)
 
 
-_ITEMS = """FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+_ANY_TIME = """FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
            LEFT JOIN deid_output d
                   ON d.sop_instance_uid = f.sop_instance_uid AND d.profile = f.profile
-           WHERE f.destination = %(destination)s AND f.state = %(state)s AND i.node = %(node)s
-             AND f.next_attempt_at <= clock_timestamp()"""
+           WHERE f.destination = %(destination)s AND f.state = %(state)s AND i.node = %(node)s"""
+_ITEMS = _ANY_TIME + " AND f.next_attempt_at <= clock_timestamp()"
 
 _COLUMNS = """f.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
               coalesce(d.transfer_syntax_uid, i.transfer_syntax_uid),
@@ -147,6 +173,29 @@ def claim_sent(conn: Conn, node: str, destination: str, limit: int) -> list[Clai
         {"destination": destination, "state": "sent", "node": node, "limit": limit},
     ).fetchall()
     return _claimed(rows)
+
+
+def claim_unconfirmed(conn: Conn, node: str, destination: str, limit: int) -> list[ClaimedForward]:
+    """``sent`` items for *destination*, due or not (the ones a forwarding round confirms
+    together with its own), oldest first; items another round holds are skipped."""
+    rows = conn.execute(
+        f"""SELECT {_COLUMNS} {_ITEMS.split("AND f.next_attempt_at", maxsplit=1)[0]}
+            ORDER BY f.lane_rank, f.sent_at LIMIT %(limit)s FOR UPDATE OF f SKIP LOCKED""",
+        {"destination": destination, "state": "sent", "node": node, "limit": limit},
+    ).fetchall()
+    return _claimed(rows)
+
+
+def any_due(conn: Conn, node: str, destination: str) -> bool:
+    """Whether *destination* has ``pending`` items due (another round may hold them)."""
+    row = conn.execute(
+        """SELECT 1 FROM forward_item f JOIN ingest_instance i USING (sop_instance_uid)
+           WHERE f.destination = %s AND f.state = 'pending' AND i.node = %s
+             AND f.next_attempt_at <= clock_timestamp()
+           LIMIT 1""",
+        (destination, node),
+    ).fetchone()
+    return row is not None
 
 
 def next_due(

@@ -1,8 +1,9 @@
 """Stage 4, confirm: ask the destination which sent items it holds (C-FIND query or Storage
 Commitment, :meth:`dicom_nodes.forward.model.Destination.confirm`) before anything is released.
 
-Right after a batch is sent, :func:`confirm_now` asks about it in the same transaction; items
-the destination confirms become ``confirmed``; the others stay ``sent`` until their next
+Right after a batch is sent, :func:`confirm_now` asks about it in the same transaction (a
+routine batch together with the ones sent before it, see there); items the destination
+confirms become ``confirmed``; the others stay ``sent`` until their next
 attempt, when :func:`confirm_round` asks again: ``confirmed``, or ``not-confirmed`` back to
 ``pending`` (sent again: destinations are idempotent by SOP Instance UID). A destination that
 cannot be asked (down, no report in time) changes no state; the items are asked again after a
@@ -11,7 +12,9 @@ back-off.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,9 +22,17 @@ import psycopg
 
 from dicom_nodes.forward.model import Instance, OutgoingFile
 from dicom_nodes.pipeline import release
-from dicom_nodes.pipeline.claims import ClaimedForward, claim_sent, next_due, outgoing
+from dicom_nodes.pipeline.claims import (
+    ClaimedForward,
+    any_due,
+    claim_sent,
+    claim_unconfirmed,
+    next_due,
+    outgoing,
+)
 from dicom_nodes.pipeline.context import PipelineContext
-from dicom_nodes.state import FORWARD, Change, ForwardEvent, ForwardState
+from dicom_nodes.pipeline.metrics import observe
+from dicom_nodes.state import FORWARD, Change, ForwardEvent, ForwardState, Lane
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import defer_confirm, defer_forward
 
@@ -36,6 +47,7 @@ def ask(
     """The destination's answer per item key, or None when it could not be asked."""
     if not sent:
         return {}
+    started = time.perf_counter()
     try:
         answers = ctx.destinations[destination].confirm(
             [Instance(f.sop_class_uid, f.sop_instance_uid) for _, f in sent]
@@ -43,6 +55,7 @@ def ask(
     except Exception as exc:
         LOGGER.warning("confirmation from %s failed: %s", destination, type(exc).__name__)
         return None
+    observe("confirm", started, len(sent), ctx.node, destination)
     return {item.key: bool(answers.get(f.sop_instance_uid)) for item, f in sent}
 
 
@@ -51,15 +64,41 @@ def confirm_now(
     ctx: PipelineContext,
     destination: str,
     sent: Sequence[tuple[ClaimedForward, OutgoingFile]],
-) -> None:
-    """Confirm a batch just sent; what is not confirmed yet is asked about later."""
+) -> list[str]:
+    """Confirm a batch just sent, together with the items earlier routine rounds left
+    ``sent``; what is not confirmed yet is asked about later. Returns the SOP Instance UIDs of
+    the earlier rounds' items that were asked about (their instances need settling too).
+
+    A routine batch is not asked about alone while more items wait to be sent: it waits for
+    the next round, until ``pipeline.confirm_batches`` rounds' worth are asked in one query
+    (the C-FIND takes up to :data:`~dicom_nodes.forward.query.UIDS_PER_QUERY` UIDs per
+    request). A critical or urgent batch, and the last one of a backlog, are asked about at
+    once; items no round takes along are asked about by :func:`confirm_round` when due."""
     if not sent:
-        return
-    answers = ask(ctx, destination, sent) or {}
-    done = [item for item, _ in sent if answers.get(item.key)]
+        return []
+    together = list(sent)
+    earlier: list[ClaimedForward] = []
+    batches = ctx.settings.confirm_batches
+    if batches > 1 and min(item.lane.rank for item, _ in sent) >= Lane.ROUTINE.rank:
+        limit = batches * ctx.settings.batch_size
+        mine = {item.key for item, _ in sent}
+        earlier = [
+            item
+            for item in claim_unconfirmed(conn, ctx.node, destination, limit)
+            if item.key not in mine
+        ]
+        if len(sent) + len(earlier) < limit and any_due(conn, ctx.node, destination):
+            _schedule_next(conn, ctx, destination)  # if no later round takes them along
+            return []
+        for item in earlier:
+            with contextlib.suppress(OSError, ValueError):  # gone: asked again when due
+                together.append((item, outgoing(item)))
+    answers = ask(ctx, destination, together) or {}
+    done = [item for item, _ in together if answers.get(item.key)]
     repo.apply(conn, ctx.audit, FORWARD, ForwardEvent.CONFIRMED, [Change(i.key) for i in done])
-    if len(done) < len(sent):
+    if len(done) < len(together):
         _schedule_next(conn, ctx, destination)
+    return sorted({item.sop_instance_uid for item in earlier})
 
 
 def confirm_round(ctx: PipelineContext, destination: str) -> int:

@@ -21,10 +21,11 @@ from dicom_nodes.alerts.targets import build_targets
 from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.forward.model import Destination
 from dicom_nodes.lifecycle import record_start, record_stop
-from dicom_nodes.metrics_server import serve
+from dicom_nodes.metrics_server import ServiceProcessCollector, serve
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.housekeeping import Housekeeper, stalled_destinations
-from dicom_nodes.pipeline.metrics import PipelineCollector
+from dicom_nodes.pipeline.metrics import ExporterLock, PipelineCollector, StageCollector
+from dicom_nodes.pipeline.priority import lower_priority
 from dicom_nodes.pipeline.worker import build_app
 from dicom_nodes.state.jobs import queue_name
 from dicom_nodes.state.repository import AuditSink
@@ -149,6 +150,8 @@ def _watch_supervisor(parent: int, done: threading.Event, grace: float = 10.0) -
 
 def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> int:
     """Run until SIGTERM/SIGINT."""
+    if settings.worker.nice or settings.worker.idle:  # before any thread or child starts
+        lower_priority(settings.worker.nice, settings.worker.idle)
     if audit is None:
         audit = pipeline_sink(settings.node.name, settings.scp.ae_title)
     pool = ConnectionPool(dsn, min_size=1, max_size=settings.worker.concurrency + 3, open=True)
@@ -168,9 +171,12 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
     from dicom_nodes.pipeline.analyse import Analysis
 
     ctx.analysis = Analysis.from_settings(settings)
+    exporter = ExporterLock(dsn, settings.node.name)
     if settings.worker.metrics_port:
         registry = CollectorRegistry()
-        registry.register(PipelineCollector(pool, settings.node.name))
+        registry.register(PipelineCollector(pool, settings.node.name, exporter))
+        registry.register(StageCollector())
+        registry.register(ServiceProcessCollector())
         serve("127.0.0.1", settings.worker.metrics_port, registry, lambda: health(ctx))
         LOGGER.info("worker metrics on http://127.0.0.1:%d/metrics", settings.worker.metrics_port)
     alerts = AlertContext(
@@ -235,6 +241,11 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         housekeeper.stop_event.set()
         if ctx.deid is not None:
             ctx.deid.close()
+        for destination in destinations.values():
+            close = getattr(destination, "close", None)
+            if close is not None:
+                close()  # associations kept open between batches
+        exporter.close()
         pool.close()
         record_stop(dsn, settings, "worker")
         done.set()

@@ -39,6 +39,7 @@ from dicom_nodes.forward.commitment import (
     commitment_scp_context,
     handle_commitment_report,
 )
+from dicom_nodes.scp import metrics as scp_metrics
 from dicom_nodes.scp.handlers import (
     handle_echo,
     handle_store,
@@ -205,6 +206,7 @@ def _refusal_auditor(writer: AuditWriter, settings: Settings) -> Callable[[str, 
 
     def refused(peer: str, reason: str) -> None:
         code = reason.split(":", 1)[0]
+        scp_metrics.association("refused", code)
         writer.write(
             association_event(
                 node=settings.node.name,
@@ -224,9 +226,12 @@ def spool_root(settings: Settings) -> Path:
 
 
 def make_recorder(pool: ConnectionPool, settings: Settings) -> PostgresIngest:
+    from dicom_nodes.db.ingest import receiver_pseudonym
+
     return PostgresIngest(
         pool,
         timeout=settings.database.connect_timeout,
+        pseudonym=receiver_pseudonym(settings),
         different_bytes=settings.scp.different_bytes,
     )
 

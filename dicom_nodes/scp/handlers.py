@@ -31,6 +31,8 @@ from dicom_nodes.errors import (
     OutOfResources,
     RadiogateError,
 )
+from dicom_nodes.scp import metrics as scp_metrics
+from dicom_nodes.scp.rejection import rejection
 from dicom_nodes.scp.status import StoreStatus
 from dicom_nodes.spool.inspect import DatasetIdentity, inspect_file
 from dicom_nodes.spool.receiving import receive_error
@@ -188,6 +190,7 @@ def handle_store(
             _sweep(spool, recorder)
     except Exception as exc:
         status = status_for(exc)
+        scp_metrics.store(int(status), time.perf_counter() - started)
         if status is StoreStatus.CANNOT_UNDERSTAND_HANDLER_FAILURE:
             LOGGER.exception(
                 "assoc=%s C-STORE failed unexpectedly (%s)", assoc_id, type(exc).__name__
@@ -197,6 +200,7 @@ def handle_store(
         if isinstance(exc, InvalidDataset) and audit_writer is not None:
             _audit_refusal(audit_writer, event, node, exc)
         return _refusal(status, exc)
+    scp_metrics.store(int(StoreStatus.SUCCESS), time.perf_counter() - started, spooled.size)
     if outcome is not RecordOutcome.NEW:
         LOGGER.info(
             "assoc=%s instance %s re-sent (%s)", assoc_id, identity.sop_instance_uid, outcome.value
@@ -233,6 +237,11 @@ def log_association_event(event: Any, writer: AuditWriter | None = None, node: s
     assoc = event.assoc
     name = event.event.name
     requestor = assoc.requestor
+    called, reason = str(assoc.acceptor.ae_title).strip(), ""
+    if name == "EVT_REJECTED":
+        called, reason = rejection(assoc)
+    if name in ("EVT_ACCEPTED", "EVT_REJECTED"):
+        scp_metrics.association("accepted" if name == "EVT_ACCEPTED" else "rejected", reason)
     if writer is not None and name in ("EVT_ACCEPTED", "EVT_REJECTED"):
         try:
             writer.write(
@@ -240,21 +249,22 @@ def log_association_event(event: Any, writer: AuditWriter | None = None, node: s
                     node=node,
                     accepted=name == "EVT_ACCEPTED",
                     calling_ae=str(requestor.ae_title).strip(),
-                    called_ae=str(assoc.acceptor.ae_title).strip(),
+                    called_ae=called,
                     peer_address=str(requestor.address),
-                    reason=None if name == "EVT_ACCEPTED" else "association-rejected",
+                    reason=reason or None,
                 )
             )
         except Exception as exc:  # an invalid AE title from a peer must not break logging
             LOGGER.warning("association audit event not built: %s", type(exc).__name__)
     LOGGER.info(
-        "assoc=%s %s calling=%s called=%s peer=%s:%s",
+        "assoc=%s %s calling=%s called=%s peer=%s:%s%s",
         association_id(assoc),
         name.removeprefix("EVT_").lower(),
         str(requestor.ae_title).strip() or "-",
-        str(assoc.acceptor.ae_title).strip() or "-",
+        called or "-",
         requestor.address,
         requestor.port,
+        f" reason={reason}" if reason else "",
     )
 
 

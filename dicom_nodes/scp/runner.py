@@ -24,6 +24,7 @@ from types import FrameType
 from config import Settings, data_path
 from dicom_nodes.db.signals import PostgresSignals
 from dicom_nodes.lifecycle import record_start, record_stop
+from dicom_nodes.scp import metrics as scp_metrics
 from dicom_nodes.scp.app import (
     build_server,
     make_commitment_sink,
@@ -74,9 +75,16 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _metrics_dir(settings: Settings) -> Path:
+    """Where the receivers write their counters for the SCP's metrics process."""
+    return data_path(settings, "run/scp-metrics")
+
+
 def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
     """Body of one receiver process; never returns."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if settings.scp.metrics_port:
+        scp_metrics.enable(_metrics_dir(settings), settings.node.name)
     spool = make_spool(settings)
     pool = make_pool(dsn, settings.database.pool_size, settings.database.connect_timeout)
     recorder = make_recorder(pool, settings)
@@ -153,8 +161,8 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
     from psycopg_pool import ConnectionPool
 
     from dicom_nodes.errors import OutOfResources
-    from dicom_nodes.metrics_server import serve
-    from dicom_nodes.scp.metrics import ReceiverCollector
+    from dicom_nodes.metrics_server import ServiceProcessCollector, serve
+    from dicom_nodes.scp.metrics import ReceiverCollector, SpoolCollector
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
@@ -164,6 +172,9 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
     spool = make_spool(settings)
     registry = CollectorRegistry()
     registry.register(ReceiverCollector(pool, settings.node.name, audit_buffer_dir(settings)))
+    registry.register(SpoolCollector(spool, settings.node.name))
+    registry.register(ServiceProcessCollector(os.getppid))  # the SCP supervisor's tree
+    scp_metrics.register(registry, _metrics_dir(settings))
 
     def health() -> dict[str, bool]:
         checks = {"database": False, "spool_space": False, "accepting": False}
@@ -243,6 +254,8 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.scp.metrics_port:
+        scp_metrics.prepare_directory(_metrics_dir(settings))
     metrics_pid = _spawn_metrics(settings, dsn, port, reserved) if settings.scp.metrics_port else 0
     for i in range(count):
         spawn(i)

@@ -32,13 +32,17 @@ import re
 import struct
 import tempfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 from dicom_nodes.errors import DatasetProblem, InvalidDataset
 
-__all__ = ["DatasetIdentity", "inspect_file"]
+__all__ = ["DatasetIdentity", "RawPatient", "inspect_file"]
 
 _EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE: Final = "1.2.840.10008.1.2"
@@ -81,6 +85,38 @@ _WANTED: Final = {
     (0x0008, 0x0060): "modality",
 }
 _UID_RE: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
+_PATIENT: Final = frozenset(
+    {(0x0008, 0x0005), (0x0010, 0x0010), (0x0010, 0x0020), (0x0010, 0x0021), (0x0010, 0x0030)}
+)
+"""Top-level Patient Module values kept raw for the patient's keyed pseudonym (never decoded
+here, never logged: :mod:`dicom_nodes.deid.patient`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawPatient:
+    """The raw top-level values of :data:`PATIENT_TAGS` of one received instance, with the
+    encoding they were read in (PS3.5 7.1). Its repr shows no value."""
+
+    elements: Mapping[int, tuple[str | None, bytes]] = field(default_factory=dict, repr=False)
+    implicit_vr: bool = False
+    little_endian: bool = True
+
+    def dataset(self, study_uid: str) -> Dataset:
+        """A dataset of just these elements (decoded on access with their character set)."""
+        from pydicom.dataelem import DataElement, RawDataElement
+        from pydicom.dataset import Dataset
+        from pydicom.tag import BaseTag, Tag
+
+        raw: dict[BaseTag, DataElement | RawDataElement] = {
+            Tag(tag): RawDataElement(
+                Tag(tag), vr, len(value), value, 0, self.implicit_vr, self.little_endian
+            )
+            for tag, (vr, value) in self.elements.items()
+        }
+        ds = Dataset(raw)
+        ds.set_original_encoding(self.implicit_vr, self.little_endian)
+        ds.StudyInstanceUID = study_uid
+        return ds
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +129,8 @@ class DatasetIdentity:
     study_instance_uid: str
     series_instance_uid: str
     modality: str
+    patient: RawPatient = field(default_factory=RawPatient, repr=False, compare=False)
+    """Raw patient values for the pseudonym only (identifying: never log or store them)."""
 
 
 class _Walker:
@@ -104,6 +142,7 @@ class _Walker:
         self.implicit = implicit
         self.endian = "<" if little else ">"
         self.found: dict[str, str] = {}
+        self.patient: dict[int, tuple[str | None, bytes]] = {}
         self.image: dict[str, int] = {}
         """Top-level image attributes (US values), Number of Frames and, once seen, the
         native Pixel Data length or the encapsulated Pixel Data's frame table and fragments."""
@@ -168,6 +207,11 @@ class _Walker:
             if depth == 0 and tag in _WANTED:
                 raw = bytes(self.buf[value : value + length])
                 self.found[_WANTED[tag]] = raw.rstrip(b"\x00 ").decode("ascii", "replace")
+            elif depth == 0 and tag in _PATIENT:
+                self.patient[(group << 16) | elem] = (
+                    None if vr is None else vr.decode("ascii"),
+                    bytes(self.buf[value : value + length]),
+                )
             elif depth == 0 and group == 0x0028:
                 self._image_attribute(tag, value, length)
             elif depth == 0 and tag == _PIXEL_DATA:
@@ -321,7 +365,7 @@ def inspect_file(path: str | os.PathLike[str]) -> DatasetIdentity:
                     if implicit or not little or not exc.detail.endswith(f"offset {offset}"):
                         raise
                     walker = _walk(buf, offset, len(buf), implicit=True, little=True)
-    identity = _identity(ts, walker.found)
+    identity = _identity(ts, walker)
     try:
         _check_pixels(walker.image, walker.photometric)
     except InvalidDataset as exc:
@@ -388,7 +432,8 @@ _LABELS: Final = {
 }
 
 
-def _identity(ts: str, found: dict[str, str]) -> DatasetIdentity:
+def _identity(ts: str, walker: _Walker) -> DatasetIdentity:
+    found = walker.found
     for key, label in (
         ("sop_class_uid", "SOP Class UID"),
         ("sop_instance_uid", "SOP Instance UID"),
@@ -407,4 +452,5 @@ def _identity(ts: str, found: dict[str, str]) -> DatasetIdentity:
         study_instance_uid=found["study_instance_uid"],
         series_instance_uid=found["series_instance_uid"],
         modality=found.get("modality", "")[:16],
+        patient=RawPatient(walker.patient, walker.implicit, walker.endian == "<"),
     )

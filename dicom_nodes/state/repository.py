@@ -18,6 +18,9 @@ transaction, state ``received``), forward items by :func:`create_forward_items` 
 or ``quarantined`` when de-identification held the copy back), studies on first receipt
 (``receiving``; a receipt for a complete study is the ``late-arrival`` event), alerts and
 their deliveries by :func:`create_alert` and :func:`create_deliveries` (``open``, ``pending``).
+One transition pair is made by a SQL function instead of :func:`apply`: acknowledging an alert
+(:func:`acknowledge_alert`, ``radiogate_acknowledge_alert()``), so that the archive plugin,
+which cannot import this package, changes the same rows by the same rules.
 """
 
 from __future__ import annotations
@@ -54,13 +57,17 @@ from dicom_nodes.state.model import (
 )
 
 __all__ = [
+    "ACKNOWLEDGE_SQL",
     "INGEST_SQL",
     "REPLACE_UNROUTED_SQL",
+    "AlertNotOpen",
     "AuditEntry",
     "AuditSink",
     "Change",
     "NewForwardItem",
     "SeriesSeen",
+    "acknowledge_alert",
+    "acknowledgement_entries",
     "apply",
     "create_alert",
     "create_deliveries",
@@ -174,9 +181,6 @@ _ASSIGN: dict[tuple[str, str], str] = {
     (ALERT.name, AlertEvent.ESCALATED): (
         "level = t.level + 1, escalate_at = clock_timestamp() + make_interval(secs => v.delay)"
     ),
-    (ALERT.name, AlertEvent.ACKNOWLEDGED): (
-        "acknowledged_at = clock_timestamp(), acknowledged_by = v.by"
-    ),
     (DELIVERY.name, DeliveryEvent.DELIVERED): (
         "attempts = t.attempts + 1, delivered_at = clock_timestamp(), last_error = ''"
     ),
@@ -190,23 +194,33 @@ _ASSIGN: dict[tuple[str, str], str] = {
 }
 """What else an event changes besides the state, using ``v.<name>`` per-row values."""
 
+_BY_FUNCTION: dict[tuple[str, str], str] = {
+    (ALERT.name, AlertEvent.ACKNOWLEDGED): "acknowledge_alert()",
+    (DELIVERY.name, DeliveryEvent.CANCELLED): "acknowledge_alert()",
+}
+"""Transitions made by a SQL function (shared with the archive plugin), not by :func:`apply`."""
+
+_STUDY_PATIENT = (
+    "(SELECT p.patient_pseudonym FROM study p WHERE p.study_instance_uid = {}.study_instance_uid)"
+)
 _SOURCE_ROWS: dict[str, tuple[str, str, str]] = {
-    # machine name: (extra FROM, extra WHERE, RETURNING columns → class, study, destination)
-    "instance": ("", "", "t.sop_class_uid, t.study_instance_uid, ''"),
+    # machine name: (extra FROM, extra WHERE,
+    #                RETURNING columns → class, study, destination, patient pseudonym)
+    "instance": ("", "", "t.sop_class_uid, t.study_instance_uid, '', t.patient_pseudonym"),
     "forward item": (
         ", ingest_instance i",
         " AND i.sop_instance_uid = t.sop_instance_uid",
-        "i.sop_class_uid, i.study_instance_uid, t.destination",
+        "i.sop_class_uid, i.study_instance_uid, t.destination, i.patient_pseudonym",
     ),
-    "study": ("", "", "'', t.study_instance_uid, ''"),
-    "series": ("", "", "'', t.study_instance_uid, ''"),
-    "triage": ("", "", "'', t.study_instance_uid, ''"),
-    "analysis": ("", "", "'', t.study_instance_uid, ''"),
-    "alert": ("", "", "'', t.study_instance_uid, ''"),
+    "study": ("", "", "'', t.study_instance_uid, '', t.patient_pseudonym"),
+    "series": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
+    "triage": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
+    "analysis": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
+    "alert": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
     "alert delivery": (
         ", alert a",
         " AND a.alert_id = t.alert_id",
-        "'', a.study_instance_uid, t.target",
+        "'', a.study_instance_uid, t.target, " + _STUDY_PATIENT.format("a"),
     ),
 }
 
@@ -234,6 +248,8 @@ def apply(
     event may leave (or does not exist)."""
     if not changes:
         return 0
+    if (by := _BY_FUNCTION.get((machine.name, str(event)))) is not None:
+        raise ValueError(f"{machine.name} {event} is made by {by}")
     rule = machine.transition(event)
     assign = _ASSIGN.get((machine.name, str(event)), "")
     values = dict(values or {})
@@ -282,8 +298,10 @@ def apply(
     by_key = {tuple(str(v) for v in row[: len(machine.keys)]): row for row in rows}
     entries: list[AuditEntry] = []
     for change in changes:  # audit events in the order the caller named the rows
-        sop_class, study, destination = by_key[change.key][len(machine.keys) :]
+        sop_class, study, destination, patient = by_key[change.key][len(machine.keys) :]
         details: dict[str, Any] = {"study_instance_uid": study}
+        if patient:
+            details["patient"] = patient
         if machine.keys[0] == "sop_instance_uid":
             details["sop_instance_uid"] = change.key[0]
             details["sop_class_uid"] = sop_class
@@ -320,6 +338,28 @@ def _raise_mismatch(
     )
 
 
+REPLACE_UNROUTED_SQL = """
+WITH first AS (
+    SELECT sop_instance_uid, spool_path FROM ingest_instance
+    WHERE sop_instance_uid = %(sop)s AND state = 'received'
+      AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE ingest_instance i
+    SET sop_class_uid = %(cls)s, modality = %(modality)s, transfer_syntax_uid = %(ts)s,
+        size_bytes = %(size)s, blake3 = %(b3)s, spool_path = %(path)s, calling_ae = %(calling)s,
+        called_ae = %(called)s, peer_address = %(addr)s, peer_port = %(port)s,
+        association_id = %(assoc)s, patient_pseudonym = %(patient)s
+    FROM first WHERE i.sop_instance_uid = first.sop_instance_uid
+    RETURNING 1
+)
+SELECT first.spool_path FROM first, upd
+"""
+"""Replace an unrouted first copy by different bytes (content columns only: the instance
+stays ``received``; a row the router holds is skipped, it is being routed). Returns the first
+copy's spool path when it replaced it."""
+
+
 INGEST_SQL = """
 WITH existing AS (
     SELECT blake3 FROM ingest_instance WHERE sop_instance_uid = %(sop)s
@@ -327,9 +367,10 @@ WITH existing AS (
     INSERT INTO ingest_instance (
         sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, modality,
         transfer_syntax_uid, size_bytes, blake3, spool_path, calling_ae, called_ae,
-        peer_address, peer_port, node, association_id)
+        peer_address, peer_port, node, association_id, patient_pseudonym)
     SELECT %(sop)s, %(cls)s, %(study)s, %(series)s, %(modality)s, %(ts)s, %(size)s, %(b3)s,
-           %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s
+           %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s,
+           %(patient)s
     WHERE NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT (sop_instance_uid) DO NOTHING
     RETURNING 1
@@ -350,10 +391,11 @@ WITH existing AS (
     -- First receipt: the study starts 'receiving'. A receipt for a complete study is the
     -- 'late-arrival' event (complete -> receiving, model.STUDY); the receiver appends its
     -- audit event (study-reopened) in this transaction.
-    INSERT INTO study AS s (study_instance_uid)
-    SELECT %(study)s WHERE EXISTS (SELECT 1 FROM ins)
+    INSERT INTO study AS s (study_instance_uid, patient_pseudonym)
+    SELECT %(study)s, %(patient)s WHERE EXISTS (SELECT 1 FROM ins)
     ON CONFLICT (study_instance_uid) DO UPDATE
         SET last_received_at = clock_timestamp(),
+            patient_pseudonym = coalesce(s.patient_pseudonym, excluded.patient_pseudonym),
             state = 'receiving',
             state_changed_at = CASE WHEN s.state = 'complete' THEN clock_timestamp()
                                     ELSE s.state_changed_at END,
@@ -487,6 +529,63 @@ def create_alert(
          escalate_after),
     ).fetchone()  # fmt: skip
     return row is not None
+
+
+ACKNOWLEDGE_SQL = """SELECT changed, prior_state, study_instance_uid, patient_pseudonym,
+                            cancelled FROM radiogate_acknowledge_alert(%s, %s)"""
+"""The one statement that acknowledges an alert (migration 0019): ALERT ``acknowledged`` from
+``open`` and DELIVERY ``cancelled`` from ``pending`` for its deliveries not sent yet; returns
+(changed, prior state, study UID, patient pseudonym, cancelled delivery targets). The archive
+plugin runs the same statement and appends the same :func:`acknowledgement_entries`."""
+
+
+class AlertNotOpen(InvalidTransition):
+    """Acknowledging an alert that is not ``open``: *state* is where it is, None if absent."""
+
+    def __init__(self, alert_id: str, state: str | None) -> None:
+        sources = sorted(ALERT.transition(AlertEvent.ACKNOWLEDGED).sources)
+        super().__init__(
+            f"alert: {AlertEvent.ACKNOWLEDGED} applies to 1 rows, 1 not in {sources}: "
+            f"{alert_id} is {state or 'absent'}"
+        )
+        self.state = state
+
+
+def acknowledgement_entries(
+    study_uid: str, patient: str | None, cancelled: Sequence[str], user: str
+) -> list[AuditEntry]:
+    """The audit events of one acknowledgement, in order: one per cancelled delivery (to its
+    target), then the alert's own — the steps the ALERT and DELIVERY tables name."""
+    base: dict[str, Any] = {"study_instance_uid": study_uid}
+    if patient:
+        base["patient"] = patient
+    cancel = DELIVERY.transition(DeliveryEvent.CANCELLED)
+    ack = ALERT.transition(AlertEvent.ACKNOWLEDGED)
+    return [
+        *(
+            AuditEntry(
+                cancel.step,
+                {**base, "destination": target, "reason": "acknowledged"},
+                user,
+                cancel.outcome,
+            )
+            for target in cancelled
+        ),
+        AuditEntry(ack.step, dict(base), user, ack.outcome),
+    ]
+
+
+def acknowledge_alert(conn: Conn, audit: AuditSink, alert_id: str, user: str) -> int:
+    """Acknowledge *alert_id* as *user* (:data:`ACKNOWLEDGE_SQL`) and append its audit events
+    in the caller's transaction; returns how many deliveries were cancelled. Raises
+    :class:`AlertNotOpen` when the alert is absent or not ``open`` (nothing changed)."""
+    row = conn.execute(ACKNOWLEDGE_SQL, (alert_id, user)).fetchone()
+    assert row is not None
+    changed, prior, study, patient, cancelled = row
+    if not changed:
+        raise AlertNotOpen(alert_id, prior)
+    audit(conn, acknowledgement_entries(str(study), patient, list(cancelled), user))
+    return len(cancelled)
 
 
 def create_deliveries(conn: Conn, alert_id: str, level: int, targets: Sequence[str]) -> int:
@@ -633,9 +732,13 @@ def record_generated(
 
     from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
 
+    patient = conn.execute(
+        "SELECT patient_pseudonym FROM study WHERE study_instance_uid = %s", (study_uid,)
+    ).fetchone()  # the study's patient, as its received instances named it
     row = conn.execute(
         INGEST_SQL,
         {
+            "patient": patient[0] if patient else None,
             "sop": sop_instance_uid, "cls": sop_class_uid, "study": study_uid,
             "series": series_uid, "modality": modality, "ts": transfer_syntax_uid,
             "size": size, "b3": blake3, "path": spool_path, "calling": ae_title,
@@ -705,3 +808,16 @@ def set_analysis_results(
         (seg[0] if seg else None, seg[1] if seg else None, sr[0] if sr else None,
          sr[1] if sr else None, parameter_hash, pyradiomics_version, analysis_id),
     )  # fmt: skip
+
+
+def open_archive_study(conn: Conn, study_uid: str) -> bool:
+    """The row of a study stored into the archive directly (not through the SCP), under its own
+    UID in the archive, created ``receiving``; False when the study is already known."""
+    row = conn.execute(
+        """INSERT INTO study (study_instance_uid, archive_study_uid)
+           SELECT %s, %s WHERE NOT EXISTS (
+               SELECT 1 FROM study WHERE study_instance_uid = %s OR archive_study_uid = %s)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        (study_uid, study_uid, study_uid, study_uid),
+    ).fetchone()
+    return row is not None

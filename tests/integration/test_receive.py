@@ -180,6 +180,26 @@ def test_wrong_called_and_calling_ae_rejected(fresh_dsn: str, tmp_path: Path) ->
         proc.stop()
 
 
+def _associations(metrics_port: int, result: str, reason: str) -> float:
+    """The receiver's association counter (polled: the peer knows before the counter moves)."""
+    import re
+    import time
+    import urllib.request
+
+    labels = f'reason="{re.escape(reason)}",result="{re.escape(result)}"'
+    pattern = re.compile(
+        r'^radiogate_associations_total\{node="[^"]*",' + labels + r"\} (\S+)$", re.M
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as rsp:
+            found = pattern.search(rsp.read().decode())
+        if found or time.monotonic() > deadline:
+            return float(found.group(1)) if found else 0.0
+        time.sleep(0.2)
+
+
 def test_ip_allow_list(fresh_dsn: str, tmp_path: Path) -> None:
     from tests.support import wait_for_echo
 
@@ -204,6 +224,7 @@ def test_ip_allow_list(fresh_dsn: str, tmp_path: Path) -> None:
         )  # fmt: skip
         assert refused.returncode != 0
         assert "refused: address not in scp.allowed_networks" in outside.log_text()
+        assert _associations(outside.metrics_port, "refused", "network-not-allowed") == 1.0
     finally:
         outside.stop()
         inside.stop()
@@ -224,6 +245,7 @@ def test_maximum_associations(fresh_dsn: str, tmp_path: Path) -> None:
         assert first.is_established
         second = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
         assert second.is_rejected
+        assert _associations(proc.metrics_port, "rejected", "local-limit-exceeded") == 1.0
         first.release()
         import time
 

@@ -42,6 +42,8 @@ class FlakyDestination:
     confirm_down: bool = False
     held: set[str] = field(default_factory=set)
     sent: list[str] = field(default_factory=list)
+    asked: list[int] = field(default_factory=list)
+    """How many instances each confirmation asked about."""
 
     def send(self, files: Sequence[OutgoingFile]) -> list[SendResult]:
         out = []
@@ -59,6 +61,7 @@ class FlakyDestination:
         return out
 
     def confirm(self, instances: Sequence[InstanceRef]) -> dict[str, bool]:
+        self.asked.append(len(instances))
         if self.confirm_down:
             raise ConfirmationUnavailable("down")
         return {

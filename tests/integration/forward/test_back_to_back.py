@@ -42,17 +42,17 @@ def test_thousands_back_to_back_on_one_association(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from dicom_nodes.forward import dimse
+    from dicom_nodes.forward import pool
 
     files = [OutgoingFile.from_path(p) for p in make_small_instances(tmp_path / "sc", COUNT)]
     opened: list[str] = []
-    original = dimse.open_association
+    original = pool.open_association
 
     def counting(*args: object, **kwargs: object) -> object:
         opened.append(threading.current_thread().name)
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dimse, "open_association", counting)
+    monkeypatch.setattr(pool, "open_association", counting)
     dest = DimseDestination(
         dimse_settings(orthanc, parallel=1, timeout=DIMSE_TIMEOUT, confirm=ConfirmMethod.QUERY),
         commitment_listener.sink,
@@ -71,3 +71,5 @@ def test_thousands_back_to_back_on_one_association(
     assert elapsed < 240, f"{COUNT} instances took {elapsed:.0f} s"
     assert orthanc_rest.count_instances() == COUNT
     assert all(dest.confirm(files).values())
+    assert len(opened) == 1, "the confirmation did not use the association kept open"
+    dest.close()

@@ -3,6 +3,7 @@ storage commitment and C-FIND confirmation, outage and recovery."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -147,16 +148,16 @@ def test_parallel_associations(
     ct_files: list[OutgoingFile],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dicom_nodes.forward import dimse
+    from dicom_nodes.forward import pool
 
     opened: list[str] = []
-    original = dimse.open_association
+    original = pool.open_association
 
     def counting(*args: object, **kwargs: object) -> object:
         opened.append(threading.current_thread().name)
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(dimse, "open_association", counting)
+    monkeypatch.setattr(pool, "open_association", counting)
     dest = DimseDestination(
         dimse_settings(orthanc, parallel=4, confirm=ConfirmMethod.QUERY),
         commitment_listener.sink,
@@ -166,6 +167,70 @@ def test_parallel_associations(
     assert len(set(opened)) == 4 and len(opened) == 4
     assert orthanc_rest.count_instances() == len(ct_files)
     assert all(dest.confirm(ct_files).values())
+    dest.close()
+
+
+def test_associations_stay_open_between_batches_and_confirm_on_them(
+    orthanc: ManagedOrthanc,
+    orthanc_rest: OrthancRest,
+    ct_files: list[OutgoingFile],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PS3.8 7.1: one association carries several batches and their C-FINDs; one that the
+    peer closed while idle costs no instance (sent again on a new association)."""
+    from dicom_nodes.forward import pool
+
+    opened: list[int] = []
+    original = pool.open_association
+
+    def counting(*args: object, **kwargs: object) -> object:
+        opened.append(len(args[1]))  # type: ignore[arg-type]
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "open_association", counting)
+    dest = DimseDestination(
+        dimse_settings(orthanc, parallel=1, confirm=ConfirmMethod.QUERY, keep_open=60.0)
+    )
+    first, second, third = ct_files[:2], ct_files[2:4], ct_files[4:]
+    assert all(r.ok for r in dest.send(first))
+    assert all(dest.confirm(first).values())
+    assert all(r.ok for r in dest.send(second))
+    assert all(dest.confirm(second).values())
+    assert len(opened) == 1 and dest.pool.idle == 1  # one association for all of it
+
+    # The peer drops the idle association (its TCP connection is reset under us).
+    lease = dest.pool.acquire_find()
+    lease.assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)
+    dest.pool.give_back(lease)
+    results = dest.send(third)
+    assert all(r.ok for r in results), [r.note for r in results if not r.ok]
+    assert all(dest.confirm(ct_files).values())
+    assert len(opened) == 2
+    assert orthanc_rest.count_instances() == len(ct_files)
+    dest.close()
+    assert dest.pool.idle == 0
+
+
+def test_keep_open_zero_releases_after_each_batch(
+    orthanc: ManagedOrthanc, ct_files: list[OutgoingFile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicom_nodes.forward import pool
+
+    opened: list[int] = []
+    original = pool.open_association
+
+    def counting(*args: object, **kwargs: object) -> object:
+        opened.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "open_association", counting)
+    dest = DimseDestination(
+        dimse_settings(orthanc, parallel=1, confirm=ConfirmMethod.QUERY, keep_open=0.0)
+    )
+    assert all(r.ok for r in dest.send(ct_files[:2]))
+    assert all(dest.confirm(ct_files[:2]).values())
+    assert all(r.ok for r in dest.send(ct_files[2:4]))
+    assert len(opened) == 3 and dest.pool.idle == 0
 
 
 def test_commitment_falls_back_to_query_without_a_sink(

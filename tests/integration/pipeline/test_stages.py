@@ -21,6 +21,7 @@ from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.route import route_round
+from dicom_nodes.pipeline.runner import health
 from dicom_nodes.pipeline.status import status
 from dicom_nodes.spool.store import Spool
 from tests.support.data import extract_ct
@@ -70,6 +71,35 @@ def test_happy_path_releases_and_deletes_the_spool_copy(stage: Stage) -> None:
     assert not [p for p in paths if p.exists()]
     for uid in uids:
         assert stage.steps(uid) == ["received", "routed", "forwarded", "confirmed", "released"]
+
+
+def test_routine_batches_are_confirmed_several_per_query(stage: Stage) -> None:
+    """batch_size 4, confirm_batches 4: three routine rounds, one confirmation for all of
+    them (asked with the last, as nothing waits after it); each instance still has its
+    events in order."""
+    uids = stage.receive(12)
+    stage.drain()
+    assert stage.dest.asked == [12]
+    assert stage.states(uids) == ["released"] * 12
+    for uid in uids:
+        assert stage.steps(uid) == ["received", "routed", "forwarded", "confirmed", "released"]
+    # More than confirm_batches rounds' worth: one query per 16 instances.
+    stage.dest.asked.clear()
+    more = stage.receive(20)
+    stage.drain()
+    assert stage.dest.asked == [16, 4]
+    assert stage.states(more) == ["released"] * 20
+
+
+def test_critical_batches_are_confirmed_at_once(stage: Stage) -> None:
+    stage.ctx.routes = [
+        RouteSettings(name="stat", match=MatchSettings(modality=["CT"]),
+                      steps=["forward:archive"], lane="critical"),
+    ]  # fmt: skip
+    uids = stage.receive(8)
+    stage.drain()
+    assert stage.dest.asked == [4, 4]
+    assert stage.states(uids) == ["released"] * 8
 
 
 def test_unroutable_instances_never_block_routing(stage: Stage) -> None:
@@ -252,11 +282,15 @@ def test_health_sees_a_stalled_destination(stage: Stage) -> None:
                  " created_at = now() - interval '1 minute'")  # fmt: skip
     with stage.ctx.pool.connection() as conn:
         assert housekeeping.stalled_destinations(conn, stage.ctx) == ["archive"]
+    # The worker's /health says so (503: a check is false).
+    checks = health(stage.ctx)
+    assert checks["database"] is True and checks["destination:archive"] is False, checks
     stage.make_due()
     stage.drain()
     assert stage.states(uids) == ["released"] * 2
     with stage.ctx.pool.connection() as conn:
         assert housekeeping.stalled_destinations(conn, stage.ctx) == []
+    assert all(health(stage.ctx).values())
 
 
 def test_retention_purges_what_waits_for_nobody(stage: Stage) -> None:

@@ -23,8 +23,10 @@ from dicom_nodes.dimse.codec import (
     decode_store_rq,
     encode_file_meta,
     encode_p_data_tf,
+    encode_store_rq,
     encode_store_rsp,
     parse_pdv_items,
+    read_part10_meta,
     store_rq_primitive,
 )
 
@@ -279,3 +281,97 @@ def test_store_rq_decoding_leaves_odd_encodings_to_pynetdicom(mutate: Any) -> No
 def test_store_rq_primitive_validates_like_pynetdicom() -> None:
     with pytest.raises(ValueError):
         store_rq_primitive({0x0002: UIDS[0], 0x1000: UIDS[1], 0x0700: 7, 0x0800: 1})
+
+
+# --------------------------------------------------------------------------- C-STORE-RQ encoding
+
+
+@pytest.mark.parametrize("sop_class", UIDS[:3])
+@pytest.mark.parametrize("sop_instance", UIDS)
+@pytest.mark.parametrize(("msg_id", "priority"), [(1, 2), (65535, 0), (7, 1)])
+def test_encode_store_rq_equals_pynetdicom(
+    sop_class: str, sop_instance: str, msg_id: int, priority: int, tmp_path: Any
+) -> None:
+    primitive = C_STORE()
+    primitive.MessageID = msg_id
+    primitive.Priority = priority
+    primitive.AffectedSOPClassUID = sop_class
+    primitive.AffectedSOPInstanceUID = sop_instance
+    primitive._dataset_path = (tmp_path / "x.dcm", 0)  # as send_c_store sets it for a file
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    expected = encode(message.command_set, True, True)
+    assert encode_store_rq(msg_id, sop_class, sop_instance, priority) == expected
+    assert decode_store_rq(expected) is not None
+
+
+@pytest.mark.parametrize("bad", ["", "1.2.a", "1." * 40, "1.2\x00"])
+def test_encode_store_rq_refuses_what_is_not_a_uid(bad: str) -> None:
+    with pytest.raises(ValueError):
+        encode_store_rq(1, bad, "1.2.3")
+    with pytest.raises(ValueError):
+        encode_store_rq(1, "1.2.3", bad)
+
+
+def test_encode_store_rq_refuses_out_of_range_fields() -> None:
+    with pytest.raises(ValueError):
+        encode_store_rq(65536, "1.2.3", "1.2.3")
+    with pytest.raises(ValueError):
+        encode_store_rq(1, "1.2.3", "1.2.3", priority=3)
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        pydicom.uid.ExplicitVRLittleEndian,
+        pydicom.uid.ImplicitVRLittleEndian,
+        pydicom.uid.DeflatedExplicitVRLittleEndian,
+    ],
+)
+@pytest.mark.parametrize(("sop_class", "sop_instance"), [(UIDS[0], UIDS[1]), (UIDS[1], UIDS[3])])
+def test_read_part10_meta_equals_pynetdicom(
+    syntax: str, sop_class: str, sop_instance: str, tmp_path: Any
+) -> None:
+    from pynetdicom.dsutils import split_dataset
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_instance
+    ds.PatientName = "Test^Split"
+    ds.file_meta = create_file_meta(
+        sop_class_uid=sop_class, sop_instance_uid=sop_instance, transfer_syntax=syntax
+    )
+    ds.file_meta.SourceApplicationEntityTitle = "ODD"  # a short-VR element after the UIDs
+    ds.file_meta.PrivateInformationCreatorUID = "1.2.3"
+    ds.file_meta.PrivateInformation = b"\x01\x02"  # a long-VR (OB) element
+    path = tmp_path / "f.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    meta, offset = split_dataset(path)  # what send_c_store uses for a file
+    found = read_part10_meta(data)
+    assert found is not None
+    assert found.dataset_offset == offset
+    assert found.sop_class_uid == meta.MediaStorageSOPClassUID
+    assert found.sop_instance_uid == meta.MediaStorageSOPInstanceUID
+    assert found.transfer_syntax_uid == meta.TransferSyntaxUID
+
+
+def test_read_part10_meta_leaves_odd_files_to_pydicom(tmp_path: Any) -> None:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = UIDS[0], UIDS[1]
+    ds.file_meta = create_file_meta(
+        sop_class_uid=UIDS[0], sop_instance_uid=UIDS[1],
+        transfer_syntax=pydicom.uid.ExplicitVRLittleEndian,
+    )  # fmt: skip
+    path = tmp_path / "f.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    data = bytearray(path.read_bytes())
+    assert read_part10_meta(bytes(data)) is not None
+    assert read_part10_meta(bytes(data[:100])) is None  # no preamble
+    assert read_part10_meta(bytes(data[:150])) is None  # the group runs past the end
+    no_length = data[:132] + data[144:]
+    assert read_part10_meta(bytes(no_length)) is None  # no group length first
+    wrong = bytearray(data)
+    struct.pack_into("<I", wrong, 140, struct.unpack_from("<I", data, 140)[0] - 2)
+    assert read_part10_meta(bytes(wrong)) is None  # the length cuts an element
+    bad_uid = bytes(data).replace(UIDS[1].encode(), UIDS[1][:-1].encode() + b"x")
+    assert read_part10_meta(bad_uid) is None

@@ -83,6 +83,7 @@ class _Cfg:
     confirm: str = "query"
     timeout: float = 30.0
     commitment_timeout: float = 45.0
+    keep_open: float = 5.0
     credentials_file: str = ""
 
 
