@@ -421,27 +421,6 @@ the routing job. Parameters: see :class:`dicom_nodes.db.ingest.PostgresIngest`."
 
 assert StudyEvent.LATE_ARRIVAL in STUDY.transitions  # the study_row upsert above
 
-REPLACE_UNROUTED_SQL = """
-WITH first AS (
-    SELECT sop_instance_uid, spool_path FROM ingest_instance
-    WHERE sop_instance_uid = %(sop)s AND state = 'received'
-      AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
-    FOR UPDATE SKIP LOCKED
-), upd AS (
-    UPDATE ingest_instance i
-    SET sop_class_uid = %(cls)s, modality = %(modality)s, transfer_syntax_uid = %(ts)s,
-        size_bytes = %(size)s, blake3 = %(b3)s, spool_path = %(path)s, calling_ae = %(calling)s,
-        called_ae = %(called)s, peer_address = %(addr)s, peer_port = %(port)s,
-        association_id = %(assoc)s
-    FROM first WHERE i.sop_instance_uid = first.sop_instance_uid
-    RETURNING 1
-)
-SELECT first.spool_path FROM first, upd
-"""
-"""Replace an unrouted first copy by different bytes (content columns only: the instance
-stays ``received``; a row the router holds is skipped, it is being routed). Returns the first
-copy's spool path when it replaced it."""
-
 
 @dataclass(frozen=True)
 class NewForwardItem:
