@@ -55,6 +55,8 @@ class Modality:
     answers: Counter[str] = field(default_factory=Counter)
     rounds: int = 0
     last_ok: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    """When each failed association happened (seconds into the run) and what storescu said."""
     batch: int = 2
     pause: float = 1.0
     """A few images a second: the load lasts through the whole fault sequence."""
@@ -85,6 +87,8 @@ class Modality:
                     current = None
             if "Association Request Failed" in out or "Association Aborted" in out:
                 self.answers["association failed"] += 1
+                said = [ln for ln in out.splitlines() if ln.startswith(("F:", "E:"))][:1]
+                self.failures.append(f"{time.monotonic():.1f} {' '.join(said)[:120]}")
             if current is not None:
                 self.answers["no response (connection lost)"] += 1
             time.sleep(self.pause)
@@ -197,6 +201,7 @@ def test_fault_injection_run(stack: Stack, tmp_path: Path) -> None:
     stack.start()
     figures: dict[str, object] = {}
     recovery: dict[str, float] = {}
+    fault_times: dict[str, float] = {}
     modalities = [
         Modality("CT1", stack.scp_port, files[0::2]),
         Modality("CT2", stack.scp_port, files[1::2]),
@@ -210,6 +215,7 @@ def test_fault_injection_run(stack: Stack, tmp_path: Path) -> None:
         time.sleep(3)
         for name in ("worker", "sealer", "orthanc", "scp"):
             pid = stack.service_pid(name)
+            fault_times[f"kill -9 {name}"] = round(time.monotonic(), 1)
             os.kill(pid, signal.SIGKILL)
             recovery[f"kill -9 {name} → restarted"] = _wait(
                 lambda n=name, p=pid: _restarted(stack, n, p), 90, f"{name} restart"
@@ -225,13 +231,16 @@ def test_fault_injection_run(stack: Stack, tmp_path: Path) -> None:
             ["pgrep", "-P", str(scp_pid)], capture_output=True, text=True, check=False
         ).stdout.split()
         assert children, "the SCP has no children"
+        fault_times["kill -9 a receiver"] = round(time.monotonic(), 1)
         os.kill(int(children[-1]), signal.SIGKILL)
         time.sleep(2)
         # PostgreSQL stopped under load.
         cluster = PrivateCluster(stack.data_dir / "postgres", stack.db_port)
         before = {n: stack.restarts(n) for n in ("scp", "worker", "sealer")}
+        fault_times["database stopped"] = round(time.monotonic(), 1)
         cluster.stop(mode="immediate")
         time.sleep(OUTAGE)
+        fault_times["database started"] = round(time.monotonic(), 1)
         cluster.start()
         back = time.monotonic()
         probe = Modality("CT3", stack.scp_port, probe_files)
@@ -248,6 +257,7 @@ def test_fault_injection_run(stack: Stack, tmp_path: Path) -> None:
         assert after["scp"] == before["scp"] and after["worker"] == before["worker"], after
         # radiogate run itself, killed with -9: its children go with it; then it starts again.
         run_pid = stack.proc.pid if stack.proc else 0
+        fault_times["kill -9 radiogate run"] = round(time.monotonic(), 1)
         os.kill(run_pid, signal.SIGKILL)
         stack.proc.wait() if stack.proc else None
         try:
@@ -318,6 +328,8 @@ def test_fault_injection_run(stack: Stack, tmp_path: Path) -> None:
         "instance_states": dict(states),
         "answers_by_status": dict(answers),
         "send_rounds": {m.name: m.rounds for m in modalities},
+        "association_failures": [f for m in modalities for f in m.failures],
+        "fault_times": fault_times,
         "recovery_seconds": {k: round(v, 2) for k, v in recovery.items()},
         "settle_seconds": round(settle, 2),
         "database_outage_seconds": OUTAGE,
