@@ -192,9 +192,28 @@ class CpuMeter:
 
     def __init__(self) -> None:
         self.groups: dict[str, Callable[[], float]] = {}
+        self.members: dict[str, Callable[[], list[int]]] = {}
+        self.peak: dict[str, float] = {}
+
+    def peak_rss(self) -> dict[str, float]:
+        """Peak RSS (MB) per component: the sum over its live processes of each one's peak
+        (VmHWM), the highest seen at any call so far (call it at the end of a run too)."""
+        for name, members in self.members.items():
+            total = 0
+            for pid in members():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            total += int(line.split()[1])
+            self.peak[name] = max(self.peak.get(name, 0.0), round(total / 1024, 1))
+        return dict(self.peak)
 
     def add_group(self, name: str, pgrp: int) -> None:
         """All processes of process group *pgrp* (the SCP supervisor + receivers, a worker)."""
+        self.members[name] = lambda: [
+            int(e.name) for e in Path("/proc").iterdir()
+            if e.name.isdigit() and (_stat(int(e.name)) or (0, -1))[1] == pgrp
+        ]  # fmt: skip
 
         def total() -> float:
             ticks = 0
@@ -209,6 +228,10 @@ class CpuMeter:
 
     def add_tree(self, name: str, pid: int) -> None:
         """*pid* (its reaped children included) and its live children (postgres backends)."""
+        self.members[name] = lambda: [pid] + [
+            int(e.name) for e in Path("/proc").iterdir()
+            if e.name.isdigit() and (_stat(int(e.name)) or (-1,))[0] == pid
+        ]  # fmt: skip
 
         def total() -> float:
             ticks = 0
@@ -337,14 +360,18 @@ class Radiogate:
         assert self.archive.managed is not None
         return self.archive.managed
 
-    def start(self, *, worker: bool = True) -> None:
+    def start(self, *, worker: bool = True, share: Radiogate | None = None) -> None:
+        """A fresh database, or the database of *share* (another node of the same site)."""
         self.port = free_port()
-        self.db = f"fwd_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(self.cluster.admin_dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {self.db}")
-        self.dsn = f"host={HOST} port={self.cluster.port} dbname={self.db} user=radiogate"
-        with psycopg.connect(self.dsn) as conn:
-            migrate(conn)
+        if share is not None:
+            self.dsn = share.dsn  # self.db stays empty: *share* drops the database
+        else:
+            self.db = f"fwd_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect(self.cluster.admin_dsn, autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {self.db}")
+            self.dsn = f"host={HOST} port={self.cluster.port} dbname={self.db} user=radiogate"
+            with psycopg.connect(self.dsn) as conn:
+                migrate(conn)
         self.workdir.mkdir(parents=True, exist_ok=True)
         s = self.settings
         (self.workdir / "radiogate.toml").write_text(
@@ -515,6 +542,8 @@ class ForwardRun:
     loadavg: float = field(default_factory=lambda: os.getloadavg()[0])
     round: int = 0
     """Index of the round (repetition) for the same data and settings."""
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    """Peak RSS per component (MB, :meth:`CpuMeter.peak_rss`)."""
 
     @property
     def images_per_s(self) -> float:
@@ -620,6 +649,7 @@ def run_forward(
                 wait_storescu(proc, deadline)
                 send_seconds = time.monotonic() - t0
             after, cpu1 = meter.snapshot(), children_cpu()
+            rss = meter.peak_rss()
         finally:
             if proc is not None:
                 stop_group(proc, timeout=5)
@@ -645,6 +675,7 @@ def run_forward(
             drain_after_send_seconds=round(e2e - send_seconds, 3),
             first_confirm_seconds=round(first.timestamp() - wall0, 3) if first else -1.0,
             cpu=cpu,
+            rss_mb=rss,
         )
 
 
@@ -845,31 +876,157 @@ def run_critical(
         )
 
 
+# --------------------------------------------------------------------------- two nodes
+
+
+@dataclass
+class TwoNodeRun:
+    data: str
+    round: int
+    count: int
+    """Instances per node."""
+    per_node: dict[str, float]
+    """Node → its instances / (its last confirmed - start), img/s."""
+    total_per_s: float
+    direct_per_s: float
+    """Anchor, same round: two storescu at once straight to a fresh Orthanc."""
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+def run_direct_pair(data: DataSet, other: DataSet, base: Path, cap: float) -> float:
+    """Two storescu at once straight to Orthanc: images/s over both."""
+    orthanc = Orthanc(base / f"direct2-{data.name}")
+    with running(orthanc):
+        orthanc.start()
+        assert orthanc.managed is not None
+        t0 = time.perf_counter()
+        procs = [start_storescu(orthanc.managed.dicom_port, orthanc.managed.ae_title, d.files,
+                                base / "storescu.log") for d in (data, other)]  # fmt: skip
+        for proc in procs:
+            if wait_storescu(proc, time.monotonic() + cap) != 0:
+                raise RuntimeError("storescu → Orthanc failed")
+        return orthanc.count() / (time.perf_counter() - t0)
+
+
+def run_two_nodes(
+    data: DataSet, other: DataSet, settings: Settings, cluster: PrivateCluster, base: Path,
+    cap: float, rnd: int,
+) -> TwoNodeRun:  # fmt: skip
+    """Two ``radiogate scp`` + ``radiogate worker`` pairs (nodes a and b, own spools, own
+    ports) on one database forwarding to one Orthanc; each node receives its own data set."""
+    work = base / f"two-{data.name}-{rnd}"
+    orthanc = Orthanc(work / "orthanc")
+    a = Radiogate(cluster, work / "a", orthanc, settings,
+                  extra_env={"RADIOGATE_NODE__NAME": "a"})  # fmt: skip
+    b = Radiogate(cluster, work / "b", orthanc, settings,
+                  extra_env={"RADIOGATE_NODE__NAME": "b"})  # fmt: skip
+    senders: list[subprocess.Popen[bytes]] = []
+    with running(orthanc, a, b, Stopper(senders)):
+        orthanc.start()
+        a.start()
+        b.start(share=a)
+        meter = CpuMeter()
+        for name, rg in (("a", a), ("b", b)):
+            assert rg.scp is not None and rg.worker is not None
+            meter.add_group(f"scp-{name}", rg.scp.pid)
+            meter.add_group(f"worker-{name}", rg.worker.pid)
+        meter.add_tree("orthanc", orthanc.pid)
+        if pm := postmaster_pid(cluster):
+            meter.add_tree("postgres", pm)
+        time.sleep(1.0)
+        before = meter.snapshot()
+        wall0 = time.time()
+        deadline = time.monotonic() + cap
+        for rg, d in ((a, data), (b, other)):
+            senders.append(start_storescu(rg.port, "RADIOGATE", d.files, work / "storescu.log"))
+        total = len(data.files) + len(other.files)
+        while time.monotonic() < deadline:
+            (done,) = a.one("SELECT count(*) FROM forward_item WHERE state = 'confirmed'")
+            if done >= total:
+                break
+            time.sleep(0.1)
+        after = meter.snapshot()
+        rows = a.query(
+            """SELECT i.node, count(*), max(f.confirmed_at) FROM forward_item f
+               JOIN ingest_instance i USING (sop_instance_uid)
+               WHERE f.state = 'confirmed' GROUP BY i.node"""
+        )
+        per_node = {str(node): round(int(n) / (last.timestamp() - wall0), 1)
+                    for node, n, last in rows}  # fmt: skip
+        last_all = max(last.timestamp() for _n, _c, last in rows) if rows else wall0 + cap
+        done = sum(int(n) for _node, n, _l in rows)
+        return TwoNodeRun(
+            data.name,
+            rnd,
+            len(data.files),
+            per_node,
+            round(done / (last_all - wall0), 1),
+            0.0,
+            {k: round((after[k] - before[k]) / max(done, 1) * 1e3, 2) for k in after},
+        )
+
+
+def report_two_nodes(runs: list[TwoNodeRun], sets: dict[str, DataSet]) -> None:
+    print("\nTwo nodes (own SCP, worker and spool each; one PostgreSQL, one Orthanc), paired by")
+    print("round with two storescu at once straight to Orthanc; img/s to last confirmed")
+    for data in sets.values():
+        mine = [r for r in runs if r.data == data.name]
+        if not mine:
+            continue
+        ratios = [r.total_per_s / r.direct_per_s for r in mine if r.direct_per_s]
+        nodes = sorted({n for r in mine for n in r.per_node})
+        per = "  ".join(
+            f"node {n} {statistics.median(r.per_node.get(n, 0.0) for r in mine):6.1f}"
+            for n in nodes
+        )
+        cpu = " ".join(
+            f"{k}={statistics.median(r.cpu.get(k, 0.0) for r in mine):.2f}" for k in mine[0].cpu
+        )
+        print(
+            f"  {data.label:<6} both {statistics.median(r.total_per_s for r in mine):6.1f} "
+            f"direct {statistics.median(r.direct_per_s for r in mine):6.1f} x"
+            f"{statistics.median(ratios) if ratios else float('nan'):5.2f} "
+            f"[{min(ratios, default=0):.2f}-{max(ratios, default=0):.2f}]  {per}"
+            f"  ({len(mine)} rounds)"
+        )
+        print(f"         CPU ms per instance (of all instances, both nodes): {cpu}")
+
+
 # --------------------------------------------------------------------------- the door under load
 
-BUSY = "import os, sys\nos.nice(int(sys.argv[1]))\nwhile True:\n    pass\n"
-"""A synthetic CPU-bound job at the niceness given (the analysis process takes
-``analysis.nice``, default 10, before it starts: :mod:`dicom_nodes.pipeline.analyse`)."""
+BUSY = (
+    "import sys\nfrom dicom_nodes.pipeline.priority import lower_priority\n"
+    "lower_priority(int(sys.argv[1]), sys.argv[2] == 'idle')\nwhile True:\n    pass\n"
+)
+"""A synthetic CPU-bound job lowered as the analysis process lowers itself
+(:func:`dicom_nodes.pipeline.priority.lower_priority`: ``analysis.nice``, default 10, and
+``analysis.idle``, default on)."""
 
 
 @dataclass
 class Load:
-    """One busy process per core at *nice* (None: no load)."""
+    """One busy process per core at *spec*: a niceness, ``idle`` (niceness 10 and the idle
+    scheduling class, the analysis defaults) or None (no load)."""
 
-    nice: int | None
+    spec: str | None
+    count: int = 0
+    """Busy processes (0: one per core)."""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
-        return "no load" if self.nice is None else f"load nice {self.nice}"
+        if self.spec is None:
+            return "no load"
+        return "load idle+10" if self.spec == "idle" else f"load nice {self.spec}"
 
     def start(self) -> None:
-        if self.nice is None:
+        if self.spec is None:
             return
-        for _ in range(os.cpu_count() or 1):
+        nice, mode = ("10", "idle") if self.spec == "idle" else (self.spec, "nice")
+        for _ in range(self.count or os.cpu_count() or 1):
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", BUSY, str(self.nice)], start_new_session=True
+                    [sys.executable, "-c", BUSY, nice, mode], start_new_session=True, cwd=ROOT
                 )
             )
         time.sleep(0.5)
@@ -914,7 +1071,7 @@ def run_door(
 
 
 def report_door(door: list[DoorRun], sets: dict[str, DataSet]) -> None:
-    print("\nThe door under a CPU-bound job (one busy process per core), paired by round:")
+    print("\nThe door under a CPU-bound job (--door-procs busy processes), paired by round:")
     print("receive img/s (storescu's time, worker running), ratio to no load in the same round")
     print("[min-max], end to end img/s, critical study last received -> last confirmed (s)")
     for data in sets.values():
@@ -1012,9 +1169,22 @@ def main() -> int:
     parser.add_argument(
         "--door",
         default="",
-        help="only the door under load: niceness of a synthetic CPU-bound job per run, "
-        "comma-separated, 'none' for no load (e.g. none,10,0; analysis.nice is 10); each round "
-        "runs them in a rotated order",
+        help="only the door under load: how a synthetic CPU-bound job is lowered per run, "
+        "comma-separated: a niceness, 'idle' (niceness 10 + SCHED_IDLE, the analysis defaults) "
+        "or 'none' for no load (e.g. none,idle,10,0); each round runs them in a rotated order",
+    )
+    parser.add_argument(
+        "--door-procs",
+        type=int,
+        default=0,
+        help="busy processes of the --door load (default: one per core; analysis.processes "
+        "is 1 by default)",
+    )
+    parser.add_argument(
+        "--two-nodes",
+        action="store_true",
+        help="only two nodes on one database (own SCP, worker, spool), each sent its own data "
+        "set at the same time, paired with two storescu straight to Orthanc",
     )
     args = parser.parse_args()
     configs = accel.expand(args.accel) if args.accel else [""]
@@ -1066,15 +1236,40 @@ def main() -> int:
         print(f"generated in {time.perf_counter() - t0:.1f} s", flush=True)
         cluster = PrivateCluster(base / "pg" / "data", free_port())
         cluster.start()
+        if args.two_nodes:
+            two: list[TwoNodeRun] = []
+            for data in sets.values():
+                size = 512 if data.name == "ct512" else 64
+                other = generate(
+                    base / "data" / f"{data.name}-b", f"{data.name}-b", data.label,
+                    len(data.files), size, 11,
+                )  # fmt: skip
+                for rnd in range(reps):
+                    r = run_two_nodes(data, other, settings[0], cluster, base,
+                                      args.max_run_seconds, rnd)  # fmt: skip
+                    r.direct_per_s = round(
+                        run_direct_pair(data, other, base, args.max_run_seconds), 1
+                    )
+                    two.append(r)
+                    print(f"two nodes {data.label:>5} {r.per_node} both {r.total_per_s} img/s, "
+                          f"direct {r.direct_per_s} cpu {r.cpu} load {os.getloadavg()[0]:.1f}",
+                          flush=True)  # fmt: skip
+            report_two_nodes(two, sets)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            name = f"two-nodes-{time.strftime('%Y%m%d-%H%M%S')}.json"
+            (RESULTS / name).write_text(json.dumps([asdict(r) for r in two], indent=2))
+            print(f"\nresults: {RESULTS / name}")
+            return 0
         if args.door:
-            loads = [None if x.strip() == "none" else int(x) for x in args.door.split(",")]
+            loads = [None if x.strip() == "none" else x.strip() for x in args.door.split(",")]
             door: list[DoorRun] = []
             for rnd in range(reps):
                 shift = rnd % len(loads)
                 for nice in loads[shift:] + loads[:shift]:
                     for data in sets.values():
                         d = run_door(data, crit_set, settings[0], cluster, base,
-                                     args.max_run_seconds, Load(nice), rnd)  # fmt: skip
+                                     args.max_run_seconds, Load(nice, args.door_procs),
+                                     rnd)  # fmt: skip
                         door.append(d)
                         print(f"door      {data.label:>5} {d.load:<13} receive "
                               f"{d.receive_per_s:7.1f} img/s, e2e {d.end_to_end_per_s:7.1f}, "
@@ -1312,6 +1507,15 @@ def report(
             )
             bad = sum(f.count - f.confirmed for f in runs)
             flag = f" ({bad} NOT CONFIRMED)" if bad else ""
+            per = " ".join(
+                f"{k}={statistics.median(f.cpu.get(k, 0.0) / f.count * 1e3 for f in runs):.1f}"
+                for k in runs[0].cpu
+            )
+            rss = " ".join(
+                f"{k}={statistics.median(f.rss_mb.get(k, 0.0) for f in runs):.0f}"
+                for k in runs[0].rss_mb
+            )
+            flag += f"\n{'':<35}cpu ms/instance {per}; peak RSS MB {rss}"
             ratio = ips / ref if ref else 0.0
             print(
                 f"{'':<7}{'Radiogate ' + label:<28}{ips:8.1f}{ratio:7.2f}"

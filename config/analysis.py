@@ -35,6 +35,10 @@ class AnalysisSettings:
     """pyradiomics processes per job (segments in parallel)."""
     nice: int = 10
     """Scheduling niceness of the analysis process: the receiver and forwarding come first."""
+    idle: bool = True
+    """Run the analysis process in the idle scheduling class (Linux ``SCHED_IDLE``): it gets a
+    CPU only when nothing else wants one, and a waking receiver preempts it at once (niceness
+    alone can leave a woken receiver waiting for the rest of the analysis time slice)."""
     previous: PreviousResults = PreviousResults.REPLACE
     parameters: str = "ct_ibsi"
     """The shipped pyradiomics parameter set (analysis/radiomics/data/<name>.yaml)."""

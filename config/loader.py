@@ -35,8 +35,11 @@ __all__ = ["ENV_PREFIX", "ConfigError", "load", "project_dir", "resolve_paths", 
 
 ENV_PREFIX = "RADIOGATE_"
 _CONFIG_ENV = "RADIOGATE_CONFIG"
-_NOT_SETTINGS = frozenset({_CONFIG_ENV, "RADIOGATE_DEID_SECRET", "RADIOGATE_DEID_VAULT_KEY"})
-"""Variables with the prefix that are not settings: the config file and the deid secrets."""
+_NOT_SETTINGS = frozenset(
+    {_CONFIG_ENV, "RADIOGATE_DEID_SECRET", "RADIOGATE_DEID_VAULT_KEY", "RADIOGATE_SUPERVISOR_PID"}
+)
+"""Variables with the prefix that are not settings: the config file, the deid secrets and the
+pid of the ``radiogate run`` a child must not outlive."""
 
 T = TypeVar("T")
 

@@ -131,3 +131,7 @@ class WorkerSettings:
     """Scheduling niceness the worker process takes at start (0-19; its de-identification
     processes inherit it): above 0, the receiver's work comes before the pipeline's when both
     want the CPU, and the pipeline catches up in the receiver's pauses."""
+    idle: bool = False
+    """The worker runs in the idle scheduling class (Linux ``SCHED_IDLE``): the receiver
+    preempts it at once; the pipeline only uses CPU the receiver leaves (under a receive that
+    saturates the CPU, forwarding and triage wait)."""

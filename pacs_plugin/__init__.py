@@ -5,4 +5,15 @@ archive (docs/pacs.md). Imports only :mod:`config`, :mod:`audit` and psycopg.
 ``roles``, ``journal``, ``routes``, ``queries``, ``http``, ``events``, ``sr``.
 """
 
-__all__ = ["access", "events", "http", "journal", "plugin", "queries", "roles", "routes", "sr"]
+__all__ = [
+    "access",
+    "events",
+    "http",
+    "journal",
+    "plugin",
+    "queries",
+    "roles",
+    "routes",
+    "sr",
+    "verify_job",
+]

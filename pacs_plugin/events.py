@@ -8,7 +8,8 @@ event                  when                                                     
  + 110132 Restricted   missing for a route)                                        failure
 110112 Query           an audit search (:func:`audit.audited_search`)             0
 110101 Audit Log Used  an audit verification from the viewer side                 0 / 8
-alert-acknowledged     an alert acknowledged from the viewer side                 0
+alert-acknowledged     an alert acknowledged from the viewer side (and           0
+ cancelled             ``cancelled`` per delivery not sent yet)
 =====================  =========================================================  ==========
 
 The requesting user (login name, network address) is the requestor; the archive (its AE
@@ -27,6 +28,7 @@ from audit import (
     EventID,
     EventOutcome,
     EventTypeCode,
+    Patient,
     RoleID,
     Step,
     Study,
@@ -34,7 +36,7 @@ from audit import (
     SystemObjectKind,
 )
 
-__all__ = ["accessed", "ack_event", "refused", "verified"]
+__all__ = ["accessed", "ack_events", "refused", "verified"]
 
 
 def _user(user: str, address: str | None) -> ActiveParticipant:
@@ -107,17 +109,46 @@ def verified(node: str, user: str, address: str | None, damage: str | None) -> A
     )
 
 
-def ack_event(
-    node: str, archive_ae: str, user: str, address: str | None, study_uid: str
-) -> AuditEvent:
-    """An alert acknowledged by *user* from the viewer side (Application Activity, Update: the
-    event ``radiogate alert ack`` records)."""
-    return AuditEvent(
-        event_id=EventID.APPLICATION_ACTIVITY,
-        action=EventAction.UPDATE,
-        step=Step.ALERT_ACKNOWLEDGED,
-        participants=(_user(user, address), _archive(archive_ae)),
-        source=AuditSource(node),
-        objects=(Study(study_uid),),
-        reason="acknowledged",
-    )
+def ack_events(
+    node: str,
+    local_ae: str,
+    user: str,
+    address: str | None,
+    *,
+    study_uid: str,
+    patient: str | None,
+    cancelled: list[str],
+) -> list[AuditEvent]:
+    """The events of an alert acknowledged by *user* from the viewer side, the ones
+    ``radiogate alert ack`` records (Application Activity, Update, PS3.15 A.5.3.1): one per
+    delivery not sent (step ``cancelled``, its target the destination), then the alert's
+    (``alert-acknowledged``); *local_ae* is Radiogate's, the user's address is added when known.
+    """
+    objects: tuple[Patient | Study, ...] = (Study(study_uid),)
+    if patient:
+        objects = (Patient(patient), *objects)
+    who = ActiveParticipant(user, requestor=True, network_address=address or None)
+    radiogate = ActiveParticipant.application(local_ae, requestor=False, role=RoleID.SOURCE)
+
+    def event(step: Step, reason: str | None, *extra: ActiveParticipant) -> AuditEvent:
+        return AuditEvent(
+            event_id=EventID.APPLICATION_ACTIVITY,
+            action=EventAction.UPDATE,
+            step=step,
+            participants=(who, radiogate, *extra),
+            source=AuditSource(node),
+            objects=objects,
+            reason=reason,
+        )
+
+    return [
+        *(
+            event(
+                Step.CANCELLED,
+                "acknowledged",
+                ActiveParticipant(target, requestor=False, role=RoleID.DESTINATION),
+            )
+            for target in cancelled
+        ),
+        event(Step.ALERT_ACKNOWLEDGED, None),
+    ]

@@ -21,7 +21,8 @@
 
   function certainty(value) {
     var shown = value === null || value === undefined ? 'not scored' : Number(value).toFixed(2);
-    return '<span class="radiogate-certainty" data-certainty="' + text(value) + '">certainty ' +
+    var data = value === null || value === undefined ? '' : String(value);
+    return '<span class="radiogate-certainty" data-certainty="' + text(data) + '">certainty ' +
       text(shown) + '</span>';
   }
 
@@ -75,7 +76,7 @@
     '<thead><tr><th>lane</th><th>certainty</th><th>waiting</th><th>overdue</th>' +
     '<th>modalities</th><th>completeness</th><th>analysis</th><th>reasons</th><th>study</th>' +
     '</tr></thead><tbody></tbody></table></div></div>');
-  $('body').append(page);
+  $(function () { $('body').append(page); });  // this script runs in <head>, before <body>
 
   function minutes(seconds) { return Math.round(seconds / 60) + ' min'; }
 
@@ -105,6 +106,14 @@
   }
 
   $('#radiogate-worklist').live('pagebeforeshow', loadWorklist);
+
+  // Opened directly (explorer.html#radiogate-worklist): the page did not exist yet when
+  // jQuery Mobile read the address, so go there now (after the append above).
+  $(function () {
+    if (window.location.hash.indexOf('#radiogate-worklist') === 0) {
+      $.mobile.changePage($('#radiogate-worklist'), { changeHash: false });
+    }
+  });
 
   $('#lookup').live('pagebeforeshow', function () {
     if ($('#radiogate-worklist-button').length === 0) {

@@ -18,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -94,7 +97,12 @@ class Plugin:
     """The plugin's state: settings, roles, journal, routes."""
 
     def __init__(
-        self, orthanc: Any, settings: config.Settings, dsn: str, service_user: str | None
+        self,
+        orthanc: Any,
+        settings: config.Settings,
+        dsn: str,
+        service_user: str | None,
+        python: str = sys.executable,
     ) -> None:
         self.orthanc = orthanc
         self.settings = settings
@@ -106,18 +114,35 @@ class Plugin:
         )
         self._local = threading.local()
         labels = bool(orthanc.CheckVersionAdvanced(1, 12, 0))
+        self.python = python
         self.routes = Routes(
             settings,
             self._connect,
             _InProcessArchive(orthanc),
             self._route_refused,
             {"labels": labels},
+            dsn=dsn,
+            verifier=self._verify,
         )
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[psycopg.Connection[Any]]:
         with psycopg.connect(self.dsn, connect_timeout=2) as conn:
             yield conn
+
+    def _verify(self, args: list[str]) -> dict[str, Any]:
+        """Run :mod:`pacs_plugin.verify_job` in its own process (see there why)."""
+        done = subprocess.run(
+            [self.python, "-m", "pacs_plugin.verify_job", *args],
+            capture_output=True, timeout=3600, check=False,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )  # fmt: skip
+        try:
+            answer = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            LOGGER.error("audit verification failed (exit status %d)", done.returncode)
+            return {}
+        return answer if isinstance(answer, dict) else {}
 
     # -- callbacks (thin) --------------------------------------------------------------------
 
@@ -208,11 +233,13 @@ def register(orthanc: Any, section: Mapping[str, Any]) -> Plugin:
     """Build the plugin from Orthanc's ``Radiogate`` configuration section and register it.
 
     *section*: ``ConfigFile`` (Radiogate's TOML; empty: defaults and the environment),
-    ``Dsn`` (PostgreSQL), ``ServiceUser`` (the archive's own account)."""
+    ``Dsn`` (PostgreSQL), ``ServiceUser`` (the archive's own account), ``Python`` (the
+    project's interpreter, for :mod:`.verify_job`)."""
     logging.getLogger("pacs_plugin").addHandler(_OrthancLog(orthanc))
     logging.getLogger("pacs_plugin").setLevel(logging.INFO)
     settings = config.load(section.get("ConfigFile") or None)
-    plugin = Plugin(orthanc, settings, str(section["Dsn"]), section.get("ServiceUser"))
+    plugin = Plugin(orthanc, settings, str(section["Dsn"]), section.get("ServiceUser"),
+                    str(section.get("Python") or sys.executable))  # fmt: skip
     orthanc.RegisterIncomingHttpRequestFilter(plugin.http_filter)
     orthanc.RegisterRestCallback("/radiogate/(.*)", plugin.rest)
     orthanc.RegisterOnChangeCallback(plugin.on_change)

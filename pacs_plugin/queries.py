@@ -253,11 +253,20 @@ def study_detail(conn: Conn, uid: str, archive_uid: str) -> dict[str, Any]:
     }
 
 
-def acknowledge(conn: Conn, alert_id: str, user: str) -> tuple[str, str | None]:
-    """(outcome, study UID) of acknowledging *alert_id* as *user*; the caller's transaction."""
-    row = conn.execute(
-        "SELECT outcome, study_instance_uid FROM radiogate_acknowledge_alert(%s, %s)",
-        (alert_id, user),
-    ).fetchone()
+ACKNOWLEDGE_SQL = """SELECT changed, prior_state, study_instance_uid, patient_pseudonym,
+                            cancelled FROM radiogate_acknowledge_alert(%s, %s)"""
+"""The statement the state repository acknowledges with (``ACKNOWLEDGE_SQL`` there; migration
+0019): the only writer of the alert's state."""
+
+
+def acknowledge(
+    conn: Conn, alert_id: str, user: str
+) -> tuple[str, str | None, str | None, list[str]]:
+    """(outcome, study UID, patient pseudonym, cancelled delivery targets) of acknowledging
+    *alert_id* as *user*, in the caller's transaction. The outcome is ``acknowledged``,
+    ``unknown``, or ``not-open`` (nothing changed)."""
+    row = conn.execute(ACKNOWLEDGE_SQL, (alert_id, user)).fetchone()
     assert row is not None
-    return str(row[0]), row[1]
+    changed, prior, study, patient, cancelled = row
+    outcome = "acknowledged" if changed else "unknown" if prior is None else "not-open"
+    return outcome, study, patient, list(cancelled)

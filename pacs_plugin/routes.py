@@ -25,8 +25,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
@@ -65,6 +64,9 @@ class Routes:
     refused: Callable[[Request, str], None]
     """Records a refused request (110113) without blocking."""
     capabilities: dict[str, Any]
+    dsn: str = ""
+    verifier: Callable[[list[str]], dict[str, Any]] = field(default=lambda _args: {})
+    """Runs :mod:`pacs_plugin.verify_job` with these arguments; its JSON answer."""
 
     @property
     def node(self) -> str:
@@ -165,20 +167,24 @@ class Routes:
 
     def ack(self, request: Request, alert_id: str) -> Response:
         with self.connect() as conn, conn.transaction():
-            outcome, study = queries.acknowledge(conn, alert_id, request.who.user)
+            outcome, study, patient, cancelled = queries.acknowledge(
+                conn, alert_id, request.who.user
+            )
             if outcome == "unknown":
                 raise HttpError(404, "unknown-alert")
-            if outcome == "already":
+            if outcome != "acknowledged":
                 raise HttpError(409, "already-acknowledged")
             assert study is not None
-            audit.enqueue(
+            audit.enqueue_many(
                 conn,
-                events.ack_event(
+                events.ack_events(
                     self.node,
-                    self.settings.orthanc.ae_title,
+                    self.settings.scp.ae_title,
                     request.who.user,
                     request.address,
-                    study,
+                    study_uid=study,
+                    patient=patient,
+                    cancelled=cancelled,
                 ),
             )
         return Response(
@@ -220,34 +226,16 @@ class Routes:
 
     def audit_verify(self, request: Request) -> Response:
         a = self.settings.audit
-        keyring = audit.Keyring.load(Path(a.keyring))
-        external = audit.read_checkpoint_file(Path(a.checkpoint_file))
-        with self.connect() as conn:
-            report = audit.verify(conn, keyring, external)
-            first = report.damage
-            with conn.transaction():
-                audit.enqueue(
-                    conn,
-                    events.verified(
-                        self.node,
-                        request.who.user,
-                        request.address,
-                        None if first is None else first.kind.value,
-                    ),
-                )
-        return Response(
-            200,
-            {
-                "ok": report.ok,
-                "chain_id": report.chain_id,
-                "head_seq": report.head_seq,
-                "checked": report.checked,
-                "last_signed_seq": report.last_signed_seq,
-                "checkpoints": {"database": report.checkpoints_db, "file": report.checkpoints_file},
-                "damages": [{"kind": d.kind.value, "seq": d.seq} for d in report.damages],
-                "warnings": list(report.warnings),
-            },
-        )
+        result = self.verifier([self.dsn, a.keyring, a.checkpoint_file])
+        if result.get("error") == "database-unavailable":
+            raise HttpError(503, "database-unavailable")
+        if "ok" not in result:
+            raise HttpError(500, "verify-failed")
+        first = result.pop("first_damage", None)
+        with self.connect() as conn, conn.transaction():
+            event = events.verified(self.node, request.who.user, request.address, first)
+            audit.enqueue(conn, event)
+        return Response(200, result)
 
     def _attributions(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Model outputs with their attributions, from the study's measurement reports."""

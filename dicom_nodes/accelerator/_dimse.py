@@ -92,6 +92,13 @@ class FastDIMSE(DIMSEServiceProvider):
                         sop_instance = command_set.AffectedSOPInstanceUID
                     self._open_dataset_file(message, sop_class, sop_instance, context_id)
             else:
+                if message.context_id is None:
+                    # A data set fragment with no command before it, or after a command that
+                    # announced none (PS3.7 9.3.1.1, CommandDataSetType): abort (PS3.8 9.3.8).
+                    LOGGER.warning("data set fragment without its command: association aborted")
+                    self.dul.event_queue.put("Evt19")
+                    self.message = None
+                    return False
                 sink: Any = message._data_set_file
                 if sink is not None:
                     sink.write(data[1:])

@@ -172,27 +172,11 @@ def escalate_due(ctx: AlertContext) -> int:
 def acknowledge(conn: Conn, audit: AuditSink, alert_id: str, user: str) -> str:
     """Acknowledge an open alert as *user*; returns ``acknowledged``, ``already`` or
     ``unknown``. Deliveries not sent yet are cancelled."""
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT state FROM alert WHERE alert_id = %s FOR UPDATE", (alert_id,)
-        ).fetchone()
-        if row is None:
-            return "unknown"
-        if row[0] != "open":
-            return "already"
-        pending = [
-            Change((str(r[0]),), {"reason": "acknowledged"})
-            for r in conn.execute(
-                """SELECT delivery_id FROM alert_delivery WHERE alert_id = %s
-                   AND state = 'pending' ORDER BY delivery_id FOR UPDATE""",
-                (alert_id,),
-            ).fetchall()
-        ]
-        repo.apply(conn, audit, DELIVERY, DeliveryEvent.CANCELLED, pending, user=user)
-        repo.apply(
-            conn, audit, ALERT, AlertEvent.ACKNOWLEDGED, [Change((alert_id,))],
-            values={"by": [user]}, user=user,
-        )  # fmt: skip
+    try:
+        with conn.transaction():
+            repo.acknowledge_alert(conn, audit, alert_id, user)
+    except repo.AlertNotOpen as exc:
+        return "unknown" if exc.state is None else "already"
     return "acknowledged"
 
 

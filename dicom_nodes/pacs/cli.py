@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,24 @@ def recorder_for(settings: Settings, dsn: str) -> Any:
         steps = list(route.steps)
 
         def on_stable(conn: psycopg.Connection[Any], orthanc_id: str) -> None:
-            defer_arrival(conn, node, orthanc_id, steps)
+            defer_arrival(conn, node, orthanc_id, steps, p.archive_arrivals)
 
     return Recorder(dsn, Path(p.journal_dir), node, o.ae_title, resolver, on_stable)
 
 
 def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
+    from dicom_nodes.exitcodes import ExitCode
     from dicom_nodes.lifecycle import record_start, record_stop
+    from dicom_nodes.pacs.recorder import ResolverUnavailable
 
     recorder = recorder_for(settings, dsn)
     if args.once:
-        print(f"{recorder.record_once()} journal lines recorded")
+        try:
+            print(f"{recorder.record_once()} journal lines recorded")
+        except ResolverUnavailable as exc:
+            print(f"radiogate: the archive does not answer ({exc}); nothing recorded",
+                  file=sys.stderr)  # fmt: skip
+            return ExitCode.FAILED
         return 0
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):

@@ -109,29 +109,36 @@ class Recorder:
     batch: int = 5000
     skipped: int = 0
 
-    def record_once(self) -> int:
-        """One pass over every segment; returns how many lines were recorded."""
+    def connect(self) -> Conn:
+        """A connection for :meth:`record_once` (autocommit: each batch is its transaction)."""
+        return psycopg.connect(self.dsn, connect_timeout=5, autocommit=True)
+
+    def record_once(self, conn: Conn | None = None) -> int:
+        """One pass over every segment (on *conn*, or a connection of its own); returns how
+        many lines were recorded."""
+        if conn is None:
+            with self.connect() as own:
+                return self.record_once(own)
         done = 0
-        with psycopg.connect(self.dsn, connect_timeout=5) as conn:
-            positions: dict[str, int] = {
-                str(r[0]): int(r[1])
-                for r in conn.execute("SELECT segment, position FROM pacs_journal").fetchall()
-            }
-            found = segments(self.journal_dir)
-            for i, seg in enumerate(found):
-                newest = i == len(found) - 1
-                position = positions.get(seg.name, 0)
-                while True:
-                    records = list(islice(read_records(seg, position), self.batch))
-                    if records:
-                        position = self._commit(conn, seg.name, records)
-                        done += len(records)
-                    if len(records) < self.batch:
-                        break
-                if not newest:  # the plugin writes only the newest segment
-                    with conn.transaction():
-                        conn.execute("DELETE FROM pacs_journal WHERE segment = %s", (seg.name,))
-                    seg.unlink(missing_ok=True)
+        positions: dict[str, int] = {
+            str(r[0]): int(r[1])
+            for r in conn.execute("SELECT segment, position FROM pacs_journal").fetchall()
+        }
+        found = segments(self.journal_dir)
+        for i, seg in enumerate(found):
+            newest = i == len(found) - 1
+            position = positions.get(seg.name, 0)
+            while not newest or seg.stat().st_size > position:  # skip an idle segment
+                records = list(islice(read_records(seg, position), self.batch))
+                if records:
+                    position = self._commit(conn, seg.name, records)
+                    done += len(records)
+                if len(records) < self.batch:
+                    break
+            if not newest:  # the plugin writes only the newest segment
+                with conn.transaction():
+                    conn.execute("DELETE FROM pacs_journal WHERE segment = %s", (seg.name,))
+                seg.unlink(missing_ok=True)
         return done
 
     def _commit(self, conn: Conn, segment: str,
@@ -185,17 +192,25 @@ class Recorder:
         return None
 
     def run(self, interval: float, stop: Callable[[], bool]) -> None:
-        """Record until *stop*; a database or archive outage is retried every *interval*."""
+        """Record until *stop* on one connection; a database or archive outage is retried
+        every *interval*."""
         down = False
+        conn: Conn | None = None
         while not stop():
             try:
-                self.record_once()
+                if conn is None or conn.closed:
+                    conn = self.connect()
+                self.record_once(conn)
                 if down:
                     LOGGER.info("access journal: recording again")
                 down = False
             except (psycopg.OperationalError, ResolverUnavailable) as exc:
+                if isinstance(exc, psycopg.OperationalError) and conn is not None:
+                    conn.close()
                 if not down:
                     LOGGER.warning("access journal: waiting for the database or archive (%s)",
                                    type(exc).__name__)  # fmt: skip
                 down = True
             time.sleep(interval)
+        if conn is not None:
+            conn.close()

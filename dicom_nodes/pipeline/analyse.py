@@ -3,7 +3,8 @@
 A routed series whose route names a pipeline gets a ``waiting`` analysis; :func:`analyse_round`
 takes the most urgent one whose series is complete and fully in the archive (none of its
 instances waits for a destination), marks it ``running`` and runs the pipeline in a separate
-process (:func:`_job`): bounded by ``analysis.time_limit``, at ``analysis.nice``, with its memory
+process (:func:`_job`): bounded by ``analysis.time_limit``, at ``analysis.nice`` and in the idle
+scheduling class (``analysis.idle``, :mod:`dicom_nodes.pipeline.priority`), with its memory
 returned when it ends. The process reads the de-identified series back from the archive
 (:mod:`dicom_nodes.archive`; any worker can), plus any SEG or RTSTRUCT of the study that outlines
 lesions, and returns the result objects and feature rows. Then, in one transaction, the SEG and
@@ -29,7 +30,6 @@ import datetime
 import io
 import logging
 import multiprocessing
-import os
 import queue
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +39,7 @@ from typing import Any
 import psycopg
 
 from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.pipeline.priority import lower_priority
 from dicom_nodes.state import Change
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.model import ANALYSIS, AnalysisEvent
@@ -64,6 +65,8 @@ class Analysis:
     replace_previous: bool
     export_dir: str = ""
     """Absolute directory of the feature table files (empty: none)."""
+    idle: bool = True
+    """The job's process runs in the idle scheduling class (:mod:`.priority`)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> Analysis:
@@ -78,7 +81,7 @@ class Analysis:
         export = str(data_path(settings, a.export_dir)) if a.export_dir else ""
         return cls(url, creds.user if creds else None, creds.password if creds else None,
                    a.time_limit, a.processes, a.nice, a.parameters,
-                   a.previous is PreviousResults.REPLACE, export)  # fmt: skip
+                   a.previous is PreviousResults.REPLACE, export, a.idle)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,7 @@ def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
 def _job(analysis: Analysis, claimed: _Claimed, answers: Any) -> None:
     """The analysis process: read the series back, analyse, return bytes and rows."""
     try:
-        os.nice(analysis.nice)
+        lower_priority(analysis.nice, analysis.idle)
         answers.put(("ok", _analyse(analysis, claimed)))
     except _JobFailed as exc:
         answers.put(("failed", exc.reason))

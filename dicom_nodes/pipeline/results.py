@@ -9,6 +9,10 @@ decision's transaction, they are routed like any instance: the route's de-identi
 them the same pseudonyms and UIDs as the images they reference, and they reach the archive in
 the study's lane (critical before the backlog). A re-decision with the same result gives the
 same UIDs (nothing new is stored); a changed result is a new instance in the same series.
+
+A series stored into the archive directly (:mod:`dicom_nodes.pacs.arrivals`) has no spooled
+original: its SR and KOS are built from the archived instances and stored into the archive
+directly (:func:`store_archived_results`), with the archive's UIDs.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import pydicom
 from pydicom.sr.coding import Code
 
 from audit import Step
+from dicom_nodes.archive import Archive
 from dicom_nodes.spool.store import Spool
 from dicom_nodes.state import Lane
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.repository import AuditEntry, AuditSink
 
-__all__ = ["REASONS", "write_triage_results"]
+__all__ = ["REASONS", "store_archived_results", "triage_objects", "write_triage_results"]
 
 LOGGER = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
@@ -55,13 +60,9 @@ def _version() -> str:
         return "0"
 
 
-def write_triage_results(
-    conn: Conn,
-    audit: AuditSink,
-    spool: Spool,
+def triage_objects(
+    source: Sequence[pydicom.Dataset],
     *,
-    node: str,
-    ae_title: str,
     series_uid: str,
     lane: Lane,
     score: float | None,
@@ -70,9 +71,11 @@ def write_triage_results(
     flagged: Sequence[str],
     rules_hash: str,
     created: dt.datetime,
-) -> tuple[str | None, str | None]:
-    """Build, spool and record the SR (and the KOS when images are flagged) of one decided
-    series; returns their SOP Instance UIDs. Nothing is made for a routine, unflagged series."""
+) -> tuple[list[pydicom.Dataset], str]:
+    """The SR (and the KOS when images of *source* are flagged) of one decided series, built
+    from its instances' headers (they carry the patient, study and UIDs the objects get), and
+    what decided it (``model``, ``rule``, ``incomplete``); none for a routine, unflagged
+    series."""
     from analysis.results import (
         ActionableCategory,
         Algorithm,
@@ -80,28 +83,13 @@ def write_triage_results(
         TriageFinding,
         build_key_objects,
         build_triage_sr,
-        to_bytes,
     )
     from analysis.results import Lane as ResultLane
 
-    if lane is Lane.ROUTINE and not flagged:
-        return None, None
-    paths = [
-        Path(str(r[0]))
-        for r in conn.execute(
-            """SELECT i.spool_path FROM triage_instance t JOIN ingest_instance i
-                   USING (sop_instance_uid)
-               WHERE t.series_instance_uid = %s AND i.state IN ('routed', 'held')""",
-            (series_uid,),
-        ).fetchall()
-    ]
-    source = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths if p.exists()]
     present = {str(ds.SOPInstanceUID) for ds in source}
     flagged = [uid for uid in flagged if uid in present]
-    if not source:
-        LOGGER.warning("series %s: no spooled instance left to build its triage results",
-                       series_uid)  # fmt: skip
-        return None, None
+    if not source or (lane is Lane.ROUTINE and not flagged):
+        return [], ""
     if model and model.get("blake3"):
         algorithm = Algorithm(
             str(model["name"]), str(model["version"]), model_hash=str(model["blake3"]),
@@ -126,6 +114,58 @@ def write_triage_results(
     ]
     if flagged:
         objects.append(build_key_objects(source, finding, algorithm, provenance, created=created))
+    return objects, kind
+
+
+def _stored(audit: AuditSink, conn: Conn, ds: pydicom.Dataset, kind: str) -> None:
+    audit(conn, [AuditEntry(Step.RESULTS_STORED, {
+        "study_instance_uid": str(ds.StudyInstanceUID), "sop_instance_uid": str(ds.SOPInstanceUID),
+        "sop_class_uid": str(ds.SOPClassUID), "reason": f"triage-{kind}"})])  # fmt: skip
+
+
+def write_triage_results(
+    conn: Conn,
+    audit: AuditSink,
+    spool: Spool,
+    *,
+    node: str,
+    ae_title: str,
+    series_uid: str,
+    lane: Lane,
+    score: float | None,
+    model: Mapping[str, Any] | None,
+    reasons: Sequence[str],
+    flagged: Sequence[str],
+    rules_hash: str,
+    created: dt.datetime,
+) -> tuple[str | None, str | None]:
+    """Build, spool and record the SR (and the KOS when images are flagged) of one decided
+    received series; returns their SOP Instance UIDs. Nothing is made for a routine, unflagged
+    series."""
+    from analysis.results import to_bytes
+
+    if lane is Lane.ROUTINE and not flagged:
+        return None, None
+    paths = [
+        Path(str(r[0]))
+        for r in conn.execute(
+            """SELECT i.spool_path FROM triage_instance t JOIN ingest_instance i
+                   USING (sop_instance_uid)
+               WHERE t.series_instance_uid = %s AND i.state IN ('routed', 'held')""",
+            (series_uid,),
+        ).fetchall()
+    ]
+    source = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths if p.exists()]
+    if not source:
+        LOGGER.warning("series %s: no spooled instance left to build its triage results",
+                       series_uid)  # fmt: skip
+        return None, None
+    objects, kind = triage_objects(
+        source, series_uid=series_uid, lane=lane, score=score, model=model, reasons=reasons,
+        flagged=flagged, rules_hash=rules_hash, created=created,
+    )  # fmt: skip
+    if not objects:
+        return None, None
     datas = [to_bytes(ds) for ds in objects]
     temp = spool.root / ".results"
     temp.mkdir(exist_ok=True)
@@ -141,9 +181,44 @@ def write_triage_results(
             transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID), spool_path=str(file.path),
             size=len(data), blake3=blake3.blake3(data).digest(),
         ):  # fmt: skip
-            audit(conn, [AuditEntry(Step.RESULTS_STORED, {
-                "study_instance_uid": str(ds.StudyInstanceUID), "sop_instance_uid": uid,
-                "sop_class_uid": str(ds.SOPClassUID), "reason": f"triage-{kind}"})])  # fmt: skip
+            _stored(audit, conn, ds, kind)
     sr_uid, kos_uid = uids[0], (uids[1] if len(uids) > 1 else None)
+    repo.set_triage_results(conn, series_uid, sr_uid, kos_uid)
+    return sr_uid, kos_uid
+
+
+def store_archived_results(
+    conn: Conn,
+    audit: AuditSink,
+    archive: Archive,
+    source: Sequence[pydicom.Dataset],
+    *,
+    series_uid: str,
+    lane: Lane,
+    score: float | None,
+    model: Mapping[str, Any] | None,
+    reasons: Sequence[str],
+    flagged: Sequence[str],
+    rules_hash: str,
+    created: dt.datetime,
+) -> tuple[str | None, str | None]:
+    """The SR and KOS of a series stored into the archive directly: built from the archived
+    instances' headers (*source*), so they carry the archive's patient, study and UIDs, and
+    stored into the archive at once — not routed, not de-identified again. Called in the
+    decision's transaction (a failed store rolls it back; the objects' UIDs are the same when
+    tried again). Returns their SOP Instance UIDs."""
+    from analysis.results import to_bytes
+
+    objects, kind = triage_objects(
+        source, series_uid=series_uid, lane=lane, score=score, model=model, reasons=reasons,
+        flagged=flagged, rules_hash=rules_hash, created=created,
+    )  # fmt: skip
+    if not objects:
+        return None, None
+    for ds in objects:
+        archive.store(to_bytes(ds))
+        _stored(audit, conn, ds, kind)
+    sr_uid = str(objects[0].SOPInstanceUID)
+    kos_uid = str(objects[1].SOPInstanceUID) if len(objects) > 1 else None
     repo.set_triage_results(conn, series_uid, sr_uid, kos_uid)
     return sr_uid, kos_uid

@@ -6,11 +6,14 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any
 
+import procrastinate.exceptions
+import psycopg
 from prometheus_client import CollectorRegistry
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from config import Settings, data_path
 from dicom_nodes.alerts.outbox import AlertContext
@@ -22,11 +25,12 @@ from dicom_nodes.metrics_server import ServiceProcessCollector, serve
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.housekeeping import Housekeeper, stalled_destinations
 from dicom_nodes.pipeline.metrics import ExporterLock, PipelineCollector, StageCollector
+from dicom_nodes.pipeline.priority import lower_priority
 from dicom_nodes.pipeline.worker import build_app
 from dicom_nodes.state.jobs import queue_name
 from dicom_nodes.state.repository import AuditSink
 
-__all__ = ["health", "make_destinations", "run_worker"]
+__all__ = ["database_outage", "health", "make_destinations", "run_worker", "wait_for_database"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -90,10 +94,64 @@ def health(ctx: PipelineContext) -> dict[str, bool]:
     return checks
 
 
+def database_outage(exc: BaseException) -> bool:
+    """Whether *exc* (or what caused it) is PostgreSQL being unreachable, not a bug."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, psycopg.OperationalError | PoolTimeout | ConnectionError):
+            return True
+        if isinstance(seen, procrastinate.exceptions.ConnectorException) and not isinstance(
+            seen, procrastinate.exceptions.UniqueViolation
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def wait_for_database(
+    dsn: str, stop: threading.Event, ceiling: float = 30.0, parent: int | None = None
+) -> float:
+    """Block until PostgreSQL answers (back-off 0.5 s doubling up to *ceiling*), *stop* is set
+    or the process's parent is no longer *parent* (its supervisor died: a SIGTERM that
+    arrived while procrastinate held the signal handlers is not lost that way); return the
+    seconds waited. An outage of any length is waited out."""
+    started = time.monotonic()
+    delay = 0.5
+    while not stop.wait(delay):
+        if parent is not None and os.getppid() != parent:
+            stop.set()
+            break
+        try:
+            with psycopg.connect(dsn, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+            break
+        except psycopg.Error:
+            delay = min(delay * 2, ceiling)
+    return time.monotonic() - started
+
+
+def _watch_supervisor(parent: int, done: threading.Event, grace: float = 10.0) -> None:
+    """Stop once ``radiogate run`` is gone (its PR_SET_PDEATHSIG can be lost): SIGTERM (jobs
+    finish), again after *grace* seconds (jobs are interrupted: each is one transaction), and
+    exit after another *grace* — an orphaned worker never lingers. *done* is set when the
+    worker has finished stopping."""
+    while not done.wait(1.0):
+        if os.getppid() != parent:
+            LOGGER.warning("worker: radiogate run is gone; stopping")
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGTERM)
+                if done.wait(grace):
+                    return
+            LOGGER.error("worker: did not stop after its supervisor died; exiting")
+            os._exit(1)
+
+
 def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> int:
     """Run until SIGTERM/SIGINT."""
-    if settings.worker.nice:
-        os.nice(settings.worker.nice)  # before any thread or child process starts
+    if settings.worker.nice or settings.worker.idle:  # before any thread or child starts
+        lower_priority(settings.worker.nice, settings.worker.idle)
     if audit is None:
         audit = pipeline_sink(settings.node.name, settings.scp.ae_title)
     pool = ConnectionPool(dsn, min_size=1, max_size=settings.worker.concurrency + 3, open=True)
@@ -145,20 +203,41 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    parent = int(os.environ.get("RADIOGATE_SUPERVISOR_PID", "0") or 0) or None
+    done = threading.Event()
+    if parent is not None:
+        threading.Thread(
+            target=_watch_supervisor, args=(parent, done), name="supervisor-watch", daemon=True
+        ).start()
     try:
-        app.run_worker(
-            queues=[queue_name(settings.node.name)],
-            concurrency=settings.worker.concurrency,
-            install_signal_handlers=True,
-            wait=True,
-            update_heartbeat_interval=2.0,
-            # A job whose lock was held when it was deferred starts at the next poll.
-            fetch_job_polling_interval=0.25,
-            stalled_worker_timeout=10.0,
-        )
+        while not stop.is_set():
+            try:
+                app.run_worker(
+                    queues=[queue_name(settings.node.name)],
+                    concurrency=settings.worker.concurrency,
+                    install_signal_handlers=True,
+                    wait=True,
+                    update_heartbeat_interval=2.0,
+                    # A job whose lock was held when it was deferred starts at the next poll.
+                    fetch_job_polling_interval=0.25,
+                    stalled_worker_timeout=10.0,
+                )
+                break
+            except Exception as exc:
+                if not database_outage(exc):
+                    raise
+                LOGGER.warning(
+                    "worker: database unavailable (%s); waiting for it", type(exc).__name__
+                )
+                waited = wait_for_database(dsn, stop, parent=parent)
+                if stop.is_set():
+                    LOGGER.warning("worker: stopping while the database is unavailable")
+                    break
+                LOGGER.info("worker: database back after %.1f s; jobs resume", waited)
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
         housekeeper.stop_event.set()
         if ctx.deid is not None:
             ctx.deid.close()
@@ -169,4 +248,5 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         exporter.close()
         pool.close()
         record_stop(dsn, settings, "worker")
+        done.set()
     return 0

@@ -28,6 +28,7 @@ checked and decided again.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import logging
 from collections import defaultdict
@@ -58,10 +59,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Captured",
+    "Decision",
     "Triage",
     "capture",
     "complete_series",
+    "decide",
+    "effects",
+    "model_result",
     "record_capture",
+    "record_decisions",
+    "score_slices",
     "triage_round",
 ]
 
@@ -139,9 +146,10 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _read(path: Path) -> tuple[Any, np.ndarray | None, tuple[str, ...]]:
-    """The dataset, its first frame in HU (None when it has no usable pixels), and problems."""
-    ds = pydicom.dcmread(path)
+def _read(source: Path | bytes) -> tuple[Any, np.ndarray | None, tuple[str, ...]]:
+    """The dataset (a file, or Part 10 bytes), its first frame in HU (None when it has no
+    usable pixels), and problems."""
+    ds = pydicom.dcmread(source if isinstance(source, Path) else io.BytesIO(source))
     if "PixelData" not in ds:
         return ds, None, ()
     try:
@@ -176,20 +184,27 @@ def capture(
 ) -> list[tuple[str, Captured]]:
     """Read and score the slices of the planned instances whose route triages them; returns
     (SOP Instance UID, what was captured). Unreadable files are captured with their problem."""
+    return score_slices(triage, [(inst.sop_instance_uid, inst.spool_path)
+                                 for inst, plan in planned if triaged(inst, plan)])  # fmt: skip
+
+
+def score_slices(
+    triage: Triage, sources: Sequence[tuple[str, Path | bytes]]
+) -> list[tuple[str, Captured]]:
+    """Read and score (SOP Instance UID, file or Part 10 bytes) slices: the facts the
+    data-quality checks need and, when a model's card applies, the model's score of each."""
     out: list[tuple[str, Captured]] = []
     batches: dict[int, list[tuple[int, np.ndarray]]] = defaultdict(list)
-    for inst, plan in planned:
-        if not triaged(inst, plan):
-            continue
+    for sop_uid, source in sources:
         try:
-            ds, hu, problems = _read(inst.spool_path)
+            ds, hu, problems = _read(source)
         except (OSError, ValueError, InvalidDicomError):
-            out.append((inst.sop_instance_uid, Captured(
-                "", InstanceFacts(inst.sop_instance_uid, problems=("pixel-data-undecodable",)),
+            out.append((sop_uid, Captured(
+                "", InstanceFacts(sop_uid, problems=("pixel-data-undecodable",)),
                 None, None)))  # fmt: skip
             continue
         facts = InstanceFacts(
-            inst.sop_instance_uid,
+            sop_uid,
             _int(ds.get("InstanceNumber")),
             _floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
             _floats(ds.get("ImageOrientationPatient"), 6),  # type: ignore[arg-type]
@@ -200,14 +215,13 @@ def capture(
             problems,
         )
         model = triage.model_for(str(ds.get("Modality", "")), str(ds.get("BodyPartExamined", "")))
-        out.append((inst.sop_instance_uid,
-                    Captured(str(ds.SeriesInstanceUID), facts, None, None)))  # fmt: skip
+        out.append((sop_uid, Captured(str(ds.SeriesInstanceUID), facts, None, None)))
         if model is not None and hu is not None:
             try:
                 batches[id(model)].append((len(out) - 1, model.preprocess(hu, facts.pixel_spacing)))
             except ValueError:
                 LOGGER.warning("slice of %s cannot be preprocessed for %s",
-                               inst.sop_instance_uid, model.identity.name)  # fmt: skip
+                               sop_uid, model.identity.name)  # fmt: skip
     by_id = {id(m): m for m in triage.models}
     for key, items in batches.items():
         model = by_id[key]
@@ -371,7 +385,7 @@ def _series_facts(
     return facts, ordered, rule_lane
 
 
-def _model_result(
+def model_result(
     triage: Triage, model_doc: Mapping[str, Any] | None, scores: Sequence[tuple[str, float]]
 ) -> tuple[Lane | None, float | None, tuple[str, ...]]:
     """The model's lane, the series score and the flagged SOP Instance UIDs."""
@@ -413,7 +427,7 @@ def triage_round(ctx: PipelineContext, limit: int = 20) -> int:
         final: list[tuple[str, str, Decision]] = []
         for series_uid, study_uid, series_state, model_doc, _early in rows:
             facts, scores, rule_lane = _series_facts(conn, str(series_uid))
-            model_lane, score, flagged = _model_result(triage, model_doc, scores)
+            model_lane, score, flagged = model_result(triage, model_doc, scores)
             if series_state == "complete":
                 verdict = check_series(facts)
                 decision = decide(triage.settings.policy, rule_lane, model_lane, score=score,
@@ -440,12 +454,12 @@ def _critical(model: TriageModel) -> Any:
     return ModelLane.CRITICAL
 
 
-def _record(conn: Conn, ctx: PipelineContext, final: Sequence[tuple[str, str, Decision]]) -> None:
-    """The ``decided`` events of final decisions, and what each decision causes."""
-    if not final:
-        return
+def record_decisions(
+    conn: Conn, audit: repo.AuditSink, final: Sequence[tuple[str, str, Decision]]
+) -> None:
+    """The ``decided`` events of final decisions (series, study, decision): one each."""
     repo.apply(
-        conn, ctx.audit, TRIAGE, TriageEvent.DECIDED,
+        conn, audit, TRIAGE, TriageEvent.DECIDED,
         [Change((s,), {"reason": (d.reasons or ("routine",))[0]}) for s, _st, d in final],
         values={
             "lane": [d.lane.value for *_x, d in final],
@@ -460,10 +474,17 @@ def _record(conn: Conn, ctx: PipelineContext, final: Sequence[tuple[str, str, De
             "early": [d.early for *_x, d in final],
         },
     )  # fmt: skip
+
+
+def _record(conn: Conn, ctx: PipelineContext, final: Sequence[tuple[str, str, Decision]]) -> None:
+    """The ``decided`` events of final decisions, and what each decision causes."""
+    if not final:
+        return
+    record_decisions(conn, ctx.audit, final)
     triage = ctx.triage
     assert triage is not None
     for series_uid, study_uid, decision in final:
-        _effects(conn, ctx, series_uid, study_uid, decision)
+        effects(conn, ctx, series_uid, study_uid, decision)
         if triage.spool is not None:
             from dicom_nodes.pipeline.results import write_triage_results
 
@@ -502,11 +523,11 @@ def _early_critical(
 
     ctx.audit(conn, [AuditEntry(Step.TRIAGED, {"study_instance_uid": study_uid,
                                                "reason": "early-critical"})])  # fmt: skip
-    _effects(conn, ctx, series_uid, study_uid, decision)
+    effects(conn, ctx, series_uid, study_uid, decision)
     LOGGER.warning("series %s scores critical before it is complete", series_uid)
 
 
-def _effects(
+def effects(
     conn: Conn, ctx: PipelineContext, series_uid: str, study_uid: str, decision: Decision
 ) -> None:
     """Move the study's waiting work to the decided lane; alert for critical or incomplete."""

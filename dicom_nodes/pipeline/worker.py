@@ -79,9 +79,12 @@ def build_app(
             total += n
         return total
 
-    @app.task(name=ARRIVAL_TASK)
-    def archive_arrival(node: str, study: str, steps: list[str]) -> str:
-        return run_arrival(ctx, study, steps)
+    # The archive may be down: retried with doubling waits (2 s ... ~2 h; about 4 h in all).
+    @app.task(
+        name=ARRIVAL_TASK, retry=procrastinate.RetryStrategy(max_attempts=12, exponential_wait=2)
+    )
+    def archive_arrival(node: str, study: str, steps: list[str], route: str = "") -> str:
+        return run_arrival(ctx, study, steps, route)
 
     _ = (archive_arrival, route_received, forward_pending, confirm_sent, triage_series,
          analyse_series, deliver_alerts)  # fmt: skip

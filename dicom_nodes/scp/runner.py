@@ -33,11 +33,32 @@ from dicom_nodes.scp.app import (
     make_spool,
 )
 from dicom_nodes.scp.audit_buffer import BufferedAuditWriter
+from dicom_nodes.services.ports import PortUse, check_ports
+from dicom_nodes.services.supervisor import die_with_parent
 
-__all__ = ["run_scp"]
+__all__ = ["SUPERVISOR_ENV", "run_scp"]
 
 LOGGER = logging.getLogger(__name__)
 _GRACE = 10.0
+
+
+SUPERVISOR_ENV = "RADIOGATE_SUPERVISOR_PID"
+"""Set by ``radiogate run`` for its children: the pid they must not outlive."""
+
+
+def _orphaned(watched: int) -> bool:
+    """Whether the supervisor named by :data:`SUPERVISOR_ENV` is no longer our parent (its
+    PR_SET_PDEATHSIG can be lost when it dies while starting us)."""
+    return bool(watched) and os.getppid() != watched
+
+
+def _die_with(parent: int) -> None:
+    """In a forked child: SIGTERM when the supervisor dies, even by SIGKILL (Linux
+    ``PR_SET_PDEATHSIG``), so no receiver outlives it holding the port; exit at once if it
+    died before this call."""
+    die_with_parent()
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def audit_buffer_dir(settings: Settings) -> Path:
@@ -103,7 +124,11 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
     )
     thread.start()
     LOGGER.info("receiver %d (pid %d) accepting on %s:%d", index, os.getpid(), scp.host, port)
-    stopping.wait()
+    supervisor = os.getppid()
+    while not stopping.wait(1.0):
+        if os.getppid() != supervisor:  # PR_SET_PDEATHSIG's signal can be lost in a race
+            LOGGER.warning("receiver %d: the SCP supervisor is gone; stopping", index)
+            break
     server.shutdown()
     deadline = time.monotonic() + _GRACE
     while server.active_associations and time.monotonic() < deadline:
@@ -118,10 +143,12 @@ def _spawn_metrics(settings: Settings, dsn: str, port: int, reserved: socket.soc
     """Fork the process serving the SCP's /metrics and /health (before any thread starts)."""
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     reserved.close()
+    _die_with(parent)
     try:
         _metrics_process(settings, dsn, port)
     except BaseException:
@@ -178,11 +205,24 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
 
 def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | None = None) -> int:
     """Run the SCP supervisor until SIGTERM/SIGINT; return the exit code."""
+    # A leftover receiver of an earlier run would share the port (SO_REUSEPORT) and take
+    # associations: a port anyone listens on is refused before anything starts.
+    check_ports(
+        [
+            PortUse("scp.port", settings.scp.port, settings.scp.host),
+            PortUse("scp.metrics_port", settings.scp.metrics_port),
+        ]
+    )
     spool = make_spool(settings)
     stale = spool.prepare()
     if stale:
         LOGGER.info("spool: %d unacknowledged partial files removed", stale)
+    watched = int(os.environ.get(SUPERVISOR_ENV, "0") or 0)
+    if _orphaned(watched):
+        LOGGER.warning("SCP: the process that started it is already gone; not starting")
+        return 0
     reserved = _reserve_port(settings.scp.host, settings.scp.port)
+    supervisor = os.getpid()
     port = reserved.getsockname()[1]
     count = settings.scp.processes or os.cpu_count() or 1
     children: dict[int, int] = {}
@@ -195,6 +235,7 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
         pid = os.fork()
         if pid == 0:
             reserved.close()
+            _die_with(supervisor)
             try:
                 _receiver(settings, dsn, port, index)
             except BaseException:
@@ -230,10 +271,14 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
         on_ready(port)
     while children or metrics_pid:
         try:
-            pid, status = os.wait()
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
-        except InterruptedError:  # pragma: no cover - PEP 475 retries
+        if pid == 0:
+            if not stopping and _orphaned(watched):
+                LOGGER.warning("SCP: the process that started it is gone; stopping")
+                on_signal(signal.SIGTERM, None)
+            time.sleep(0.2)
             continue
         if pid == metrics_pid:
             metrics_pid = 0

@@ -1,4 +1,5 @@
-"""The services ``radiogate run`` starts: a private PostgreSQL cluster, Orthanc, the stack."""
+"""The services ``radiogate run`` starts: a private PostgreSQL cluster, Orthanc, the OHIF
+viewer, the stack."""
 
 __all__ = [
     "credentials",
@@ -8,4 +9,5 @@ __all__ = [
     "postgres",
     "stack",
     "supervisor",
+    "viewer",
 ]

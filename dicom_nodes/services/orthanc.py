@@ -134,7 +134,7 @@ class ManagedOrthanc:
     """More ``RegisteredUsers`` besides the archive's own account."""
     dicomweb: bool = False
     """Load the DICOMweb plugin at ``/dicom-web/`` (the viewer reads through it), behind the
-    same HTTP Basic authentication; its WADO-URI endpoint stays off."""
+    same HTTP Basic authentication; its WADO-URI endpoint is off unless *extra* turns it on."""
     _proc: subprocess.Popen[bytes] | None = None
     _credentials: HttpCredentials | None = None
     _token: str = ""

@@ -16,6 +16,7 @@ What the generated Orthanc configuration gains (:func:`plugin_config`):
 from __future__ import annotations
 
 import glob
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -86,5 +87,6 @@ def plugin_config(settings: Settings, *, dsn: str, config_file: str | None,
             "ConfigFile": str(Path(config_file).absolute()) if config_file else "",
             "Dsn": dsn,
             "ServiceUser": service_user,
+            "Python": sys.executable,
         },
     }

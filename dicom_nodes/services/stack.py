@@ -289,6 +289,7 @@ class _Stack:
         env = dict(os.environ)
         if self.config_file:
             env["RADIOGATE_CONFIG"] = str(Path(self.config_file).absolute())
+        env["RADIOGATE_SUPERVISOR_PID"] = str(os.getpid())  # children stop if it is gone
         auditor = _Auditor(s, dsn)
         o = s.orthanc
         if o.managed:

@@ -3,8 +3,9 @@
 ``radiogate run`` starts this as the ``viewer`` service. One origin serves both:
 
 - the OHIF build (``make ohif``: the prebuilt ``dist/`` of ``@ohif/app``), with Radiogate's
-  ``ohif/app-config.js`` in place of the build's own; paths that are not files are OHIF's
-  client-side routes (``/viewer?StudyInstanceUIDs=...``) and get ``index.html``;
+  ``ohif-app-config.js`` (beside this module) in place of the build's own; paths that are
+  not files are OHIF's client-side routes (``/viewer?StudyInstanceUIDs=...``) and get
+  ``index.html``;
 - ``/dicom-web/...`` passed to the archive's DICOMweb plugin (PS3.18 QIDO-RS / WADO-RS) as is.
 
 The viewer holds no password. The archive asks for HTTP Basic credentials (its Orthanc users),
@@ -41,12 +42,12 @@ _PASSED_HEADERS = ("Accept", "Authorization", "Host", "Range", "If-None-Match")
 _RETURNED_HEADERS = ("Content-Type", "Content-Length", "WWW-Authenticate", "ETag")
 _CHUNK = 256 * 1024
 _AUTH_TTL = 60.0
-_APP_CONFIG = Path(__file__).resolve().parents[2] / "ohif" / "app-config.js"
+_APP_CONFIG = Path(__file__).resolve().with_name("ohif-app-config.js")
 
 
 def default_dist() -> Path:
     """``ohif/dist`` of the source checkout (where ``make ohif`` unpacks OHIF)."""
-    return _APP_CONFIG.parent / "dist"
+    return Path(__file__).resolve().parents[2] / "ohif" / "dist"
 
 
 def viewer_dist(settings: Settings) -> Path:

@@ -18,6 +18,9 @@ transaction, state ``received``), forward items by :func:`create_forward_items` 
 or ``quarantined`` when de-identification held the copy back), studies on first receipt
 (``receiving``; a receipt for a complete study is the ``late-arrival`` event), alerts and
 their deliveries by :func:`create_alert` and :func:`create_deliveries` (``open``, ``pending``).
+One transition pair is made by a SQL function instead of :func:`apply`: acknowledging an alert
+(:func:`acknowledge_alert`, ``radiogate_acknowledge_alert()``), so that the archive plugin,
+which cannot import this package, changes the same rows by the same rules.
 """
 
 from __future__ import annotations
@@ -54,13 +57,17 @@ from dicom_nodes.state.model import (
 )
 
 __all__ = [
+    "ACKNOWLEDGE_SQL",
     "INGEST_SQL",
     "REPLACE_UNROUTED_SQL",
+    "AlertNotOpen",
     "AuditEntry",
     "AuditSink",
     "Change",
     "NewForwardItem",
     "SeriesSeen",
+    "acknowledge_alert",
+    "acknowledgement_entries",
     "apply",
     "create_alert",
     "create_deliveries",
@@ -174,9 +181,6 @@ _ASSIGN: dict[tuple[str, str], str] = {
     (ALERT.name, AlertEvent.ESCALATED): (
         "level = t.level + 1, escalate_at = clock_timestamp() + make_interval(secs => v.delay)"
     ),
-    (ALERT.name, AlertEvent.ACKNOWLEDGED): (
-        "acknowledged_at = clock_timestamp(), acknowledged_by = v.by"
-    ),
     (DELIVERY.name, DeliveryEvent.DELIVERED): (
         "attempts = t.attempts + 1, delivered_at = clock_timestamp(), last_error = ''"
     ),
@@ -189,6 +193,12 @@ _ASSIGN: dict[tuple[str, str], str] = {
     (STUDY.name, StudyEvent.STUDY_FORCED): "completed_at = clock_timestamp(), completed_by = v.by",
 }
 """What else an event changes besides the state, using ``v.<name>`` per-row values."""
+
+_BY_FUNCTION: dict[tuple[str, str], str] = {
+    (ALERT.name, AlertEvent.ACKNOWLEDGED): "acknowledge_alert()",
+    (DELIVERY.name, DeliveryEvent.CANCELLED): "acknowledge_alert()",
+}
+"""Transitions made by a SQL function (shared with the archive plugin), not by :func:`apply`."""
 
 _STUDY_PATIENT = (
     "(SELECT p.patient_pseudonym FROM study p WHERE p.study_instance_uid = {}.study_instance_uid)"
@@ -238,6 +248,8 @@ def apply(
     event may leave (or does not exist)."""
     if not changes:
         return 0
+    if (by := _BY_FUNCTION.get((machine.name, str(event)))) is not None:
+        raise ValueError(f"{machine.name} {event} is made by {by}")
     rule = machine.transition(event)
     assign = _ASSIGN.get((machine.name, str(event)), "")
     values = dict(values or {})
@@ -409,6 +421,27 @@ the routing job. Parameters: see :class:`dicom_nodes.db.ingest.PostgresIngest`."
 
 assert StudyEvent.LATE_ARRIVAL in STUDY.transitions  # the study_row upsert above
 
+REPLACE_UNROUTED_SQL = """
+WITH first AS (
+    SELECT sop_instance_uid, spool_path FROM ingest_instance
+    WHERE sop_instance_uid = %(sop)s AND state = 'received'
+      AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE ingest_instance i
+    SET sop_class_uid = %(cls)s, modality = %(modality)s, transfer_syntax_uid = %(ts)s,
+        size_bytes = %(size)s, blake3 = %(b3)s, spool_path = %(path)s, calling_ae = %(calling)s,
+        called_ae = %(called)s, peer_address = %(addr)s, peer_port = %(port)s,
+        association_id = %(assoc)s
+    FROM first WHERE i.sop_instance_uid = first.sop_instance_uid
+    RETURNING 1
+)
+SELECT first.spool_path FROM first, upd
+"""
+"""Replace an unrouted first copy by different bytes (content columns only: the instance
+stays ``received``; a row the router holds is skipped, it is being routed). Returns the first
+copy's spool path when it replaced it."""
+
 
 @dataclass(frozen=True)
 class NewForwardItem:
@@ -496,6 +529,63 @@ def create_alert(
          escalate_after),
     ).fetchone()  # fmt: skip
     return row is not None
+
+
+ACKNOWLEDGE_SQL = """SELECT changed, prior_state, study_instance_uid, patient_pseudonym,
+                            cancelled FROM radiogate_acknowledge_alert(%s, %s)"""
+"""The one statement that acknowledges an alert (migration 0019): ALERT ``acknowledged`` from
+``open`` and DELIVERY ``cancelled`` from ``pending`` for its deliveries not sent yet; returns
+(changed, prior state, study UID, patient pseudonym, cancelled delivery targets). The archive
+plugin runs the same statement and appends the same :func:`acknowledgement_entries`."""
+
+
+class AlertNotOpen(InvalidTransition):
+    """Acknowledging an alert that is not ``open``: *state* is where it is, None if absent."""
+
+    def __init__(self, alert_id: str, state: str | None) -> None:
+        sources = sorted(ALERT.transition(AlertEvent.ACKNOWLEDGED).sources)
+        super().__init__(
+            f"alert: {AlertEvent.ACKNOWLEDGED} applies to 1 rows, 1 not in {sources}: "
+            f"{alert_id} is {state or 'absent'}"
+        )
+        self.state = state
+
+
+def acknowledgement_entries(
+    study_uid: str, patient: str | None, cancelled: Sequence[str], user: str
+) -> list[AuditEntry]:
+    """The audit events of one acknowledgement, in order: one per cancelled delivery (to its
+    target), then the alert's own — the steps the ALERT and DELIVERY tables name."""
+    base: dict[str, Any] = {"study_instance_uid": study_uid}
+    if patient:
+        base["patient"] = patient
+    cancel = DELIVERY.transition(DeliveryEvent.CANCELLED)
+    ack = ALERT.transition(AlertEvent.ACKNOWLEDGED)
+    return [
+        *(
+            AuditEntry(
+                cancel.step,
+                {**base, "destination": target, "reason": "acknowledged"},
+                user,
+                cancel.outcome,
+            )
+            for target in cancelled
+        ),
+        AuditEntry(ack.step, dict(base), user, ack.outcome),
+    ]
+
+
+def acknowledge_alert(conn: Conn, audit: AuditSink, alert_id: str, user: str) -> int:
+    """Acknowledge *alert_id* as *user* (:data:`ACKNOWLEDGE_SQL`) and append its audit events
+    in the caller's transaction; returns how many deliveries were cancelled. Raises
+    :class:`AlertNotOpen` when the alert is absent or not ``open`` (nothing changed)."""
+    row = conn.execute(ACKNOWLEDGE_SQL, (alert_id, user)).fetchone()
+    assert row is not None
+    changed, prior, study, patient, cancelled = row
+    if not changed:
+        raise AlertNotOpen(alert_id, prior)
+    audit(conn, acknowledgement_entries(str(study), patient, list(cancelled), user))
+    return len(cancelled)
 
 
 def create_deliveries(conn: Conn, alert_id: str, level: int, targets: Sequence[str]) -> int:

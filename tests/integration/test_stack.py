@@ -106,6 +106,43 @@ def test_archive_is_closed_to_everyone_but_radiogate(stack: Stack, ct: list[Path
     stack.wait_archived(before + 3)
 
 
+def test_the_viewer_reads_the_archive_as_the_signed_in_user(stack: Stack, ct: list[Path]) -> None:
+    """OHIF is served next to the archive; pages and DICOMweb need an archive user, and
+    DICOMweb answers with what the archive holds."""
+    from dicom_nodes.services.credentials import load_credentials
+    from dicom_nodes.services.viewer import default_dist
+
+    if not (default_dist() / "index.html").is_file():
+        assert "no OHIF build" in stack.log()
+        pytest.fail("OHIF is not installed: make ohif")
+    stack.send(ct[:1])
+    stack.wait_archived(1)
+    base = f"http://127.0.0.1:{stack.viewer_port}"
+    creds = load_credentials(stack.data_dir / "orthanc" / "http-credentials")
+    for path in ("/", "/viewer?StudyInstanceUIDs=1.2.3", "/dicom-web/studies"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}{path}", timeout=10)
+        assert err.value.code == 401, path
+
+    def get(path: str) -> tuple[str, bytes]:
+        req = urllib.request.Request(f"{base}{path}")
+        req.add_header("Authorization", creds.authorization)
+        req.add_header("Accept", "application/dicom+json")
+        with urllib.request.urlopen(req, timeout=30) as rsp:
+            return str(rsp.headers["Content-Type"]), bytes(rsp.read())
+
+    kind, page = get("/viewer?StudyInstanceUIDs=1.2.3")  # an OHIF route: the app's page
+    assert kind.startswith("text/html") and b"app-config.js" in page
+    kind, config = get("/app-config.js")
+    assert b"'/dicom-web'" in config
+    kind, studies = get("/dicom-web/studies")
+    assert kind.startswith("application/dicom+json")
+    archived = {
+        s["MainDicomTags"]["StudyInstanceUID"] for s in stack.orthanc_get("/studies?expand")
+    }
+    assert {s["0020000D"]["Value"][0] for s in json.loads(studies)} == archived
+
+
 def test_second_start_is_refused_and_the_first_stack_is_unharmed(
     stack: Stack, ct: list[Path]
 ) -> None:

@@ -61,6 +61,7 @@ class Stack:
     dicom_port: int = field(default_factory=free_port)
     scp_metrics: int = field(default_factory=free_port)
     worker_metrics: int = field(default_factory=free_port)
+    viewer_port: int = field(default_factory=free_port)
     extra_toml: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
@@ -94,6 +95,8 @@ min_free_percent = 0.0
 executable = "/usr/sbin/Orthanc"
 http_port = {self.http_port}
 dicom_port = {self.dicom_port}
+[viewer]
+port = {self.viewer_port}
 [worker]
 metrics_port = {self.worker_metrics}
 concurrency = 2

@@ -25,6 +25,7 @@ def test_units_run_radiogate_commands_with_one_restart_policy() -> None:
     assert [u.name for u in units] == [
         "radiogate-scp.service",
         "radiogate-sealer.service",
+        "radiogate-viewer.service",
         "radiogate-worker.service",
     ]
     policies = set()
@@ -46,3 +47,4 @@ def test_sample_configuration_is_valid_and_absolute() -> None:
     assert settings.node.data_dir == "/var/lib/radiogate"
     assert settings.audit.keyring == "/var/lib/radiogate/audit/keyring.json"
     assert not settings.orthanc.managed
+    assert settings.viewer.dist == "/opt/radiogate/ohif/dist"

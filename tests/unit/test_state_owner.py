@@ -50,3 +50,24 @@ def test_the_check_finds_a_write(tmp_path: Path) -> None:
         'SQL = """UPDATE forward_item SET state = %s"""\nX = "insert into study (x)"\n'
     )
     assert writes_in(probe) == ["UPDATE forward_item", "insert into study"]
+
+
+def test_the_one_database_function_that_writes_state_is_called_by_the_owner() -> None:
+    """A SQL function writing a state table is a writer too: the only one is the alert's
+    acknowledgement, run by the owner's statement (and the archive plugin's copy of it, checked
+    equal in tests/unit/pacs/test_ack_events.py)."""
+    functions: dict[str, list[str]] = {}
+    for sql_file in sorted((ROOT / "dicom_nodes" / "db" / "migrations").glob("*.sql")):
+        for name, body in re.findall(
+            r"CREATE (?:OR REPLACE )?FUNCTION (\w+)\(.*?\$\$(.*?)\$\$", sql_file.read_text(), re.S
+        ):
+            if found := [m.group(0) for m in WRITE.finditer(body)]:
+                functions[name] = found
+    assert set(functions) == {"radiogate_acknowledge_alert"}
+    callers = {
+        str(path.relative_to(ROOT))
+        for package in ("dicom_nodes", "config", "audit", "analysis", "pacs_plugin")
+        for path in (ROOT / package).rglob("*.py")
+        if "radiogate_acknowledge_alert(" in path.read_text()
+    }
+    assert callers == {"dicom_nodes/state/repository.py", "pacs_plugin/queries.py"}

@@ -188,6 +188,9 @@ def test_alert_cli_lists_and_acknowledges(fresh_dsn: str, tmp_path: Path) -> Non
                                         "critical-finding"]  # fmt: skip
     acked = cli("ack", _spec().alert_id, "--user", "dr-grey")
     assert acked.returncode == 0 and "acknowledged" in acked.stdout
-    assert cli("ack", _spec().alert_id).returncode == 1
+    twice = cli("ack", _spec().alert_id)
+    assert twice.returncode == 1 and "already acknowledged" in twice.stdout
+    unknown = cli("ack", "feedfeedfeedfeed")
+    assert unknown.returncode == 1 and "unknown alert" in unknown.stdout
     assert cli("list").stdout.count("\n") == 1  # header only: nothing open
     assert "dr-grey" in cli("list", "--all").stdout

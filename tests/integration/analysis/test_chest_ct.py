@@ -39,6 +39,7 @@ from analysis.results import (
 )
 from tests.integration.results.test_dciodvfy import ACCEPTED, verify
 from tests.support.data import DATA, extract_ct
+from tests.support.ohif import ohif_problems
 from tests.unit.radiomics.conftest import read_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -178,6 +179,7 @@ def test_seg_and_report_are_valid_and_carry_the_groups(
     planar = report.content.get_planar_roi_measurement_groups()
     # every segment's key-slice outline (OHIF fails on a group it cannot place on an image)
     assert {str(g.tracking_uid) for g in planar} == tracking
+    assert ohif_problems(analysed.sr) == []
 
 
 def test_lungs_carry_the_emphysema_model_with_attributions(analysed: ChestCtResult) -> None:

@@ -15,7 +15,7 @@ from tests.support import ScpProcess, dcmtk
 from tests.support.data import extract_ct
 from tests.support.pgproxy import PgProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _store(port: int, files: list[Path]) -> subprocess.CompletedProcess[str]:

@@ -4,8 +4,11 @@ events are recorded when it is back."""
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -92,6 +95,10 @@ def test_reads_go_on_while_postgresql_is_down_and_are_recorded_after(
     pacs = start_pacs(own_cluster.dsn, tmp_path / "pacs")
     try:
         study_id, uid = _study(pacs)
+        running = recorder(pacs)  # as `radiogate pacs record` runs: one connection, kept
+        stop = threading.Event()
+        loop = threading.Thread(target=running.run, args=(0.1, stop.is_set))
+        loop.start()
         own_cluster.stop(mode="immediate")
         for _ in range(5):
             answer = pacs.call("alice", f"/studies/{study_id}/archive", timeout=10)
@@ -101,9 +108,17 @@ def test_reads_go_on_while_postgresql_is_down_and_are_recorded_after(
         assert len(_reads(pacs)) == 5
         with pytest.raises(psycopg.OperationalError):
             recorder(pacs).record_once()
+        time.sleep(1)  # the running recorder fails a few passes too
         own_cluster.start()
-        assert recorder(pacs).record_once() == 5
-        events = chained(own_cluster.dsn, study_uid=uid, event_id="110103")
+
+        def recorded() -> list[Any]:
+            return chained(own_cluster.dsn, study_uid=uid, event_id="110103")
+
+        wait_for(lambda: len(recorded()) == 5, timeout=30, what="the reads recorded")
+        stop.set()
+        loop.join(timeout=10)
+        assert recorder(pacs).record_once() == 0  # each read once
+        events = recorded()
         assert len(events) == 5 and {e.event.participants[0].user_id for e in events} == {"alice"}
         assert pacs.call("alice", "/radiogate/worklist").status == 200
     finally:

@@ -22,6 +22,11 @@ ROUTE = """
 [[routes]]
 name = "direct"
 steps = ["analyse:chest-ct"]
+
+[[lane_rules]]
+lane = "urgent"
+[lane_rules.match]
+tags = { BodyPartExamined = ["CHEST"], "0008,0070" = ["SYNTH*"] }
 """
 
 
@@ -30,6 +35,8 @@ class _Ctx:
         creds = pacs.users["service"]
         self.node = "node1"
         self.pool = pool
+        self.routes = pacs.settings.routes
+        self.lane_rules = pacs.settings.lane_rules
         self.audit = pipeline_sink("node1", "RADIOGATE")
         self.analysis = Analysis(pacs.orthanc.url, creds.user, creds.password, 60, 1, 0,
                                  "ct_ibsi", True)  # fmt: skip
@@ -50,7 +57,7 @@ def test_a_study_stored_directly_gets_its_analysis_job(fresh_dsn: str, tmp_path:
         steps = ["analyse:chest-ct"]
 
         def on_stable(conn: psycopg.Connection[Any], orthanc_id: str) -> None:
-            defer_arrival(conn, "node1", orthanc_id, steps)
+            defer_arrival(conn, "node1", orthanc_id, steps, "direct")
 
         recorder(pacs, on_stable=on_stable).record_once()
         with psycopg.connect(fresh_dsn) as conn:
@@ -58,19 +65,19 @@ def test_a_study_stored_directly_gets_its_analysis_job(fresh_dsn: str, tmp_path:
                 "SELECT task_name, args FROM procrastinate_jobs WHERE status = 'todo'"
             ).fetchall()
         assert ("radiogate.archive_arrival", {"node": "node1", "study": study_id,
-                                              "steps": steps}) in jobs  # fmt: skip
+                                              "steps": steps, "route": "direct"}) in jobs  # fmt: skip
 
         with ConnectionPool(fresh_dsn, min_size=1, max_size=2) as pool:
             ctx = _Ctx(pacs, pool)
-            assert run_arrival(ctx, study_id, steps) == "opened"
-            assert run_arrival(ctx, study_id, steps) == "known"  # once per study
+            assert run_arrival(ctx, study_id, steps, "direct") == "opened"
+            assert run_arrival(ctx, study_id, steps, "direct") == "known"  # once per study
         uid = pacs.call("service", f"/studies/{study_id}").json()["MainDicomTags"][
             "StudyInstanceUID"
         ]
         with psycopg.connect(fresh_dsn) as conn:
             assert conn.execute(
-                "SELECT state, archive_study_uid, completed_by FROM study"
-            ).fetchall() == [("complete", uid, "archive-arrival")]
+                "SELECT state, archive_study_uid, completed_by, lane FROM study"
+            ).fetchall() == [("complete", uid, "archive-arrival", "urgent")]  # the lane rule
             series = conn.execute("SELECT state, modality, instances FROM series").fetchall()
             assert series == [("complete", "CT", 5)]
             analyses = conn.execute("SELECT pipeline, state FROM series_analysis").fetchall()
@@ -84,6 +91,7 @@ def test_a_study_stored_directly_gets_its_analysis_job(fresh_dsn: str, tmp_path:
         # The worklist shows it, with its analysis waiting.
         row = pacs.call("alice", "/radiogate/worklist").json()["studies"][0]
         assert row["study_uid"] == uid and row["analysis"] == {"waiting": 1}
+        assert row["lane"] == "urgent"
         assert row["orthanc_id"] == study_id and row["modalities"] == ["CT"]
     finally:
         pacs.orthanc.stop()

@@ -120,6 +120,10 @@ def test_study_findings_and_alert_acknowledgement(pacs: Pacs) -> None:
         assert conn.execute("SELECT state FROM alert_delivery").fetchone() == ("cancelled",)
     acks = chained(pacs.dsn, step="alert-acknowledged")
     assert len(acks) == 1 and acks[0].event.participants[0].user_id == "alice"
+    assert acks[0].event.participants[1].user_id == pacs.settings.scp.ae_title  # Radiogate's
+    (cancelled,) = chained(pacs.dsn, step="cancelled")  # the delivery not sent, as the CLI does
+    assert [p.user_id for p in cancelled.event.participants] == [
+        "alice", pacs.settings.scp.ae_title, "reading-room"]  # fmt: skip
     after = pacs.call("alice", f"/radiogate/studies/{study_id}").json()
     assert after["alerts"][0]["acknowledged_by"] == "alice"
     assert "alert-acknowledged" in [h["step"] for h in after["audit"]]
@@ -140,3 +144,22 @@ def test_audit_query_and_verify_for_admins(pacs: Pacs) -> None:
     assert len(queries) == 2  # each search is itself audited
     bad = pacs.call("olga", "/radiogate/audit?since=yesterday")
     assert bad.status == 400 and bad.json()["error"] == "bad-parameter"
+
+
+def test_verify_reports_a_tampered_chain(pacs: Pacs) -> None:
+    assert pacs.call("olga", "/radiogate/audit?step=audit-queried").status == 200
+    assert pacs.call("olga", "/radiogate/audit?step=audit-queried").status == 200
+    chained(pacs.dsn)
+    with psycopg.connect(pacs.dsn) as conn:
+        conn.execute("SET session_replication_role = replica")  # past the append-only triggers
+        body = conn.execute("SELECT body FROM audit_event WHERE seq = 1").fetchone()
+        assert body is not None
+        edited = bytes(body[0]).replace(b'"olga"', b'"eve_"')
+        conn.execute("UPDATE audit_event SET body = %s WHERE seq = 1", (edited,))
+    answer = pacs.call("olga", "/radiogate/audit/verify")
+    assert answer.status == 200, answer.body
+    report = answer.json()
+    assert report["ok"] is False and report["damages"][0]["seq"] == 1
+    chained(pacs.dsn)
+    verified = chained(pacs.dsn, step="audit-verified")
+    assert int(verified[-1].event.outcome) == 8 and verified[-1].event.reason

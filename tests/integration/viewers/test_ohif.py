@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from analysis.pipelines.chest_ct import analyse_chest_ct
@@ -42,6 +44,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "viewers"
 # Headless Chromium has no GPU here: WebGL (Cornerstone3D) runs on SwiftShader.
 CHROMIUM_ARGS = ["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
                  "--ignore-gpu-blocklist"]  # fmt: skip
+MAJOR_AXIS = "Major Axis in 3D Length"
 LOAD = 90_000  # ms: a busy two-core machine renders with a software rasteriser
 
 
@@ -52,6 +55,8 @@ class Study:
     lesion_uid: str
     lung_uids: tuple[str, str]
     segment_labels: tuple[str, ...]
+    lesion_label: str
+    """How OHIF labels the lesion's Major Axis in 3D Length (its value as the report has it)."""
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +87,18 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
         lesion_uid=str(segments["lesion-1"].TrackingUID),
         lung_uids=(str(segments["lung-1"].TrackingUID), str(segments["lung-2"].TrackingUID)),
         segment_labels=tuple(str(s.SegmentLabel) for s in result.seg.SegmentSequence),
+        lesion_label=_label(result.sr, str(segments["lesion-1"].TrackingUID), MAJOR_AXIS),
     )
+
+
+def _label(sr: Dataset, tracking_uid: str, concept: str) -> str:
+    """``"<concept>: <value, 2 decimals> <unit>"`` of the NUM *concept* in the volumetric group
+    of *tracking_uid*, as OHIF's SR extension writes it next to the drawing."""
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr)
+    (group,) = [g for g in report.content.get_volumetric_roi_measurement_groups()
+                if str(g.tracking_uid) == tracking_uid]  # fmt: skip
+    (num,) = [m for m in group.get_measurements() if m.name.meaning == concept]
+    return f"{concept}: {num.value:.2f} {num.unit.value}"
 
 
 @pytest.fixture(scope="module")
@@ -175,14 +191,10 @@ def test_the_report_draws_the_lesion_measurement(ohif: Viewer, study: Study) -> 
     page.get_by_text("Radiogate measurements").dblclick(timeout=LOAD)
     drawn = page.locator(f'[data-annotation-uid="{study.lung_uids[0]}"]')
     drawn.first.wait_for(timeout=LOAD)  # the report opens on its first group, the right lung
-    lesion = page.locator(f'[data-annotation-uid="{study.lesion_uid}"]')
-    for _ in range(3):  # next measurement: left lung, then the tumour
-        if lesion.count():
-            break
+    for uid in (study.lung_uids[1], study.lesion_uid):  # next: the left lung, then the tumour
         page.locator('[data-cy="viewport-action-arrows-right"] svg').first.click()
-        page.wait_for_timeout(2_000)
-    lesion.first.wait_for(timeout=LOAD)
-    page.get_by_text("Maximum 2D diameter", exact=False).first.wait_for(timeout=LOAD)
+        page.locator(f'[data-annotation-uid="{uid}"]').first.wait_for(timeout=LOAD)
+    page.get_by_text(study.lesion_label, exact=False).first.wait_for(timeout=LOAD)
     ohif.screenshot("report-lesion")
     assert not ohif.errors, ohif.errors
 

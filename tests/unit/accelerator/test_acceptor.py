@@ -224,6 +224,24 @@ def test_malformed_pdata_aborts_the_association(chunked: Path) -> None:
     assert scp.stored == []
 
 
+def test_a_data_set_fragment_without_its_command_aborts_cleanly(
+    chunked: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scp = Scp(chunked)
+    try:
+        assoc = scu(scp.port)
+        item = struct.pack(">LB", 6, 1) + b"\x02data"  # last data fragment, no command sent
+        assoc.dul.socket.send(struct.pack(">BBL", 0x04, 0, len(item)) + item)
+        assert wait_until(lambda: assoc.is_aborted, timeout=3)
+        assert wait_until(lambda: not scp.associations[0].is_alive(), timeout=3)
+    finally:
+        if assoc.is_established:
+            assoc.abort()
+        scp.stop()
+    assert "AssertionError" not in caplog.text
+    assert "data set fragment without its command" in caplog.text
+
+
 def test_idle_association_times_out(chunked: Path) -> None:
     scp = Scp(chunked)
     scp.server.ae.network_timeout = 0.3

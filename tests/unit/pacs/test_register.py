@@ -123,3 +123,18 @@ def test_rest_answers_json_and_change_hint(tmp_path: Path) -> None:
     plugin.journal.close()
     kinds = [(r["k"], r.get("id")) for r in _journal(tmp_path)]
     assert kinds == [("refused", None), ("stable-study", OID)]
+
+
+def test_entry_fails_closed(tmp_path: Path, monkeypatch: Any) -> None:
+    import runpy
+    import sys
+
+    stub = StubOrthanc()
+    section = {"Radiogate": {"ConfigFile": str(tmp_path / "missing.toml"), "Dsn": "x"}}
+    stub.GetConfiguration = lambda: json.dumps(section)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "orthanc", stub)
+    entry = Path(__file__).resolve().parents[3] / "pacs_plugin" / "entry.py"
+    runpy.run_path(str(entry))
+    assert stub.registered["filter"]("/studies", method=1, ip="127.0.0.1") is False
+    assert "/radiogate/(.*)" not in stub.registered
+    assert any("did not load" in line and "does not exist" in line for line in stub.logs)

@@ -6,6 +6,7 @@ import dataclasses
 import io
 
 import highdicom as hd
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
@@ -18,6 +19,7 @@ from analysis.results import (
     TriageFinding,
     build_triage_sr,
 )
+from tests.support.ohif import ohif_problems
 from tests.unit.results.roundtrip import write_and_read
 from tests.unit.results.synthetic import CREATED, PROVENANCE, TRIAGE_MODEL
 
@@ -183,3 +185,37 @@ def test_flagged_images_must_be_in_the_source(
     other = dataclasses.replace(finding, series_instance_uid="1.2.3.4")
     with pytest.raises(ValueError, match="another series"):
         build_triage_sr(source, other, TRIAGE_MODEL, PROVENANCE)
+
+
+def test_ohif_can_place_the_certainty_flagged_or_not(
+    source: list[Dataset], finding: TriageFinding
+) -> None:
+    """OHIF fails on a report group it cannot place on an image (tests/support/ohif.py): the
+    certainty is inferred from a whole-image region on each flagged image, or on the series'
+    middle image when nothing is flagged."""
+    for flagged in (finding.flagged, ()):
+        case = dataclasses.replace(finding, flagged=flagged)
+        data, sr = _read(source, case)
+        assert ohif_problems(pydicom.dcmread(io.BytesIO(data))) == []
+        (certainty,) = _group(sr).get_measurements(name=codes.DCM.CertaintyOfFinding)
+        regions = [c for c in certainty[0].ContentSequence if c.ValueType == "SCOORD"]
+        images = [r.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                  for r in regions]  # fmt: skip
+        middle = sorted(source, key=lambda ds: int(ds.InstanceNumber))[len(source) // 2]
+        assert images == (list(flagged) or [middle.SOPInstanceUID])
+        for region in regions:
+            assert region.RelationshipType == "INFERRED FROM"
+            assert region.GraphicType == "POLYLINE"
+            rows, cols = (float(v) for v in (source[0].Rows, source[0].Columns))
+            assert [float(v) for v in region.GraphicData] == [
+                0,
+                0,
+                cols,
+                0,
+                cols,
+                rows,
+                0,
+                rows,
+                0,
+                0,
+            ]
