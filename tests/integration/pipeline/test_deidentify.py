@@ -179,6 +179,22 @@ def test_archive_holds_only_deidentified_objects(
         assert steps.get("de-identified") == len(ct) + len(us)
         assert steps.get("re-identified") == 1
         assert steps.get("quarantined") == 1
+        # Every event about one of the CT instances names its patient by the pseudonym the
+        # archive shows, from "received" to "released" (the patient's whole history).
+        ct_uids = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in ct}
+        ct_events = [
+            doc for doc in (json.loads(bytes(r[0])) for r in node.query("SELECT body FROM audit_event"))
+            if any(i[0] in ct_uids for o in doc.get("objects", ()) for i in o.get("instances", ()))
+        ]  # fmt: skip
+        assert {d["step"] for d in ct_events} >= {
+            "received",
+            "routed",
+            "de-identified",
+            "forwarded",
+        }
+        assert all({"type": "patient", "id": pseudonym} in d["objects"] for d in ct_events), [
+            d for d in ct_events if {"type": "patient", "id": pseudonym} not in d["objects"]
+        ][:2]
         # Audit events name instances by their original UIDs (that is their purpose), never
         # by names, IDs or other values.
         bodies = b"".join(bytes(r[0]) for r in node.query("SELECT body FROM audit_event"))
