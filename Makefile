@@ -60,12 +60,15 @@ venv: $(VENV)/.installed
 # OHIF v3, the prebuilt dist/ of @ohif/app, pinned by version and sha512 in ohif/package.json and
 # unpacked into ohif/dist (not in git). The tarball alone is fetched with npm: dist/ is
 # self-contained, and the registry does not carry every package @ohif/app lists as a dependency.
+# npm itself: the machine's Node.js, else Debian's npm package.
 OHIF_VERSION   = $(shell sed -n 's/^ *"version": "\(.*\)",*$$/\1/p' ohif/package.json | tail -1)
 OHIF_INTEGRITY = $(shell sed -n 's/^ *"integrity": "\(.*\)"$$/\1/p' ohif/package.json)
 
 ohif: ohif/dist/.installed
 
 ohif/dist/.installed: ohif/package.json
+	@command -v npm >/dev/null 2>&1 || { echo "installing Debian package: npm"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq npm; }
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	  (cd "$$tmp" && npm pack --silent "@ohif/app@$(OHIF_VERSION)" >/dev/null) && \
 	  got="sha512-$$(openssl dgst -sha512 -binary "$$tmp"/ohif-app-$(OHIF_VERSION).tgz | base64 -w0)" && \
