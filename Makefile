@@ -6,17 +6,17 @@
 
 VENV        ?= .venv
 PYTHON      ?= python3
-APT_PACKAGES = orthanc orthanc-python dcmtk dicom3tools postgresql openssl mosquitto
+APT_PACKAGES = orthanc orthanc-python orthanc-dicomweb dcmtk dicom3tools postgresql openssl mosquitto chromium
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bench-deid run test lint typecheck unit integration bench system-deps venv clean
+.PHONY: ohif bench-deid run test lint typecheck unit integration bench system-deps venv clean
 
-run: system-deps venv
+run: system-deps venv ohif
 	$(VENV)/bin/radiogate run
 
 # The suite runs twice: as configured (the accelerator on where pynetdicom is verified), then
 # with stock pynetdicom throughout (the processes the tests start inherit both settings).
-test: system-deps venv lint typecheck
+test: system-deps venv ohif lint typecheck
 	$(VENV)/bin/pytest
 	RADIOGATE_SCP__ACCELERATE=off RADIOGATE_FORWARD__ACCELERATE=off $(VENV)/bin/pytest
 
@@ -30,7 +30,7 @@ typecheck: venv
 unit: venv
 	$(VENV)/bin/pytest tests/unit
 
-integration: system-deps venv
+integration: system-deps venv ohif
 	$(VENV)/bin/pytest tests/integration
 
 bench: system-deps venv
@@ -57,6 +57,24 @@ system-deps:
 
 venv: $(VENV)/.installed
 
+# OHIF v3, the prebuilt dist/ of @ohif/app, pinned by version and sha512 in ohif/package.json and
+# unpacked into ohif/dist (not in git). The tarball alone is fetched with npm: dist/ is
+# self-contained, and the registry does not carry every package @ohif/app lists as a dependency.
+OHIF_VERSION   = $(shell sed -n 's/^ *"version": "\(.*\)",*$$/\1/p' ohif/package.json | tail -1)
+OHIF_INTEGRITY = $(shell sed -n 's/^ *"integrity": "\(.*\)"$$/\1/p' ohif/package.json)
+
+ohif: ohif/dist/.installed
+
+ohif/dist/.installed: ohif/package.json
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack --silent "@ohif/app@$(OHIF_VERSION)" >/dev/null) && \
+	  got="sha512-$$(openssl dgst -sha512 -binary "$$tmp"/ohif-app-$(OHIF_VERSION).tgz | base64 -w0)" && \
+	  if [ "$$got" != "$(OHIF_INTEGRITY)" ]; then \
+	    echo "@ohif/app $(OHIF_VERSION): integrity $$got, expected $(OHIF_INTEGRITY)" >&2; exit 1; fi && \
+	  tar -xzf "$$tmp"/ohif-app-$(OHIF_VERSION).tgz -C "$$tmp" package/dist && \
+	  rm -rf ohif/dist && mv "$$tmp"/package/dist ohif/dist && \
+	  echo "@ohif/app $(OHIF_VERSION) $(OHIF_INTEGRITY)" > $@
+
 # pyradiomics builds C extensions against the numpy already in the venv, not in pip's isolated
 # build environment; pinned, because the 3.1.0 sdist reports another version (3.0.1a1) and pip
 # refuses it.
@@ -69,4 +87,4 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) ohif/dist .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -153,6 +153,7 @@ class Step(StrEnum):
     """
 
     RECEIVED = "received"
+    REFUSED = "refused"
     ROUTED = "routed"
     UNROUTABLE = "unroutable"
     REROUTED = "rerouted"

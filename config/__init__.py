@@ -19,6 +19,7 @@ from config.schema import (
     Accelerate,
     AuditSettings,
     DatabaseSettings,
+    DifferentBytes,
     ForwardSettings,
     LoggingSettings,
     LogLevel,
@@ -29,6 +30,7 @@ from config.schema import (
     SpoolSettings,
     SyslogProtocol,
     TlsSettings,
+    ViewerSettings,
 )
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "AuditSettings",
     "ConfigError",
     "DatabaseSettings",
+    "DifferentBytes",
     "ForwardSettings",
     "LogLevel",
     "LoggingSettings",
@@ -48,6 +51,7 @@ __all__ = [
     "SpoolSettings",
     "SyslogProtocol",
     "TlsSettings",
+    "ViewerSettings",
     "data_path",
     "load",
     "project_dir",

@@ -119,6 +119,14 @@ def resolve_paths(settings: Settings, config_dir: Path | None) -> Settings:
         deid=dataclasses.replace(
             d, secret_file=under_data(d.secret_file), vault_key_file=under_data(d.vault_key_file)
         ),
+        pacs=dataclasses.replace(
+            settings.pacs,
+            journal_dir=under_data(settings.pacs.journal_dir),
+            user=[
+                dataclasses.replace(u, token_file=under_data(u.token_file))
+                for u in settings.pacs.user
+            ],
+        ),
         destinations=[
             dataclasses.replace(dest, credentials_file=under_data(dest.credentials_file))
             for dest in settings.destinations
@@ -469,6 +477,7 @@ def _check_semantics(s: Settings) -> None:
         )
     _check_audit(s)
     _check_alerts(s)
+    _check_pacs(s)
     if s.triage.threads < 1:
         raise ConfigError(f"triage.threads: expected 1 or more, got {s.triage.threads}")
     if s.triage.incomplete_category not in (0, 1, 2, 3):
@@ -533,6 +542,28 @@ def _check_alerts(s: Settings) -> None:
                        "retry_initial", "retry_max"):  # fmt: skip
         if getattr(a, field_name) <= 0:
             raise ConfigError(f"alerts.{field_name}: expected a positive number")
+
+
+def _check_pacs(s: Settings) -> None:
+    p = s.pacs
+    names: set[str] = set()
+    for i, u in enumerate(p.user):
+        key = f"pacs.user[{i}]"
+        if not u.name or not all(c.isalnum() or c in "-_.@" for c in u.name):
+            raise ConfigError(f"{key}.name: expected letters, digits, '-', '_', '.' or '@'")
+        if u.name in names:
+            raise ConfigError(f"{key}.name: {u.name!r} is defined twice")
+        names.add(u.name)
+    for name in ("journal_sync_interval", "record_interval", "routine_max_wait_minutes",
+                 "urgent_max_wait_minutes"):  # fmt: skip
+        if getattr(p, name) <= 0:
+            raise ConfigError(f"pacs.{name}: expected a positive number")
+    if p.journal_segment_bytes < 4096:
+        raise ConfigError("pacs.journal_segment_bytes: expected 4096 or more")
+    if p.worklist_limit < 1:
+        raise ConfigError("pacs.worklist_limit: expected 1 or more")
+    if p.archive_arrivals and p.archive_arrivals not in {r.name for r in s.routes}:
+        raise ConfigError(f"pacs.archive_arrivals: no route is named {p.archive_arrivals!r}")
 
 
 def _check_audit(s: Settings) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from config.alerts import AlertSettings
 from config.analysis import AnalysisSettings
 from config.deid import DeidSettings
+from config.pacs import PacsSettings
 from config.routes import (
     DestinationSettings,
     LaneRule,
@@ -44,6 +45,7 @@ __all__ = [
     "SpoolSettings",
     "SyslogProtocol",
     "TlsSettings",
+    "ViewerSettings",
 ]
 
 
@@ -54,6 +56,25 @@ class LogLevel(StrEnum):
     INFO = "INFO"
     WARNING = "WARNING"
     ERROR = "ERROR"
+
+
+class DifferentBytes(StrEnum):
+    """What a re-send of a SOP Instance UID with different bytes does (``scp.different_bytes``).
+
+    Either way the second copy is kept in the spool and recorded (``ingest_duplicate``) with an
+    audit event; only which copy the pipeline carries differs."""
+
+    REPLACE = "replace"
+    """While the first copy has not been routed (nothing downstream has seen it), the new copy
+    replaces it (same study and series only); once routed, the first copy stays (as ``keep``)."""
+    KEEP = "keep"
+    """The first copy always stays; the new one waits in the spool for a person."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            return cls.__members__.get(value.strip().upper())
+        return None
 
 
 class Accelerate(StrEnum):
@@ -96,6 +117,13 @@ class DatabaseSettings:
     """Connections per receiver process."""
     connect_timeout: float = 3.0
     """Seconds to wait for a pooled connection before answering 0xA700 (out of resources)."""
+    admin_dsn: str = ""
+    """Connection of privileged admin commands (re-identify, quarantine release, cancel, study
+    complete): each admin connects as their own PostgreSQL role, authenticated by the server
+    (no ``user=`` here: libpq takes ``PGUSER`` or the login name, the password from
+    ``~/.pgpass``, a client certificate, or peer authentication). The role recorded in the audit
+    trail is that session's. Empty: the node's connection (``dsn``, or the private cluster's
+    superuser)."""
 
 
 @dataclass(frozen=True)
@@ -135,13 +163,23 @@ class ScpSettings:
     network_timeout: float = 60.0
     """Seconds of silence after which a connection is closed (half-sent PDUs, idle peers)."""
     max_pdu_size: int = 262144
-    """Maximum PDU length we receive (bytes); 0 means unlimited."""
+    """Maximum PDU length we receive (bytes); 0 means unlimited. A longer PDU closes the
+    connection as soon as its header is read."""
+    artim_timeout: float = 10.0
+    """Seconds a new connection has to send a complete A-ASSOCIATE-RQ (ARTIM, PS3.8 9.1.5);
+    until then it does not count against ``max_associations``."""
+    max_connections_per_peer: int = 32
+    """Open connections per peer address and receiver process (0: no limit); more are closed
+    on accept."""
     tcp_quickack: bool = True
     """Set TCP_QUICKACK on accepted sockets so senders that keep Nagle on do not stall."""
     metrics_port: int = 9463
     """Prometheus ``/metrics`` and ``/health`` of the SCP on 127.0.0.1 (0: off)."""
     accelerate: Accelerate = Accelerate.AUTO
     """Accelerated pynetdicom associations for the receiver (auto, on, off)."""
+    different_bytes: DifferentBytes = DifferentBytes.REPLACE
+    """A re-send of a SOP Instance UID with different bytes: ``replace`` the first copy while
+    it is unrouted, or ``keep`` the first copy always."""
     tls: TlsSettings = field(default_factory=TlsSettings)
 
 
@@ -182,6 +220,21 @@ class OrthancSettings:
     credentials_file: str = "orthanc/http-credentials"
     """``user:password`` of the REST API (HTTP Basic; mode 0600; relative to ``node.data_dir``).
     Created on first start when Orthanc is managed; written by the operator otherwise."""
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    """The OHIF viewer that ``radiogate run`` serves next to the managed archive (loopback).
+
+    Its DICOMweb requests are passed to the archive's DICOMweb plugin with the browser's own
+    HTTP Basic credentials (those of an Orthanc user): the viewer holds no password."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8043
+    dist: str = ""
+    """The OHIF build to serve (``make ohif`` installs it); empty: ``ohif/dist`` of the source
+    checkout."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +286,7 @@ class Settings:
     scp: ScpSettings = field(default_factory=ScpSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     orthanc: OrthancSettings = field(default_factory=OrthancSettings)
+    viewer: ViewerSettings = field(default_factory=ViewerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
@@ -251,3 +305,5 @@ class Settings:
     """Where critical and incomplete results are announced; escalation of unacknowledged ones."""
     deid: DeidSettings = field(default_factory=DeidSettings)
     """De-identification profiles (``deidentify:<profile>`` steps) and their secrets."""
+    pacs: PacsSettings = field(default_factory=PacsSettings)
+    """The Orthanc plugin: users and roles, the access journal, the worklist's wait ceilings."""

@@ -356,6 +356,12 @@ def _has_checkpoints(dsn: str) -> bool:
         return bool(load_checkpoints(conn))
 
 
+_COLUMNS = [
+    "seq", "time", "event", "action", "outcome", "step", "reason", "participants", "objects"
+]  # fmt: skip
+"""Columns of ``audit query`` as a table and as CSV (``--format jsonl`` has every field)."""
+
+
 def _rows(hits: Iterable[StoredEvent]) -> Iterable[dict[str, Any]]:
     for h in hits:
         e = h.event
@@ -370,6 +376,7 @@ def _rows(hits: Iterable[StoredEvent]) -> Iterable[dict[str, Any]]:
                 (p.ae_title or p.user_id) + ("*" if p.requestor else "") for p in e.participants
             ),
             "objects": " ".join(k for k in e.index_keys() if not k.startswith(("ae:", "user:"))),
+            "reason": e.reason or "",
         }
 
 
@@ -385,13 +392,13 @@ def _query_cmd(args: argparse.Namespace, settings: config.Settings) -> int:
     elif args.format == "csv":
         writer = csv.DictWriter(
             out,
-            ["seq", "time", "event", "action", "outcome", "step", "participants", "objects"],
+            _COLUMNS,
         )
         writer.writeheader()
         writer.writerows(_rows(hits))
     else:
         rows = list(_rows(hits))
-        cols = ["seq", "time", "event", "action", "outcome", "step", "participants", "objects"]
+        cols = _COLUMNS
         widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in cols}
         out.write("  ".join(c.ljust(widths[c]) for c in cols).rstrip() + "\n")
         for r in rows:

@@ -24,6 +24,7 @@ from audit import (
     EventAction,
     EventID,
     EventOutcome,
+    Patient,
     RoleID,
     Step,
     Study,
@@ -37,6 +38,7 @@ __all__ = [
     "AuditWriter",
     "association_event",
     "instance_received",
+    "instance_refused",
     "pipeline_event",
     "pipeline_sink",
     "study_reopened",
@@ -62,8 +64,11 @@ def instance_received(
     sop_uid: str,
     sop_class_uid: str,
     reason: str | None = None,
+    patient: str | None = None,
 ) -> AuditEvent:
-    """110104 DICOM Instances Transferred, action Create, step ``received`` (PS3.15 A.5.3.4)."""
+    """110104 DICOM Instances Transferred, action Create, step ``received`` (PS3.15 A.5.3.4);
+    the patient by pseudonym (PS3.15 A.5.3.4: Patient participant object) when known."""
+    study = Study(study_uid, (series_uid,), (audit.Instance(sop_uid, sop_class_uid),))
     return AuditEvent(
         event_id=EventID.INSTANCES_TRANSFERRED,
         action=EventAction.CREATE,
@@ -73,7 +78,38 @@ def instance_received(
             _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
         ),
         source=AuditSource(node),
-        objects=(Study(study_uid, (series_uid,), (audit.Instance(sop_uid, sop_class_uid),)),),
+        objects=(study,) if patient is None else (Patient(patient), study),
+        reason=reason,
+    )
+
+
+def instance_refused(
+    *,
+    node: str,
+    calling_ae: str,
+    called_ae: str,
+    peer_address: str,
+    reason: str,
+    uids: tuple[str, str, str, str] | None = None,
+) -> AuditEvent:
+    """110104 DICOM Instances Transferred, action Create, outcome Minor Failure, step
+    ``refused`` (PS3.15 A.5.3.4): a C-STORE answered with an error status because the data set
+    cannot be understood. *uids* (study, series, SOP instance, SOP class) when they were read."""
+    objects: tuple[Study, ...] = ()
+    if uids is not None:
+        study, series, sop, sop_class = uids
+        objects = (Study(study, (series,), (audit.Instance(sop, sop_class),)),)
+    return AuditEvent(
+        event_id=EventID.INSTANCES_TRANSFERRED,
+        action=EventAction.CREATE,
+        step=Step.REFUSED,
+        participants=(
+            _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
+            _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
+        ),
+        source=AuditSource(node),
+        objects=objects,
+        outcome=EventOutcome.MINOR_FAILURE,
         reason=reason,
     )
 
@@ -178,6 +214,9 @@ def pipeline_event(node: str, local_ae: str, entry: AuditEntry) -> AuditEvent:
             else ()
         )
         objects = (Study(str(study), (), instances),)
+    patient = details.get("patient")
+    if patient:
+        objects = (Patient(str(patient)), *objects)
     reason = details.get("reason") or (
         f"status-{int(details['status']):04x}"
         if entry.outcome is not EventOutcome.SUCCESS and details.get("status") is not None

@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start PostgreSQL, Orthanc and the SCP (Ctrl-C stops all)")
     sub.add_parser("scp", help="run the Storage SCP (receiver processes)")
+    sub.add_parser("viewer", help="serve OHIF on loopback, reading the archive over DICOMweb")
     db = sub.add_parser("db", help="database administration")
     dbsub = db.add_subparsers(dest="db_command", required=True)
     dbsub.add_parser("migrate", help="apply pending schema migrations")
@@ -63,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     from dicom_nodes import audit_cli
     from dicom_nodes.alerts import cli as alert_cli
     from dicom_nodes.deid import cli as deid_cli
+    from dicom_nodes.pacs import cli as pacs_cli
 
+    pacs_cli.add_parser(sub)
     audit_cli.add_parser(sub)
     deid_cli.add_parser(sub)
     alert_cli.add_parser(sub)
@@ -134,6 +137,8 @@ def _main(argv: Sequence[str] | None) -> int:
         from dicom_nodes import audit_cli
 
         return audit_cli.run(args, settings)
+    if args.command == "viewer":
+        return _viewer(settings)
     from dicom_nodes.services.stack import apply_migrations, database_dsn, run_stack
 
     if args.command == "run":
@@ -148,6 +153,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from dicom_nodes.deid import cli as deid_cli
 
         return deid_cli.main_reidentify(args, settings)
+    if args.command == "pacs":
+        from dicom_nodes.pacs import cli as pacs_cli
+
+        return pacs_cli.run(args, settings, database_dsn(settings))
     if args.command == "alert":
         from dicom_nodes.alerts import cli as alert_cli
 
@@ -178,6 +187,18 @@ def _main(argv: Sequence[str] | None) -> int:
             cluster.stop()
         return 0
     return 2  # pragma: no cover - argparse enforces the choices
+
+
+def _viewer(settings: config.Settings) -> int:
+    from dicom_nodes.services.viewer import serve, viewer_dist
+
+    v, o = settings.viewer, settings.orthanc
+    try:
+        serve(v.host, v.port, viewer_dist(settings), (o.host, o.http_port))
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+        return ExitCode.MISSING_FILE
+    return 0
 
 
 def _choose_accelerator(command: str, settings: config.Settings) -> None:

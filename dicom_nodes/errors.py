@@ -60,6 +60,7 @@ class DatasetProblem(Enum):
     INVALID_UID = "invalid-uid"
     SOP_CLASS_MISMATCH = "sop-class-mismatch"
     SOP_INSTANCE_MISMATCH = "sop-instance-mismatch"
+    PIXEL_DATA_MISMATCH = "pixel-data-mismatch"
 
 
 class InvalidDataset(PermanentError):
@@ -69,3 +70,5 @@ class InvalidDataset(PermanentError):
         super().__init__(f"{problem.value}: {detail}")
         self.problem = problem
         self.detail = detail
+        self.identity: object | None = None
+        """The dataset's identifying UIDs when they were read before the problem was found."""

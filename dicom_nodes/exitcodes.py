@@ -32,6 +32,10 @@ class ExitCode(IntEnum):
     """A port needed at start is taken (the line names the setting that moves it)."""
     START_FAILED = 7
     """PostgreSQL or Orthanc could not be started (the line names its log file)."""
+    NOT_AUTHORISED = 8
+    """The admin's PostgreSQL role lacks the membership the command needs (``radiogate_privacy``
+    to re-identify, ``radiogate_admin`` to release, cancel, retry, re-route, complete, analyse);
+    the refusal is audited."""
     INTERRUPTED = 130
     """Stopped by Ctrl-C (SIGINT) before finishing (``radiogate run`` exits 0 on a signal)."""
     BROKEN_PIPE = 141

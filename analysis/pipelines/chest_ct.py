@@ -14,14 +14,21 @@ SEG or RTSTRUCT of the study that outlines lesions):
 4. pyradiomics features per segment under the versioned parameter set
    (:mod:`analysis.radiomics.features`), mapped to DICOM concepts (:mod:`analysis.radiomics.codes`);
 5. a BINARY SEG of all segments and the measurement report (:mod:`analysis.results`); each
-   lesion group has a planar ellipse on its key slice (the slice where it is largest).
+   segment, lung or lesion, also has a planar group on its key slice (the slice where it is
+   largest): the convex hull of its cross-section there, a closed polygon. OHIF v3 reads every
+   measurement group of a TID 1500 report and fails on one it cannot place on an image (a
+   group with neither SCOORD nor a NUM inferred from one; see docs/viewers.md), so no segment
+   is left without one.
 
 A segment whose features fail is still in the SEG; its group says which features are missing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
+import gc
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +114,18 @@ class ChestCtResult:
     flags: tuple[str, ...] = field(default_factory=tuple)
     table: tuple[MeasurementRow, ...] = field(default_factory=tuple)
     """The report's NUMs as rows of the feature table (:mod:`analysis.results.table`)."""
+
+
+def _release_pixels(source: Sequence[Dataset]) -> None:
+    """Delete the Pixel Data of *source* and hand the freed heap back to the system (glibc keeps
+    freed blocks of this size in the heap otherwise, and the process would stay as large as if
+    it still held them)."""
+    for ds in source:
+        if "PixelData" in ds:
+            del ds.PixelData
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: reused, not returned
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _code(concept: Concept) -> Code:
@@ -198,23 +217,27 @@ def lesions_from_seg(seg: Dataset, ordered: Sequence[Dataset]) -> dict[str, npt.
     return out
 
 
-def _ellipse(mask2d: npt.NDArray[np.bool_]) -> PlanarRegion:
-    """An ellipse with the mask's second moments and area (its principal axes)."""
+def _outline(mask2d: npt.NDArray[np.bool_]) -> PlanarRegion:
+    """The convex hull of the mask's pixels on one slice, as a closed polygon in image
+    coordinates (pixel corners, PS3.3 C.18.6.1.1): a planar outline every viewer can draw
+    (OHIF draws no oblique ellipse), holding the whole cross-section."""
+    from scipy.spatial import ConvexHull, QhullError  # type: ignore[import-untyped]
+
     rows, cols = np.nonzero(mask2d)
-    centre = np.array([cols.mean() + 0.5, rows.mean() + 0.5])
-    cov = np.cov(np.vstack([cols, rows])) if len(rows) > 2 else np.eye(2) * 0.25
-    values, vectors = np.linalg.eigh(np.atleast_2d(cov))
-    values = np.maximum(values, 0.25)
-    half = 2.0 * np.sqrt(values)  # a uniform ellipse has variance (semi-axis / 2) ** 2
-    minor_axis, major_axis = vectors[:, 0], vectors[:, 1]
-    points = [
-        centre + major_axis * half[1],
-        centre - major_axis * half[1],
-        centre + minor_axis * half[0],
-        centre - minor_axis * half[0],
-    ]
-    clipped = [(max(0.0, float(c)), max(0.0, float(r))) for c, r in points]
-    return PlanarRegion(GraphicType.ELLIPSE, tuple(clipped))
+    corners = np.concatenate(
+        [np.column_stack([cols + dc, rows + dr]) for dc in (0, 1) for dr in (0, 1)]
+    ).astype(float)
+    try:
+        hull = ConvexHull(corners)
+    except QhullError:  # pragma: no cover - pixel corners always span an area
+        raise ValueError("a segment's key slice has no area") from None
+    points = corners[hull.vertices]  # counter-clockwise
+    return PlanarRegion(GraphicType.POLYGON, tuple((float(c), float(r)) for c, r in points))
+
+
+def _key_slice(mask: npt.NDArray[np.bool_]) -> int:
+    """The slice (volume order) with the largest cross-section of *mask*."""
+    return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
 
 
 def _lung_rows(
@@ -243,12 +266,18 @@ def analyse_chest_ct(
     created: dt.datetime | None = None,
     uid_root: str = "",
     models: bool = True,
+    release_pixels: bool = False,
 ) -> ChestCtResult:
     """Analyse one chest CT series (its datasets, any order); *lesions* are masks in volume
     order, or SEG / RTSTRUCT datasets outlining them. With *models*, each lung also gets the
     emphysema model's output (:mod:`analysis.models.emphysema`) with its top attributions, and
-    the inputs it imputed are reported as imputed measurements."""
+    the inputs it imputed are reported as imputed measurements. With *release_pixels*, the
+    Pixel Data of *source* (and the array pydicom decoded from it) is deleted once the volume
+    is built: only the headers are needed after that, and a caller that hands its datasets
+    over keeps a 500-slice study within about 2 GB."""
     volume, ordered = _order(source)
+    if release_pixels:
+        _release_pixels(source)
     if not isinstance(lesions, Mapping):
         found: dict[str, npt.NDArray[np.bool_]] = {}
         for ds in lesions:
@@ -424,6 +453,8 @@ def _segment(
     measured: list[Measurement],
     outputs: tuple[Any, ...] = (),
 ) -> SegmentResult:
+    key = _key_slice(mask)
+    key_slice, region = str(ordered[key].SOPInstanceUID), _outline(mask[key])
     if number <= 2:
         laterality = codes.SCT.Right if number == 1 else codes.SCT.Left
         return SegmentResult(
@@ -437,9 +468,9 @@ def _segment(
             laterality=laterality,
             finding_site=codes.SCT.Lung,
             model_outputs=outputs,
+            key_slice=key_slice,
+            region=region,
         )
-    areas = mask.reshape(mask.shape[0], -1).sum(axis=1)
-    key = int(np.argmax(areas))
     return SegmentResult(
         number,
         label,
@@ -449,8 +480,8 @@ def _segment(
         f"lesion-{number - 2}",
         tuple(measured),
         finding_site=codes.SCT.Lung,
-        key_slice=str(ordered[key].SOPInstanceUID),
-        region=_ellipse(mask[key]),
+        key_slice=key_slice,
+        region=region,
     )
 
 

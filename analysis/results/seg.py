@@ -84,14 +84,19 @@ def _check_geometry(source: Sequence[Dataset]) -> tuple[int, int]:
 def _stack(
     source: Sequence[Dataset], segments: Sequence[SegmentResult], masks: Mapping[int, np.ndarray]
 ) -> np.ndarray:
-    """Masks as a (slices, rows, columns, segments) uint8 array, segment n at index n-1."""
+    """The masks as highdicom takes them: a (slices, rows, columns) label map (segment n where
+    its mask is set) when no voxel belongs to two segments, else a (slices, rows, columns,
+    segments) uint8 stack, segment n at index n-1. Both encode the same BINARY frames (PS3.3
+    C.8.20.2); the label map needs a quarter of the memory with three segments and lets
+    highdicom skip its overlap check."""
     numbers = [s.segment_number for s in segments]
     if numbers != list(range(1, len(numbers) + 1)):
         raise ValueError(f"segments must be numbered 1..{len(numbers)} in order, not {numbers}")
     if set(masks) != set(numbers):
         raise ValueError("masks and segments do not have the same segment numbers")
     shape = (len(source), *_check_geometry(source))
-    stacked = np.zeros((*shape, len(numbers)), dtype=np.uint8)
+    label = np.zeros(shape, dtype=np.uint8)
+    overlap = False
     for number in numbers:
         mask = np.asarray(masks[number])
         if mask.shape != shape:
@@ -100,7 +105,17 @@ def _stack(
             raise ValueError(f"mask of segment {number} is not binary")
         if not mask.any():
             raise ValueError(f"segment {number} is empty")
-        stacked[..., number - 1] = mask.astype(bool)
+        mask = mask.astype(bool, copy=False)
+        if not overlap and np.logical_and(mask, label != 0).any():
+            overlap = True
+        if not overlap:
+            label[mask] = number
+    if not overlap:
+        return label
+    del label
+    stacked = np.zeros((*shape, len(numbers)), dtype=np.uint8)
+    for number in numbers:
+        stacked[..., number - 1] = np.asarray(masks[number]).astype(bool, copy=False)
     return stacked
 
 

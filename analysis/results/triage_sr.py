@@ -12,10 +12,17 @@ Report")`` so that OHIF lists it)::
           Finding (121071, DCM) = the reason code
           Algorithm Identification (TID 4019): name, version, model-blake3=..., family
           Source of measurement: each flagged image
-          Certainty of Finding (111012, DCM) NUM in % (UCUM), the model score
+          Certainty of Finding (111012, DCM) NUM in % (UCUM), the model score, INFERRED FROM
+              an Image Region SCOORD (closed POLYLINE round the whole image) on each flagged
+              image - the model scored whole slices - or, when none is flagged, on the middle
+              image of the series, which the lane is about as a whole
           Priority (260870009, SCT) = CID 7035 ACR Category 1/2/3 Actionable Finding, when the
               finding is actionable
           Triage lane (TRIAGE-LANE, 99RADIOGATE) = Critical / Urgent / Routine lane
+
+The region is there for viewers as much as for readers: OHIF v3 fails on a measurement group of
+a TID 1500 report that it cannot place on an image (a group with no SCOORD and no NUM inferred
+from one; docs/viewers.md), and lists the certainty with the region drawn on its image.
 
 Completion PARTIAL, Verification UNVERIFIED and Preliminary Flag PRELIMINARY (PS3.3 C.17.2):
 no radiologist has confirmed it. The triage algorithm is a Contributing Equipment item.
@@ -27,6 +34,7 @@ import datetime
 from collections.abc import Sequence
 
 import highdicom as hd
+import numpy as np
 from pydicom.dataset import Dataset
 
 from analysis.results._common import (
@@ -57,14 +65,43 @@ __all__ = ["TRIAGE_TRACKING_ID", "build_triage_sr"]
 TRIAGE_TRACKING_ID = "Triage"
 
 
+def _whole_image(ds: Dataset) -> hd.sr.CoordinatesForMeasurement:
+    """A closed POLYLINE round the whole of *ds* (image coordinates, PS3.3 C.18.6.1.1)."""
+    rows, cols = float(ds.Rows), float(ds.Columns)
+    corners = [(0.0, 0.0), (cols, 0.0), (cols, rows), (0.0, rows), (0.0, 0.0)]
+    return hd.sr.CoordinatesForMeasurement(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=np.array(corners),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(ds),
+    )
+
+
+def _anchors(source: Sequence[Dataset], flagged: Sequence[Dataset]) -> list[Dataset]:
+    """The images the certainty is placed on: the flagged ones, else the series' middle one
+    (by Instance Number, then SOP Instance UID)."""
+    if flagged:
+        return list(flagged)
+    ordered = sorted(source, key=lambda ds: (int(ds.get("InstanceNumber") or 0),
+                                             str(ds.SOPInstanceUID)))  # fmt: skip
+    return [ordered[len(ordered) // 2]]
+
+
 def _group(
-    finding: TriageFinding, algorithm: Algorithm, flagged: Sequence[Dataset]
+    finding: TriageFinding,
+    algorithm: Algorithm,
+    flagged: Sequence[Dataset],
+    anchors: Sequence[Dataset],
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     evaluations = []
     if finding.category is not None:
         evaluations.append(hd.sr.QualitativeEvaluation(PRIORITY, ACR_CATEGORY[finding.category]))
     evaluations.append(hd.sr.QualitativeEvaluation(TRIAGE_LANE, LANE[finding.lane]))
-    certainty = hd.sr.Measurement(name=CERTAINTY_OF_FINDING, value=finding.certainty, unit=PERCENT)
+    certainty = hd.sr.Measurement(
+        name=CERTAINTY_OF_FINDING,
+        value=finding.certainty,
+        unit=PERCENT,
+        referenced_coordinates=[_whole_image(ds) for ds in anchors],
+    )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derived_uid("triage-finding", finding.series_instance_uid),
@@ -94,13 +131,14 @@ def build_triage_sr(
     whole source when none is flagged, e.g. a rule-based triage).
     """
     flagged = flagged_datasets(source, finding)
+    anchors = _anchors(source, flagged)
     series = finding.series_instance_uid
     identity = Identity.of(ResultKind.TRIAGE, series, [algorithm], repr(finding))
     report = hd.sr.MeasurementReport(
         observation_context=device_observer_context(provenance),
         procedure_reported=procedure_reported(source[0]),
-        imaging_measurements=[_group(finding, algorithm, flagged)],
-        referenced_images=flagged or None,
+        imaging_measurements=[_group(finding, algorithm, flagged, anchors)],
+        referenced_images=anchors,
     )
     with single_component_names():
         sr = hd.sr.Comprehensive3DSR(

@@ -12,7 +12,6 @@ import logging
 import threading
 from io import BytesIO
 from pathlib import Path
-from tempfile import NamedTemporaryFile
 from typing import Any, cast
 
 from pydicom.filewriter import write_file_meta_info
@@ -26,6 +25,7 @@ from pynetdicom.utils import make_target
 
 from dicom_nodes.accelerator._parts import Part
 from dicom_nodes.dimse import codec
+from dicom_nodes.spool.receiving import ReceiveFile
 
 __all__ = ["DIMSE_PARTS", "FastDIMSE"]
 
@@ -109,7 +109,7 @@ class FastDIMSE(DIMSEServiceProvider):
     def _open_dataset_file(
         self, message: DIMSEMessage, sop_class: Any, sop_instance: Any, context_id: int
     ) -> None:
-        sink: Any = NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115
+        sink: Any = ReceiveFile()
         message._data_set_file = sink
         message._data_set_path = Path(sink.name)
         transfer_syntax = self.assoc._accepted_cx[context_id].transfer_syntax[0]

@@ -1,9 +1,24 @@
-"""Ingest bookkeeping in PostgreSQL: one short transaction per received instance."""
+"""Ingest bookkeeping in PostgreSQL: one short transaction per received instance.
+
+The outcome of a COMMIT whose connection broke is unknown: the server may have committed before
+the answer was lost. :meth:`PostgresIngest.record` never guesses it. Before trying again it
+asks a fresh connection whether this receipt's row is there (by SOP Instance UID, BLAKE3 and
+association); when no connection can be had it raises :class:`CommitOutcomeUnknown`, which the
+SCP answers with 0xA700 (PS3.4 B.2.3) while keeping the spool file a committed row may name.
+
+A re-send with different bytes follows ``scp.different_bytes``: with ``replace`` the new copy
+takes the first one's place while the first is still ``received`` (not routed: nothing
+downstream has seen it) and belongs to the same study and series; otherwise the first copy
+stays. Either way the new copy is recorded in ``ingest_duplicate`` and audited (``received``
+with reason ``replaced-unrouted-copy`` or ``resent-different-bytes``).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -12,14 +27,22 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 import audit
+from config import DifferentBytes, Settings
 from dicom_nodes.audit_events import instance_received, study_reopened
 from dicom_nodes.errors import DatabaseUnavailable
 from dicom_nodes.spool.inspect import DatasetIdentity
 from dicom_nodes.spool.store import SpooledFile
 from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
-from dicom_nodes.state.repository import INGEST_SQL
+from dicom_nodes.state.repository import INGEST_SQL, REPLACE_UNROUTED_SQL
 
-__all__ = ["IngestRecorder", "PostgresIngest", "Receipt", "RecordOutcome"]
+__all__ = [
+    "CommitOutcomeUnknown",
+    "IngestRecorder",
+    "PostgresIngest",
+    "Receipt",
+    "RecordOutcome",
+    "receiver_pseudonym",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -40,6 +63,26 @@ class RecordOutcome(Enum):
     NEW = "new"
     DUPLICATE_SAME = "duplicate-same-bytes"
     DUPLICATE_DIFFERENT = "duplicate-different-bytes"
+    REPLACED = "replaced-unrouted-copy"
+    """Different bytes that replaced an unrouted first copy (``replaced_path()`` names the
+    first copy's file, which no row needs any more)."""
+
+
+class CommitOutcomeUnknown(DatabaseUnavailable):
+    """The connection broke during COMMIT and no connection could tell whether it committed:
+    the spool file must be kept (a committed row may point to it)."""
+
+
+_COMMITTED_SQL = """
+SELECT i.blake3 = %(b3)s AND i.association_id = %(assoc)s AND i.spool_path = %(path)s,
+       i.blake3 = %(b3)s,
+       EXISTS (SELECT 1 FROM ingest_duplicate d
+               WHERE d.sop_instance_uid = %(sop)s AND d.association_id = %(assoc)s
+                 AND d.blake3 = %(b3)s)
+FROM ingest_instance i WHERE i.sop_instance_uid = %(sop)s
+"""
+"""Whether a receipt's transaction committed: its instance row (inserted by this association
+with these bytes) or its duplicate row."""
 
 
 class IngestRecorder(Protocol):
@@ -48,16 +91,32 @@ class IngestRecorder(Protocol):
     def record(
         self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt
     ) -> RecordOutcome:
-        """Record the instance; raise :class:`DatabaseUnavailable` when that is not possible."""
+        """Record the instance; raise :class:`DatabaseUnavailable` when that is not possible
+        (:class:`CommitOutcomeUnknown` when it may have been recorded)."""
+        ...
+
+    def replaced_path(self) -> str | None:
+        """After :attr:`RecordOutcome.REPLACED` in this thread: the replaced copy's path."""
+        ...
+
+    def unreferenced(self, paths: list[str]) -> list[str]:
+        """The spool *paths* no recorded row names (raise :class:`DatabaseUnavailable` when
+        that cannot be known)."""
         ...
 
 
 def _received_event(
-    identity: DatasetIdentity, receipt: Receipt, row: tuple[Any, ...]
+    identity: DatasetIdentity,
+    receipt: Receipt,
+    row: tuple[Any, ...],
+    patient: str | None,
+    replaced: bool = False,
 ) -> audit.AuditEvent:
     inserted, bytes_differ, reopened = row[0], row[1], row[4]
     reason = None
-    if not inserted:
+    if replaced:
+        reason = "replaced-unrouted-copy"
+    elif not inserted:
         reason = "resent-different-bytes" if bytes_differ else "resent-identical"
     elif reopened:
         reason = "study-reopened"
@@ -71,20 +130,39 @@ def _received_event(
         sop_uid=identity.sop_instance_uid,
         sop_class_uid=identity.sop_class_uid,
         reason=reason,
+        patient=patient,
     )
 
 
 class PostgresIngest:
     """:class:`IngestRecorder` on a psycopg connection pool."""
 
-    def __init__(self, pool: ConnectionPool, *, timeout: float) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        timeout: float,
+        pseudonym: Callable[[DatasetIdentity], str] | None = None,
+        different_bytes: DifferentBytes = DifferentBytes.REPLACE,
+    ) -> None:
         self.pool = pool
         self.timeout = timeout
+        self.pseudonym = pseudonym
+        """The patient's keyed pseudonym of an instance (recorded with it and in its audit
+        event, so every event of the instance names the patient); None: not recorded."""
+        self.different_bytes = different_bytes
+        self._local = threading.local()
+
+    def replaced_path(self) -> str | None:
+        path: str | None = getattr(self._local, "replaced", None)
+        return path
 
     def record(
         self, identity: DatasetIdentity, spooled: SpooledFile, receipt: Receipt
     ) -> RecordOutcome:
+        patient = self.pseudonym(identity) if self.pseudonym is not None else None
         params = {
+            "patient": patient,
             "sop": identity.sop_instance_uid,
             "cls": identity.sop_class_uid,
             "study": identity.study_instance_uid,
@@ -106,16 +184,33 @@ class PostgresIngest:
             "priority": ROUTE_PRIORITY,
         }
         last_error: Exception | None = None
+        uncertain = False
+        self._local.replaced = None
         # Attempt 2 covers a pooled connection broken by a database restart; attempt 3 a
         # concurrent first insert of the same SOP Instance UID (then a duplicate).
         for _attempt in range(3):
+            if uncertain:
+                known = self._committed(params)
+                if known is not None:
+                    LOGGER.info("instance %s: the interrupted commit had committed",
+                                identity.sop_instance_uid)  # fmt: skip
+                    return known
+                uncertain = False
+            committing = False
             try:
                 with self.pool.connection(timeout=self.timeout) as conn:
                     row = conn.execute(INGEST_SQL, params).fetchone()
                     assert row is not None
+                    replaced = None
+                    if row[1] and self.different_bytes is DifferentBytes.REPLACE:
+                        found = conn.execute(REPLACE_UNROUTED_SQL, params).fetchone()
+                        replaced = None if found is None else str(found[0])
                     if row[0] or row[1] is not None:
                         # The "received" audit event commits with the instance row.
-                        audit.enqueue(conn, _received_event(identity, receipt, row))
+                        audit.enqueue(
+                            conn,
+                            _received_event(identity, receipt, row, patient, replaced is not None),
+                        )
                     if row[0] and row[4]:
                         # The study was complete: this receipt is its late-arrival event.
                         audit.enqueue(
@@ -123,20 +218,81 @@ class PostgresIngest:
                             study_reopened(receipt.node, receipt.called_ae,
                                            identity.study_instance_uid),
                         )  # fmt: skip
+                    committing = True
+                    conn.commit()
             except PoolTimeout as exc:
                 raise DatabaseUnavailable("no database connection available") from exc
             except psycopg.OperationalError as exc:
+                # Broken during COMMIT: it may have committed; find out before anything else.
+                uncertain = committing
                 last_error = exc
                 continue
             except psycopg.Error as exc:
+                if committing:
+                    uncertain = True
+                    last_error = exc
+                    continue
                 raise DatabaseUnavailable(f"database error {type(exc).__name__}") from exc
             inserted, bytes_differ = row[0], row[1]
             if inserted:
                 return RecordOutcome.NEW
+            if replaced is not None:
+                self._local.replaced = replaced
+                return RecordOutcome.REPLACED
             if bytes_differ is not None:
                 return (
                     RecordOutcome.DUPLICATE_DIFFERENT
                     if bytes_differ
                     else RecordOutcome.DUPLICATE_SAME
                 )
+        if uncertain:
+            known = self._committed(params)
+            if known is not None:
+                return known
         raise DatabaseUnavailable(f"database unavailable ({type(last_error).__name__})")
+
+    def _committed(self, params: dict[str, Any]) -> RecordOutcome | None:
+        """The outcome of this receipt's transaction if it committed, None if it did not;
+        :class:`CommitOutcomeUnknown` when no connection can tell."""
+        try:
+            with self.pool.connection(timeout=self.timeout) as conn:
+                row = conn.execute(_COMMITTED_SQL, params).fetchone()
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise CommitOutcomeUnknown(
+                f"commit outcome unknown ({type(exc).__name__}); the spool file is kept"
+            ) from exc
+        if row is None:
+            return None
+        ours, same_bytes, duplicate = row
+        if ours:
+            return RecordOutcome.NEW
+        if duplicate:
+            return RecordOutcome.DUPLICATE_SAME if same_bytes else RecordOutcome.DUPLICATE_DIFFERENT
+        return None
+
+    def unreferenced(self, paths: list[str]) -> list[str]:
+        try:
+            with self.pool.connection(timeout=self.timeout) as conn:
+                rows = conn.execute(_UNREFERENCED_SQL, {"paths": paths}).fetchall()
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+        return [str(r[0]) for r in rows]
+
+
+_UNREFERENCED_SQL = """
+SELECT p FROM unnest(%(paths)s::text[]) AS p
+WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p AND state <> 'released'
+                  AND state NOT IN ('missing', 'purged'))
+  AND NOT EXISTS (SELECT 1 FROM ingest_duplicate WHERE spool_path = p AND bytes_differ)
+  AND NOT EXISTS (SELECT 1 FROM deid_output WHERE spool_path = p)
+"""
+"""Spool paths no row needs: files of receipts that were never recorded, or identical
+re-sends of instances whose spool copy is gone (released, purged, missing)."""
+
+
+def receiver_pseudonym(settings: Settings) -> Callable[[DatasetIdentity], str] | None:
+    """The patient pseudonym the receiver records per instance: the keyed value
+    de-identification will give (no de-identification happens in the receiver)."""
+    from dicom_nodes.deid.patient import receiver_pseudonym as make
+
+    return make(settings)

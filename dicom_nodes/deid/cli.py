@@ -1,11 +1,13 @@
-"""``radiogate reidentify PSEUDONYM --user USER``: the audited way back from a pseudonym.
+"""``radiogate reidentify PSEUDONYM``: the audited way back from a pseudonym.
 
 Re-identification is a disclosure of patient identity, so every use is recorded, whatever its
 result, as one audit event in the same transaction as the vault read (DICOM PS3.15 A.5.3.10
 Patient Record; the Radiogate step ``re-identified``):
 
 - EventID 110110 Patient Record, EventActionCode ``R`` (Read);
-- active participants: the user (requestor, with this host's name) and Radiogate's AE;
+- active participants: the user (requestor, with this host's name) — the PostgreSQL role of the
+  admin's own session, which must be a member of ``radiogate_privacy``
+  (:mod:`dicom_nodes.admin_identity`; a refusal is itself audited) — and Radiogate's AE;
 - participant objects: the pseudonymous patient (:class:`audit.Patient`) for a ``patient``
   pseudonym; the pseudonymous study (:class:`audit.Study`, new Study Instance UID) and its
   patient's pseudonym for a ``study`` pseudonym; never the original values. Input that is
@@ -16,7 +18,8 @@ Patient Record; the Radiogate step ``re-identified``):
 
 The identifiers are printed only after that transaction commits: no audit event, no output.
 Exit status: 0 found, 1 not found, 2 key or integrity error (or invalid arguments),
-3 database unavailable or failing, 4 vault key file missing (its path is named).
+3 database unavailable or failing, 4 vault key file missing (its path is named), 8 the
+session's role is not a member of ``radiogate_privacy`` (refused and audited).
 
 Rows of kind ``series``, ``instance`` or ``uid`` are not revealed: the audit trail has no
 participant object for a bare UID, and a disclosure the trail cannot name is refused.
@@ -49,6 +52,13 @@ from audit import (
     Study,
 )
 from audit.identifiers import check_code, check_network_address, check_pseudonym, check_uid
+from dicom_nodes.admin_identity import (
+    NotAuthorised,
+    Privilege,
+    admin_dsn,
+    identify,
+    record_refusal,
+)
 from dicom_nodes.deid.model import VaultEntry
 from dicom_nodes.deid.secrets import (
     ENV_SITE_SECRET,
@@ -63,6 +73,7 @@ __all__ = [
     "EXIT_DB",
     "EXIT_FOUND",
     "EXIT_KEY",
+    "EXIT_NOT_AUTHORISED",
     "EXIT_NOT_FOUND",
     "add_parser",
     "main",
@@ -75,6 +86,7 @@ EXIT_NOT_FOUND = 1
 EXIT_KEY = 2
 EXIT_DB = 3
 EXIT_MISSING = 4
+EXIT_NOT_AUTHORISED = 8
 
 _REVEALABLE = {"patient", "study"}
 
@@ -86,9 +98,6 @@ def add_parser(sub: Any) -> None:
         help="show the original identifiers behind a pseudonym (audited, PS3.15 A.5.3.10)",
     )
     p.add_argument("pseudonym", help="patient pseudonym or pseudonymous Study Instance UID")
-    p.add_argument(
-        "--user", required=True, help="your user ID, recorded as the requestor in the audit trail"
-    )
     p.add_argument(
         "--reason",
         help="purpose of use as a lower-case code (e.g. incidental-finding), recorded",
@@ -183,7 +192,6 @@ def main_reidentify(args: argparse.Namespace, settings: config.Settings) -> int:
     """Run ``radiogate reidentify``; return the exit status (see the module docstring)."""
     pseudonym: str = args.pseudonym
     try:
-        _requestor(args.user)
         if args.reason is not None:
             check_code(args.reason, "--reason")
     except AuditEventError as exc:
@@ -198,7 +206,18 @@ def main_reidentify(args: argparse.Namespace, settings: config.Settings) -> int:
     entry: VaultEntry | None = None
     failure: str | None = None
     try:
-        with psycopg.connect(_dsn(settings), connect_timeout=5) as conn, conn.transaction():
+        with psycopg.connect(admin_dsn(settings), connect_timeout=5) as conn:
+            identity = identify(conn, Privilege.PRIVACY)
+            if not identity.authorised:
+                conn.rollback()
+                refused = NotAuthorised(identity)
+                seq = record_refusal(
+                    _dsn(settings), settings, identity, Step.REIDENTIFIED,
+                    _subject(pseudonym, None),
+                )  # fmt: skip
+                print(f"radiogate reidentify: {refused} (audit event {seq})", file=sys.stderr)
+                return EXIT_NOT_AUTHORISED
+        with psycopg.connect(admin_dsn(settings), connect_timeout=5) as conn, conn.transaction():
             kind: str | None = None
             if vault is None:
                 outcome = EventOutcome.SERIOUS_FAILURE
@@ -224,7 +243,7 @@ def main_reidentify(args: argparse.Namespace, settings: config.Settings) -> int:
                         kind, outcome = entry.kind, EventOutcome.SUCCESS
             event = reidentify_event(
                 settings,
-                user=args.user,
+                user=identity.user,
                 pseudonym=pseudonym,
                 kind=kind,
                 outcome=outcome,

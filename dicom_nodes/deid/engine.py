@@ -55,6 +55,7 @@ from pydicom.valuerep import PersonName
 from config.deid import DeidOption, DeidProfile
 from dicom_nodes.deid.clean import TextCleaner
 from dicom_nodes.deid.model import BurnedIn, DeidResult, VaultEntry
+from dicom_nodes.deid.patient import patient_fields
 from dicom_nodes.deid.pseudonyms import Pseudonymiser
 from dicom_nodes.deid.table import (
     CLEAN_PIXEL_DATA_CODE,
@@ -74,8 +75,6 @@ IMPLEMENTATION_VERSION_NAME = "RADIOGATE_1"
 
 _PATIENT_NAME = 0x00100010
 _PATIENT_ID = 0x00100020
-_ISSUER = 0x00100021
-_BIRTH_DATE = 0x00100030
 _STUDY_UID = 0x0020000D
 _ACCESSION = 0x00080050
 _STUDY_ID = 0x00200010
@@ -220,9 +219,8 @@ class Deidentifier:
         """The patient's pseudonym, the vault entries and the walk's context of *ds*, read
         before anything is changed (Patient ID, Issuer, name, birth date, Study Instance UID,
         Accession Number, Study ID are all it reads)."""
-        patient_id, issuer = _text(ds, _PATIENT_ID), _text(ds, _ISSUER)
-        name, birth = _text(ds, _PATIENT_NAME), _text(ds, _BIRTH_DATE)
-        key = Pseudonymiser.patient_key(patient_id, issuer, name, birth, _text(ds, _STUDY_UID))
+        patient_id, issuer, name, birth, study = patient_fields(ds)
+        key = Pseudonymiser.patient_key(patient_id, issuer, name, birth, study)
         pseudonym = self.pseudo.patient(key)
         vault = [
             VaultEntry(

@@ -262,12 +262,15 @@ def _analyse(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
         raise _JobFailed("archive-unavailable") from exc
     if not files:
         raise _JobFailed("series-not-in-archive")
-    source = [pydicom.dcmread(io.BytesIO(b)) for b in files]
+    source = []
+    while files:  # each file's bytes go as soon as they are parsed
+        source.append(pydicom.dcmread(io.BytesIO(files.pop(0))))
     lesions = _referencing(outlines, claimed.archive_series_uid)
     try:
         result = analyse_chest_ct(
             source, params=load_parameters(analysis.parameters), lesions=lesions,
             provenance=Provenance(software_version=_version()), processes=analysis.processes,
+            release_pixels=True,
         )  # fmt: skip
     except AnalysisRefused as exc:
         raise _JobFailed(("refused-" + "-".join(exc.reasons))[:64].replace("_", "-")) from exc

@@ -49,6 +49,7 @@ class ReceivedInstance:
     modality: str = ""
     series_instance_uid: str = ""
     received_at: dt.datetime | None = None
+    patient_pseudonym: str | None = None
 
 
 def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
@@ -78,7 +79,7 @@ def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
                LIMIT %(limit)s)
            SELECT i.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
                   i.transfer_syntax_uid, i.spool_path, i.calling_ae, i.called_ae, i.modality,
-                  i.series_instance_uid, i.received_at
+                  i.series_instance_uid, i.received_at, i.patient_pseudonym
            FROM ingest_instance i JOIN chosen USING (sop_instance_uid)
            WHERE i.state = 'received'
            ORDER BY i.received_at
@@ -86,7 +87,7 @@ def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
         {"node": node, "limit": limit},
     ).fetchall()
     return [
-        ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9])
+        ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
         for r in rows
     ]
 

@@ -9,7 +9,6 @@ done (unknown UIDs, rows in another state, no route matches); 2 usage or unreada
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -17,18 +16,79 @@ from typing import Any
 
 import psycopg
 
+from audit import AuditEventError, Step, Study
+from audit.identifiers import check_uid
 from config import Settings
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS = ("worker", "study", "route", "job", "status", "quarantine", "spool", "analyse")
-EXIT_NOT_DONE, EXIT_USAGE, EXIT_DATABASE = 1, 2, 3
+EXIT_NOT_DONE, EXIT_USAGE, EXIT_DATABASE, EXIT_NOT_AUTHORISED = 1, 2, 3, 8
 
 
 def _user(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--user", default=None, help="who decides (for the audit trail; default: your login)"
+    """Privileged: run as the admin's own PostgreSQL role (``database.admin_dsn``), which must be
+    a member of ``radiogate_admin``; that role is the user in the audit trail."""
+    p.epilog = (
+        "Runs as your own PostgreSQL role (database.admin_dsn), which must be a member of "
+        "radiogate_admin; the audit trail records that role."
     )
+
+
+_STEPS = {
+    ("study", None): Step.STUDY_COMPLETED,
+    ("route", None): Step.REROUTED,
+    ("job", "retry"): Step.RETRIED,
+    ("job", "cancel"): Step.CANCELLED,
+    ("quarantine", None): Step.QUARANTINE_RELEASED,
+    ("analyse", None): Step.ANALYSIS_REQUESTED,
+}
+"""The step each privileged command performs (named in the audit event of a refusal)."""
+
+
+def _as_admin(
+    args: argparse.Namespace, settings: Settings, dsn: str
+) -> tuple[psycopg.Connection[Any] | None, str, int]:
+    """The admin's own authenticated connection and role, or (None, "", exit status) after a
+    refusal (audited through the node's connection *dsn*)."""
+    from dicom_nodes.admin_identity import (
+        NotAuthorised,
+        Privilege,
+        admin_dsn,
+        identify,
+        record_refusal,
+    )
+
+    try:
+        conn = psycopg.connect(admin_dsn(settings), connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        print(f"radiogate: cannot connect as you (database.admin_dsn): {reason}", file=sys.stderr)
+        return None, "", EXIT_DATABASE
+    try:
+        identity = identify(conn, Privilege.ADMIN)
+    except AuditEventError as exc:
+        conn.close()
+        print(f"radiogate: {exc}", file=sys.stderr)
+        return None, "", EXIT_USAGE
+    if identity.authorised:
+        conn.commit()
+        return conn, identity.user, 0
+    conn.close()
+    step = _STEPS.get((args.command, getattr(args, "job_command", None)), Step.CANCELLED)
+    uid = getattr(args, "uid", None)
+    objects = [Study(uid)] if uid and _is_uid(uid) else []
+    seq = record_refusal(dsn, settings, identity, step, objects)
+    print(f"radiogate: {NotAuthorised(identity)} (audit event {seq})", file=sys.stderr)
+    return None, "", EXIT_NOT_AUTHORISED
+
+
+def _is_uid(value: str) -> bool:
+    try:
+        check_uid(value)
+    except AuditEventError:
+        return False
+    return True
 
 
 def add_parsers(sub: Any) -> None:
@@ -142,11 +202,14 @@ def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
             from dicom_nodes.audit_events import pipeline_sink
             from dicom_nodes.pipeline.analyse import request_analysis
 
-            count = request_analysis(
-                conn, pipeline_sink(settings.node.name, settings.scp.ae_title), args.uid,
-                pipeline=args.pipeline, node=settings.node.name,
-                user=args.user or getpass.getuser(),
-            )  # fmt: skip
+            admin_conn, user, refused = _as_admin(args, settings, dsn)
+            if admin_conn is None:
+                return refused
+            with admin_conn:
+                count = request_analysis(
+                    admin_conn, pipeline_sink(settings.node.name, settings.scp.ae_title),
+                    args.uid, pipeline=args.pipeline, node=settings.node.name, user=user,
+                )  # fmt: skip
             print(f"{count} analyses requested")
             return 0 if count else EXIT_NOT_DONE
         if args.command == "spool":
@@ -160,15 +223,20 @@ def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
                 return EXIT_NOT_DONE
             print(json.dumps(timeline, indent=2))
             return 0
-        return _admin(conn, args, settings)
+    admin_conn, user, refused = _as_admin(args, settings, dsn)
+    if admin_conn is None:
+        return refused
+    with admin_conn:
+        return _admin(admin_conn, args, settings, user)
 
 
-def _admin(conn: psycopg.Connection[Any], args: argparse.Namespace, settings: Settings) -> int:
+def _admin(
+    conn: psycopg.Connection[Any], args: argparse.Namespace, settings: Settings, user: str
+) -> int:
     from dicom_nodes.audit_events import pipeline_sink
     from dicom_nodes.pipeline import admin
 
     sink = pipeline_sink(settings.node.name, settings.scp.ae_title)
-    user = args.user or getpass.getuser()
     if args.command == "study":
         outcome = admin.complete_study(conn, sink, args.uid, user)
     elif args.command == "route":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from dicom_nodes.pipeline.claims import (
     outgoing,
 )
 from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.pipeline.metrics import observe
 from dicom_nodes.state import FORWARD, Change, ForwardEvent, ForwardState, Lane
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import defer_confirm, defer_forward
@@ -45,6 +47,7 @@ def ask(
     """The destination's answer per item key, or None when it could not be asked."""
     if not sent:
         return {}
+    started = time.perf_counter()
     try:
         answers = ctx.destinations[destination].confirm(
             [Instance(f.sop_class_uid, f.sop_instance_uid) for _, f in sent]
@@ -52,6 +55,7 @@ def ask(
     except Exception as exc:
         LOGGER.warning("confirmation from %s failed: %s", destination, type(exc).__name__)
         return None
+    observe("confirm", started, len(sent), ctx.node, destination)
     return {item.key: bool(answers.get(f.sop_instance_uid)) for item, f in sent}
 
 

@@ -12,6 +12,7 @@ place.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import psycopg
 
 from audit import Step
 from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.pipeline.metrics import observe
 from dicom_nodes.state.repository import AuditEntry, NewForwardItem
 
 if TYPE_CHECKING:
@@ -73,7 +75,9 @@ def make_copies(
     for inst, plan in planned:
         for profile in plan.profiles:
             pairs[(inst.spool_path, profile)] = None
+    started = time.perf_counter()
     copies = ctx.deid.apply_many(list(pairs)) if ctx.deid is not None and pairs else {}
+    observe("deidentify", started, len(copies), ctx.node)
     out = BatchCopies()
     for inst, plan in planned:
         details = {
@@ -81,6 +85,8 @@ def make_copies(
             "sop_class_uid": inst.sop_class_uid,
             "study_instance_uid": inst.study_instance_uid,
         }
+        if inst.patient_pseudonym:
+            details["patient"] = inst.patient_pseudonym
         held: dict[str, str] = dict.fromkeys(plan.unavailable, UNAVAILABLE)
         for profile in plan.profiles:
             outcome = copies[(inst.spool_path, profile)]

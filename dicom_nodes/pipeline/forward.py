@@ -24,6 +24,7 @@ queue keeps moving.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from dicom_nodes.forward.model import OutgoingFile, SendResult
 from dicom_nodes.pipeline import confirm, release
 from dicom_nodes.pipeline.claims import ClaimedForward, claim_forwards, next_due, outgoing
 from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.pipeline.metrics import observe
 from dicom_nodes.state import FORWARD, Change, ForwardEvent, ForwardState
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import defer_forward
@@ -69,7 +71,9 @@ def forward_round(ctx: PipelineContext, destination: str) -> int:
                 "%s cannot be sent to %s (%s); it is held as dead for an admin",
                 item.sop_instance_uid, destination, reason,
             )  # fmt: skip
+        started = time.perf_counter()
         results = _send(dest, [f for _, f in sendable]) if sendable else []
+        observe("forward", started, len(sendable), ctx.node, destination)
         sent = _record(conn, ctx, sendable, results, broken)
         earlier = confirm.confirm_now(conn, ctx, destination, sent)
         release.settle(

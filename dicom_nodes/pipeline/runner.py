@@ -17,10 +17,10 @@ from dicom_nodes.alerts.targets import build_targets
 from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.forward.model import Destination
 from dicom_nodes.lifecycle import record_start, record_stop
-from dicom_nodes.metrics_server import serve
+from dicom_nodes.metrics_server import ServiceProcessCollector, serve
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.housekeeping import Housekeeper, stalled_destinations
-from dicom_nodes.pipeline.metrics import PipelineCollector
+from dicom_nodes.pipeline.metrics import ExporterLock, PipelineCollector, StageCollector
 from dicom_nodes.pipeline.priority import lower_priority
 from dicom_nodes.pipeline.worker import build_app
 from dicom_nodes.state.jobs import queue_name
@@ -113,9 +113,12 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
     from dicom_nodes.pipeline.analyse import Analysis
 
     ctx.analysis = Analysis.from_settings(settings)
+    exporter = ExporterLock(dsn, settings.node.name)
     if settings.worker.metrics_port:
         registry = CollectorRegistry()
-        registry.register(PipelineCollector(pool, settings.node.name))
+        registry.register(PipelineCollector(pool, settings.node.name, exporter))
+        registry.register(StageCollector())
+        registry.register(ServiceProcessCollector())
         serve("127.0.0.1", settings.worker.metrics_port, registry, lambda: health(ctx))
         LOGGER.info("worker metrics on http://127.0.0.1:%d/metrics", settings.worker.metrics_port)
     alerts = AlertContext(
@@ -163,6 +166,7 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
             close = getattr(destination, "close", None)
             if close is not None:
                 close()  # associations kept open between batches
+        exporter.close()
         pool.close()
         record_stop(dsn, settings, "worker")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import procrastinate
 
 from dicom_nodes.alerts.outbox import AlertContext, deliver_round
+from dicom_nodes.pacs.arrivals import ARRIVAL_TASK, run_arrival
 from dicom_nodes.pipeline.analyse import analyse_round
 from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
@@ -78,6 +79,10 @@ def build_app(
             total += n
         return total
 
-    _ = (route_received, forward_pending, confirm_sent, triage_series, analyse_series,
-         deliver_alerts)  # fmt: skip
+    @app.task(name=ARRIVAL_TASK)
+    def archive_arrival(node: str, study: str, steps: list[str]) -> str:
+        return run_arrival(ctx, study, steps)
+
+    _ = (archive_arrival, route_received, forward_pending, confirm_sent, triage_series,
+         analyse_series, deliver_alerts)  # fmt: skip
     return app

@@ -24,7 +24,7 @@ from typing import Any
 
 import pydicom.uid
 from psycopg_pool import ConnectionPool
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config, dimse_messages, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -39,6 +39,7 @@ from dicom_nodes.forward.commitment import (
     commitment_scp_context,
     handle_commitment_report,
 )
+from dicom_nodes.scp import metrics as scp_metrics
 from dicom_nodes.scp.handlers import (
     handle_echo,
     handle_store,
@@ -46,7 +47,8 @@ from dicom_nodes.scp.handlers import (
     record_association_end,
 )
 from dicom_nodes.scp.mpps import MPPS_SOP_CLASS, handle_n_create, handle_n_set
-from dicom_nodes.scp.transport import ReceiverServer, make_tls_context
+from dicom_nodes.scp.transport import MAX_ASSOCIATE_RQ, ReceiverServer, make_tls_context
+from dicom_nodes.spool.receiving import ReceiveFile
 from dicom_nodes.spool.store import Spool
 
 __all__ = [
@@ -123,6 +125,9 @@ def build_server(
     # pynetdicom streams datasets into NamedTemporaryFile(): keep those on the spool's file
     # system so that committing is a rename.
     tempfile.tempdir = str(spool.incoming)
+    # ... through a file that turns a full disk into 0xA700 instead of an aborted association
+    # (stock pynetdicom's decoder names NamedTemporaryFile; the accelerator uses ReceiveFile).
+    dimse_messages.NamedTemporaryFile = ReceiveFile  # type: ignore[attr-defined,assignment]
 
     ae = AE(ae_title=scp.ae_title)
     ae.maximum_associations = scp.max_associations
@@ -157,7 +162,7 @@ def build_server(
             tls.certificate, tls.private_key, tls.ca_certificates, tls.require_client_certificate
         )
     handlers: list[Any] = [
-        (evt.EVT_C_STORE, handle_store, [spool, recorder, settings.node.name]),
+        (evt.EVT_C_STORE, handle_store, [spool, recorder, settings.node.name, audit_writer]),
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_ACCEPTED, log_association_event, [audit_writer, settings.node.name]),
         (evt.EVT_REJECTED, log_association_event, [audit_writer, settings.node.name]),
@@ -178,6 +183,9 @@ def build_server(
         ipaddress.ip_network(n, strict=False) for n in scp.allowed_networks
     )
     ReceiverServer.tls_handshake_timeout = scp.acse_timeout
+    ReceiverServer.artim_timeout = scp.artim_timeout
+    ReceiverServer.max_connections_per_peer = scp.max_connections_per_peer
+    ReceiverServer.max_read = max(scp.max_pdu_size, MAX_ASSOCIATE_RQ) if scp.max_pdu_size else 0
     server = ae.make_server(
         (sock_host or scp.host, scp.port),
         ssl_context=ssl_context,
@@ -198,6 +206,7 @@ def _refusal_auditor(writer: AuditWriter, settings: Settings) -> Callable[[str, 
 
     def refused(peer: str, reason: str) -> None:
         code = reason.split(":", 1)[0]
+        scp_metrics.association("refused", code)
         writer.write(
             association_event(
                 node=settings.node.name,
@@ -217,7 +226,14 @@ def spool_root(settings: Settings) -> Path:
 
 
 def make_recorder(pool: ConnectionPool, settings: Settings) -> PostgresIngest:
-    return PostgresIngest(pool, timeout=settings.database.connect_timeout)
+    from dicom_nodes.db.ingest import receiver_pseudonym
+
+    return PostgresIngest(
+        pool,
+        timeout=settings.database.connect_timeout,
+        pseudonym=receiver_pseudonym(settings),
+        different_bytes=settings.scp.different_bytes,
+    )
 
 
 def make_commitment_sink(dsn: str, pool: ConnectionPool, settings: Settings) -> CommitmentSink:

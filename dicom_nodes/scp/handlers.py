@@ -11,13 +11,18 @@ Log lines carry association ids, AE titles, peer addresses and UIDs, never patie
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
-from dicom_nodes.audit_events import AuditWriter, association_event
-from dicom_nodes.db.ingest import IngestRecorder, Receipt, RecordOutcome
+from pydicom.dataset import Dataset
+
+from dicom_nodes.audit_events import AuditWriter, association_event, instance_refused
+from dicom_nodes.db.ingest import CommitOutcomeUnknown, IngestRecorder, Receipt, RecordOutcome
 from dicom_nodes.db.signals import SignalRecorder
 from dicom_nodes.errors import (
     DatabaseUnavailable,
@@ -26,9 +31,12 @@ from dicom_nodes.errors import (
     OutOfResources,
     RadiogateError,
 )
+from dicom_nodes.scp import metrics as scp_metrics
+from dicom_nodes.scp.rejection import rejection
 from dicom_nodes.scp.status import StoreStatus
 from dicom_nodes.spool.inspect import DatasetIdentity, inspect_file
-from dicom_nodes.spool.store import Spool
+from dicom_nodes.spool.receiving import receive_error
+from dicom_nodes.spool.store import Spool, SpooledFile
 
 __all__ = [
     "association_id",
@@ -47,12 +55,18 @@ _PROBLEM_STATUS = {
     DatasetProblem.INVALID_UID: StoreStatus.CANNOT_UNDERSTAND_INVALID_UID,
     DatasetProblem.SOP_CLASS_MISMATCH: StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS,
     DatasetProblem.SOP_INSTANCE_MISMATCH: StoreStatus.CANNOT_UNDERSTAND_INSTANCE_MISMATCH,
+    DatasetProblem.PIXEL_DATA_MISMATCH: StoreStatus.CANNOT_UNDERSTAND_PIXEL_DATA,
 }
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def status_for(exc: BaseException) -> StoreStatus:
     """The C-STORE status for a failure (PS3.4 B.2.3); the one place that decides it."""
     if isinstance(exc, OutOfResources | DatabaseUnavailable):
+        return StoreStatus.OUT_OF_RESOURCES
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
         return StoreStatus.OUT_OF_RESOURCES
     if isinstance(exc, InvalidDataset):
         return _PROBLEM_STATUS.get(exc.problem, StoreStatus.CANNOT_UNDERSTAND)
@@ -97,31 +111,96 @@ def _receipt(event: Any, node: str) -> Receipt:
     )
 
 
-def handle_store(event: Any, spool: Spool, recorder: IngestRecorder, node: str) -> int:
-    """EVT_C_STORE handler (requires ``_config.STORE_RECV_CHUNKED_DATASET``)."""
+def _refusal(status: StoreStatus, exc: BaseException) -> Dataset:
+    """The C-STORE-RSP status with an Error Comment (0000,0902), at most 64 characters of LO
+    (PS3.7 C.4.2.1.4); our messages never carry patient data."""
+    rsp = Dataset()
+    rsp.Status = int(status)
+    detail = exc.detail if isinstance(exc, InvalidDataset) else str(exc)
+    comment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in detail)
+    rsp.ErrorComment = comment[:64] or type(exc).__name__
+    return rsp
+
+
+def _audit_refusal(writer: AuditWriter, event: Any, node: str, exc: InvalidDataset) -> None:
+    identity = exc.identity
+    uids = None
+    if isinstance(identity, DatasetIdentity):
+        uids = (identity.study_instance_uid, identity.series_instance_uid,
+                identity.sop_instance_uid, identity.sop_class_uid)  # fmt: skip
+    receipt = _receipt(event, node)
+    try:
+        built = instance_refused(
+            node=node, calling_ae=receipt.calling_ae, called_ae=receipt.called_ae,
+            peer_address=receipt.peer_address, reason=exc.problem.value, uids=uids,
+        )  # fmt: skip
+    except Exception as err:  # a peer's invalid AE title must not break the answer
+        LOGGER.warning("refusal audit event not built: %s", type(err).__name__)
+        return
+    writer.write(built)
+
+
+def handle_store(
+    event: Any,
+    spool: Spool,
+    recorder: IngestRecorder,
+    node: str,
+    audit_writer: AuditWriter | None = None,
+) -> int | Dataset:
+    """EVT_C_STORE handler (requires ``_config.STORE_RECV_CHUNKED_DATASET``): 0x0000, or a
+    failure status with an Error Comment; a data set refused as not understood is also an
+    audit event (``refused``)."""
     started = time.perf_counter()
     assoc_id = association_id(event.assoc)
     request = event.request
     spooled = None
     try:
+        if getattr(request, "_dataset_path", None) is None:
+            raise InvalidDataset(DatasetProblem.UNPARSEABLE, "the C-STORE-RQ announces no data set")
+        failed = receive_error(request)
+        if failed is not None:
+            reason = os.strerror(failed.errno) if failed.errno else type(failed).__name__
+            raise OutOfResources(f"spool write failed: {reason}")
         spool.check_space()
         identity = inspect_file(event.dataset_path)
         _check_command(identity, request)
         spooled = spool.commit(event.dataset_path)
         try:
             outcome = recorder.record(identity, spooled, _receipt(event, node))
+        except CommitOutcomeUnknown:
+            LOGGER.warning(
+                "assoc=%s %s may be recorded: its spool file is kept until the database "
+                "says whether a row names it", assoc_id, identity.sop_instance_uid,
+            )  # fmt: skip
+            spool.discard(spooled)
+            raise
         except BaseException:
             spool.discard(spooled)
             raise
+        if not spooled.created:
+            spool.ensure_present(spooled, event.dataset_path)
+        elif outcome is RecordOutcome.DUPLICATE_SAME:
+            # Identical to an instance whose spool copy is gone (released): nobody needs it.
+            spool.discard(spooled)
+        if outcome is RecordOutcome.REPLACED:
+            replaced = recorder.replaced_path()
+            if replaced is not None:
+                spool.discard(SpooledFile(Path(replaced), b"", 0, created=True))
+        if spool.has_unrecorded:
+            _sweep(spool, recorder)
     except Exception as exc:
         status = status_for(exc)
+        scp_metrics.store(int(status), time.perf_counter() - started)
         if status is StoreStatus.CANNOT_UNDERSTAND_HANDLER_FAILURE:
             LOGGER.exception(
                 "assoc=%s C-STORE failed unexpectedly (%s)", assoc_id, type(exc).__name__
             )
         else:
             LOGGER.warning("assoc=%s C-STORE refused with 0x%04X: %s", assoc_id, int(status), exc)
-        return int(status)
+        if isinstance(exc, InvalidDataset) and audit_writer is not None:
+            _audit_refusal(audit_writer, event, node, exc)
+        return _refusal(status, exc)
+    scp_metrics.store(int(StoreStatus.SUCCESS), time.perf_counter() - started, spooled.size)
     if outcome is not RecordOutcome.NEW:
         LOGGER.info(
             "assoc=%s instance %s re-sent (%s)", assoc_id, identity.sop_instance_uid, outcome.value
@@ -137,6 +216,15 @@ def handle_store(event: Any, spool: Spool, recorder: IngestRecorder, node: str) 
     return int(StoreStatus.SUCCESS)
 
 
+def _sweep(spool: Spool, recorder: IngestRecorder) -> None:
+    """Remove spool files of earlier receipts that were never recorded (the database is
+    reachable now: this receipt was just recorded)."""
+    try:
+        spool.sweep_unrecorded(recorder.unreferenced)
+    except (DatabaseUnavailable, OSError) as exc:
+        LOGGER.warning("unrecorded spool files not swept yet: %s", type(exc).__name__)
+
+
 def handle_echo(event: Any) -> int:
     """EVT_C_ECHO handler: Verification SOP Class (PS3.4 A.4), always success."""
     LOGGER.debug("assoc=%s C-ECHO", association_id(event.assoc))
@@ -149,6 +237,11 @@ def log_association_event(event: Any, writer: AuditWriter | None = None, node: s
     assoc = event.assoc
     name = event.event.name
     requestor = assoc.requestor
+    called, reason = str(assoc.acceptor.ae_title).strip(), ""
+    if name == "EVT_REJECTED":
+        called, reason = rejection(assoc)
+    if name in ("EVT_ACCEPTED", "EVT_REJECTED"):
+        scp_metrics.association("accepted" if name == "EVT_ACCEPTED" else "rejected", reason)
     if writer is not None and name in ("EVT_ACCEPTED", "EVT_REJECTED"):
         try:
             writer.write(
@@ -156,21 +249,22 @@ def log_association_event(event: Any, writer: AuditWriter | None = None, node: s
                     node=node,
                     accepted=name == "EVT_ACCEPTED",
                     calling_ae=str(requestor.ae_title).strip(),
-                    called_ae=str(assoc.acceptor.ae_title).strip(),
+                    called_ae=called,
                     peer_address=str(requestor.address),
-                    reason=None if name == "EVT_ACCEPTED" else "association-rejected",
+                    reason=reason or None,
                 )
             )
         except Exception as exc:  # an invalid AE title from a peer must not break logging
             LOGGER.warning("association audit event not built: %s", type(exc).__name__)
     LOGGER.info(
-        "assoc=%s %s calling=%s called=%s peer=%s:%s",
+        "assoc=%s %s calling=%s called=%s peer=%s:%s%s",
         association_id(assoc),
         name.removeprefix("EVT_").lower(),
         str(requestor.ae_title).strip() or "-",
-        str(assoc.acceptor.ae_title).strip() or "-",
+        called or "-",
         requestor.address,
         requestor.port,
+        f" reason={reason}" if reason else "",
     )
 
 

@@ -18,12 +18,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
-from config import Settings
-from dicom_nodes.audit_events import AuditWriter
+from config import Settings, data_path
 from dicom_nodes.db.signals import PostgresSignals
 from dicom_nodes.lifecycle import record_start, record_stop
+from dicom_nodes.scp import metrics as scp_metrics
 from dicom_nodes.scp.app import (
     build_server,
     make_commitment_sink,
@@ -31,11 +32,17 @@ from dicom_nodes.scp.app import (
     make_recorder,
     make_spool,
 )
+from dicom_nodes.scp.audit_buffer import BufferedAuditWriter
 
 __all__ = ["run_scp"]
 
 LOGGER = logging.getLogger(__name__)
 _GRACE = 10.0
+
+
+def audit_buffer_dir(settings: Settings) -> Path:
+    """Where receivers buffer audit events PostgreSQL could not take (scp/audit_buffer.py)."""
+    return data_path(settings, "audit-buffer")
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -47,9 +54,16 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _metrics_dir(settings: Settings) -> Path:
+    """Where the receivers write their counters for the SCP's metrics process."""
+    return data_path(settings, "run/scp-metrics")
+
+
 def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
     """Body of one receiver process; never returns."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if settings.scp.metrics_port:
+        scp_metrics.enable(_metrics_dir(settings), settings.node.name)
     spool = make_spool(settings)
     pool = make_pool(dsn, settings.database.pool_size, settings.database.connect_timeout)
     recorder = make_recorder(pool, settings)
@@ -62,7 +76,12 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
         orthanc=settings.orthanc,
         logging=settings.logging,
     )
-    writer = AuditWriter(pool, settings.node.name, timeout=settings.database.connect_timeout)
+    writer = BufferedAuditWriter(
+        pool,
+        settings.node.name,
+        audit_buffer_dir(settings),
+        timeout=settings.database.connect_timeout,
+    )
     server = build_server(
         patched,
         spool,
@@ -89,6 +108,8 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
     deadline = time.monotonic() + _GRACE
     while server.active_associations and time.monotonic() < deadline:
         time.sleep(0.1)
+    writer.flush()
+    writer.close()
     pool.close(timeout=2)
     os._exit(0)
 
@@ -113,8 +134,8 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
     from psycopg_pool import ConnectionPool
 
     from dicom_nodes.errors import OutOfResources
-    from dicom_nodes.metrics_server import serve
-    from dicom_nodes.scp.metrics import ReceiverCollector
+    from dicom_nodes.metrics_server import ServiceProcessCollector, serve
+    from dicom_nodes.scp.metrics import ReceiverCollector, SpoolCollector
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
@@ -123,7 +144,10 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
     pool.open(wait=False)
     spool = make_spool(settings)
     registry = CollectorRegistry()
-    registry.register(ReceiverCollector(pool, settings.node.name))
+    registry.register(ReceiverCollector(pool, settings.node.name, audit_buffer_dir(settings)))
+    registry.register(SpoolCollector(spool, settings.node.name))
+    registry.register(ServiceProcessCollector(os.getppid))  # the SCP supervisor's tree
+    scp_metrics.register(registry, _metrics_dir(settings))
 
     def health() -> dict[str, bool]:
         checks = {"database": False, "spool_space": False, "accepting": False}
@@ -189,6 +213,8 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if settings.scp.metrics_port:
+        scp_metrics.prepare_directory(_metrics_dir(settings))
     metrics_pid = _spawn_metrics(settings, dsn, port, reserved) if settings.scp.metrics_port else 0
     for i in range(count):
         spawn(i)

@@ -37,6 +37,13 @@ class StoreStatus(IntEnum):
     """Error: Cannot understand - the dataset could not be parsed (truncated, invalid VR,
     inconsistent lengths). Same value pynetdicom uses for "failed to decode dataset"."""
 
+    CANNOT_UNDERSTAND_PIXEL_DATA = 0xC212
+    """Error: Cannot understand - Pixel Data does not fit the image attributes: native Pixel
+    Data shorter or longer than Rows * Columns * Samples per Pixel * Bits Allocated * Number
+    of Frames requires, or encapsulated Pixel Data with fewer fragments than frames or an
+    offset table of the wrong size (PS3.5 8.1.1, A.4). A truncated image re-encoded as a
+    consistent dataset is the typical case; the Error Comment says which."""
+
     CANNOT_UNDERSTAND_HANDLER_FAILURE = 0xC211
     """Error: Cannot understand - unexpected failure in the SCP (pynetdicom's value for an
     exception in the handler). Nothing is recorded; the sender may retry."""

@@ -10,6 +10,18 @@
 - TLS (PS3.15 B.12) handshakes run in the connection's own thread, never in the accept loop,
   so a slow or hostile peer cannot stall other connections.
 - PDUs are read with one ``recv_into(MSG_WAITALL)`` per PDU instead of pynetdicom's 4 KiB loop.
+
+Slots cannot be held hostage (PS3.8 9.1.5, the ARTIM timer):
+
+- before a connection reaches pynetdicom (and counts against ``scp.max_associations``) its
+  first PDU is inspected with ``MSG_PEEK``: it must be a complete A-ASSOCIATE-RQ (PS3.8 9.3.2)
+  of at most :data:`MAX_ASSOCIATE_RQ` bytes within ``scp.artim_timeout``. Anything else — other
+  PDU types, garbage, a claimed length of gigabytes, silence, a trickle — gets an A-ABORT
+  (PS3.8 9.3.8) where a PDU header was readable and the connection is closed at once;
+- at most ``scp.max_connections_per_peer`` connections per peer address (per receiver
+  process), negotiating or associated; more are closed on accept;
+- a PDU longer than the largest we accept (``scp.max_pdu_size``, or an A-ASSOCIATE-RQ's
+  limit) closes the connection when its header is read, without waiting for its body.
 """
 
 from __future__ import annotations
@@ -17,14 +29,18 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import select
 import socket
 import ssl
+import struct
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-__all__ = ["ReceiverServer", "make_tls_context"]
+__all__ = ["MAX_ASSOCIATE_RQ", "ReceiverServer", "make_tls_context", "screen_first_pdu"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -36,14 +52,71 @@ _PREALLOCATE_MAX = 1 << 20
 grows the buffer as bytes come in, so a bogus length cannot make us allocate gigabytes."""
 
 
+MAX_ASSOCIATE_RQ = 1 << 18
+"""Largest A-ASSOCIATE-RQ accepted (256 KiB: 128 presentation contexts with every transfer
+syntax we know fit in well under a tenth of it)."""
+
+_A_ASSOCIATE_RQ = 0x01
+_ASSOCIATE_RQ_FIXED = 68
+"""Fixed fields of an A-ASSOCIATE-RQ after its header: version, AE titles, reserved."""
+_A_ABORT = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
+"""A-ABORT PDU, source 2 (service provider), reason 0 (not specified) (PS3.8 9.3.8)."""
+
+
+def screen_first_pdu(sock: socket.socket, timeout: float) -> str | None:
+    """Wait up to *timeout* seconds for a whole A-ASSOCIATE-RQ at the head of *sock*'s input,
+    without consuming it (``MSG_PEEK``). Returns None when it is there, else why not."""
+    deadline = time.monotonic() + timeout
+    want = 6
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "no complete A-ASSOCIATE-RQ within scp.artim_timeout"
+        if not select.select([sock], [], [], left)[0]:
+            continue
+        try:
+            seen = sock.recv(want, socket.MSG_PEEK)
+        except OSError as exc:
+            return f"connection failed ({type(exc).__name__})"
+        if not seen:
+            return "closed by the peer"
+        if want == 6 and len(seen) == 6:
+            pdu_type, _, length = struct.unpack(">BBL", seen)
+            if pdu_type != _A_ASSOCIATE_RQ:
+                return f"first PDU type 0x{pdu_type:02X} is not an A-ASSOCIATE-RQ"
+            if length > MAX_ASSOCIATE_RQ:
+                return f"A-ASSOCIATE-RQ length {length} exceeds {MAX_ASSOCIATE_RQ}"
+            if length < _ASSOCIATE_RQ_FIXED:
+                return f"A-ASSOCIATE-RQ length {length} is too short"
+            want = 6 + length
+            continue
+        if len(seen) >= want:
+            return None
+        # Part of it is there; peeked bytes stay readable, so wait before looking again (a
+        # peer that stalls runs into the deadline).
+        time.sleep(min(0.05, left))
+
+
 class _FastAssociationSocket(AssociationSocket):
     """AssociationSocket that reads each PDU in one system call and keeps ACKs quick."""
 
     quickack: bool = False
+    max_read: int = 0
+    """Longest PDU body accepted (0: any); a longer one ends the connection at its header."""
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
         assert sock is not None
+        if self.max_read and nr_bytes > self.max_read:
+            LOGGER.warning(
+                "PDU of %d bytes exceeds the largest accepted (%d): connection closed",
+                nr_bytes, self.max_read,
+            )  # fmt: skip
+            with contextlib.suppress(OSError):
+                sock.sendall(_A_ABORT)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            return bytearray()
         buf = bytearray(min(nr_bytes, _PREALLOCATE_MAX))
         nr_read = 0
         tls = isinstance(sock, ssl.SSLSocket)
@@ -74,6 +147,7 @@ class _RequestHandler(RequestHandler):
         fast = _FastAssociationSocket.__new__(_FastAssociationSocket)
         fast.__dict__.update(assoc.dul.socket.__dict__)
         fast.quickack = getattr(self.server, "quickack", False)
+        fast.max_read = getattr(self.server, "max_read", 0)
         assoc.dul.socket = fast
         return assoc
 
@@ -88,9 +162,14 @@ class ReceiverServer(ThreadedAssociationServer):
     tls_handshake_timeout: float = 30.0
     on_refused: Callable[[str, str], None] | None = None
     """Called with (peer address, reason) when a connection is refused before association."""
+    artim_timeout: float = 10.0
+    max_connections_per_peer: int = 32
+    max_read: int = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["request_handler"] = _RequestHandler
+        self._peers: dict[str, int] = {}
+        self._peers_lock = threading.Lock()
         super().__init__(*args, **kwargs)
         # TLS is applied per connection in process_request_thread, not by pynetdicom's accept.
         self.tls_context = self.ssl_context
@@ -114,6 +193,24 @@ class ReceiverServer(ThreadedAssociationServer):
         return client, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
+        if not self._network_allowed(client_address):
+            return False
+        peer = str(client_address[0])
+        with self._peers_lock:
+            count = self._peers.get(peer, 0)
+            if self.max_connections_per_peer and count >= self.max_connections_per_peer:
+                refused = True
+            else:
+                refused = False
+                self._peers[peer] = count + 1
+        if refused:
+            LOGGER.warning(
+                "connection from %s refused: %d connections open (scp.max_connections_per_peer)",
+                peer, count,
+            )  # fmt: skip
+        return not refused
+
+    def _network_allowed(self, client_address: Any) -> bool:
         if not self.allowed_networks:
             return True
         try:
@@ -130,9 +227,32 @@ class ReceiverServer(ThreadedAssociationServer):
         return False
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            self._process(request, client_address)
+        finally:
+            peer = str(client_address[0])
+            with self._peers_lock:
+                left = self._peers.get(peer, 1) - 1
+                if left > 0:
+                    self._peers[peer] = left
+                else:
+                    self._peers.pop(peer, None)
+
+    def _process(self, request: Any, client_address: Any) -> None:
+        if self.tls_context is None:
+            problem = screen_first_pdu(request, self.artim_timeout)
+            if problem is not None:
+                LOGGER.warning("connection from %s closed: %s", client_address[0], problem)
+                if "type" in problem or "length" in problem:
+                    with contextlib.suppress(OSError):
+                        request.sendall(_A_ABORT)
+                if self.on_refused is not None and "closed by the peer" not in problem:
+                    self.on_refused(str(client_address[0]), "association-not-requested")
+                self.shutdown_request(request)
+                return
         if self.tls_context is not None:
             try:
-                request.settimeout(self.tls_handshake_timeout)
+                request.settimeout(min(self.tls_handshake_timeout, self.artim_timeout))
                 request = self.tls_context.wrap_socket(
                     request, server_side=True, do_handshake_on_connect=False
                 )

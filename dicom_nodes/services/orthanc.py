@@ -38,6 +38,7 @@ from dicom_nodes.services.credentials import HttpCredentials, ensure_credentials
 from dicom_nodes.services.supervisor import die_with_parent
 
 __all__ = [
+    "DICOMWEB_PLUGIN",
     "ManagedOrthanc",
     "OrthancPeer",
     "OrthancStartError",
@@ -49,6 +50,9 @@ LOGGER = logging.getLogger(__name__)
 
 PEER_SERVICES = ("Echo", "Find", "FindWorklist", "Get", "Move", "Store", "StorageCommitment")
 """Services a ``DicomModalities`` entry can be allowed (Orthanc's ``Allow<Service>`` keys)."""
+
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+"""Debian's ``orthanc-dicomweb`` (1.7 in Debian 12): QIDO-RS / WADO-RS / STOW-RS, PS3.18."""
 
 SENDER_SERVICES = frozenset({"Echo", "Store", "Find", "StorageCommitment"})
 """What a forwarding peer needs: verify, store, confirm by C-FIND or Storage Commitment."""
@@ -124,6 +128,13 @@ class ManagedOrthanc:
     peers: list[OrthancPeer] = field(default_factory=list)
     credentials_file: Path | None = None
     name: str = "Radiogate archive"
+    extra: dict[str, object] = field(default_factory=dict)
+    """More configuration keys (e.g. the plugin's: :mod:`.pacs`)."""
+    users: dict[str, str] = field(default_factory=dict)
+    """More ``RegisteredUsers`` besides the archive's own account."""
+    dicomweb: bool = False
+    """Load the DICOMweb plugin at ``/dicom-web/`` (the viewer reads through it), behind the
+    same HTTP Basic authentication; its WADO-URI endpoint stays off."""
     _proc: subprocess.Popen[bytes] | None = None
     _credentials: HttpCredentials | None = None
     _token: str = ""
@@ -154,6 +165,20 @@ class ManagedOrthanc:
         return self.storage_dir / "orthanc.log"
 
     def config(self) -> dict[str, object]:
+        cfg = self._base_config()
+        for key, value in self.extra.items():
+            base = cfg.get(key)
+            if key == "Plugins" and isinstance(base, list) and isinstance(value, list):
+                # each plugin loaded once, however its path is spelt
+                cfg[key] = list({os.path.realpath(str(p)): p for p in [*base, *value]}.values())
+            elif isinstance(base, dict) and isinstance(value, dict):
+                cfg[key] = {**base, **value}
+            else:
+                cfg[key] = value
+        cfg["RegisteredUsers"] = {**self.users, self.credentials.user: self.credentials.password}
+        return cfg
+
+    def _base_config(self) -> dict[str, object]:
         return {
             "Name": f"{self.name} {self._token}".rstrip(),
             "StorageDirectory": str(self.storage_dir / "storage"),
@@ -164,9 +189,23 @@ class ManagedOrthanc:
             **security_config(self.peers, self.credentials),
             "StorageCompression": False,
             "SaveJobs": False,
-            "Plugins": [],
+            "Plugins": [DICOMWEB_PLUGIN] if self.dicomweb else [],
+            **(self._dicomweb_config() if self.dicomweb else {}),
             "StableAge": 60,
             "DicomScpTimeout": 30,
+        }
+
+    @staticmethod
+    def _dicomweb_config() -> dict[str, object]:
+        return {
+            "DicomWeb": {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "EnableWado": False,
+                "Ssl": False,
+                "StudiesMetadata": "Full",
+                "SeriesMetadata": "Full",
+            }
         }
 
     def request(self, path: str, *, method: str = "GET", body: bytes | None = None) -> bytes:

@@ -46,6 +46,7 @@ from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer
 from dicom_nodes.services.ports import PortUse, check_ports
 from dicom_nodes.services.postgres import PrivateCluster
 from dicom_nodes.services.supervisor import ProcessService, Supervised
+from dicom_nodes.services.viewer import viewer_dist
 
 __all__ = ["archive_peers", "database_dsn", "planned_ports", "run_stack"]
 
@@ -112,6 +113,8 @@ def planned_ports(settings: Settings, *, cluster_running: bool = False) -> list[
         # Orthanc 1.10.1 listens on every interface, whatever orthanc.host says.
         uses.append(PortUse("orthanc.http_port", settings.orthanc.http_port, "0.0.0.0"))  # noqa: S104
         uses.append(PortUse("orthanc.dicom_port", settings.orthanc.dicom_port, "0.0.0.0"))  # noqa: S104
+    if settings.viewer.enabled:
+        uses.append(PortUse("viewer.port", settings.viewer.port, settings.viewer.host))
     uses.append(PortUse("scp.port", settings.scp.port, settings.scp.host))
     uses.append(PortUse("scp.metrics_port", settings.scp.metrics_port))
     uses.append(PortUse("worker.metrics_port", settings.worker.metrics_port))
@@ -299,7 +302,14 @@ class _Stack:
                 executable=o.executable,
                 peers=peers,
                 credentials_file=data_path(s, o.credentials_file),
+                dicomweb=s.viewer.enabled,
             )
+            if s.pacs.plugin:
+                from dicom_nodes.services.pacs import plugin_config, user_tokens
+
+                orthanc.extra = plugin_config(s, dsn=dsn, config_file=self.config_file,
+                                              service_user=orthanc.credentials.user)  # fmt: skip
+                orthanc.users = user_tokens(s)
             self._supervise(_OrthancService(orthanc), auditor)
             allowed = ", ".join(f"{p.ae_title}@{p.host}" for p in peers)
             self.lines.append(
@@ -311,6 +321,7 @@ class _Stack:
         else:
             self.lines.append(f"Orthanc      http://{o.host}:{o.http_port} (not managed)")
         cli = [sys.executable, "-m", "dicom_nodes.cli"]
+        self._viewer(cli, env, auditor)
         # Chains the events the SCP and workers enqueue, and signs checkpoints.
         self._supervise(
             ProcessService("sealer", [*cli, "audit", "checkpoint", "--watch"], env), auditor
@@ -318,6 +329,13 @@ class _Stack:
         self.lines.append(
             f"audit        sealer + signed checkpoints -> {data_path(s, s.audit.checkpoint_file)}"
         )
+        if s.pacs.plugin and o.managed:
+            # Chains the access events the plugin journals (reads survive a database outage).
+            self._supervise(ProcessService("pacs", [*cli, "pacs", "record"], env), auditor)
+            self.lines.append(
+                f"PACS         /radiogate/ routes and Explorer extension in Orthanc; access"
+                f" journal {s.pacs.journal_dir}"
+            )
         self._supervise(ProcessService("scp", [*cli, "scp"], env), auditor)
         self._supervise(ProcessService("worker", [*cli, "worker"], env), auditor)
         sc = s.scp
@@ -337,6 +355,21 @@ class _Stack:
             f" (pid {os.getpid()})"
         )
         self._record_restarts()
+
+    def _viewer(self, cli: list[str], env: dict[str, str], auditor: _Auditor) -> None:
+        """OHIF next to the archive (:mod:`.viewer`), when enabled and installed."""
+        v = self.settings.viewer
+        if not v.enabled:
+            return
+        dist = viewer_dist(self.settings)
+        if not (dist / "index.html").is_file():
+            self.lines.append(f"viewer       not served: no OHIF build in {dist} (make ohif)")
+            return
+        self._supervise(ProcessService("viewer", [*cli, "viewer"], env), auditor)
+        self.lines.append(
+            f"viewer       OHIF http://{v.host}:{v.port}/ (sign in with an archive user;"
+            " DICOMweb of the archive at /dicom-web/)"
+        )
 
     def _secrets(self) -> None:
         s = self.settings

@@ -10,7 +10,12 @@ few top-level UIDs it returns, and checks that:
 - explicit VRs are valid (PS3.5 6.2) and lengths are even or undefined where the standard
   allows it (PS3.5 7.1.1-7.1.3, 7.5);
 - sequences and encapsulated pixel data are properly delimited (PS3.5 7.5, A.4);
-- SOP Class, SOP Instance, Study Instance and Series Instance UIDs are present and plausible.
+- SOP Class, SOP Instance, Study Instance and Series Instance UIDs are present and plausible;
+- top-level native Pixel Data has the length its image attributes require: Rows * Columns *
+  Samples per Pixel * Bits Allocated * Number of Frames, padded to even (PS3.5 8.1.1, PS3.3
+  C.7.6.3; YBR_FULL_422 holds two samples per pixel, PS3.3 C.7.6.3.1.2); encapsulated Pixel
+  Data has a Basic Offset Table item that is empty or holds one offset per frame, and at least
+  one fragment per frame (a fragment never holds data of two frames, PS3.5 A.4).
 
 Transfer syntaxes: implicit VR little endian, explicit VR little and big endian and every
 encapsulated syntax built on explicit VR little endian (JPEG family, JPEG-LS, JPEG 2000, HTJ2K,
@@ -27,13 +32,17 @@ import re
 import struct
 import tempfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 from dicom_nodes.errors import DatasetProblem, InvalidDataset
 
-__all__ = ["DatasetIdentity", "inspect_file"]
+__all__ = ["DatasetIdentity", "RawPatient", "inspect_file"]
 
 _EXPLICIT_LE: Final = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE: Final = "1.2.840.10008.1.2"
@@ -57,6 +66,14 @@ _ITEM: Final = (0xFFFE, 0xE000)
 _ITEM_DELIM: Final = (0xFFFE, 0xE00D)
 _SEQ_DELIM: Final = (0xFFFE, 0xE0DD)
 _PIXEL_DATA: Final = (0x7FE0, 0x0010)
+_IMAGE_US: Final = {
+    (0x0028, 0x0002): "samples",
+    (0x0028, 0x0010): "rows",
+    (0x0028, 0x0011): "columns",
+    (0x0028, 0x0100): "bits",
+}
+_FRAMES: Final = (0x0028, 0x0008)
+_PHOTOMETRIC: Final = (0x0028, 0x0004)
 _MAX_DEPTH: Final = 64
 _MAX_INFLATED: Final = 4 * 1024**3
 
@@ -68,6 +85,38 @@ _WANTED: Final = {
     (0x0008, 0x0060): "modality",
 }
 _UID_RE: Final = re.compile(r"[0-9]+(\.[0-9]+)*")
+_PATIENT: Final = frozenset(
+    {(0x0008, 0x0005), (0x0010, 0x0010), (0x0010, 0x0020), (0x0010, 0x0021), (0x0010, 0x0030)}
+)
+"""Top-level Patient Module values kept raw for the patient's keyed pseudonym (never decoded
+here, never logged: :mod:`dicom_nodes.deid.patient`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawPatient:
+    """The raw top-level values of :data:`PATIENT_TAGS` of one received instance, with the
+    encoding they were read in (PS3.5 7.1). Its repr shows no value."""
+
+    elements: Mapping[int, tuple[str | None, bytes]] = field(default_factory=dict, repr=False)
+    implicit_vr: bool = False
+    little_endian: bool = True
+
+    def dataset(self, study_uid: str) -> Dataset:
+        """A dataset of just these elements (decoded on access with their character set)."""
+        from pydicom.dataelem import DataElement, RawDataElement
+        from pydicom.dataset import Dataset
+        from pydicom.tag import BaseTag, Tag
+
+        raw: dict[BaseTag, DataElement | RawDataElement] = {
+            Tag(tag): RawDataElement(
+                Tag(tag), vr, len(value), value, 0, self.implicit_vr, self.little_endian
+            )
+            for tag, (vr, value) in self.elements.items()
+        }
+        ds = Dataset(raw)
+        ds.set_original_encoding(self.implicit_vr, self.little_endian)
+        ds.StudyInstanceUID = study_uid
+        return ds
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +129,8 @@ class DatasetIdentity:
     study_instance_uid: str
     series_instance_uid: str
     modality: str
+    patient: RawPatient = field(default_factory=RawPatient, repr=False, compare=False)
+    """Raw patient values for the pseudonym only (identifying: never log or store them)."""
 
 
 class _Walker:
@@ -91,6 +142,11 @@ class _Walker:
         self.implicit = implicit
         self.endian = "<" if little else ">"
         self.found: dict[str, str] = {}
+        self.patient: dict[int, tuple[str | None, bytes]] = {}
+        self.image: dict[str, int] = {}
+        """Top-level image attributes (US values), Number of Frames and, once seen, the
+        native Pixel Data length or the encapsulated Pixel Data's frame table and fragments."""
+        self.photometric = ""
 
     def _fail(self, detail: str) -> InvalidDataset:
         return InvalidDataset(DatasetProblem.UNPARSEABLE, detail)
@@ -135,7 +191,7 @@ class _Walker:
                 if vr is not None and vr not in (b"SQ", b"UN", b"OB", b"OW"):
                     raise self._fail(f"undefined length not allowed for VR {vr!r}")
                 if vr in (b"OB", b"OW") or (vr is None and tag == _PIXEL_DATA):
-                    pos = self._encapsulated(value, end)
+                    pos = self._encapsulated(value, end, top=depth == 0 and tag == _PIXEL_DATA)
                 elif vr == b"UN":
                     # An SQ of unknown VR is encoded implicit VR little endian (PS3.5 6.2.2)
                     inner = _Walker(self.buf, implicit=True, little=True)
@@ -151,6 +207,15 @@ class _Walker:
             if depth == 0 and tag in _WANTED:
                 raw = bytes(self.buf[value : value + length])
                 self.found[_WANTED[tag]] = raw.rstrip(b"\x00 ").decode("ascii", "replace")
+            elif depth == 0 and tag in _PATIENT:
+                self.patient[(group << 16) | elem] = (
+                    None if vr is None else vr.decode("ascii"),
+                    bytes(self.buf[value : value + length]),
+                )
+            elif depth == 0 and group == 0x0028:
+                self._image_attribute(tag, value, length)
+            elif depth == 0 and tag == _PIXEL_DATA:
+                self.image["native_length"] = length
             elif vr == b"SQ" and length:
                 self._sequence_defined(value, value + length, depth)
             pos = value + length
@@ -190,17 +255,38 @@ class _Walker:
                 self.walk(value, value + length, depth + 1, until_delimiter=False)
                 pos = value + length
 
-    def _encapsulated(self, pos: int, end: int) -> int:
+    def _image_attribute(self, tag: tuple[int, int], value: int, length: int) -> None:
+        """Keep the Image Pixel Module attributes the Pixel Data length depends on."""
+        if tag in _IMAGE_US and length == 2:
+            (self.image[_IMAGE_US[tag]],) = struct.unpack_from(self.endian + "H", self.buf, value)
+        elif tag == _FRAMES:
+            text = bytes(self.buf[value : value + length]).strip(b"\x00 ")
+            if not text.isdigit():
+                raise InvalidDataset(
+                    DatasetProblem.PIXEL_DATA_MISMATCH, "Number of Frames is invalid"
+                )
+            self.image["frames"] = int(text)
+        elif tag == _PHOTOMETRIC:
+            raw = bytes(self.buf[value : value + length]).strip(b"\x00 ")
+            self.photometric = raw.decode("ascii", "replace")
+
+    def _encapsulated(self, pos: int, end: int, top: bool = False) -> int:
         """Encapsulated pixel data: fragments until the sequence delimiter (PS3.5 A.4)."""
+        items = 0
         while True:
             group, elem, _, length, value = self._header(pos, end)
             tag = (group, elem)
             if tag == _SEQ_DELIM:
+                if top:
+                    self.image["fragments"] = max(items - 1, 0)
                 return value
             if tag != _ITEM or length == _UNDEFINED:
                 raise self._fail(f"invalid pixel data fragment at offset {pos}")
             if value + length > end:
                 raise self._fail(f"pixel data fragment at offset {pos} runs past the end")
+            if top and items == 0:
+                self.image["offset_table"] = length
+            items += 1
             pos = value + length
 
 
@@ -267,30 +353,87 @@ def inspect_file(path: str | os.PathLike[str]) -> DatasetIdentity:
             if ts in _DATASET_DEFLATED:
                 size, inflated = _inflate(buf, offset, Path(path).parent)
                 with inflated:
-                    found = _walk(inflated, 0, size, implicit=False, little=True)
+                    walker = _walk(inflated, 0, size, implicit=False, little=True)
             else:
                 implicit = ts == _IMPLICIT_LE
                 little = ts != _EXPLICIT_BE
                 try:
-                    found = _walk(buf, offset, len(buf), implicit=implicit, little=little)
+                    walker = _walk(buf, offset, len(buf), implicit=implicit, little=little)
                 except InvalidDataset as exc:
                     # Some senders encode implicit VR under an explicit little endian syntax; like
                     # DCMTK and pydicom we accept that when the very first element shows it.
                     if implicit or not little or not exc.detail.endswith(f"offset {offset}"):
                         raise
-                    found = _walk(buf, offset, len(buf), implicit=True, little=True)
-    return _identity(ts, found)
+                    walker = _walk(buf, offset, len(buf), implicit=True, little=True)
+    identity = _identity(ts, walker)
+    try:
+        _check_pixels(walker.image, walker.photometric)
+    except InvalidDataset as exc:
+        exc.identity = identity
+        raise
+    return identity
 
 
-def _walk(buf: mmap.mmap, start: int, end: int, *, implicit: bool, little: bool) -> dict[str, str]:
+def _walk(buf: mmap.mmap, start: int, end: int, *, implicit: bool, little: bool) -> _Walker:
     if start >= end:
         raise InvalidDataset(DatasetProblem.UNPARSEABLE, "empty dataset")
     walker = _Walker(buf, implicit=implicit, little=little)
     walker.walk(start, end, 0, until_delimiter=False)
-    return walker.found
+    return walker
 
 
-def _identity(ts: str, found: dict[str, str]) -> DatasetIdentity:
+def _check_pixels(image: dict[str, int], photometric: str) -> None:
+    """Pixel Data must fit the image attributes (see the module docstring)."""
+    native = image.get("native_length")
+    fragments = image.get("fragments")
+    if native is None and fragments is None:
+        return
+    frames = image.get("frames", 1)
+    if frames < 0:
+        raise InvalidDataset(DatasetProblem.PIXEL_DATA_MISMATCH, "Number of Frames is invalid")
+    if frames == 0:
+        raise InvalidDataset(DatasetProblem.PIXEL_DATA_MISMATCH, "Number of Frames is 0")
+    if fragments is not None:
+        table = image.get("offset_table", 0)
+        if table not in (0, 4 * frames):
+            raise InvalidDataset(
+                DatasetProblem.PIXEL_DATA_MISMATCH,
+                f"Basic Offset Table of {table} bytes for {frames} frames",
+            )
+        if fragments < frames:
+            raise InvalidDataset(
+                DatasetProblem.PIXEL_DATA_MISMATCH,
+                f"{fragments} pixel data fragments for {frames} frames",
+            )
+        return
+    missing = [k for k in ("rows", "columns", "bits", "samples") if k not in image]
+    if missing:
+        raise InvalidDataset(
+            DatasetProblem.PIXEL_DATA_MISMATCH,
+            "Pixel Data without " + ", ".join(_LABELS[k] for k in missing),
+        )
+    samples = 2 if photometric in ("YBR_FULL_422", "YBR_PARTIAL_422") else image["samples"]
+    bits = image["rows"] * image["columns"] * samples * frames * image["bits"]
+    expected = (bits + 7) // 8
+    expected += expected % 2
+    assert native is not None
+    if native != expected:
+        raise InvalidDataset(
+            DatasetProblem.PIXEL_DATA_MISMATCH,
+            f"Pixel Data is {native} bytes; the image attributes require {expected}",
+        )
+
+
+_LABELS: Final = {
+    "rows": "Rows",
+    "columns": "Columns",
+    "bits": "Bits Allocated",
+    "samples": "Samples per Pixel",
+}
+
+
+def _identity(ts: str, walker: _Walker) -> DatasetIdentity:
+    found = walker.found
     for key, label in (
         ("sop_class_uid", "SOP Class UID"),
         ("sop_instance_uid", "SOP Instance UID"),
@@ -309,4 +452,5 @@ def _identity(ts: str, found: dict[str, str]) -> DatasetIdentity:
         study_instance_uid=found["study_instance_uid"],
         series_instance_uid=found["series_instance_uid"],
         modality=found.get("modality", "")[:16],
+        patient=RawPatient(walker.patient, walker.implicit, walker.endian == "<"),
     )

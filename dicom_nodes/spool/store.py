@@ -11,15 +11,25 @@ A received instance becomes durable in this order (the SCP's durability contract
 File names are the BLAKE3 of the content, so an identical re-send maps onto the same file and a
 re-send with different bytes keeps both. Temporary files left by a crash were never
 acknowledged; :meth:`Spool.prepare` removes them at start-up.
+
+Because identical bytes share one file, a receiver whose instance could not be recorded may not
+simply delete the file it created: another association may have recorded the same bytes in
+the meantime. :meth:`Spool.discard` marks the file in ``<spool>/.unrecorded``;
+:meth:`Spool.sweep_unrecorded` deletes marked files once the database says no row needs them,
+and :meth:`Spool.ensure_present` (after recording bytes that were already spooled) puts a file
+back that a sweep removed in between. Both run under one lock file, so the two cannot cross.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +43,8 @@ __all__ = ["Spool", "SpooledFile"]
 LOGGER = logging.getLogger(__name__)
 _FANOUT = 256
 _CHUNK = 1 << 20
+UNRECORDED_MIN_AGE = 5.0
+"""Seconds a file marked unrecorded waits before a sweep may delete it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +111,13 @@ class Spool:
         min_free_bytes: int = 0,
         min_free_percent: float = 0.0,
         fsync: bool = True,
+        unrecorded_min_age: float = UNRECORDED_MIN_AGE,
     ) -> None:
         self.root = root
+        self.unrecorded_min_age = unrecorded_min_age
         self.incoming = root / ".incoming"
+        self.unrecorded = root / ".unrecorded"
+        self._marked = True  # until a sweep finds none (markers survive restarts)
         self.min_free_bytes = min_free_bytes
         self.min_free_percent = min_free_percent
         self.fsync = fsync
@@ -110,6 +126,7 @@ class Spool:
         """Create the spool layout durably and remove stale temporary files; return their count."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(exist_ok=True)
+        self.unrecorded.mkdir(exist_ok=True)
         for i in range(_FANOUT):
             (self.root / f"{i:02x}").mkdir(exist_ok=True)
         self._fsync_dir(self.root)
@@ -200,13 +217,78 @@ class Spool:
         return out
 
     def discard(self, spooled: SpooledFile) -> None:
-        """Undo :meth:`commit` of a file that could not be recorded (if it created the file)."""
+        """Undo :meth:`commit` of a file that could not be recorded, or that no row needs: if
+        it created the file, mark it for :meth:`sweep_unrecorded` (identical bytes recorded by
+        another association share it, so only the database can say it may go)."""
         if spooled.created:
             try:
-                spooled.path.unlink()
-                self._fsync_dir(spooled.path.parent)
+                self.unrecorded.mkdir(exist_ok=True)
+                (self.unrecorded / spooled.path.name).touch()
+                self._marked = True
             except OSError:
-                LOGGER.warning("could not remove unrecorded spool file %s", spooled.path.name)
+                LOGGER.warning("could not mark unrecorded spool file %s", spooled.path.name)
+
+    @property
+    def has_unrecorded(self) -> bool:
+        """Whether files may be marked for :meth:`sweep_unrecorded`."""
+        return self._marked
+
+    def sweep_unrecorded(self, unreferenced: Callable[[list[str]], list[str]]) -> int:
+        """Delete marked files that *unreferenced* (the database) says no row needs; return
+        how many. Markers younger than :attr:`unrecorded_min_age` seconds wait (a COMMIT cut
+        in flight has long finished on the server by then). Exceptions of *unreferenced*
+        propagate and leave every marker in place."""
+        with self._locked():
+            now = time.time()
+            try:
+                entries = [e for e in os.scandir(self.unrecorded) if e.name.endswith(".dcm")]
+            except FileNotFoundError:
+                entries = []
+            marks = [e.name for e in entries if now - e.stat().st_mtime >= self.unrecorded_min_age]
+            if not marks:
+                self._marked = len(entries) > 0
+                return 0
+            paths = {str(self.root / name[:2] / name): name for name in marks}
+            free = set(unreferenced(sorted(paths)))
+            removed = 0
+            for path, name in paths.items():
+                if path in free:
+                    with contextlib.suppress(FileNotFoundError):
+                        Path(path).unlink()
+                        removed += 1
+                (self.unrecorded / name).unlink(missing_ok=True)
+            self._marked = len(entries) > len(marks)
+        if removed:
+            LOGGER.info("removed %d spool files no recorded instance needs", removed)
+        return removed
+
+    def ensure_present(self, spooled: SpooledFile, temp_path: Path) -> None:
+        """After recording bytes that were already spooled (``created`` False): if a sweep
+        removed the file meanwhile, put it back from *temp_path* (the same bytes)."""
+        with self._locked():
+            if spooled.path.exists():
+                return
+            try:
+                os.link(temp_path, spooled.path)
+                if self.fsync:
+                    fd = os.open(spooled.path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                self._fsync_dir(spooled.path.parent)
+            except OSError as exc:
+                raise OutOfResources(f"spool write failed: {exc.strerror}") from exc
+            LOGGER.warning("spool file %s restored after a concurrent sweep", spooled.path.name)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.root / ".unrecorded.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _fsync_dir(self, directory: Path) -> None:
         if not self.fsync:

@@ -55,6 +55,7 @@ from dicom_nodes.state.model import (
 
 __all__ = [
     "INGEST_SQL",
+    "REPLACE_UNROUTED_SQL",
     "AuditEntry",
     "AuditSink",
     "Change",
@@ -189,23 +190,27 @@ _ASSIGN: dict[tuple[str, str], str] = {
 }
 """What else an event changes besides the state, using ``v.<name>`` per-row values."""
 
+_STUDY_PATIENT = (
+    "(SELECT p.patient_pseudonym FROM study p WHERE p.study_instance_uid = {}.study_instance_uid)"
+)
 _SOURCE_ROWS: dict[str, tuple[str, str, str]] = {
-    # machine name: (extra FROM, extra WHERE, RETURNING columns → class, study, destination)
-    "instance": ("", "", "t.sop_class_uid, t.study_instance_uid, ''"),
+    # machine name: (extra FROM, extra WHERE,
+    #                RETURNING columns → class, study, destination, patient pseudonym)
+    "instance": ("", "", "t.sop_class_uid, t.study_instance_uid, '', t.patient_pseudonym"),
     "forward item": (
         ", ingest_instance i",
         " AND i.sop_instance_uid = t.sop_instance_uid",
-        "i.sop_class_uid, i.study_instance_uid, t.destination",
+        "i.sop_class_uid, i.study_instance_uid, t.destination, i.patient_pseudonym",
     ),
-    "study": ("", "", "'', t.study_instance_uid, ''"),
-    "series": ("", "", "'', t.study_instance_uid, ''"),
-    "triage": ("", "", "'', t.study_instance_uid, ''"),
-    "analysis": ("", "", "'', t.study_instance_uid, ''"),
-    "alert": ("", "", "'', t.study_instance_uid, ''"),
+    "study": ("", "", "'', t.study_instance_uid, '', t.patient_pseudonym"),
+    "series": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
+    "triage": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
+    "analysis": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
+    "alert": ("", "", "'', t.study_instance_uid, '', " + _STUDY_PATIENT.format("t")),
     "alert delivery": (
         ", alert a",
         " AND a.alert_id = t.alert_id",
-        "'', a.study_instance_uid, t.target",
+        "'', a.study_instance_uid, t.target, " + _STUDY_PATIENT.format("a"),
     ),
 }
 
@@ -281,8 +286,10 @@ def apply(
     by_key = {tuple(str(v) for v in row[: len(machine.keys)]): row for row in rows}
     entries: list[AuditEntry] = []
     for change in changes:  # audit events in the order the caller named the rows
-        sop_class, study, destination = by_key[change.key][len(machine.keys) :]
+        sop_class, study, destination, patient = by_key[change.key][len(machine.keys) :]
         details: dict[str, Any] = {"study_instance_uid": study}
+        if patient:
+            details["patient"] = patient
         if machine.keys[0] == "sop_instance_uid":
             details["sop_instance_uid"] = change.key[0]
             details["sop_class_uid"] = sop_class
@@ -319,6 +326,28 @@ def _raise_mismatch(
     )
 
 
+REPLACE_UNROUTED_SQL = """
+WITH first AS (
+    SELECT sop_instance_uid, spool_path FROM ingest_instance
+    WHERE sop_instance_uid = %(sop)s AND state = 'received'
+      AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE ingest_instance i
+    SET sop_class_uid = %(cls)s, modality = %(modality)s, transfer_syntax_uid = %(ts)s,
+        size_bytes = %(size)s, blake3 = %(b3)s, spool_path = %(path)s, calling_ae = %(calling)s,
+        called_ae = %(called)s, peer_address = %(addr)s, peer_port = %(port)s,
+        association_id = %(assoc)s, patient_pseudonym = %(patient)s
+    FROM first WHERE i.sop_instance_uid = first.sop_instance_uid
+    RETURNING 1
+)
+SELECT first.spool_path FROM first, upd
+"""
+"""Replace an unrouted first copy by different bytes (content columns only: the instance
+stays ``received``; a row the router holds is skipped, it is being routed). Returns the first
+copy's spool path when it replaced it."""
+
+
 INGEST_SQL = """
 WITH existing AS (
     SELECT blake3 FROM ingest_instance WHERE sop_instance_uid = %(sop)s
@@ -326,9 +355,10 @@ WITH existing AS (
     INSERT INTO ingest_instance (
         sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, modality,
         transfer_syntax_uid, size_bytes, blake3, spool_path, calling_ae, called_ae,
-        peer_address, peer_port, node, association_id)
+        peer_address, peer_port, node, association_id, patient_pseudonym)
     SELECT %(sop)s, %(cls)s, %(study)s, %(series)s, %(modality)s, %(ts)s, %(size)s, %(b3)s,
-           %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s
+           %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s,
+           %(patient)s
     WHERE NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT (sop_instance_uid) DO NOTHING
     RETURNING 1
@@ -349,10 +379,11 @@ WITH existing AS (
     -- First receipt: the study starts 'receiving'. A receipt for a complete study is the
     -- 'late-arrival' event (complete -> receiving, model.STUDY); the receiver appends its
     -- audit event (study-reopened) in this transaction.
-    INSERT INTO study AS s (study_instance_uid)
-    SELECT %(study)s WHERE EXISTS (SELECT 1 FROM ins)
+    INSERT INTO study AS s (study_instance_uid, patient_pseudonym)
+    SELECT %(study)s, %(patient)s WHERE EXISTS (SELECT 1 FROM ins)
     ON CONFLICT (study_instance_uid) DO UPDATE
         SET last_received_at = clock_timestamp(),
+            patient_pseudonym = coalesce(s.patient_pseudonym, excluded.patient_pseudonym),
             state = 'receiving',
             state_changed_at = CASE WHEN s.state = 'complete' THEN clock_timestamp()
                                     ELSE s.state_changed_at END,
@@ -683,3 +714,16 @@ def set_analysis_results(
         (seg[0] if seg else None, seg[1] if seg else None, sr[0] if sr else None,
          sr[1] if sr else None, parameter_hash, pyradiomics_version, analysis_id),
     )  # fmt: skip
+
+
+def open_archive_study(conn: Conn, study_uid: str) -> bool:
+    """The row of a study stored into the archive directly (not through the SCP), under its own
+    UID in the archive, created ``receiving``; False when the study is already known."""
+    row = conn.execute(
+        """INSERT INTO study (study_instance_uid, archive_study_uid)
+           SELECT %s, %s WHERE NOT EXISTS (
+               SELECT 1 FROM study WHERE study_instance_uid = %s OR archive_study_uid = %s)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        (study_uid, study_uid, study_uid, study_uid),
+    ).fetchone()
+    return row is not None

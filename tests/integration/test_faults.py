@@ -41,7 +41,10 @@ def test_database_down_gives_out_of_resources(own_cluster: PrivateCluster, tmp_p
         own_cluster.stop(mode="immediate")
         result = _storescu(scp.port, files[:1])
         assert "Received Store Response (Refused: OutOfResources)" in result.stderr, result.stderr
-        assert scp.spooled_files() == []  # nothing half-accepted
+        # Nothing recorded; the file stays marked until the database can say no row names it
+        # (another association may have recorded the same bytes).
+        assert len(scp.spooled_files()) == 1
+        assert len(list((scp.spool / ".unrecorded").iterdir())) == 1
         assert "C-STORE refused with 0xA700" in scp.log_text()
         own_cluster.start()
         assert _count(own_cluster.dsn) == 0
@@ -49,6 +52,7 @@ def test_database_down_gives_out_of_resources(own_cluster: PrivateCluster, tmp_p
         result = _storescu(scp.port, files)
         assert result.returncode == 0, result.stderr
         assert _count(own_cluster.dsn) == 2
+        assert len(scp.spooled_files()) == 2
     finally:
         scp.stop()
 

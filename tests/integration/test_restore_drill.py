@@ -88,7 +88,7 @@ def test_backup_wipe_restore_verify_and_reidentify(
     verified = stack.radiogate("audit", "verify", cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "intact" in verified.stdout
-    found = stack.radiogate("reidentify", pseudonym, "--user", "drill", "--json", cwd=tmp_path)
+    found = stack.radiogate("reidentify", pseudonym, "--json", cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     assert original_patient in json.dumps(json.loads(found.stdout))
     assert stack.radiogate("db", "stop").returncode == 0

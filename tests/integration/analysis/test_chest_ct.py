@@ -4,6 +4,7 @@ a SEG and TID 1500 SR that read back strictly and pass dciodvfy with no error.""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import io
 import shutil
@@ -175,7 +176,8 @@ def test_seg_and_report_are_valid_and_carry_the_groups(
     tracking = {str(g.tracking_uid) for g in groups}
     assert tracking == {str(s.TrackingUID) for s in seg.SegmentSequence}
     planar = report.content.get_planar_roi_measurement_groups()
-    assert len(planar) == 1  # the tumour's key-slice ellipse (OHIF draws it)
+    # every segment's key-slice outline (OHIF fails on a group it cannot place on an image)
+    assert {str(g.tracking_uid) for g in planar} == tracking
 
 
 def test_lungs_carry_the_emphysema_model_with_attributions(analysed: ChestCtResult) -> None:
@@ -219,3 +221,21 @@ def test_features_that_failed_are_imputed_and_flagged(
     assert all("glcm" in r.feature.lower() for r in imputed)
     report = hd.sr.Comprehensive3DSR.from_dataset(result.sr)
     assert "IMPUTED" in str(report) or "Imputed value" in str(report)
+
+
+def test_released_pixels_give_the_same_results(
+    lung1: tuple[list[Dataset], Any], analysed: ChestCtResult
+) -> None:
+    """A caller that hands its datasets over (the worker) gets the same objects and values,
+    and the datasets no longer hold their Pixel Data."""
+    ordered, mask = lung1
+    copies = [copy.deepcopy(ds) for ds in ordered[1::2] + ordered[::2]]
+    released = analyse_chest_ct(
+        copies, params=load_parameters("ct_ibsi"), lesions=[_tumour_seg(ordered, mask)],
+        provenance=PROVENANCE, created=WHEN, release_pixels=True,
+    )  # fmt: skip
+    assert not any("PixelData" in ds for ds in copies)
+    assert released.seg.PixelData == analysed.seg.PixelData
+    assert [(r.segment_number, r.feature, r.value) for r in released.rows] == [
+        (r.segment_number, r.feature, r.value) for r in analysed.rows
+    ]

@@ -18,6 +18,7 @@ import pytest
 from dicom_nodes.deid.model import VaultEntry
 from dicom_nodes.deid.secrets import ENV_VAULT_KEY, VaultKey
 from dicom_nodes.deid.vault import Vault, VaultIntegrityError, VaultKeyMismatch
+from tests.support.roles import admin_role
 
 pytestmark = pytest.mark.integration
 
@@ -222,11 +223,13 @@ def test_invalid_entries_are_refused_without_echoing_values(fresh_dsn: str) -> N
 
 
 def _cli(
-    dsn: str, data_dir: Path, *args: str, key: VaultKey | None = KEY
+    dsn: str, data_dir: Path, *args: str, key: VaultKey | None = KEY, role: str = "admin"
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m dicom_nodes.deid.cli reidentify ...``: the real argparse path, a real process."""
+    """``python -m dicom_nodes.deid.cli reidentify ...``: the real argparse path, a real process,
+    run by the admin *role* (its own PostgreSQL login, a member of radiogate_privacy)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADIOGATE_")}
     env.update(RADIOGATE_DATABASE__DSN=dsn, RADIOGATE_NODE__DATA_DIR=str(data_dir))
+    env["RADIOGATE_DATABASE__ADMIN_DSN"] = admin_role(dsn, role, "radiogate_privacy")
     if key is not None:
         env[ENV_VAULT_KEY] = base64.b64encode(key.key).decode()
     return subprocess.run(
@@ -253,10 +256,9 @@ def test_reidentify_patient_writes_one_audit_event(fresh_dsn: str, tmp_path: Pat
         fresh_dsn,
         tmp_path,
         PATIENT_PSEUDONYM,
-        "--user",
-        "dr.house",
         "--reason",
         "incidental-finding",
+        role="dr.house",
     )
     assert result.returncode == 0, result.stderr
     for value in PATIENT.original.values():
@@ -274,7 +276,7 @@ def test_reidentify_patient_writes_one_audit_event(fresh_dsn: str, tmp_path: Pat
 
 def test_reidentify_study_as_json(fresh_dsn: str, tmp_path: Path) -> None:
     _record(fresh_dsn, PATIENT, STUDY)
-    result = _cli(fresh_dsn, tmp_path, STUDY_PSEUDONYM, "--user", "admin", "--json")
+    result = _cli(fresh_dsn, tmp_path, STUDY_PSEUDONYM, "--json", role="admin")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc == {
@@ -293,10 +295,10 @@ def test_reidentify_study_as_json(fresh_dsn: str, tmp_path: Path) -> None:
 
 
 def test_reidentify_not_found_is_audited(fresh_dsn: str, tmp_path: Path) -> None:
-    result = _cli(fresh_dsn, tmp_path, "RG0000000000000099", "--user", "admin")
+    result = _cli(fresh_dsn, tmp_path, "RG0000000000000099", role="admin")
     assert result.returncode == 1 and result.stdout == ""
     assert "no vault entry" in result.stderr
-    result = _cli(fresh_dsn, tmp_path, "Müller^Hannelore", "--user", "admin", "--json")
+    result = _cli(fresh_dsn, tmp_path, "Müller^Hannelore", "--json", role="admin")
     assert result.returncode == 1 and json.loads(result.stdout) == {"found": False}
     first, second = _events(fresh_dsn)
     assert first["outcome"] == second["outcome"] == 4
@@ -309,19 +311,19 @@ def test_reidentify_key_errors_exit_2_missing_key_4_and_are_audited(
     fresh_dsn: str, tmp_path: Path
 ) -> None:
     _record(fresh_dsn, PATIENT)
-    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, "--user", "admin", key=OTHER_KEY)
+    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, key=OTHER_KEY, role="admin")
     assert result.returncode == 2 and result.stdout == ""
     assert f"written under vault key {KEY.key_id}" in result.stderr
     assert OTHER_KEY.key_id in result.stderr
     # no key at all: no file under data_dir, no variable -> "missing" (4), the path named
-    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, "--user", "admin", key=None)
+    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, key=None, role="admin")
     assert result.returncode == 4 and result.stdout == ""
     assert "vault key" in result.stderr and "does not exist" in result.stderr
     assert "vault.key" in result.stderr
     # tampered row
     with psycopg.connect(fresh_dsn) as conn:
         conn.execute("UPDATE deid_vault SET nonce = %s", (bytes(12),))
-    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, "--user", "admin")
+    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, role="admin")
     assert result.returncode == 2 and result.stdout == ""
     assert "authentication" in result.stderr
     events = _events(fresh_dsn)
@@ -332,14 +334,14 @@ def test_reidentify_key_errors_exit_2_missing_key_4_and_are_audited(
 
 def test_reidentify_refuses_bad_user_and_uid_kinds(fresh_dsn: str, tmp_path: Path) -> None:
     _record(fresh_dsn, VaultEntry("uid", "2.25.99", {"uid": "1.2.840.99.1"}))
-    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, "--user", "Dr House")
-    assert result.returncode == 2 and "user ID" in result.stderr
-    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, "--user", "a", "--reason", "Free text")
+    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, role="Dr House")
+    assert result.returncode == 2 and "database role" in result.stderr
+    result = _cli(fresh_dsn, tmp_path, PATIENT_PSEUDONYM, "--reason", "Free text", role="a")
     assert result.returncode == 2 and "--reason" in result.stderr
     assert _events(fresh_dsn) == []  # nothing read, nothing to audit
-    result = _cli(fresh_dsn, tmp_path, "2.25.99", "--user", "admin")
+    result = _cli(fresh_dsn, tmp_path, "2.25.99", role="admin")
     assert result.returncode == 2 and "1.2.840.99.1" not in result.stdout + result.stderr
     (event,) = _events(fresh_dsn)
     assert event["outcome"] == 8 and "objects" not in event
-    result = _cli(fresh_dsn, tmp_path, "--user", "admin")  # argparse: pseudonym is required
+    result = _cli(fresh_dsn, tmp_path, role="admin")  # argparse: pseudonym is required
     assert result.returncode == 2 and "pseudonym" in result.stderr

@@ -132,7 +132,9 @@ time_limit = 600.0
         report = hd.sr.Comprehensive3DSR.from_dataset(sr)
         groups = report.content.get_volumetric_roi_measurement_groups()
         assert len(groups) == 3  # right lung, left lung, the tumour from the other tool's SEG
-        assert len(report.content.get_planar_roi_measurement_groups()) == 1
+        # each segment's key-slice outline too (what OHIF draws)
+        planar = report.content.get_planar_roi_measurement_groups()
+        assert {str(g.tracking_uid) for g in planar} == {str(g.tracking_uid) for g in groups}
         # The feature store holds the same values, with what they were computed with.
         rows = node.query(
             "SELECT segment_label, feature, value, parameter_hash, pyradiomics_version, "

@@ -18,6 +18,7 @@ from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.support import dcmtk
 from tests.support.data import extract_ct
 from tests.support.pipeline import Node
+from tests.support.roles import admin_role
 
 pytestmark = pytest.mark.integration
 
@@ -83,8 +84,9 @@ def test_completion_paths(fresh_dsn: str, tmp_path: Path, orthanc: ManagedOrthan
         assert (state, increments) == ("receiving", 1)
         # An admin completes it at once.
         env = node.scp.env()
+        env["RADIOGATE_DATABASE__ADMIN_DSN"] = admin_role(fresh_dsn, "alice", "radiogate_admin")
         done = subprocess.run(
-            [sys.executable, "-m", "dicom_nodes.cli", "study", "complete", study_uid, "--user", "alice"],
+            [sys.executable, "-m", "dicom_nodes.cli", "study", "complete", study_uid],
             capture_output=True, text=True, check=False, env=env,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr

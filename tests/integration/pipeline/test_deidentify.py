@@ -29,6 +29,7 @@ from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.support import dcmtk
 from tests.support.data import DATA, extract_ct, series_copies
 from tests.support.pipeline import Node, orthanc_get, orthanc_instances
+from tests.support.roles import admin_role
 
 pytestmark = pytest.mark.integration
 
@@ -163,8 +164,10 @@ def test_archive_holds_only_deidentified_objects(
         pseudonym = pseudonyms.pop()
         # An admin re-identifies the patient; the use is audited, and only the pseudonym is.
         out = subprocess.run(
-            [sys.executable, "-m", "dicom_nodes.cli", "reidentify", pseudonym, "--user", "alice", "--json"],
-            capture_output=True, text=True, check=False, env=env,
+            [sys.executable, "-m", "dicom_nodes.cli", "reidentify", pseudonym, "--json"],
+            capture_output=True, text=True, check=False,
+            env={**env, "RADIOGATE_DATABASE__ADMIN_DSN":
+                 admin_role(fresh_dsn, "alice", "radiogate_privacy")},
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
         revealed = json.loads(out.stdout)
@@ -183,8 +186,10 @@ def test_archive_holds_only_deidentified_objects(
         # An admin reviews the quarantined image and releases it: it is then de-identified
         # (its text reviewed) and archived, and the decision is audited under their name.
         released = subprocess.run(
-            [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "release", sc_uid, "--user", "bob"],
-            capture_output=True, text=True, check=False, env=env,
+            [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "release", sc_uid],
+            capture_output=True, text=True, check=False,
+            env={**env, "RADIOGATE_DATABASE__ADMIN_DSN":
+                 admin_role(fresh_dsn, "bob", "radiogate_admin")},
         )  # fmt: skip
         assert released.returncode == 0, released.stderr
         node.wait_released(len(ct) + len(us) + len(sc))

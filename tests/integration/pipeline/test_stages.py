@@ -21,6 +21,7 @@ from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.route import route_round
+from dicom_nodes.pipeline.runner import health
 from dicom_nodes.pipeline.status import status
 from dicom_nodes.spool.store import Spool
 from tests.support.data import extract_ct
@@ -281,11 +282,15 @@ def test_health_sees_a_stalled_destination(stage: Stage) -> None:
                  " created_at = now() - interval '1 minute'")  # fmt: skip
     with stage.ctx.pool.connection() as conn:
         assert housekeeping.stalled_destinations(conn, stage.ctx) == ["archive"]
+    # The worker's /health says so (503: a check is false).
+    checks = health(stage.ctx)
+    assert checks["database"] is True and checks["destination:archive"] is False, checks
     stage.make_due()
     stage.drain()
     assert stage.states(uids) == ["released"] * 2
     with stage.ctx.pool.connection() as conn:
         assert housekeeping.stalled_destinations(conn, stage.ctx) == []
+    assert all(health(stage.ctx).values())
 
 
 def test_retention_purges_what_waits_for_nobody(stage: Stage) -> None:

@@ -159,3 +159,26 @@ def test_bad_masks_are_refused(
         other.SeriesInstanceUID = "1.2.3"
         other.SOPInstanceUID = "1.2.3.4"
         build_segmentation([*source[:-1], other], segments, masks, SEGMENTER, PROVENANCE)
+
+
+@pytest.mark.parametrize("overlapping", [False, True])
+def test_overlapping_or_not_the_masks_read_back(
+    source: list[Dataset],
+    segments: list[SegmentResult],
+    masks: dict[int, np.ndarray],
+    overlapping: bool,
+) -> None:
+    """Disjoint segments travel as a label map, overlapping ones as a stack: same frames."""
+    masks = {n: m.copy() for n, m in masks.items()}
+    masks[1] &= ~masks[3]
+    masks[2] &= ~masks[1] & ~masks[3]
+    if overlapping:
+        masks[3] |= masks[1]
+    assert all(m.any() for m in masks.values())
+    built = build_segmentation(source, segments, masks, SEGMENTER, PROVENANCE, created=CREATED)
+    seg = _read(built)
+    assert seg.SegmentsOverlap == ("YES" if overlapping else "NO")
+    uids = [str(ds.SOPInstanceUID) for ds in source]
+    pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=[1, 2, 3])
+    for number, mask in masks.items():
+        assert np.array_equal(pixels[..., number - 1].astype(bool), mask)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,18 +12,30 @@ from typing import Any
 import pydicom
 import pytest
 
-from dicom_nodes.db.ingest import Receipt, RecordOutcome
+from dicom_nodes.db.ingest import CommitOutcomeUnknown, Receipt, RecordOutcome
 from dicom_nodes.errors import DatabaseUnavailable, DatasetProblem, InvalidDataset, OutOfResources
-from dicom_nodes.scp.handlers import handle_echo, handle_store, status_for
+from dicom_nodes.scp import handlers
+from dicom_nodes.scp.handlers import handle_echo, status_for
 from dicom_nodes.scp.status import StoreStatus
 from dicom_nodes.spool.inspect import DatasetIdentity
 from dicom_nodes.spool.store import Spool, SpooledFile
 from tests.support.data import PYDICOM_FILES
 
 
+def handle_store(*args: Any, **kwargs: Any) -> int:
+    """The handler's status (failures come as a data set with an Error Comment)."""
+    rsp = handlers.handle_store(*args, **kwargs)
+    if isinstance(rsp, int):
+        return rsp
+    assert rsp.ErrorComment
+    return int(rsp.Status)
+
+
 @dataclass
 class FakeRecorder:
     fail: Exception | None = None
+    outcome: RecordOutcome = RecordOutcome.NEW
+    referenced: set[str] = field(default_factory=set)
     calls: list[tuple[DatasetIdentity, SpooledFile, Receipt]] = field(default_factory=list)
 
     def record(
@@ -31,7 +44,15 @@ class FakeRecorder:
         if self.fail is not None:
             raise self.fail
         self.calls.append((identity, spooled, receipt))
-        return RecordOutcome.NEW
+        return self.outcome
+
+    def replaced_path(self) -> str | None:
+        return None
+
+    def unreferenced(self, paths: list[str]) -> list[str]:
+        if self.fail is not None:
+            raise DatabaseUnavailable("down")
+        return [p for p in paths if p not in self.referenced]
 
 
 def _event(
@@ -47,6 +68,7 @@ def _event(
         request=SimpleNamespace(
             AffectedSOPClassUID=sop_class or ds.SOPClassUID,
             AffectedSOPInstanceUID=sop_uid or ds.SOPInstanceUID,
+            _dataset_path=temp,
         ),
         dataset_path=temp,
     )
@@ -54,7 +76,7 @@ def _event(
 
 @pytest.fixture
 def spool(tmp_path: Path) -> Spool:
-    s = Spool(tmp_path / "spool")
+    s = Spool(tmp_path / "spool", unrecorded_min_age=0)
     s.prepare()
     return s
 
@@ -71,10 +93,67 @@ def test_success_records_once_with_receipt(spool: Spool) -> None:
     assert identity.sop_instance_uid == pydicom.dcmread(CT).SOPInstanceUID
 
 
-def test_database_failure_answers_a700_and_leaves_nothing(spool: Spool) -> None:
+def _spooled(spool: Spool) -> list[Path]:
+    return list(spool.root.glob("??/*.dcm"))
+
+
+def test_database_failure_answers_a700_and_the_file_goes_once_nothing_needs_it(
+    spool: Spool,
+) -> None:
     rec = FakeRecorder(fail=DatabaseUnavailable("down"))
     assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.OUT_OF_RESOURCES
-    assert list(spool.root.glob("??/*.dcm")) == []
+    # Only the database can say whether another association recorded the same bytes.
+    assert len(_spooled(spool)) == 1
+    assert [p.name for p in spool.unrecorded.iterdir()] == [_spooled(spool)[0].name]
+    rec.fail = None
+    other = PYDICOM_FILES / "MR_small.dcm"
+    assert handle_store(_event(spool, other), spool, rec, "n1") == StoreStatus.SUCCESS
+    assert [p for p in _spooled(spool)] == [rec.calls[0][1].path]
+    assert list(spool.unrecorded.iterdir()) == []
+
+
+def test_a_file_another_receipt_recorded_is_not_swept(spool: Spool) -> None:
+    rec = FakeRecorder(fail=DatabaseUnavailable("down"))
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.OUT_OF_RESOURCES
+    (path,) = _spooled(spool)
+    rec.fail = None
+    rec.referenced.add(str(path))  # identical bytes recorded by another association
+    assert handle_store(_event(spool, PYDICOM_FILES / "MR_small.dcm"), spool, rec, "n1") == 0
+    assert path.exists() and list(spool.unrecorded.iterdir()) == []
+
+
+def test_unknown_commit_outcome_answers_a700_and_keeps_the_file_a_row_names(
+    spool: Spool,
+) -> None:
+    rec = FakeRecorder(fail=CommitOutcomeUnknown("cut during COMMIT"))
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.OUT_OF_RESOURCES
+    (path,) = _spooled(spool)
+    rec.fail = None
+    rec.referenced.add(str(path))  # it had committed
+    assert handle_store(_event(spool, PYDICOM_FILES / "MR_small.dcm"), spool, rec, "n1") == 0
+    assert path.exists()
+
+
+def test_identical_resend_of_a_released_instance_leaves_no_file(spool: Spool) -> None:
+    rec = FakeRecorder(outcome=RecordOutcome.DUPLICATE_SAME)
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.SUCCESS
+    assert _spooled(spool) == []
+
+
+def test_a_file_swept_while_identical_bytes_were_recorded_is_put_back(spool: Spool) -> None:
+    rec = FakeRecorder()
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.SUCCESS
+    (path,) = _spooled(spool)
+    original = path.read_bytes()
+
+    class SweepingRecorder(FakeRecorder):
+        def record(self, identity: Any, spooled: SpooledFile, receipt: Receipt) -> RecordOutcome:
+            # A concurrent sweep removed the shared file after commit() saw it.
+            spooled.path.unlink()
+            return RecordOutcome.DUPLICATE_SAME
+
+    assert handle_store(_event(spool, CT), spool, SweepingRecorder(), "n1") == 0
+    assert path.read_bytes() == original
 
 
 def test_mismatches(spool: Spool) -> None:
@@ -113,3 +192,57 @@ def test_statuses_are_distinct_and_in_the_right_ranges() -> None:
     for s in StoreStatus:
         if s is not StoreStatus.SUCCESS:
             assert (int(s) >> 12) in (0xA, 0xC), s.name
+
+
+@dataclass
+class FakeWriter:
+    events: list[Any] = field(default_factory=list)
+
+    def write(self, event: Any) -> bool:
+        self.events.append(event)
+        return True
+
+
+def test_pixel_data_mismatch_is_c212_with_a_comment_and_an_audit_event(
+    spool: Spool, tmp_path: Path
+) -> None:
+    ds = pydicom.dcmread(CT)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]  # a truncated image, re-encoded
+    src = tmp_path / "half.dcm"
+    ds.save_as(src)
+    writer = FakeWriter()
+    rsp = handlers.handle_store(_event(spool, src), spool, FakeRecorder(), "n1", writer)  # type: ignore[arg-type]
+    assert not isinstance(rsp, int)
+    assert rsp.Status == StoreStatus.CANNOT_UNDERSTAND_PIXEL_DATA == 0xC212
+    assert rsp.ErrorComment == "Pixel Data is 16384 bytes; the image attributes require 32768"
+    (event,) = writer.events
+    assert event.step.value == "refused" and event.reason == "pixel-data-mismatch"
+    assert event.objects[0].instances[0].sop_instance_uid == ds.SOPInstanceUID
+    assert _spooled(spool) == []
+
+
+def test_a_data_set_that_could_not_be_written_is_a700_and_leaves_nothing(spool: Spool) -> None:
+    ev = _event(spool, CT)
+    ev.request._dataset_file = SimpleNamespace(error=OSError(errno.ENOSPC, "full"))
+    ev.dataset_path.unlink()  # ReceiveFile removed the partial file
+    rsp = handlers.handle_store(ev, spool, FakeRecorder(), "n1")
+    assert not isinstance(rsp, int)
+    assert rsp.Status == StoreStatus.OUT_OF_RESOURCES
+    assert rsp.ErrorComment == "spool write failed: No space left on device"
+    assert _spooled(spool) == [] and list(spool.incoming.iterdir()) == []
+
+
+def test_a_request_without_a_data_set_is_c210_without_a_traceback(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    ev = _event(spool, CT)
+    ev.request._dataset_path = None
+    assert (
+        handle_store(ev, spool, FakeRecorder(), "n1") == StoreStatus.CANNOT_UNDERSTAND_UNPARSEABLE
+    )
+    assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
+
+
+def test_no_space_anywhere_in_the_handler_is_a700() -> None:
+    assert status_for(OSError(errno.ENOSPC, "full")) is StoreStatus.OUT_OF_RESOURCES
+    assert status_for(OSError(errno.EDQUOT, "quota")) is StoreStatus.OUT_OF_RESOURCES

@@ -35,13 +35,29 @@ def test_commit_is_content_addressed_and_idempotent(spool: Spool) -> None:
     assert first.path.read_bytes() == b"abc" * 1000
 
 
-def test_discard_removes_only_what_commit_created(spool: Spool) -> None:
+def test_discard_marks_only_what_commit_created_and_a_sweep_asks_first(spool: Spool) -> None:
     a = spool.commit(_incoming(spool, b"one"))
     b = spool.commit(_incoming(spool, b"one", "again"))
     spool.discard(b)
-    assert a.path.exists()
+    assert not spool.unrecorded.exists() or list(spool.unrecorded.iterdir()) == []
     spool.discard(a)
+    assert a.path.exists()
+    spool.unrecorded_min_age = 0
+    asked: list[list[str]] = []
+    # A row names it: kept, marker gone.
+    assert spool.sweep_unrecorded(lambda paths: asked.append(paths) or []) == 0
+    assert a.path.exists() and asked == [[str(a.path)]]
+    assert not spool.has_unrecorded
+    spool.discard(a)
+    assert spool.sweep_unrecorded(lambda paths: paths) == 1
     assert not a.path.exists()
+
+
+def test_a_young_marker_waits(spool: Spool) -> None:
+    a = spool.commit(_incoming(spool, b"one"))
+    spool.discard(a)
+    assert spool.sweep_unrecorded(lambda paths: paths) == 0
+    assert a.path.exists() and spool.has_unrecorded
 
 
 def test_prepare_removes_unacknowledged_partial_files(spool: Spool) -> None:

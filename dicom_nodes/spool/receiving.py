@@ -1,0 +1,84 @@
+"""The temporary file a C-STORE data set is streamed into, surviving a full disk.
+
+pynetdicom writes each received P-DATA fragment of a C-STORE-RQ's data set into a temporary
+file (``_config.STORE_RECV_CHUNKED_DATASET``). A write that fails there (``ENOSPC``,
+``EDQUOT``, ``EIO``) would raise inside the DIMSE provider and abort the association, leaving a
+partial file. :class:`ReceiveFile` takes that file's place: after the first failed write it
+frees what was written (truncate, unlink), reads and discards the rest of the data set, and the
+C-STORE handler then answers 0xA700 Refused: Out of Resources (PS3.4 B.2.3) with the reason in
+its Error Comment. The association goes on; nothing partial stays in ``<spool>/.incoming``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from typing import Any
+
+__all__ = ["ReceiveFile", "receive_error"]
+
+LOGGER = logging.getLogger(__name__)
+
+
+class ReceiveFile:
+    """A ``NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")`` that never raises on
+    write: its first failure is kept in :attr:`error` and later writes are discarded."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        self._f = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115
+        self.name: str = self._f.name
+        self.error: OSError | None = None
+
+    @property
+    def file(self) -> ReceiveFile:
+        """pynetdicom flushes ``file.file`` after each fragment: the same guard applies."""
+        return self
+
+    def write(self, data: bytes) -> int:
+        if self.error is None:
+            try:
+                self._f.write(data)
+            except OSError as exc:
+                self._fail(exc)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._f.flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0 if self.error is not None else self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return 0 if self.error is not None else self._f.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        return 0 if self.error is not None else self._f.truncate(size)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # unflushed bytes of a failed file have nowhere to go
+            self._f.close()
+
+    def _fail(self, exc: OSError) -> None:
+        """Free the space the partial data set holds and forget the file."""
+        self.error = exc
+        LOGGER.warning(
+            "receiving a data set failed (%s); the rest is read and discarded",
+            os.strerror(exc.errno) if exc.errno else type(exc).__name__,
+        )
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._f.fileno(), 0)
+        with contextlib.suppress(OSError):
+            os.unlink(self.name)
+
+
+def receive_error(request: Any) -> OSError | None:
+    """The write error of the data set of C-STORE *request*, if receiving it failed."""
+    sink = getattr(request, "_dataset_file", None)
+    error = getattr(sink, "error", None)
+    return error if isinstance(error, OSError) else None

@@ -1,0 +1,56 @@
+"""ReceiveFile: a failed write is kept, the partial file freed, the rest discarded."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dicom_nodes.spool.receiving import ReceiveFile, receive_error
+
+
+class _FullAfter:
+    """A file object whose writes fail with ENOSPC after *limit* bytes (a full disk)."""
+
+    def __init__(self, real: object, limit: int) -> None:
+        self.real = real
+        self.limit = limit
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        if self.written + len(data) > self.limit:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.written += len(data)
+        return self.real.write(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_a_full_disk_mid_data_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sink = ReceiveFile()
+    sink._f = _FullAfter(sink._f, 10)  # type: ignore[assignment]
+    assert sink.write(b"123456") == 6
+    sink.file.flush()
+    assert sink.write(b"7890ABCD") == 8  # fails: kept, not raised
+    assert isinstance(sink.error, OSError) and sink.error.errno == errno.ENOSPC
+    assert sink.write(b"more") == 4  # the rest of the data set is read and discarded
+    sink.flush()
+    sink.close()
+    assert list(tmp_path.iterdir()) == []  # no partial file
+    request = type("Rq", (), {"_dataset_file": sink})()
+    assert receive_error(request) is sink.error
+
+
+def test_a_good_data_set_is_written_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sink = ReceiveFile()
+    sink.write(b"abc")
+    sink.file.flush()
+    sink.close()
+    assert Path(sink.name).read_bytes() == b"abc" and sink.error is None
+    assert receive_error(type("Rq", (), {"_dataset_file": sink})()) is None
