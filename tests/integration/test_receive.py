@@ -241,14 +241,25 @@ def test_maximum_associations(fresh_dsn: str, tmp_path: Path) -> None:
     try:
         ae = AE(ae_title="CT1")
         ae.add_requested_context("1.2.840.10008.1.1")
-        first = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
-        assert first.is_established
-        second = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
-        assert second.is_rejected
-        assert _associations(proc.metrics_port, "rejected", "local-limit-exceeded") == 1.0
-        first.release()
         import time
 
+        deadline = time.monotonic() + 10
+        while True:  # the start-up probe's association may still hold the one slot
+            first = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
+            if first.is_established or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert first.is_established
+        rejected_before = _associations(proc.metrics_port, "rejected", "local-limit-exceeded")
+        second = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
+        assert second.is_rejected
+        counted = time.monotonic() + 10
+        while (
+            rejected := _associations(proc.metrics_port, "rejected", "local-limit-exceeded")
+        ) < rejected_before + 1 and time.monotonic() < counted:
+            time.sleep(0.2)
+        assert rejected == rejected_before + 1
+        first.release()
         deadline = time.monotonic() + 10
         while True:  # the released association's thread ends asynchronously
             third = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")

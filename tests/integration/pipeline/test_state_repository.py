@@ -131,6 +131,9 @@ CASES = [
     pytest.param(machine, state, event, id=f"{machine.name}:{state}:{event}")
     for machine in MACHINES
     for state, event in itertools.product(machine.states, machine.events)
+    # made by the SQL function the archive plugin shares (tests/integration/alerts/
+    # test_ack_function.py drives it through the same table)
+    if (machine.name, str(event)) not in repo._BY_FUNCTION
 ]
 
 
