@@ -272,7 +272,9 @@ def complete_series(ctx: PipelineContext) -> list[tuple[str, str]]:
     (series, by). Signals, first that holds: the expected instance count (Images in
     Acquisition) arrived; an MPPS step naming the series was COMPLETED or DISCONTINUED; every
     association that sent the series was released ``triage.association_grace`` ago; the quiet
-    period passed."""
+    period passed. A series with an instance received but not routed yet is not complete
+    whatever the signal: deciding it without that slice would only re-open it when the slice is
+    routed, and decide (and write its SR) twice."""
     grace = ctx.triage.settings.association_grace if ctx.triage is not None else 1.0
     with ctx.pool.connection() as conn, conn.transaction():
         rows = conn.execute(
@@ -296,6 +298,9 @@ def complete_series(ctx: PipelineContext) -> list[tuple[str, str]]:
                  END AS by
                  FROM series s
                  WHERE s.node = %s AND s.state = 'receiving'
+                   AND NOT EXISTS (SELECT 1 FROM ingest_instance r
+                                   WHERE r.series_instance_uid = s.series_instance_uid
+                                     AND r.state = 'received')
                  ORDER BY s.series_instance_uid FOR UPDATE SKIP LOCKED) AS c
                WHERE by IS NOT NULL""",
             (grace, ctx.settings.quiet_period, ctx.node),

@@ -169,6 +169,25 @@ def test_association_release_completes_a_series(stage: Stage) -> None:
     assert complete_series(stage.ctx) == [(series, "association-released")]
 
 
+def test_a_series_with_unrouted_instances_is_not_complete(stage: Stage) -> None:
+    """Released, quiet, but a slice still waits to be routed: deciding now would decide twice."""
+    signals = PostgresSignals(stage.ctx.pool, "node1")
+    assoc = uuid.uuid4()
+    stage.receive(4, association=assoc)
+    _route_all(stage)
+    late = stage.receive(4, association=assoc)  # received, not routed yet
+    signals.association_ended(assoc, released=True)
+    stage.q_exec("UPDATE series SET last_received_at = now() - interval '2 hours'")
+    assert complete_series(stage.ctx) == []
+    assert set(stage.states(late)) == {"received"}
+    _route_all(stage)
+    (series,) = {s for (s,) in stage.q("SELECT series_instance_uid FROM series")}
+    assert complete_series(stage.ctx) == [(series, "association-released")]
+    _triage(stage)
+    steps = [s for (s,) in stage.q("SELECT step FROM audit_pending ORDER BY id")]
+    assert "series-reopened" not in steps and steps.count("series-completed") == 1
+
+
 def test_an_incomplete_series_is_flagged_alerted_and_archived(stage: Stage) -> None:
     # The modality's transmission lost slice 11 of 20.
     stage.receive_paths(stage.files[:10] + stage.files[11:20])
