@@ -37,7 +37,7 @@ from pydicom.errors import InvalidDicomError
 
 from analysis.quality.series import check_series
 from dicom_nodes.archive import Archive
-from dicom_nodes.pipeline.results import store_archived_results
+from dicom_nodes.pipeline.results import TriageOutcome, store_archived_results
 from dicom_nodes.pipeline.triage import (
     NOT_IMAGES,
     Captured,
@@ -137,11 +137,9 @@ def decide_archived(
     record_decisions(conn, ctx.audit, final)
     for s, (_uid, _study, decision) in zip(series, final, strict=True):
         effects(conn, ctx, s.series_uid, study_uid, decision)
-        store_archived_results(
-            conn, ctx.audit, archive, s.headers, series_uid=s.series_uid, lane=decision.lane,
-            score=decision.score, model=s.model, reasons=decision.reasons,
-            flagged=decision.flagged, rules_hash=triage.rules_hash, created=created,
-        )  # fmt: skip
+        store_archived_results(conn, ctx.audit, archive, s.headers, TriageOutcome(
+            s.series_uid, decision.lane, decision.score, s.model, decision.reasons,
+            decision.flagged, triage.rules_hash, created))  # fmt: skip
         LOGGER.info("archived series %s triaged: %s (%s)", s.series_uid, decision.lane.value,
                     ", ".join(decision.reasons) or "routine")  # fmt: skip
     return [(s, d) for s, _st, d in final]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,13 @@ from dicom_nodes.state import Lane
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.repository import AuditEntry, AuditSink
 
-__all__ = ["REASONS", "store_archived_results", "triage_objects", "write_triage_results"]
+__all__ = [
+    "REASONS",
+    "TriageOutcome",
+    "store_archived_results",
+    "triage_objects",
+    "write_triage_results",
+]
 
 LOGGER = logging.getLogger(__name__)
 Conn = psycopg.Connection[Any]
@@ -51,6 +58,22 @@ CATEGORY = {Lane.CRITICAL: 1, Lane.URGENT: 2}
 """ACR actionable finding category (CID 7035) of a lane; routine: not actionable."""
 
 
+@dataclass(frozen=True)
+class TriageOutcome:
+    """One series' triage decision, as its SR and KOS report it."""
+
+    series_uid: str
+    lane: Lane
+    score: float | None
+    model: Mapping[str, Any] | None
+    """The scoring model's card facts (name, version, blake3, demonstration); None: rules."""
+    reasons: Sequence[str]
+    flagged: Sequence[str]
+    """SOP Instance UIDs of the slices the model flagged (the KOS lists them)."""
+    rules_hash: str
+    created: dt.datetime
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -61,16 +84,7 @@ def _version() -> str:
 
 
 def triage_objects(
-    source: Sequence[pydicom.Dataset],
-    *,
-    series_uid: str,
-    lane: Lane,
-    score: float | None,
-    model: Mapping[str, Any] | None,
-    reasons: Sequence[str],
-    flagged: Sequence[str],
-    rules_hash: str,
-    created: dt.datetime,
+    source: Sequence[pydicom.Dataset], outcome: TriageOutcome
 ) -> tuple[list[pydicom.Dataset], str]:
     """The SR (and the KOS when images of *source* are flagged) of one decided series, built
     from its instances' headers (they carry the patient, study and UIDs the objects get), and
@@ -86,8 +100,9 @@ def triage_objects(
     )
     from analysis.results import Lane as ResultLane
 
+    lane, model, reasons, score = outcome.lane, outcome.model, outcome.reasons, outcome.score
     present = {str(ds.SOPInstanceUID) for ds in source}
-    flagged = [uid for uid in flagged if uid in present]
+    flagged = [uid for uid in outcome.flagged if uid in present]
     if not source or (lane is Lane.ROUTINE and not flagged):
         return [], ""
     if model and model.get("blake3"):
@@ -96,7 +111,9 @@ def triage_objects(
             demonstration=str(model.get("demonstration", "")).lower() in ("true", "1"),
         )  # fmt: skip
     else:
-        algorithm = Algorithm("radiogate-triage-rules", _version(), parameter_hash=rules_hash)
+        algorithm = Algorithm(
+            "radiogate-triage-rules", _version(), parameter_hash=outcome.rules_hash
+        )
     kind = "incomplete" if any(r.startswith(("missing", "duplicate", "uneven", "inconsistent",
                                              "pixel")) for r in reasons) else (
         "model" if any(r.startswith("model-") for r in reasons) else "rule")  # fmt: skip
@@ -106,21 +123,39 @@ def triage_objects(
         certainty=0.0 if score is None else round(100.0 * score, 1),
         reason=REASONS[kind],
         flagged=tuple(flagged),
-        series_instance_uid=series_uid,
+        series_instance_uid=outcome.series_uid,
     )
     provenance = Provenance(software_version=_version())
     objects: list[pydicom.Dataset] = [
-        build_triage_sr(source, finding, algorithm, provenance, created=created)
+        build_triage_sr(source, finding, algorithm, provenance, created=outcome.created)
     ]
     if flagged:
-        objects.append(build_key_objects(source, finding, algorithm, provenance, created=created))
+        objects.append(
+            build_key_objects(source, finding, algorithm, provenance, created=outcome.created)
+        )
     return objects, kind
 
 
-def _stored(audit: AuditSink, conn: Conn, ds: pydicom.Dataset, kind: str) -> None:
-    audit(conn, [AuditEntry(Step.RESULTS_STORED, {
-        "study_instance_uid": str(ds.StudyInstanceUID), "sop_instance_uid": str(ds.SOPInstanceUID),
-        "sop_class_uid": str(ds.SOPClassUID), "reason": f"triage-{kind}"})])  # fmt: skip
+def _finish(
+    conn: Conn,
+    audit: AuditSink,
+    outcome: TriageOutcome,
+    objects: Sequence[pydicom.Dataset],
+    *,
+    kind: str,
+    new: Sequence[bool],
+) -> tuple[str | None, str | None]:
+    """Audit the objects stored anew (*new*, per object) and note the series' SR and KOS."""
+    for ds, stored in zip(objects, new, strict=True):
+        if stored:
+            audit(conn, [AuditEntry(Step.RESULTS_STORED, {
+                "study_instance_uid": str(ds.StudyInstanceUID),
+                "sop_instance_uid": str(ds.SOPInstanceUID),
+                "sop_class_uid": str(ds.SOPClassUID), "reason": f"triage-{kind}"})])  # fmt: skip
+    sr_uid = str(objects[0].SOPInstanceUID)
+    kos_uid = str(objects[1].SOPInstanceUID) if len(objects) > 1 else None
+    repo.set_triage_results(conn, outcome.series_uid, sr_uid, kos_uid)
+    return sr_uid, kos_uid
 
 
 def write_triage_results(
@@ -130,21 +165,14 @@ def write_triage_results(
     *,
     node: str,
     ae_title: str,
-    series_uid: str,
-    lane: Lane,
-    score: float | None,
-    model: Mapping[str, Any] | None,
-    reasons: Sequence[str],
-    flagged: Sequence[str],
-    rules_hash: str,
-    created: dt.datetime,
+    outcome: TriageOutcome,
 ) -> tuple[str | None, str | None]:
     """Build, spool and record the SR (and the KOS when images are flagged) of one decided
     received series; returns their SOP Instance UIDs. Nothing is made for a routine, unflagged
     series."""
     from analysis.results import to_bytes
 
-    if lane is Lane.ROUTINE and not flagged:
+    if outcome.lane is Lane.ROUTINE and not outcome.flagged:
         return None, None
     paths = [
         Path(str(r[0]))
@@ -152,39 +180,31 @@ def write_triage_results(
             """SELECT i.spool_path FROM triage_instance t JOIN ingest_instance i
                    USING (sop_instance_uid)
                WHERE t.series_instance_uid = %s AND i.state IN ('routed', 'held')""",
-            (series_uid,),
+            (outcome.series_uid,),
         ).fetchall()
     ]
     source = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths if p.exists()]
     if not source:
         LOGGER.warning("series %s: no spooled instance left to build its triage results",
-                       series_uid)  # fmt: skip
+                       outcome.series_uid)  # fmt: skip
         return None, None
-    objects, kind = triage_objects(
-        source, series_uid=series_uid, lane=lane, score=score, model=model, reasons=reasons,
-        flagged=flagged, rules_hash=rules_hash, created=created,
-    )  # fmt: skip
+    objects, kind = triage_objects(source, outcome)
     if not objects:
         return None, None
     datas = [to_bytes(ds) for ds in objects]
     temp = spool.root / ".results"
     temp.mkdir(exist_ok=True)
     spooled = spool.commit_bytes(datas, temp)
-    uids: list[str] = []
+    new = []
     for ds, data, file in zip(objects, datas, spooled, strict=True):
-        uid = str(ds.SOPInstanceUID)
-        uids.append(uid)
-        if repo.record_generated(
-            conn, node=node, ae_title=ae_title, sop_instance_uid=uid,
+        new.append(repo.record_generated(
+            conn, node=node, ae_title=ae_title, sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID), study_uid=str(ds.StudyInstanceUID),
             series_uid=str(ds.SeriesInstanceUID), modality=str(ds.Modality),
             transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID), spool_path=str(file.path),
             size=len(data), blake3=blake3.blake3(data).digest(),
-        ):  # fmt: skip
-            _stored(audit, conn, ds, kind)
-    sr_uid, kos_uid = uids[0], (uids[1] if len(uids) > 1 else None)
-    repo.set_triage_results(conn, series_uid, sr_uid, kos_uid)
-    return sr_uid, kos_uid
+        ))  # fmt: skip
+    return _finish(conn, audit, outcome, objects, kind=kind, new=new)
 
 
 def store_archived_results(
@@ -192,15 +212,7 @@ def store_archived_results(
     audit: AuditSink,
     archive: Archive,
     source: Sequence[pydicom.Dataset],
-    *,
-    series_uid: str,
-    lane: Lane,
-    score: float | None,
-    model: Mapping[str, Any] | None,
-    reasons: Sequence[str],
-    flagged: Sequence[str],
-    rules_hash: str,
-    created: dt.datetime,
+    outcome: TriageOutcome,
 ) -> tuple[str | None, str | None]:
     """The SR and KOS of a series stored into the archive directly: built from the archived
     instances' headers (*source*), so they carry the archive's patient, study and UIDs, and
@@ -209,16 +221,9 @@ def store_archived_results(
     tried again). Returns their SOP Instance UIDs."""
     from analysis.results import to_bytes
 
-    objects, kind = triage_objects(
-        source, series_uid=series_uid, lane=lane, score=score, model=model, reasons=reasons,
-        flagged=flagged, rules_hash=rules_hash, created=created,
-    )  # fmt: skip
+    objects, kind = triage_objects(source, outcome)
     if not objects:
         return None, None
     for ds in objects:
         archive.store(to_bytes(ds))
-        _stored(audit, conn, ds, kind)
-    sr_uid = str(objects[0].SOPInstanceUID)
-    kos_uid = str(objects[1].SOPInstanceUID) if len(objects) > 1 else None
-    repo.set_triage_results(conn, series_uid, sr_uid, kos_uid)
-    return sr_uid, kos_uid
+    return _finish(conn, audit, outcome, objects, kind=kind, new=[True] * len(objects))

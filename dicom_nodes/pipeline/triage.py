@@ -491,17 +491,17 @@ def _record(conn: Conn, ctx: PipelineContext, final: Sequence[tuple[str, str, De
     for series_uid, study_uid, decision in final:
         effects(conn, ctx, series_uid, study_uid, decision)
         if triage.spool is not None:
-            from dicom_nodes.pipeline.results import write_triage_results
+            from dicom_nodes.pipeline.results import TriageOutcome, write_triage_results
 
             model_doc = conn.execute(
                 "SELECT model FROM series_triage WHERE series_instance_uid = %s", (series_uid,)
             ).fetchone()
             write_triage_results(
                 conn, ctx.audit, triage.spool, node=ctx.node, ae_title=triage.ae_title,
-                series_uid=series_uid, lane=decision.lane, score=decision.score,
-                model=(model_doc or [None])[0], reasons=decision.reasons,
-                flagged=decision.flagged, rules_hash=triage.rules_hash,
-                created=datetime.datetime.now(datetime.UTC),
+                outcome=TriageOutcome(
+                    series_uid, decision.lane, decision.score, (model_doc or [None])[0],
+                    decision.reasons, decision.flagged, triage.rules_hash,
+                    datetime.datetime.now(datetime.UTC)),
             )  # fmt: skip
         LOGGER.info("series %s triaged: %s (%s)", series_uid, decision.lane.value,
                     ", ".join(decision.reasons) or "routine")  # fmt: skip
