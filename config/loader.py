@@ -23,7 +23,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -515,16 +515,32 @@ def _check_semantics(s: Settings) -> None:
             )
 
 
+def _unique_names(key: str, names: Sequence[str], punctuation: str) -> set[str]:
+    """The names of a list of tables (``key[i].name``): letters, digits and *punctuation*,
+    each defined once."""
+    allowed = ", ".join(repr(c) for c in punctuation)
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not name or not all(c.isalnum() or c in punctuation for c in name):
+            raise ConfigError(f"{key}[{i}].name: expected letters, digits or {allowed}")
+        if name in seen:
+            raise ConfigError(f"{key}[{i}].name: {name!r} is defined twice")
+        seen.add(name)
+    return seen
+
+
+def _positive(section: str, values: object, *names: str) -> None:
+    """Each of *names* of the *section* settings is a positive number."""
+    for name in names:
+        if getattr(values, name) <= 0:
+            raise ConfigError(f"{section}.{name}: expected a positive number")
+
+
 def _check_alerts(s: Settings) -> None:
     a = s.alerts
-    names: set[str] = set()
+    names = _unique_names("alerts.target", [t.name for t in a.target], "-_.")
     for i, t in enumerate(a.target):
         key = f"alerts.target[{i}]"
-        if not t.name or not all(c.isalnum() or c in "-_." for c in t.name):
-            raise ConfigError(f"{key}.name: expected letters, digits, '-', '_' or '.'")
-        if t.name in names:
-            raise ConfigError(f"{key}.name: {t.name!r} is defined twice")
-        names.add(t.name)
         if t.kind not in ("webhook", "mqtt"):
             raise ConfigError(f"{key}.kind: expected webhook or mqtt, got {t.kind!r}")
         if t.kind == "webhook" and not t.url.startswith(("http://", "https://")):
@@ -541,26 +557,15 @@ def _check_alerts(s: Settings) -> None:
                 raise ConfigError(
                     f"alerts.{field_name}[{i}]: no [[alerts.target]] is named {name!r}"
                 )
-    for field_name in ("category1_minutes", "category2_minutes", "category3_minutes",
-                       "retry_initial", "retry_max"):  # fmt: skip
-        if getattr(a, field_name) <= 0:
-            raise ConfigError(f"alerts.{field_name}: expected a positive number")
+    _positive("alerts", a, "category1_minutes", "category2_minutes", "category3_minutes",
+              "retry_initial", "retry_max")  # fmt: skip
 
 
 def _check_pacs(s: Settings) -> None:
     p = s.pacs
-    names: set[str] = set()
-    for i, u in enumerate(p.user):
-        key = f"pacs.user[{i}]"
-        if not u.name or not all(c.isalnum() or c in "-_.@" for c in u.name):
-            raise ConfigError(f"{key}.name: expected letters, digits, '-', '_', '.' or '@'")
-        if u.name in names:
-            raise ConfigError(f"{key}.name: {u.name!r} is defined twice")
-        names.add(u.name)
-    for name in ("journal_sync_interval", "record_interval", "routine_max_wait_minutes",
-                 "urgent_max_wait_minutes"):  # fmt: skip
-        if getattr(p, name) <= 0:
-            raise ConfigError(f"pacs.{name}: expected a positive number")
+    _unique_names("pacs.user", [u.name for u in p.user], "-_.@")
+    _positive("pacs", p, "journal_sync_interval", "record_interval", "routine_max_wait_minutes",
+              "urgent_max_wait_minutes")  # fmt: skip
     if p.journal_segment_bytes < 4096:
         raise ConfigError("pacs.journal_segment_bytes: expected 4096 or more")
     if p.worklist_limit < 1:

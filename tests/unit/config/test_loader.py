@@ -95,6 +95,25 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ("", {"RADIOGATE_SPOOL__FSYNC": "maybe"}, "spool.fsync: expected true or false"),
         ("[spool]\nmin_free_percent = 120\n", {}, "spool.min_free_percent"),
         ("[scp]\n", {"RADIOGATE_SCP": "1"}, "scp: expected a table"),
+        (
+            '[[alerts.target]]\nname = "a b"\nkind = "mqtt"\n',
+            {},
+            "alerts.target[0].name: expected letters, digits or '-', '_', '.'",
+        ),
+        (
+            '[[alerts.target]]\nname = "t"\nkind = "mqtt"\n[[alerts.target]]\nname = "t"\n'
+            'kind = "mqtt"\n',
+            {},
+            "alerts.target[1].name: 't' is defined twice",
+        ),
+        ("[alerts]\nretry_max = 0\n", {}, "alerts.retry_max: expected a positive number"),
+        ('[[pacs.user]]\nname = "al/ice"\n', {}, "pacs.user[0].name: expected letters"),
+        (
+            '[[pacs.user]]\nname = "alice"\n[[pacs.user]]\nname = "alice"\n',
+            {},
+            "pacs.user[1].name: 'alice' is defined twice",
+        ),
+        ("[pacs]\nrecord_interval = -1\n", {}, "pacs.record_interval: expected a positive"),
     ],
 )
 def test_invalid_values_name_the_key(
