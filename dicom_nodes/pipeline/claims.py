@@ -52,18 +52,22 @@ class ReceivedInstance:
     patient_pseudonym: str | None = None
 
 
-def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
-    """Up to *limit* instances of *node* in state ``received``: those of studies already known
-    to be critical, then urgent (an early triage decision raised the study's lane), then the
-    rest; within a lane the associations that sent them take turns (the first waiting instance
-    of each, oldest first, then the second of each, ...).
+def claim_received(
+    conn: Conn, node: str, limit: int, *, urgent_only: bool = False
+) -> list[ReceivedInstance]:
+    """Up to *limit* instances of *node* in state ``received``, all of one lane: those of
+    studies already known to be critical, else urgent (an early triage decision raised the
+    study's lane), else the rest (none of them with *urgent_only*); within the lane the
+    associations that sent them take turns (the first waiting instance of each, oldest first,
+    then the second of each, ...).
 
     Routing, with de-identification, is the costliest step before a lane is known: in strict
     arrival order a study sent behind a bulk transfer (a backlog of priors, a migration) would
     wait for all of it. Taking turns bounds that wait by the number of sending associations, not
     the size of the transfer, and an association still loses nothing of its own order. Once a
     study is known to be critical, the rest of it (and the triage SR and KOS made for it) is
-    routed before anything else, so that it is complete, decided and archived first."""
+    routed before anything else, so that it is complete, decided and archived first; a batch
+    of its lane carries nothing else (routing, with de-identification, costs time per instance)."""
     rows = conn.execute(
         """WITH waiting AS (
                SELECT i.sop_instance_uid, i.received_at,
@@ -75,7 +79,10 @@ def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
                LEFT JOIN study s USING (study_instance_uid)
                WHERE i.node = %(node)s AND i.state = 'received'),
            chosen AS (
-               SELECT sop_instance_uid FROM waiting ORDER BY lane_rank, turn, received_at
+               SELECT sop_instance_uid FROM waiting
+               WHERE lane_rank = (SELECT min(lane_rank) FROM waiting)
+                 AND lane_rank < %(below)s
+               ORDER BY turn, received_at
                LIMIT %(limit)s)
            SELECT i.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
                   i.transfer_syntax_uid, i.spool_path, i.calling_ae, i.called_ae, i.modality,
@@ -84,7 +91,7 @@ def claim_received(conn: Conn, node: str, limit: int) -> list[ReceivedInstance]:
            WHERE i.state = 'received'
            ORDER BY i.received_at
            FOR UPDATE OF i SKIP LOCKED""",
-        {"node": node, "limit": limit},
+        {"node": node, "limit": limit, "below": 2 if urgent_only else 3},
     ).fetchall()
     return [
         ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])

@@ -174,13 +174,17 @@ def write_triage_results(
 
     if outcome.lane is Lane.ROUTINE and not outcome.flagged:
         return None, None
+    # A model's finding references its flagged images only: their headers suffice (the
+    # first carries the patient and study); a rule's references the whole series.
     paths = [
         Path(str(r[0]))
         for r in conn.execute(
             """SELECT i.spool_path FROM triage_instance t JOIN ingest_instance i
                    USING (sop_instance_uid)
-               WHERE t.series_instance_uid = %s AND i.state IN ('routed', 'held')""",
-            (outcome.series_uid,),
+               WHERE t.series_instance_uid = %s AND i.state IN ('routed', 'held')
+                 AND (cardinality(%s::text[]) = 0 OR t.sop_instance_uid = ANY(%s))
+               ORDER BY array_position(%s::text[], t.sop_instance_uid)""",
+            (outcome.series_uid, *[list(outcome.flagged)] * 3),
         ).fetchall()
     ]
     source = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths if p.exists()]

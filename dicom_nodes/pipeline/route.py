@@ -139,12 +139,13 @@ def facts_for(inst: ReceivedInstance, needed: Sequence[str]) -> Facts:
     return Facts(inst.calling_ae, inst.called_ae, inst.modality, inst.sop_class_uid)
 
 
-def route_round(ctx: PipelineContext) -> int:
-    """Route one batch of received instances; returns how many left ``received``."""
+def route_round(ctx: PipelineContext, *, urgent_only: bool = False) -> int:
+    """Route one batch of received instances (of critical or urgent studies only, with
+    *urgent_only*); returns how many left ``received``."""
     needed = tags_needed(ctx.routes, ctx.lane_rules)
     profiles = ctx.deid.engines if ctx.deid is not None else {}
     with ctx.pool.connection() as conn, conn.transaction():
-        batch = claim_received(conn, ctx.node, ctx.settings.batch_size)
+        batch = claim_received(conn, ctx.node, ctx.settings.batch_size, urgent_only=urgent_only)
         if not batch:
             return 0
         planned: list[tuple[ReceivedInstance, RoutePlan]] = []

@@ -19,7 +19,7 @@ the data-quality verdict, and then in the same transaction:
   (critical overtakes the backlog; the forwarding jobs of that lane are deferred);
 * raises an alert for a critical series (ACR category 1) and for an incomplete one
   (``triage.incomplete_category``), idempotent per study, finding and model version;
-* releases the instances that waited for the decision.
+* and, once that is committed, releases the instances that waited for the decision.
 
 A late instance re-opens the series and its decision (``late-arrival``, ``reopened``): it is
 checked and decided again.
@@ -443,7 +443,15 @@ def triage_round(ctx: PipelineContext, limit: int = 20) -> int:
                                   flagged=flagged, early=True)  # fmt: skip
                 if decision.lane is Lane.CRITICAL:
                     _early_critical(conn, ctx, str(series_uid), str(study_uid), decision)
-        _record(conn, ctx, final)
+        decided = _record(conn, ctx, final)
+    if decided:
+        # The instances that waited for the decision: released in a transaction of their own,
+        # after the decision and its SR are committed (and routable). Should the worker die in
+        # between, housekeeping settles them (release.settle_leftovers).
+        from dicom_nodes.pipeline import release
+
+        with ctx.pool.connection() as conn, conn.transaction():
+            release.settle(conn, ctx.audit, decided)
     return len(rows)
 
 
@@ -481,10 +489,13 @@ def record_decisions(
     )  # fmt: skip
 
 
-def _record(conn: Conn, ctx: PipelineContext, final: Sequence[tuple[str, str, Decision]]) -> None:
-    """The ``decided`` events of final decisions, and what each decision causes."""
+def _record(
+    conn: Conn, ctx: PipelineContext, final: Sequence[tuple[str, str, Decision]]
+) -> list[str]:
+    """The ``decided`` events of final decisions, and what each decision causes; returns the
+    SOP Instance UIDs of the decided series (they no longer wait for a decision)."""
     if not final:
-        return
+        return []
     record_decisions(conn, ctx.audit, final)
     triage = ctx.triage
     assert triage is not None
@@ -505,16 +516,13 @@ def _record(conn: Conn, ctx: PipelineContext, final: Sequence[tuple[str, str, De
             )  # fmt: skip
         LOGGER.info("series %s triaged: %s (%s)", series_uid, decision.lane.value,
                     ", ".join(decision.reasons) or "routine")  # fmt: skip
-    from dicom_nodes.pipeline import release
-
-    uids = [
+    return [
         str(r[0])
         for r in conn.execute(
             "SELECT sop_instance_uid FROM triage_instance WHERE series_instance_uid = ANY(%s)",
             ([s for s, _st, _d in final],),
         ).fetchall()
     ]
-    release.settle(conn, ctx.audit, uids)
 
 
 def _early_critical(

@@ -63,6 +63,10 @@ def build_app(
         total = 0
         while n := triage_round(ctx):
             total += n
+            # A decision moved a study ahead and wrote its SR and KOS: route them (and the
+            # study's waiting instances) now rather than after the routing job's current batch.
+            while route_round(ctx, urgent_only=True):
+                pass
         return total
 
     @app.task(name=ANALYSE_TASK)
