@@ -30,7 +30,6 @@ Inference throughput alone: ``bench/bench_triage.py``.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import json
 import os
@@ -52,7 +51,6 @@ import psycopg  # noqa: E402
 import pydicom  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-from analysis.training.synthetic import FindingKind, Site, insert_finding  # noqa: E402
 from dicom_nodes.db.migrate import migrate  # noqa: E402
 from dicom_nodes.pipeline.timeline import study_timeline  # noqa: E402
 from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer  # noqa: E402
@@ -61,6 +59,12 @@ from tests.support import dcmtk, free_port  # noqa: E402
 from tests.support.data import extract_ct, series_copies  # noqa: E402
 from tests.support.pipeline import Node  # noqa: E402
 from tests.support.services import Mosquitto, mqtt_messages  # noqa: E402
+from tests.support.triage import (  # noqa: E402
+    TRIAGE_ROUTES,
+    insert_dense_finding,
+    node_secrets,
+    storescu,
+)
 
 SLICES = 300
 FINDING_SLICES = range(140, 160)
@@ -89,29 +93,11 @@ def critical_ct(ct: list[Path], dest: Path) -> list[Path]:
         ds.SliceLocation = z0 + index * step
         ds.AccessionNumber = "BENCH1"
         if index in FINDING_SLICES:
-            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
-            spacing = [float(v) for v in ds.PixelSpacing]
-            hu = ds.pixel_array.astype(np.float32) * slope + intercept
-            changed, finding = insert_finding(hu, spacing, rng, FindingKind.DENSE,
-                                              Site.SOFT_TISSUE)  # fmt: skip
-            if finding is not None:
-                info = np.iinfo(ds.pixel_array.dtype)
-                stored = np.round((changed - intercept) / slope).clip(info.min, info.max)
-                ds.PixelData = stored.astype(ds.pixel_array.dtype).tobytes()
+            insert_dense_finding(ds, rng)
         path = dest / f"crit{index:03d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         out.append(path)
     return out
-
-
-def _storescu(port: int, calling: str, files: list[Path]) -> None:
-    done = subprocess.run(
-        [dcmtk("storescu"), "-aet", calling, "-aec", "RADIOGATE", "127.0.0.1", str(port),
-         *map(str, files)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"storescu failed: {done.stderr[-500:]}")
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -179,31 +165,16 @@ name = "mqtt"
 kind = "mqtt"
 port = {broker.port}
 topic = "rg/alerts"
-
-[[routes]]
-name = "backlog"
-steps = ["deidentify:basic", "forward:archive"]
-[routes.match]
-calling_ae = ["ROUTINE"]
-
-[[routes]]
-name = "triaged"
-steps = ["triage", "deidentify:basic", "forward:archive"]
-"""
-    secrets = {
-        "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
-        "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "RADIOGATE_PIPELINE__QUIET_PERIOD": "3600",  # complete by association release only
-    }
-    node = Node(dsn, work / "node", orthanc, extra_toml=extra, extra_env=secrets)
+{TRIAGE_ROUTES}"""
+    node = Node(dsn, work / "node", orthanc, extra_toml=extra, extra_env=node_secrets())
     node.start(worker=scenario == "live")
     try:
         assert node.scp is not None
         with mqtt_messages(broker.port, "rg/#") as inbox:
             if scenario == "queued":
-                _storescu(node.scp.port, "ROUTINE", backlog)  # received, no worker yet
+                storescu(node.scp.port, "ROUTINE", backlog)  # received, no worker yet
                 node.start_worker()
-                _storescu(node.scp.port, "CT1", critical)
+                storescu(node.scp.port, "CT1", critical)
             else:
                 routine = subprocess.Popen(
                     [dcmtk("storescu"), "-aet", "ROUTINE", "-aec", "RADIOGATE", "127.0.0.1",
@@ -214,7 +185,7 @@ steps = ["triage", "deidentify:basic", "forward:archive"]
                     node.wait_for(lambda: node.query(
                         "SELECT count(*) FROM ingest_instance")[0][0] >= len(backlog) // 2,
                         timeout=120)  # fmt: skip
-                    _storescu(node.scp.port, "CT1", critical)
+                    storescu(node.scp.port, "CT1", critical)
                 finally:
                     if routine.wait(timeout=300) != 0:
                         raise RuntimeError("the routine storescu failed")

@@ -15,11 +15,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dicom_nodes.services.credentials import load_credentials
+from dicom_nodes.services.credentials import HttpCredentials, load_credentials
 from dicom_nodes.services.postgres import PrivateCluster
 from tests.support import dcmtk, free_port, kill_process_group, wait_for_echo
 
-__all__ = ["Stack", "make_site", "radiogate"]
+__all__ = ["RADIOLOGIST", "Stack", "http_json", "make_site", "radiogate"]
+
+RADIOLOGIST = """
+[[pacs.user]]
+name = "alice"
+role = "radiologist"
+token_file = "pacs/alice.token"
+"""
+"""Configuration of one reading user, ``alice`` (radiologist), whose token the stack writes
+to ``<data_dir>/pacs/alice.token``."""
+
+
+def http_json(
+    url: str, who: HttpCredentials, body: bytes | None = None, *, accept: str | None = None
+) -> Any:
+    """GET *url* (POST *body*) as *who*: the decoded JSON, or the bytes of any other answer."""
+    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    req.add_header("Authorization", who.authorization)
+    if accept is not None:
+        req.add_header("Accept", accept)
+    with urllib.request.urlopen(req, timeout=30) as rsp:
+        data = rsp.read()
+    return json.loads(data) if data[:1] in (b"{", b"[") else data
 
 
 def make_site(prefix: str = "radiogate-site-") -> Path:

@@ -3,7 +3,6 @@ radiologist's read through the archive ends up in the audit chain with nobody el
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
@@ -14,32 +13,21 @@ from typing import Any
 import pytest
 
 from dicom_nodes.services.credentials import HttpCredentials, load_credentials
-from tests.support.stack import Stack, make_site
+from tests.support.stack import RADIOLOGIST, Stack, http_json, make_site
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 DATA = Path(__file__).resolve().parents[2] / "data"
-USERS = """
-[[pacs.user]]
-name = "alice"
-role = "radiologist"
-token_file = "pacs/alice.token"
-"""
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    s = Stack(make_site(), extra_toml=USERS).start()
+    s = Stack(make_site(), extra_toml=RADIOLOGIST).start()
     yield s
     s.remove()
 
 
 def _call(stack: Stack, who: HttpCredentials, path: str, body: bytes | None = None) -> Any:
-    req = urllib.request.Request(f"http://127.0.0.1:{stack.http_port}{path}", data=body,
-                                 method="POST" if body is not None else "GET")  # fmt: skip
-    req.add_header("Authorization", who.authorization)
-    with urllib.request.urlopen(req, timeout=30) as rsp:
-        data = rsp.read()
-    return json.loads(data) if data[:1] in (b"{", b"[") else data
+    return http_json(f"http://127.0.0.1:{stack.http_port}{path}", who, body)
 
 
 def test_run_loads_the_plugin_and_records_reads(stack: Stack) -> None:

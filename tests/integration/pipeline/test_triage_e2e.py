@@ -6,9 +6,7 @@ up, escalates while nobody acknowledges it, and stops when someone does."""
 
 from __future__ import annotations
 
-import base64
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -21,14 +19,13 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from analysis.training.synthetic import FindingKind, Site, insert_finding
 from analysis.triage import DEFAULT_CARD, load_model
 from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.integration.results.test_dciodvfy import verify
-from tests.support import dcmtk
 from tests.support.data import extract_ct, series_copies
 from tests.support.pipeline import Node, orthanc_get
 from tests.support.services import HttpReceiver, Mosquitto, mqtt_messages
+from tests.support.triage import TRIAGE_ROUTES, insert_dense_finding, node_secrets, storescu
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -46,35 +43,16 @@ def _critical_study(files: list[Path], dest: Path) -> tuple[list[Path], list[str
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.AccessionNumber = "CRIT1"
-        if 18 <= index < 30:
-            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        if 18 <= index < 30 and (changed := insert_dense_finding(ds, rng)) is not None:
             spacing = [float(v) for v in ds.PixelSpacing]
-            hu = ds.pixel_array.astype(np.float32) * slope + intercept
-            changed, finding = insert_finding(hu, spacing, rng, FindingKind.DENSE,
-                                              Site.SOFT_TISSUE)  # fmt: skip
-            if finding is not None:
-                stored = np.round((changed - intercept) / slope)
-                info = np.iinfo(ds.pixel_array.dtype)
-                ds.PixelData = (
-                    stored.clip(info.min, info.max).astype(ds.pixel_array.dtype).tobytes()
-                )
-                score = float(model.score(model.preprocess(changed, spacing)[np.newaxis])[0])
-                if score >= 0.8:
-                    flagged.append(str(ds.SOPInstanceUID))
+            score = float(model.score(model.preprocess(changed, spacing)[np.newaxis])[0])
+            if score >= 0.8:
+                flagged.append(str(ds.SOPInstanceUID))
         target = dest / f"crit{index:03d}.dcm"
         ds.save_as(target, enforce_file_format=True)
         out.append(target)
     assert len(flagged) >= 3, "the inserted findings should score critical"
     return out, flagged
-
-
-def _storescu(port: int, calling: str, files: list[Path]) -> None:
-    done = subprocess.run(
-        [dcmtk("storescu"), "-aet", calling, "-aec", "RADIOGATE", "127.0.0.1", str(port),
-         *map(str, files)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
 
 
 def test_critical_study_overtakes_the_backlog_and_is_announced(
@@ -113,30 +91,15 @@ name = "oncall"
 kind = "mqtt"
 port = {broker.port}
 topic = "rg/oncall"
-
-[[routes]]
-name = "backlog"
-steps = ["deidentify:basic", "forward:archive"]
-[routes.match]
-calling_ae = ["ROUTINE"]
-
-[[routes]]
-name = "triaged"
-steps = ["triage", "deidentify:basic", "forward:archive"]
-"""
-    secrets = {
-        "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
-        "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "RADIOGATE_PIPELINE__QUIET_PERIOD": "3600",
-    }
-    node = Node(fresh_dsn, tmp_path / "node", orthanc, extra_toml=extra, extra_env=secrets)
+{TRIAGE_ROUTES}"""
+    node = Node(fresh_dsn, tmp_path / "node", orthanc, extra_toml=extra, extra_env=node_secrets())
     node.start(worker=False)
     try:
         assert node.scp is not None
         env = node.scp.env()
         with mqtt_messages(broker.port, "rg/#") as inbox:
-            _storescu(node.scp.port, "ROUTINE", backlog)
-            _storescu(node.scp.port, "CT1", critical)
+            storescu(node.scp.port, "ROUTINE", backlog)
+            storescu(node.scp.port, "CT1", critical)
             last_received = time.monotonic()
             node.start_worker()
             topic, message = inbox.get(timeout=120)

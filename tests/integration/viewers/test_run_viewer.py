@@ -4,9 +4,7 @@ study's UID and the DICOMweb API), and nobody else is recorded for it."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,32 +13,22 @@ import pytest
 
 from dicom_nodes.services.credentials import HttpCredentials, load_credentials
 from dicom_nodes.services.viewer import default_dist
-from tests.support.stack import Stack, make_site
+from tests.support.stack import RADIOLOGIST, Stack, http_json, make_site
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 DATA = Path(__file__).resolve().parents[2] / "data"
-USERS = """
-[[pacs.user]]
-name = "alice"
-role = "radiologist"
-token_file = "pacs/alice.token"
-"""
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     assert (default_dist() / "index.html").is_file(), "OHIF is not installed: make ohif"
-    s = Stack(make_site(), extra_toml=USERS).start()
+    s = Stack(make_site(), extra_toml=RADIOLOGIST).start()
     yield s
     s.remove()
 
 
 def _get(url: str, who: HttpCredentials, body: bytes | None = None) -> Any:
-    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
-    req.add_header("Authorization", who.authorization)
-    req.add_header("Accept", "application/dicom+json, application/json")
-    with urllib.request.urlopen(req, timeout=30) as rsp:
-        return json.loads(rsp.read())
+    return http_json(url, who, body, accept="application/dicom+json, application/json")
 
 
 def test_a_read_through_the_viewer_is_audited_as_the_reader(stack: Stack) -> None:
