@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,13 @@ class StackLock:
         if self._fd is None:
             raise RuntimeError("lock not held")
         data = json.dumps(info, sort_keys=True).encode() + b"\n"
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
+        # Never empty, never a torn tail: the new document is written over the old one padded
+        # with spaces to the old length (JSON followed by blanks is still the new document),
+        # then the blanks are cut off. A reader racing the write itself retries (read_lock).
+        old = os.fstat(self._fd).st_size
+        os.pwrite(self._fd, data.ljust(old, b" "), 0)
+        if old > len(data):
+            os.ftruncate(self._fd, len(data))
 
     def release(self) -> None:
         if self._fd is not None:
@@ -71,13 +77,26 @@ class StackLock:
             self._fd = None
 
 
-def read_lock(path: Path) -> dict[str, Any]:
-    """The holder's JSON document ({} if unreadable or being written)."""
-    try:
-        doc = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
+def read_lock(path: Path, attempts: int = 50) -> dict[str, Any]:
+    """The holder's JSON document ({} if unreadable). An update is not atomic for a reader
+    (the file keeps its inode: the lock is on it), so a document counts only when two reads in
+    a row agree; caught in the middle of an update, it reads again."""
+    previous: str | None = None
+    for _attempt in range(attempts):
+        try:
+            text = path.read_text()
+        except OSError:
+            return {}
+        if text == previous:
+            try:
+                doc = json.loads(text or "{}")
+            except ValueError:
+                doc = None
+            if doc is not None:
+                return doc if isinstance(doc, dict) else {}
+            time.sleep(0.001)
+        previous = text
+    return {}
 
 
 def held_by(data_dir: Path) -> dict[str, Any] | None:
