@@ -133,6 +133,26 @@ def test_a_stat_series_is_critical_once_complete_and_its_study_moves_ahead(
     assert _one(stage, "SELECT lane_rank FROM forward_item WHERE sop_instance_uid = %s", sr) == (0,)
 
 
+def test_the_triage_job_routes_the_results_it_wrote_at_once(
+    stage: Stage, tmp_path: Path, fresh_dsn: str
+) -> None:
+    from dicom_nodes.pipeline.worker import build_app
+    from dicom_nodes.state.jobs import TRIAGE_TASK
+
+    routine = stage.receive(3)
+    stat = stage.receive_paths(_stat_copies(stage, tmp_path, 4))
+    _route_all(stage)
+    stage.q_exec("UPDATE series SET last_received_at = now() - interval '2 hours'")
+    complete_series(stage.ctx)
+    late = stage.receive(2)  # a routine instance waiting: not for the triage job to route
+    app = build_app(fresh_dsn, stage.ctx)
+    app.tasks[TRIAGE_TASK](node="node1")
+    (sr,) = _one(stage, "SELECT sr_sop_instance_uid FROM series_triage WHERE lane = 'critical'")
+    assert stage.states([sr]) == ["routed"]  # not left for the next routing job
+    assert set(stage.states(late)) == {"received"}
+    assert stat and routine
+
+
 def test_signals_complete_a_series_early(stage: Stage, tmp_path: Path) -> None:
     signals = PostgresSignals(stage.ctx.pool, "node1")
     assoc = uuid.uuid4()
