@@ -40,6 +40,7 @@ from pydicom.dataset import Dataset
 from analysis.results._common import (
     Identity,
     ResultKind,
+    adopt_content,
     algorithm_identification,
     contributing_equipment,
     declare_private_schemes,
@@ -140,10 +141,11 @@ def build_triage_sr(
         imaging_measurements=[_group(finding, algorithm, flagged, anchors)],
         referenced_images=anchors,
     )
-    with single_component_names():
+    content = report[0]
+    with single_component_names(), adopt_content(content):
         sr = hd.sr.Comprehensive3DSR(
             evidence=flagged or list(source),
-            content=report[0],
+            content=content,
             series_instance_uid=identity.series_instance_uid,
             series_number=identity.series_number,
             sop_instance_uid=identity.sop_instance_uid,

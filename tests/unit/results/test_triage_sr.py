@@ -219,3 +219,21 @@ def test_ohif_can_place_the_certainty_flagged_or_not(
                 0,
                 0,
             ]
+
+
+def test_the_content_tree_taken_as_it_is_gives_the_same_document(
+    source: list[Dataset], finding: TriageFinding, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+
+    from analysis.results import triage_sr
+
+    adopted = write_and_read(build_triage_sr(source, finding, TRIAGE_MODEL, PROVENANCE,
+                                             created=CREATED))[0]  # fmt: skip
+    monkeypatch.setattr(triage_sr, "adopt_content", lambda _content: contextlib.nullcontext())
+    copied = write_and_read(build_triage_sr(source, finding, TRIAGE_MODEL, PROVENANCE,
+                                            created=CREATED))[0]  # fmt: skip
+    assert adopted == copied
+    from highdicom.sr import sop
+
+    assert sop.deepcopy.__module__ == "copy"  # put back after the build
