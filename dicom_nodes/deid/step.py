@@ -19,6 +19,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -70,6 +71,7 @@ class DeidStep:
         self.processes = processes
         self._init_args = (profiles, secret, spool.root, spool.fsync)
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self.tmp = spool.root / ".deid"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.sweep()
@@ -102,16 +104,18 @@ class DeidStep:
         when there are several (de-identification is CPU-bound Python), else here."""
         if self.processes <= 1 or len(pairs) < 2:
             return self._store({pair: self.make(*pair) for pair in pairs})
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.processes,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_start_child,
-                initargs=self._init_args,
-            )
+        with self._pool_lock:  # two routing rounds may run at once (routing and triage jobs)
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.processes,
+                    mp_context=multiprocessing.get_context("forkserver"),
+                    initializer=_start_child,
+                    initargs=self._init_args,
+                )
+            pool = self._pool
         chunk = max(1, len(pairs) // (self.processes * 4))
         try:
-            made = list(self._pool.map(_make_in_child, pairs, chunksize=chunk))
+            made = list(pool.map(_make_in_child, pairs, chunksize=chunk))
         except BrokenProcessPool:
             LOGGER.error("de-identification processes died; de-identifying in the worker")
             self._pool = None

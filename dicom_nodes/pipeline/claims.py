@@ -10,6 +10,7 @@ idempotent by SOP Instance UID). Nothing here writes.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,13 @@ class ReceivedInstance:
 
 
 def claim_received(
-    conn: Conn, node: str, limit: int, *, urgent_only: bool = False
+    conn: Conn, node: str, limit: int, *, only: Sequence[str] | None = None
 ) -> list[ReceivedInstance]:
-    """Up to *limit* instances of *node* in state ``received``, all of one lane: those of
-    studies already known to be critical, else urgent (an early triage decision raised the
-    study's lane), else the rest (none of them with *urgent_only*); within the lane the
-    associations that sent them take turns (the first waiting instance of each, oldest first,
-    then the second of each, ...).
+    """Up to *limit* instances of *node* in state ``received`` (of *only* these SOP Instance
+    UIDs when given), all of one lane: those of studies already known to be critical, else
+    urgent (an early triage decision raised the study's lane), else the rest; within the lane
+    the associations that sent them take turns (the first waiting instance of each, oldest
+    first, then the second of each, ...).
 
     Routing, with de-identification, is the costliest step before a lane is known: in strict
     arrival order a study sent behind a bulk transfer (a backlog of priors, a migration) would
@@ -77,11 +78,11 @@ def claim_received(
                                          ORDER BY i.received_at) AS turn
                FROM ingest_instance i
                LEFT JOIN study s USING (study_instance_uid)
-               WHERE i.node = %(node)s AND i.state = 'received'),
+               WHERE i.node = %(node)s AND i.state = 'received'
+                 AND (%(only)s::text[] IS NULL OR i.sop_instance_uid = ANY(%(only)s))),
            chosen AS (
                SELECT sop_instance_uid FROM waiting
                WHERE lane_rank = (SELECT min(lane_rank) FROM waiting)
-                 AND lane_rank < %(below)s
                ORDER BY turn, received_at
                LIMIT %(limit)s)
            SELECT i.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
@@ -91,7 +92,7 @@ def claim_received(
            WHERE i.state = 'received'
            ORDER BY i.received_at
            FOR UPDATE OF i SKIP LOCKED""",
-        {"node": node, "limit": limit, "below": 2 if urgent_only else 3},
+        {"node": node, "limit": limit, "only": None if only is None else list(only)},
     ).fetchall()
     return [
         ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])

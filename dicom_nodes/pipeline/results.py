@@ -158,6 +158,22 @@ def _finish(
     return sr_uid, kos_uid
 
 
+def _spooled(conn: Conn, series_uid: str, among: Sequence[str]) -> list[Path]:
+    """Spool files of the series' routed or held instances (of *among* only, in its order,
+    when given)."""
+    return [
+        Path(str(r[0]))
+        for r in conn.execute(
+            """SELECT i.spool_path FROM triage_instance t JOIN ingest_instance i
+                   USING (sop_instance_uid)
+               WHERE t.series_instance_uid = %s AND i.state IN ('routed', 'held')
+                 AND (cardinality(%s::text[]) = 0 OR t.sop_instance_uid = ANY(%s))
+               ORDER BY array_position(%s::text[], t.sop_instance_uid)""",
+            (series_uid, *[list(among)] * 3),
+        ).fetchall()
+    ]
+
+
 def write_triage_results(
     conn: Conn,
     audit: AuditSink,
@@ -175,18 +191,12 @@ def write_triage_results(
     if outcome.lane is Lane.ROUTINE and not outcome.flagged:
         return None, None
     # A model's finding references its flagged images only: their headers suffice (the
-    # first carries the patient and study); a rule's references the whole series.
-    paths = [
-        Path(str(r[0]))
-        for r in conn.execute(
-            """SELECT i.spool_path FROM triage_instance t JOIN ingest_instance i
-                   USING (sop_instance_uid)
-               WHERE t.series_instance_uid = %s AND i.state IN ('routed', 'held')
-                 AND (cardinality(%s::text[]) = 0 OR t.sop_instance_uid = ANY(%s))
-               ORDER BY array_position(%s::text[], t.sop_instance_uid)""",
-            (outcome.series_uid, *[list(outcome.flagged)] * 3),
-        ).fetchall()
-    ]
+    # first carries the patient and study); a rule's references the whole series. When no
+    # flagged slice is left in the spool (a re-decision after they were released), the
+    # series' remaining slices stand in (the finding then lists the flagged ones present).
+    paths = _spooled(conn, outcome.series_uid, outcome.flagged) or _spooled(
+        conn, outcome.series_uid, ()
+    )
     source = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths if p.exists()]
     if not source:
         LOGGER.warning("series %s: no spooled instance left to build its triage results",

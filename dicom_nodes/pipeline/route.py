@@ -19,6 +19,7 @@ leaves ``received``, so no instance can keep a routing job busy.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from dicom_nodes.pipeline.routes import (
 )
 from dicom_nodes.state import INSTANCE, STUDY, Change, InstanceEvent, Lane, StudyEvent
 from dicom_nodes.state import repository as repo
-from dicom_nodes.state.jobs import defer_forward
+from dicom_nodes.state.jobs import defer_forward, defer_route
 
 __all__ = ["Delivery", "RoutePlan", "facts_for", "plan_route", "route_round"]
 
@@ -139,13 +140,13 @@ def facts_for(inst: ReceivedInstance, needed: Sequence[str]) -> Facts:
     return Facts(inst.calling_ae, inst.called_ae, inst.modality, inst.sop_class_uid)
 
 
-def route_round(ctx: PipelineContext, *, urgent_only: bool = False) -> int:
-    """Route one batch of received instances (of critical or urgent studies only, with
-    *urgent_only*); returns how many left ``received``."""
+def route_round(ctx: PipelineContext, *, only: Sequence[str] | None = None) -> int:
+    """Route one batch of received instances (of *only* these SOP Instance UIDs when given);
+    returns how many left ``received``."""
     needed = tags_needed(ctx.routes, ctx.lane_rules)
     profiles = ctx.deid.engines if ctx.deid is not None else {}
     with ctx.pool.connection() as conn, conn.transaction():
-        batch = claim_received(conn, ctx.node, ctx.settings.batch_size, urgent_only=urgent_only)
+        batch = claim_received(conn, ctx.node, ctx.settings.batch_size, only=only)
         if not batch:
             return 0
         planned: list[tuple[ReceivedInstance, RoutePlan]] = []
@@ -222,9 +223,24 @@ def route_round(ctx: PipelineContext, *, urgent_only: bool = False) -> int:
         repo.promote_study_lanes(conn, lanes)
         # Instances with nothing to wait for (all held, or routes that forward nowhere).
         release.settle(conn, ctx.audit, [i.sop_instance_uid for i, _ in planned])
-        for destination, lane in touched.items():
+        for destination, lane in sorted(touched.items()):
             defer_forward(conn, ctx.node, destination, lane)
     return len(batch)
+
+
+def route_again_if_waiting(ctx: PipelineContext, delay: float = 0.25) -> bool:
+    """After a routing job's last round: if instances still wait (another round, the triage
+    job's, held them when this one looked), route again shortly rather than at the next
+    receipt or housekeeping kick. True when a job was deferred."""
+    with ctx.pool.connection() as conn, conn.transaction():
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM ingest_instance WHERE node = %s AND state = 'received')",
+            (ctx.node,),
+        ).fetchone()
+        if not (row and row[0]):
+            return False
+        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+        return defer_route(conn, ctx.node, when=when)
 
 
 def _archive_uids(

@@ -272,20 +272,21 @@ def complete_series(ctx: PipelineContext) -> list[tuple[str, str]]:
     (series, by). Signals, first that holds: the expected instance count (Images in
     Acquisition) arrived; an MPPS step naming the series was COMPLETED or DISCONTINUED; every
     association that sent the series was released ``triage.association_grace`` ago; the quiet
-    period passed. A series with an instance received but not routed yet is not complete
-    whatever the signal: deciding it without that slice would only re-open it when the slice is
-    routed, and decide (and write its SR) twice."""
+    period passed. A series with an instance received on this node but not routed yet is not
+    complete whatever the signal (unless that instance waited longer than the quiet period):
+    deciding it without that slice would only re-open it when the slice is routed, and decide
+    (and write its SR) twice. Only the series completed are locked."""
     grace = ctx.triage.settings.association_grace if ctx.triage is not None else 1.0
     with ctx.pool.connection() as conn, conn.transaction():
         rows = conn.execute(
-            """SELECT uid, by FROM (
+            """WITH c AS (
                  SELECT s.series_instance_uid AS uid, CASE
                    WHEN s.expected IS NOT NULL AND s.instances >= s.expected
                      THEN 'expected-count'
                    WHEN EXISTS (SELECT 1 FROM mpps m WHERE m.status <> 'IN PROGRESS'
                                 AND m.series_uids @> ARRAY[s.series_instance_uid])
                      THEN 'mpps'
-                   WHEN s.last_received_at < clock_timestamp() - make_interval(secs => %s)
+                   WHEN s.last_received_at < clock_timestamp() - make_interval(secs => %(grace)s)
                         AND NOT EXISTS (
                           SELECT 1 FROM ingest_instance i
                           WHERE i.series_instance_uid = s.series_instance_uid
@@ -293,17 +294,21 @@ def complete_series(ctx: PipelineContext) -> list[tuple[str, str]]:
                                             WHERE a.association_id = i.association_id
                                               AND a.released))
                      THEN 'association-released'
-                   WHEN s.last_received_at < clock_timestamp() - make_interval(secs => %s)
+                   WHEN s.last_received_at < clock_timestamp() - make_interval(secs => %(quiet)s)
                      THEN 'quiet-period'
                  END AS by
                  FROM series s
-                 WHERE s.node = %s AND s.state = 'receiving'
-                   AND NOT EXISTS (SELECT 1 FROM ingest_instance r
-                                   WHERE r.series_instance_uid = s.series_instance_uid
-                                     AND r.state = 'received')
-                 ORDER BY s.series_instance_uid FOR UPDATE SKIP LOCKED) AS c
-               WHERE by IS NOT NULL""",
-            (grace, ctx.settings.quiet_period, ctx.node),
+                 WHERE s.node = %(node)s AND s.state = 'receiving'
+                   AND NOT EXISTS (
+                     SELECT 1 FROM ingest_instance r
+                     WHERE r.series_instance_uid = s.series_instance_uid AND r.node = s.node
+                       AND r.state = 'received'
+                       -- one that waits longer than the quiet period does not hold it back
+                       AND r.received_at > clock_timestamp() - make_interval(secs => %(quiet)s)))
+               SELECT c.uid, c.by FROM c JOIN series s ON s.series_instance_uid = c.uid
+               WHERE c.by IS NOT NULL AND s.state = 'receiving'
+               ORDER BY c.uid FOR UPDATE OF s SKIP LOCKED""",
+            {"grace": grace, "quiet": ctx.settings.quiet_period, "node": ctx.node},
         ).fetchall()
         done = [(str(uid), str(by)) for uid, by in rows]
         repo.apply(
@@ -410,9 +415,10 @@ def model_result(
     return lane, float(result.score), tuple(scores[i][0] for i in hits)
 
 
-def triage_round(ctx: PipelineContext, limit: int = 20) -> int:
+def triage_round(ctx: PipelineContext, limit: int = 20, *, written: list[str] | None = None) -> int:
     """Decide the pending series that are complete, and the receiving ones that already score
-    critical (``triage.early``); returns how many were looked at."""
+    critical (``triage.early``); returns how many were looked at. The SOP Instance UIDs of
+    the SR and KOS written for the decisions are appended to *written*."""
     triage = ctx.triage
     if triage is None:
         return 0
@@ -443,7 +449,7 @@ def triage_round(ctx: PipelineContext, limit: int = 20) -> int:
                                   flagged=flagged, early=True)  # fmt: skip
                 if decision.lane is Lane.CRITICAL:
                     _early_critical(conn, ctx, str(series_uid), str(study_uid), decision)
-        decided = _record(conn, ctx, final)
+        decided = _record(conn, ctx, final, written)
     if decided:
         # The instances that waited for the decision: released in a transaction of their own,
         # after the decision and its SR are committed (and routable). Should the worker die in
@@ -490,10 +496,14 @@ def record_decisions(
 
 
 def _record(
-    conn: Conn, ctx: PipelineContext, final: Sequence[tuple[str, str, Decision]]
+    conn: Conn,
+    ctx: PipelineContext,
+    final: Sequence[tuple[str, str, Decision]],
+    written: list[str] | None = None,
 ) -> list[str]:
-    """The ``decided`` events of final decisions, and what each decision causes; returns the
-    SOP Instance UIDs of the decided series (they no longer wait for a decision)."""
+    """The ``decided`` events of final decisions, and what each decision causes (the SR and
+    KOS written are appended to *written*); returns the SOP Instance UIDs of the decided
+    series (they no longer wait for a decision)."""
     if not final:
         return []
     record_decisions(conn, ctx.audit, final)
@@ -507,13 +517,15 @@ def _record(
             model_doc = conn.execute(
                 "SELECT model FROM series_triage WHERE series_instance_uid = %s", (series_uid,)
             ).fetchone()
-            write_triage_results(
+            results = write_triage_results(
                 conn, ctx.audit, triage.spool, node=ctx.node, ae_title=triage.ae_title,
                 outcome=TriageOutcome(
                     series_uid, decision.lane, decision.score, (model_doc or [None])[0],
                     decision.reasons, decision.flagged, triage.rules_hash,
                     datetime.datetime.now(datetime.UTC)),
             )  # fmt: skip
+            if written is not None:
+                written.extend(uid for uid in results if uid)
         LOGGER.info("series %s triaged: %s (%s)", series_uid, decision.lane.value,
                     ", ".join(decision.reasons) or "routine")  # fmt: skip
     return [

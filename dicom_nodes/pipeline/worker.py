@@ -17,7 +17,7 @@ from dicom_nodes.pipeline.analyse import analyse_round
 from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
-from dicom_nodes.pipeline.route import route_round
+from dicom_nodes.pipeline.route import route_again_if_waiting, route_round
 from dicom_nodes.pipeline.triage import triage_round
 from dicom_nodes.state.jobs import (
     ALERT_TASK,
@@ -42,6 +42,7 @@ def build_app(
         total = 0
         while n := route_round(ctx):
             total += n
+        route_again_if_waiting(ctx)
         return total
 
     @app.task(name=FORWARD_TASK)
@@ -61,12 +62,15 @@ def build_app(
     @app.task(name=TRIAGE_TASK)
     def triage_series(node: str) -> int:
         total = 0
-        while n := triage_round(ctx):
+        written: list[str] = []
+        while n := triage_round(ctx, written=written):
             total += n
-            # A decision moved a study ahead and wrote its SR and KOS: route them (and the
-            # study's waiting instances) now rather than after the routing job's current batch.
-            while route_round(ctx, urgent_only=True):
-                pass
+            if written:
+                # The SR and KOS just written are routed (and de-identified) here and now, not
+                # after the routing job's current batch; the study's other instances are the
+                # routing job's (it takes a critical study's first).
+                route_round(ctx, only=written)
+                written.clear()
         return total
 
     @app.task(name=ANALYSE_TASK)

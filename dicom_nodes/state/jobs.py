@@ -111,11 +111,12 @@ def defer_job(
     return row is not None
 
 
-def defer_route(conn: Conn, node: str) -> bool:
+def defer_route(conn: Conn, node: str, when: dt.datetime | None = None) -> bool:
     """The routing loop of *node* (same job as the receiver's ingest statement defers)."""
     return defer_job(
-        conn, ROUTE_TASK, node, {"node": node}, lock_key=route_lock(node), priority=ROUTE_PRIORITY
-    )
+        conn, ROUTE_TASK, node, {"node": node}, lock_key=route_lock(node),
+        priority=ROUTE_PRIORITY, schedule_at=when,
+    )  # fmt: skip
 
 
 def defer_forward(

@@ -462,7 +462,7 @@ def promote_study_lanes(conn: Conn, lanes: Mapping[str, tuple[str, int]]) -> Non
         """UPDATE study SET lane = %s
            WHERE study_instance_uid = %s
              AND %s < (CASE lane WHEN 'critical' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END)""",
-        [(name, uid, rank) for uid, (name, rank) in lanes.items()],
+        [(lanes[uid][0], uid, lanes[uid][1]) for uid in sorted(lanes)],  # rows locked in UID order
     )
 
 
@@ -747,13 +747,13 @@ def set_archive_uids(conn: Conn, *, studies: Mapping[str, str], series: Mapping[
         conn.cursor().executemany(
             """UPDATE study SET archive_study_uid = %s
                WHERE study_instance_uid = %s AND archive_study_uid IS DISTINCT FROM %s""",
-            [(a, o, a) for o, a in studies.items()],
+            [(studies[o], o, studies[o]) for o in sorted(studies)],  # rows locked in UID order
         )
     if series:
         conn.cursor().executemany(
             """UPDATE series SET archive_series_uid = %s
                WHERE series_instance_uid = %s AND archive_series_uid IS DISTINCT FROM %s""",
-            [(a, o, a) for o, a in series.items()],
+            [(series[o], o, series[o]) for o in sorted(series)],
         )
 
 

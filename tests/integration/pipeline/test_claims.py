@@ -73,9 +73,10 @@ def test_a_study_known_to_be_critical_goes_first(fresh_dsn: str) -> None:
                 "UPDATE ingest_instance SET state = 'routed' WHERE sop_instance_uid = ANY(%s)",
                 (batch,),
             )
-            if _lane == 1:  # only the backlog is left: not for a round of urgent work
-                assert claim_received(conn, "node1", 7, urgent_only=True) == []
         assert batches == [critical, urgent, backlog[:7]]
+        # A round for given instances takes only those (the triage job's SR and KOS).
+        only = [i.sop_instance_uid for i in claim_received(conn, "node1", 7, only=[backlog[9]])]
+        assert only == [backlog[9]]
 
 
 def test_rows_locked_by_another_round_are_skipped(fresh_dsn: str) -> None:

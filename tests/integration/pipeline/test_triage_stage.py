@@ -208,6 +208,40 @@ def test_a_series_with_unrouted_instances_is_not_complete(stage: Stage) -> None:
     assert "series-reopened" not in steps and steps.count("series-completed") == 1
 
 
+def test_an_instance_stuck_unrouted_past_the_quiet_period_does_not_hold_its_series(
+    stage: Stage,
+) -> None:
+    stage.receive(4)
+    _route_all(stage)
+    stuck = stage.receive(1)
+    stage.q_exec("UPDATE series SET last_received_at = now() - interval '2 hours'")
+    assert complete_series(stage.ctx) == []  # a slice still waits to be routed
+    stage.q_exec("UPDATE ingest_instance SET received_at = now() - interval '2 hours' "
+                 "WHERE sop_instance_uid = %s", stuck[0])  # fmt: skip
+    assert [by for _s, by in complete_series(stage.ctx)] == ["quiet-period"]
+
+
+def test_a_routing_job_that_finds_its_instances_held_routes_again_shortly(
+    stage: Stage, fresh_dsn: str
+) -> None:
+    import psycopg
+
+    from dicom_nodes.pipeline.route import route_again_if_waiting
+
+    (uid,) = stage.receive(1)
+    stage.q_exec("DELETE FROM procrastinate_jobs")  # the receipt's own routing job
+    with psycopg.connect(fresh_dsn) as other, other.transaction():
+        other.execute("SELECT 1 FROM ingest_instance WHERE sop_instance_uid = %s FOR UPDATE",
+                      (uid,))  # fmt: skip
+        assert route_round(stage.ctx) == 0  # held by another round
+        assert route_again_if_waiting(stage.ctx)
+    (scheduled,) = _one(stage, "SELECT scheduled_at > now() FROM procrastinate_jobs "
+                        "WHERE task_name = 'radiogate.route_received'")  # fmt: skip
+    assert scheduled
+    _route_all(stage)
+    assert not route_again_if_waiting(stage.ctx)  # nothing waits: no job
+
+
 def test_an_incomplete_series_is_flagged_alerted_and_archived(stage: Stage) -> None:
     # The modality's transmission lost slice 11 of 20.
     stage.receive_paths(stage.files[:10] + stage.files[11:20])
