@@ -198,7 +198,11 @@ def score_slices(
     for sop_uid, source in sources:
         try:
             ds, hu, problems = _read(source)
-        except (OSError, ValueError, InvalidDicomError):
+            series_uid = str(ds.SeriesInstanceUID)
+        except Exception as exc:  # one unreadable slice must not fail its routing batch
+            if not isinstance(exc, (OSError, ValueError, InvalidDicomError, AttributeError)):
+                LOGGER.warning("slice %s could not be read for triage (%s)", sop_uid,
+                               type(exc).__name__)  # fmt: skip
             out.append((sop_uid, Captured(
                 "", InstanceFacts(sop_uid, problems=("pixel-data-undecodable",)),
                 None, None)))  # fmt: skip
@@ -215,11 +219,11 @@ def score_slices(
             problems,
         )
         model = triage.model_for(str(ds.get("Modality", "")), str(ds.get("BodyPartExamined", "")))
-        out.append((sop_uid, Captured(str(ds.SeriesInstanceUID), facts, None, None)))
+        out.append((sop_uid, Captured(series_uid, facts, None, None)))
         if model is not None and hu is not None:
             try:
                 batches[id(model)].append((len(out) - 1, model.preprocess(hu, facts.pixel_spacing)))
-            except ValueError:
+            except (ValueError, TypeError, IndexError):
                 LOGGER.warning("slice of %s cannot be preprocessed for %s",
                                sop_uid, model.identity.name)  # fmt: skip
     by_id = {id(m): m for m in triage.models}
