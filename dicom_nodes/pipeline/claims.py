@@ -145,14 +145,29 @@ def _claimed(rows: list[tuple[Any, ...]]) -> list[ClaimedForward]:
 
 
 def claim_forwards(
-    conn: Conn, node: str, destination: str, limit: int, ceiling: float = 0.0
+    conn: Conn,
+    node: str,
+    destination: str,
+    limit: int,
+    ceiling: float = 0.0,
+    *,
+    only: Sequence[str] | None = None,
 ) -> list[ClaimedForward]:
     """Due ``pending`` items for *destination* of the most urgent lane that has any, oldest first
     — except that items waiting longer than *ceiling* seconds (0: never) come first, whatever
-    their lane, so that a stream of urgent work cannot starve the routine backlog.
+    their lane, so that a stream of urgent work cannot starve the routine backlog. With
+    *only*, the due items of these SOP Instance UIDs (a triage decision's SR and KOS).
 
     A batch holds one lane only: a batch is sent and confirmed as a whole, so a critical
     item in a batch filled up with routine ones would wait for all of them."""
+    if only is not None:
+        rows = conn.execute(
+            f"""SELECT {_COLUMNS} {_ITEMS} AND f.sop_instance_uid = ANY(%(only)s)
+                ORDER BY f.lane_rank, f.created_at LIMIT %(limit)s FOR UPDATE OF f SKIP LOCKED""",
+            {"destination": destination, "state": "pending", "node": node, "limit": limit,
+             "only": list(only)},
+        ).fetchall()  # fmt: skip
+        return _claimed(rows)
     rank = (
         "CASE WHEN %(ceiling)s > 0 AND f.created_at < clock_timestamp()"
         " - make_interval(secs => %(ceiling)s) THEN -1 ELSE f.lane_rank END"

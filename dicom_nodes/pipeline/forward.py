@@ -44,13 +44,17 @@ __all__ = ["forward_round"]
 LOGGER = logging.getLogger(__name__)
 
 
-def forward_round(ctx: PipelineContext, destination: str) -> int:
-    """Send one batch of due items to *destination*; returns how many were claimed."""
+def forward_round(
+    ctx: PipelineContext, destination: str, *, only: Sequence[str] | None = None
+) -> int:
+    """Send one batch of due items to *destination* (of *only* these SOP Instance UIDs when
+    given); returns how many were claimed."""
     dest = ctx.destinations[destination]
     with ctx.pool.connection() as conn, conn.transaction():
         batch = claim_forwards(
-            conn, ctx.node, destination, ctx.settings.batch_size, ctx.settings.wait_ceiling
-        )
+            conn, ctx.node, destination, ctx.settings.batch_size, ctx.settings.wait_ceiling,
+            only=only,
+        )  # fmt: skip
         if not batch:
             _schedule_next(conn, ctx, destination)
             return 0

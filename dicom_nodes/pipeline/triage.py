@@ -69,6 +69,7 @@ __all__ = [
     "record_capture",
     "record_decisions",
     "score_slices",
+    "settle_decided",
     "triage_round",
 ]
 
@@ -419,10 +420,18 @@ def model_result(
     return lane, float(result.score), tuple(scores[i][0] for i in hits)
 
 
-def triage_round(ctx: PipelineContext, limit: int = 20, *, written: list[str] | None = None) -> int:
+def triage_round(
+    ctx: PipelineContext,
+    limit: int = 20,
+    *,
+    written: list[str] | None = None,
+    decided: list[str] | None = None,
+) -> int:
     """Decide the pending series that are complete, and the receiving ones that already score
     critical (``triage.early``); returns how many were looked at. The SOP Instance UIDs of
-    the SR and KOS written for the decisions are appended to *written*."""
+    the SR and KOS written for the decisions are appended to *written*. The instances of the
+    decided series are released (:func:`settle_decided`) once the decisions are committed, or
+    appended to *decided* for the caller to release."""
     triage = ctx.triage
     if triage is None:
         return 0
@@ -453,16 +462,24 @@ def triage_round(ctx: PipelineContext, limit: int = 20, *, written: list[str] | 
                                   flagged=flagged, early=True)  # fmt: skip
                 if decision.lane is Lane.CRITICAL:
                     _early_critical(conn, ctx, str(series_uid), str(study_uid), decision)
-        decided = _record(conn, ctx, final, written)
-    if decided:
-        # The instances that waited for the decision: released in a transaction of their own,
-        # after the decision and its SR are committed (and routable). Should the worker die in
-        # between, housekeeping settles them (release.settle_leftovers).
-        from dicom_nodes.pipeline import release
-
-        with ctx.pool.connection() as conn, conn.transaction():
-            release.settle(conn, ctx.audit, decided)
+        waited = _record(conn, ctx, final, written)
+    if decided is not None:
+        decided.extend(waited)
+    else:
+        settle_decided(ctx, waited)
     return len(rows)
+
+
+def settle_decided(ctx: PipelineContext, uids: Sequence[str]) -> None:
+    """Release the instances that waited for their series' decision, in a transaction of their
+    own after the decision and its SR are committed (and routable). Should the worker die in
+    between, housekeeping settles them (``release.settle_leftovers``)."""
+    if not uids:
+        return
+    from dicom_nodes.pipeline import release
+
+    with ctx.pool.connection() as conn, conn.transaction():
+        release.settle(conn, ctx.audit, uids)
 
 
 def _lowest_critical(triage: Triage) -> float:

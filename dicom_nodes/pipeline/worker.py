@@ -18,7 +18,7 @@ from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.route import route_again_if_waiting, route_round
-from dicom_nodes.pipeline.triage import triage_round
+from dicom_nodes.pipeline.triage import settle_decided, triage_round
 from dicom_nodes.state.jobs import (
     ALERT_TASK,
     ANALYSE_TASK,
@@ -63,14 +63,19 @@ def build_app(
     def triage_series(node: str) -> int:
         total = 0
         written: list[str] = []
-        while n := triage_round(ctx, written=written):
+        decided: list[str] = []
+        while n := triage_round(ctx, written=written, decided=decided):
             total += n
             if written:
-                # The SR and KOS just written are routed (and de-identified) here and now, not
-                # after the routing job's current batch; the study's other instances are the
-                # routing job's (it takes a critical study's first).
+                # The SR and KOS just written are routed (de-identified) and sent here and now,
+                # not after the routing and forwarding jobs' current batches; the study's other
+                # instances are theirs (they take a critical study's first).
                 route_round(ctx, only=written)
+                for destination in ctx.destinations:
+                    forward_round(ctx, destination, only=written)
                 written.clear()
+            settle_decided(ctx, decided)
+            decided.clear()
         return total
 
     @app.task(name=ANALYSE_TASK)
