@@ -11,6 +11,10 @@ moves each to
   spool; ``radiogate route retry`` re-routes it once the routes are fixed);
 * ``missing`` when its spool file is gone.
 
+An instance routed again after a re-send over its archived copy (``scp.different_bytes_archived``)
+has its ``confirmed`` forward items renewed instead of created
+(:func:`~dicom_nodes.state.repository.renew_forward_items`).
+
 Facts come from the row the receiver recorded (AE titles, modality, SOP class); the header
 is read only when a route or lane rule looks at other attributes. Every claimed instance
 leaves ``received``, so no instance can keep a routing job busy.
@@ -192,7 +196,8 @@ def route_round(ctx: PipelineContext) -> int:
             values={"route": [p.route for _, p in planned],
                     "lane": [p.lane.value for _, p in planned]},
         )  # fmt: skip
-        repo.create_forward_items(conn, outcome.items)
+        # New items; or renewed ones of an instance re-sent over its archived copy.
+        items = repo.renew_forward_items(conn, ctx.audit, outcome.items)
         ctx.audit(conn, outcome.events)
         repo.touch_series(conn, ctx.audit, _series_seen(ctx, planned))
         repo.set_archive_uids(conn, **_archive_uids(ctx, planned))
@@ -211,7 +216,7 @@ def route_round(ctx: PipelineContext) -> int:
             best = lanes.get(inst.study_instance_uid)
             if best is None or plan.lane.rank < best[1]:
                 lanes[inst.study_instance_uid] = (plan.lane.value, plan.lane.rank)
-        for item in outcome.items:
+        for item in items:
             if not item.hold_reason:
                 lane = Lane.from_rank(item.lane_rank)
                 previous = touched.get(item.destination)

@@ -233,6 +233,7 @@ def make_recorder(pool: ConnectionPool, settings: Settings) -> PostgresIngest:
         timeout=settings.database.connect_timeout,
         pseudonym=receiver_pseudonym(settings),
         different_bytes=settings.scp.different_bytes,
+        different_bytes_archived=settings.scp.different_bytes_archived,
     )
 
 
