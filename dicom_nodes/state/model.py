@@ -11,6 +11,7 @@ Instance (``ingest_instance.state``, one row per received SOP Instance)::
     received ─routed──────> routed ─all-confirmed─> released      (spool copy deleted)
        │  ╰─unroutable──> unroutable ─rerouted─> received
        ╰────file-missing─> missing                  (nothing left to send)
+    routed/held ─file-missing─> missing   (the file vanished after routing; items cancelled)
     routed/cancelled ─held─> held ─resumed─> routed   (an item waits for a person)
     routed/held ─cancelled─> cancelled ─resumed─> routed
     released ─archived-copy-differs─> received   (new bytes to route over the archived copy)
@@ -326,7 +327,9 @@ INSTANCE: Machine[InstanceState, InstanceEvent] = Machine(
         InstanceEvent.ROUTED: _t({I.RECEIVED}, I.ROUTED, Step.ROUTED),
         InstanceEvent.UNROUTABLE: _t({I.RECEIVED}, I.UNROUTABLE, Step.UNROUTABLE, _MINOR),
         InstanceEvent.REROUTED: _t({I.UNROUTABLE}, I.RECEIVED, Step.REROUTED),
-        InstanceEvent.FILE_MISSING: _t({I.RECEIVED}, I.MISSING, Step.FILE_MISSING, _FAILED),
+        InstanceEvent.FILE_MISSING: _t(
+            {I.RECEIVED, I.ROUTED, I.HELD}, I.MISSING, Step.FILE_MISSING, _FAILED
+        ),
         InstanceEvent.ALL_CONFIRMED: _t({I.ROUTED}, I.RELEASED, Step.RELEASED),
         InstanceEvent.HELD: _t({I.ROUTED, I.CANCELLED}, I.HELD, Step.HELD, _MINOR),
         InstanceEvent.CANCELLED: _t({I.ROUTED, I.HELD}, I.CANCELLED, Step.CANCELLED),
