@@ -40,7 +40,13 @@ from typing import Any
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-__all__ = ["MAX_ASSOCIATE_RQ", "ReceiverServer", "make_tls_context", "screen_first_pdu"]
+__all__ = [
+    "DATA_WITHOUT_COMMAND",
+    "MAX_ASSOCIATE_RQ",
+    "ReceiverServer",
+    "make_tls_context",
+    "screen_first_pdu",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -141,9 +147,46 @@ class _FastAssociationSocket(AssociationSocket):
         return buf
 
 
+DATA_WITHOUT_COMMAND = "data-without-command"
+"""The reason an association is aborted when a data set fragment arrives with no command
+before it (``assoc.radiogate_violation``; audited by the EVT_ABORTED handler)."""
+
+
+def _guard_data_fragments(assoc: Any) -> None:
+    """Abort the association on a data set fragment that no command announced.
+
+    A message is its command set, then — when its CommandDataSetType (0000,0800) is not 0x0101
+    (PS3.7 9.3.1.1) — its data set (PS3.8 E.2: the Message Control Header's bit 0 tells the
+    two apart). A P-DATA-TF whose first PDV is a data set fragment while no command waits for
+    one (none received, one still incomplete, or one that announced no data set) is a protocol
+    violation: the association is aborted (Evt19, A-ABORT PDU, PS3.8 9.3.8) with one PHI-free
+    log line. Stock pynetdicom would decode it as a message without a command and fail with a
+    traceback; the accelerator makes the same check in its decoder."""
+    dimse = assoc.dimse
+
+    def receive_primitive(primitive: Any) -> None:
+        message = dimse.message
+        expecting_data = message is not None and message.context_id is not None
+        pdvs = primitive.presentation_data_value_list
+        if pdvs and pdvs[0][1] and not pdvs[0][1][0] & 1 and not expecting_data:
+            if getattr(assoc, "radiogate_violation", None) is None:
+                assoc.radiogate_violation = DATA_WITHOUT_COMMAND
+                LOGGER.warning(
+                    "assoc=%s data set fragment without its command: association aborted",
+                    getattr(assoc, "radiogate_id", "-"),
+                )
+            dimse.message = None
+            dimse.dul.event_queue.put("Evt19")
+            return
+        type(dimse).receive_primitive(dimse, primitive)
+
+    dimse.receive_primitive = receive_primitive
+
+
 class _RequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
+        _guard_data_fragments(assoc)
         fast = _FastAssociationSocket.__new__(_FastAssociationSocket)
         fast.__dict__.update(assoc.dul.socket.__dict__)
         fast.quickack = getattr(self.server, "quickack", False)
