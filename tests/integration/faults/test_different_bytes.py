@@ -3,8 +3,10 @@ recorded and audited, and no copy's file is lost or left behind."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer
 from tests.support import ScpProcess, dcmtk, free_port
 from tests.support.data import extract_ct
 from tests.support.pipeline import Node, orthanc_instances
+from tests.support.roles import admin_role
 
 pytestmark = pytest.mark.integration
 
@@ -163,7 +166,12 @@ def test_a_resend_of_an_archived_instance(
     original = float(pydicom.dcmread(first).WindowCenter)
     node = Node(
         fresh_dsn, tmp_path / "node", archive,
-        extra_env={"RADIOGATE_SCP__DIFFERENT_BYTES_ARCHIVED": policy},
+        extra_env={
+            "RADIOGATE_SCP__DIFFERENT_BYTES_ARCHIVED": policy,
+            # The site's secrets, as `radiogate run` makes them (`quarantine release` needs them).
+            "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
+            "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+        },
     ).start()  # fmt: skip
     assert node.scp is not None
     try:
@@ -192,6 +200,7 @@ def test_a_resend_of_an_archived_instance(
             ) == [(True,)])  # fmt: skip
             assert _archived_window_centers(archive) == [77.0]
             assert not Path(dup_path).exists()  # released: every destination confirmed it
+            assert node.query("SELECT instances FROM series") == [(1,)]  # counted once
             steps = _steps(node)
             assert ("received", "replaces-archived-copy") in steps
             assert ("rerouted", "replace-in-archive") in steps
@@ -213,5 +222,17 @@ def test_a_resend_of_an_archived_instance(
             )  # fmt: skip
             (uid,) = [r[0] for r in node.query("SELECT sop_instance_uid FROM ingest_instance")]
             assert uid in listing.stdout and "archived-copy-differs" in listing.stdout
+            # A person reviews it and releases it: it then replaces the archived copy.
+            released = subprocess.run(
+                [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "release", uid],
+                env={**node.scp.env(), "RADIOGATE_DATABASE__ADMIN_DSN":
+                     admin_role(fresh_dsn, "bob", "radiogate_admin")},
+                capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+            assert released.returncode == 0, released.stderr
+            node.wait_for(lambda: node.query(
+                "SELECT state = 'released' AND blake3 = %s FROM ingest_instance", second_b3
+            ) == [(True,)])  # fmt: skip
+            assert _archived_window_centers(archive) == [77.0]
     finally:
         node.stop()
