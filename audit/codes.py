@@ -193,6 +193,7 @@ class Step(StrEnum):
     CONFIG_CHANGED = "config-changed"
     ASSOCIATION_ACCEPTED = "association-accepted"
     ASSOCIATION_REJECTED = "association-rejected"
+    ASSOCIATION_ABORTED = "association-aborted"
     APPLICATION_STARTED = "application-started"
     APPLICATION_STOPPED = "application-stopped"
     USER_AUTHENTICATED = "user-authenticated"

@@ -77,6 +77,34 @@ class DifferentBytes(StrEnum):
         return None
 
 
+class DifferentBytesArchived(StrEnum):
+    """What a re-send with different bytes does once the first copy is archived (released:
+    every destination confirmed it) (``scp.different_bytes_archived``).
+
+    The default is ``quarantine``: the archive does not change behind the readers' backs, and
+    the new copy is not left unseen either — it is listed by ``radiogate quarantine list`` with
+    reason ``archived-copy-differs`` and ``radiogate quarantine release`` sends it."""
+
+    KEEP = "keep"
+    """The archived copy stays; the new one waits in the spool for a person (recorded in
+    ``ingest_duplicate``; nothing lists it as held)."""
+    REPLACE_IN_ARCHIVE = "replace-in-archive"
+    """The new copy is routed and forwarded again, so that it overwrites the archived one (same
+    SOP Instance UID). The archive must allow that: Orthanc with ``"OverwriteInstances":
+    true`` (set in the archive ``radiogate run`` starts); an archive that keeps the first copy
+    answers success and silently keeps the old bytes."""
+    QUARANTINE = "quarantine"
+    """The new copy is routed, its forward items held (``quarantined``, reason
+    ``archived-copy-differs``) until a person releases it (then as ``replace-in-archive``) or
+    cancels it."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            return cls.__members__.get(value.strip().upper().replace("-", "_"))
+        return None
+
+
 class Accelerate(StrEnum):
     """Whether pynetdicom associations use Radiogate's accelerator (``scp.accelerate``,
     ``forward.accelerate``; see ``dicom_nodes.accelerator``)."""
@@ -180,6 +208,10 @@ class ScpSettings:
     different_bytes: DifferentBytes = DifferentBytes.REPLACE
     """A re-send of a SOP Instance UID with different bytes: ``replace`` the first copy while
     it is unrouted, or ``keep`` the first copy always."""
+    different_bytes_archived: DifferentBytesArchived = DifferentBytesArchived.QUARANTINE
+    """The same once the first copy is archived (released): ``quarantine`` the new copy for a
+    person (default), ``replace-in-archive`` (forward it so that it overwrites the archived
+    copy; the archive must allow overwriting), or ``keep`` the archived copy."""
     tls: TlsSettings = field(default_factory=TlsSettings)
 
 

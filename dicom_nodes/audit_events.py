@@ -114,6 +114,25 @@ def instance_refused(
     )
 
 
+def association_aborted(
+    *, node: str, calling_ae: str, called_ae: str, peer_address: str, reason: str
+) -> AuditEvent:
+    """110113 Security Alert (PS3.15 A.5.3.11): Radiogate aborted an established association
+    because its peer broke the protocol (*reason*, e.g. ``data-without-command``)."""
+    return AuditEvent(
+        event_id=EventID.SECURITY_ALERT,
+        action=EventAction.EXECUTE,
+        step=Step.ASSOCIATION_ABORTED,
+        participants=(
+            _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
+            _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
+        ),
+        source=AuditSource(node),
+        outcome=EventOutcome.MINOR_FAILURE,
+        reason=reason,
+    )
+
+
 def association_event(
     *,
     node: str,

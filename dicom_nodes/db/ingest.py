@@ -11,6 +11,14 @@ takes the first one's place while the first is still ``received`` (not routed: n
 downstream has seen it) and belongs to the same study and series; otherwise the first copy
 stays. Either way the new copy is recorded in ``ingest_duplicate`` and audited (``received``
 with reason ``replaced-unrouted-copy`` or ``resent-different-bytes``).
+
+Once the first copy is archived (``released``: every destination confirmed it),
+``scp.different_bytes_archived`` decides: ``keep`` as above; ``replace-in-archive`` or
+``quarantine`` carry the new copy in the first one's place
+(:func:`~dicom_nodes.state.repository.resend_archived`: the instance goes back to ``received``
+and is routed again, its forward items renewed ``pending`` or held ``quarantined``), audited
+``received`` with reason ``replaces-archived-copy`` or ``archived-copy-quarantined`` plus the
+instance's ``rerouted`` event naming the decision.
 """
 
 from __future__ import annotations
@@ -27,13 +35,20 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 import audit
-from config import DifferentBytes, Settings
-from dicom_nodes.audit_events import instance_received, study_reopened
+from config import DifferentBytes, DifferentBytesArchived, Settings
+from dicom_nodes.audit_events import instance_received, pipeline_sink, study_reopened
 from dicom_nodes.errors import DatabaseUnavailable
 from dicom_nodes.spool.inspect import DatasetIdentity
 from dicom_nodes.spool.store import SpooledFile
 from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
-from dicom_nodes.state.repository import INGEST_SQL, REPLACE_UNROUTED_SQL
+from dicom_nodes.state.repository import (
+    INGEST_SQL,
+    REPLACE_UNROUTED_SQL,
+    ArchivedCopyDecision,
+    AuditEntry,
+    AuditSink,
+    resend_archived,
+)
 
 __all__ = [
     "CommitOutcomeUnknown",
@@ -66,6 +81,19 @@ class RecordOutcome(Enum):
     REPLACED = "replaced-unrouted-copy"
     """Different bytes that replaced an unrouted first copy (``replaced_path()`` names the
     first copy's file, which no row needs any more)."""
+    RESENT_OVER_ARCHIVED = "resent-over-archived-copy"
+    """Different bytes carried in place of an archived first copy (routed again; the new
+    copy's file is the instance's now)."""
+
+
+_DECISIONS = {
+    DifferentBytesArchived.REPLACE_IN_ARCHIVE: ArchivedCopyDecision.REPLACE_IN_ARCHIVE,
+    DifferentBytesArchived.QUARANTINE: ArchivedCopyDecision.QUARANTINE,
+}
+_ARCHIVED_REASONS = {
+    ArchivedCopyDecision.REPLACE_IN_ARCHIVE: "replaces-archived-copy",
+    ArchivedCopyDecision.QUARANTINE: "archived-copy-quarantined",
+}
 
 
 class CommitOutcomeUnknown(DatabaseUnavailable):
@@ -110,12 +138,12 @@ def _received_event(
     receipt: Receipt,
     row: tuple[Any, ...],
     patient: str | None,
-    replaced: bool = False,
+    replaced: str | None = None,
 ) -> audit.AuditEvent:
     inserted, bytes_differ, reopened = row[0], row[1], row[4]
     reason = None
     if replaced:
-        reason = "replaced-unrouted-copy"
+        reason = replaced
     elif not inserted:
         reason = "resent-different-bytes" if bytes_differ else "resent-identical"
     elif reopened:
@@ -134,6 +162,15 @@ def _received_event(
     )
 
 
+def _collect(into: list[AuditEntry]) -> AuditSink:
+    """An audit sink that keeps the entries (appended after the receipt's own event)."""
+
+    def sink(_conn: Any, entries: Any) -> None:
+        into.extend(entries)
+
+    return sink
+
+
 class PostgresIngest:
     """:class:`IngestRecorder` on a psycopg connection pool."""
 
@@ -144,6 +181,7 @@ class PostgresIngest:
         timeout: float,
         pseudonym: Callable[[DatasetIdentity], str] | None = None,
         different_bytes: DifferentBytes = DifferentBytes.REPLACE,
+        different_bytes_archived: DifferentBytesArchived = DifferentBytesArchived.KEEP,
     ) -> None:
         self.pool = pool
         self.timeout = timeout
@@ -151,6 +189,8 @@ class PostgresIngest:
         """The patient's keyed pseudonym of an instance (recorded with it and in its audit
         event, so every event of the instance names the patient); None: not recorded."""
         self.different_bytes = different_bytes
+        self.archived_decision = _DECISIONS.get(different_bytes_archived)
+        """What a re-send over an archived first copy does (None: keep the archived copy)."""
         self._local = threading.local()
 
     def replaced_path(self) -> str | None:
@@ -202,15 +242,27 @@ class PostgresIngest:
                     row = conn.execute(INGEST_SQL, params).fetchone()
                     assert row is not None
                     replaced = None
+                    resent: ArchivedCopyDecision | None = None
                     if row[1] and self.different_bytes is DifferentBytes.REPLACE:
                         found = conn.execute(REPLACE_UNROUTED_SQL, params).fetchone()
                         replaced = None if found is None else str(found[0])
+                    later: list[AuditEntry] = []  # after the "received" event
+                    decision = self.archived_decision
+                    if (
+                        row[1] and replaced is None and decision is not None
+                        and resend_archived(conn, _collect(later), params, decision)
+                    ):  # fmt: skip
+                        resent = decision
                     if row[0] or row[1] is not None:
                         # The "received" audit event commits with the instance row.
+                        reason = (
+                            "replaced-unrouted-copy" if replaced is not None
+                            else _ARCHIVED_REASONS[resent] if resent is not None else None
+                        )  # fmt: skip
                         audit.enqueue(
-                            conn,
-                            _received_event(identity, receipt, row, patient, replaced is not None),
+                            conn, _received_event(identity, receipt, row, patient, reason)
                         )
+                    pipeline_sink(receipt.node, receipt.called_ae)(conn, later)
                     if row[0] and row[4]:
                         # The study was complete: this receipt is its late-arrival event.
                         audit.enqueue(
@@ -239,6 +291,8 @@ class PostgresIngest:
             if replaced is not None:
                 self._local.replaced = replaced
                 return RecordOutcome.REPLACED
+            if resent is not None:
+                return RecordOutcome.RESENT_OVER_ARCHIVED
             if bytes_differ is not None:
                 return (
                     RecordOutcome.DUPLICATE_DIFFERENT

@@ -60,8 +60,10 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from pynetdicom import evt
@@ -244,6 +246,7 @@ def open_association(
     if settings.tls.enabled:
         tls_args = (settings.tls.client_context(), settings.tls.server_name or settings.host)
     handlers: list[Any] = [(evt.EVT_CONN_OPEN, _on_conn_open), *evt_handlers]
+    started = time.monotonic()
     assoc = ae.associate(
         settings.host,
         settings.port,
@@ -256,12 +259,74 @@ def open_association(
     )
     if assoc.is_established:
         return assoc
-    if not getattr(assoc, "radiogate_connected", False):
-        raise AssociationFailed(
-            f"cannot connect to {settings.name} ({settings.host}:{settings.port})"
+    raise AssociationFailed(
+        describe_failure(
+            settings,
+            connected=bool(getattr(assoc, "radiogate_connected", False)),
+            rejected=bool(assoc.is_rejected),
+            aborted_by_peer=bool(assoc.is_aborted) and not getattr(assoc, "_sent_abort", False),
+            elapsed=time.monotonic() - started,
         )
-    if assoc.is_rejected:
-        raise AssociationFailed(f"association rejected by {settings.name}")
-    if assoc.is_aborted:
-        raise AssociationFailed(f"association aborted by {settings.name} during negotiation")
-    raise AssociationFailed(f"no association with {settings.name} (ACSE timeout)")
+    )
+
+
+class FailureKind(StrEnum):
+    """Why no association was established (PS3.8 7.1 A-ASSOCIATE; 9.1.4 ARTIM)."""
+
+    CONNECT_TIMEOUT = "connect-timeout"
+    """The TCP connection was not made within ``connect_timeout`` (no answer to our SYN)."""
+    CONNECT_FAILED = "connect-failed"
+    """The TCP connection was refused or the address unreachable."""
+    REJECTED = "rejected"
+    """The peer answered A-ASSOCIATE-RJ."""
+    ABORTED_BY_PEER = "aborted-by-peer"
+    """The peer answered the request with A-ABORT (or its connection dropped)."""
+    NO_ANSWER = "no-answer"
+    """Connected, but no answer to the A-ASSOCIATE-RQ within the ACSE timeout: we aborted."""
+
+
+def classify_failure(
+    *, connected: bool, rejected: bool, aborted_by_peer: bool, elapsed: float,
+    connect_timeout: float,
+) -> FailureKind:  # fmt: skip
+    """Classify a failed association request from what the requestor saw.
+
+    pynetdicom keeps the socket error of a failed connect to itself, so a connect that failed
+    only after (nearly) the whole ``connect_timeout`` timed out, while one that failed sooner
+    was refused or unreachable. When our own ACSE timer expires pynetdicom aborts the
+    association itself (``is_aborted`` set, and ``_sent_abort``): that is no answer from the
+    peer, not an abort by it."""
+    if not connected:
+        if elapsed >= 0.9 * connect_timeout:
+            return FailureKind.CONNECT_TIMEOUT
+        return FailureKind.CONNECT_FAILED
+    if rejected:
+        return FailureKind.REJECTED
+    if aborted_by_peer:
+        return FailureKind.ABORTED_BY_PEER
+    return FailureKind.NO_ANSWER
+
+
+def describe_failure(
+    settings: DimseSettings, *, connected: bool, rejected: bool, aborted_by_peer: bool,
+    elapsed: float,
+) -> str:  # fmt: skip
+    """The log and audit text of a failed association request (no PHI: names and ports)."""
+    kind = classify_failure(
+        connected=connected, rejected=rejected, aborted_by_peer=aborted_by_peer,
+        elapsed=elapsed, connect_timeout=settings.connect_timeout,
+    )  # fmt: skip
+    where = f"{settings.name} ({settings.host}:{settings.port})"
+    return {
+        FailureKind.CONNECT_TIMEOUT: (
+            f"connect timeout to destination {where} after {settings.connect_timeout:g} s"
+        ),
+        FailureKind.CONNECT_FAILED: f"cannot connect to destination {where} (refused or "
+        "unreachable)",
+        FailureKind.REJECTED: f"association rejected by {settings.name}",
+        FailureKind.ABORTED_BY_PEER: f"association aborted by {settings.name} during negotiation",
+        FailureKind.NO_ANSWER: (
+            f"no answer from destination {where} to the association request within "
+            f"{settings.timeout:g} s (ACSE timeout)"
+        ),
+    }[kind]

@@ -154,7 +154,7 @@ def add_parsers(sub: Any) -> None:
     )  # fmt: skip
     purge.add_argument("--dry-run", action="store_true", help="only count them")
     quarantine = sub.add_parser(
-        "quarantine", help="instances held back by de-identification (burned-in text, failures)"
+        "quarantine", help="instances held back (de-identification, re-sends over archived copies)"
     )
     qsub = quarantine.add_subparsers(dest="quarantine_command", required=True)
     qsub.add_parser("list", help="list quarantined items (UID, destination, profile, reason)")

@@ -12,8 +12,12 @@ outcome                     event                  then
 accepted (0x0000, warning)  sent                   confirmed now, or asked again later
 no answer, busy, refused    retryable-failure      next attempt after a back-off (per item)
 refused for good            permanent-failure      ``dead`` with the status; an admin decides
-file or copy missing        permanent-failure      ``dead`` (``spool-file-missing`` /
-                                                   ``deid-copy-missing``), never sent
+original file gone          cancelled              the instance is ``missing`` (terminal,
+                                                   audited, counted); its other items are
+                                                   cancelled too; never sent, never retried
+copy missing or unreadable  permanent-failure      ``dead`` (``spool-file-missing`` /
+                                                   ``deid-copy-missing`` /
+                                                   ``unreadable-file``), never sent
 ==========================  =====================  ========================================
 
 An item that cannot be sent never stops the others: failures back off per item, and an item
@@ -26,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -35,7 +40,14 @@ from dicom_nodes.pipeline import confirm, release
 from dicom_nodes.pipeline.claims import ClaimedForward, claim_forwards, next_due, outgoing
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.metrics import observe
-from dicom_nodes.state import FORWARD, Change, ForwardEvent, ForwardState
+from dicom_nodes.state import (
+    FORWARD,
+    INSTANCE,
+    Change,
+    ForwardEvent,
+    ForwardState,
+    InstanceEvent,
+)
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import defer_forward
 
@@ -70,11 +82,14 @@ def forward_round(
                     sendable.append((item, outgoing(item)))
                 except (OSError, ValueError):
                     broken.append((item, "unreadable-file"))
+        gone = _originals_gone(conn, [item for item, r in broken if r == "spool-file-missing"])
+        broken = [(item, r) for item, r in broken if item.sop_instance_uid not in gone]
         for item, reason in broken:
             LOGGER.error(
                 "%s cannot be sent to %s (%s); it is held as dead for an admin",
                 item.sop_instance_uid, destination, reason,
             )  # fmt: skip
+        _mark_missing(conn, ctx, sorted(gone))
         started = time.perf_counter()
         results = _send(dest, [f for _, f in sendable]) if sendable else []
         observe("forward", started, len(sendable), ctx.node, destination)
@@ -84,6 +99,48 @@ def forward_round(
             conn, ctx.audit, sorted({item.sop_instance_uid for item in batch} | set(earlier))
         )
     return len(batch)
+
+
+def _originals_gone(conn: psycopg.Connection[Any], items: Sequence[ClaimedForward]) -> set[str]:
+    """The instances among *items* whose original spool file is gone (nothing can be sent or
+    de-identified again; a de-identified copy that vanished alone is not this)."""
+    if not items:
+        return set()
+    rows = conn.execute(
+        "SELECT sop_instance_uid, spool_path FROM ingest_instance WHERE sop_instance_uid = ANY(%s)",
+        (sorted({i.sop_instance_uid for i in items}),),
+    ).fetchall()
+    return {str(uid) for uid, path in rows if not Path(path).exists()}
+
+
+def _mark_missing(conn: psycopg.Connection[Any], ctx: PipelineContext, uids: list[str]) -> None:
+    """Instances whose original vanished after routing: every item still open is cancelled
+    (``spool-file-missing``) and the instance is ``missing``: terminal, audited, counted by
+    ``radiogate_missing_instances``, never retried. Items another round holds are skipped
+    (that round finds the file gone too); the instance moves once."""
+    if not uids:
+        return
+    reason = {"reason": "spool-file-missing"}
+    for uid in uids:
+        LOGGER.error("spool file of %s vanished after routing; the instance is missing", uid)
+    items = conn.execute(
+        """SELECT sop_instance_uid, destination FROM forward_item
+           WHERE sop_instance_uid = ANY(%s) AND state = ANY(%s)
+           ORDER BY sop_instance_uid, destination FOR UPDATE SKIP LOCKED""",
+        (uids, sorted(FORWARD.transition(ForwardEvent.CANCELLED).sources)),
+    ).fetchall()
+    repo.apply(conn, ctx.audit, FORWARD, ForwardEvent.CANCELLED,
+               [Change((str(u), str(d)), reason) for u, d in items])  # fmt: skip
+    open_ = conn.execute(
+        """SELECT sop_instance_uid FROM ingest_instance
+           WHERE sop_instance_uid = ANY(%s) AND state = ANY(%s)
+           ORDER BY sop_instance_uid FOR UPDATE""",
+        (uids, sorted(INSTANCE.transition(InstanceEvent.FILE_MISSING).sources)),
+    ).fetchall()
+    gone = [str(r[0]) for r in open_]
+    repo.apply(conn, ctx.audit, INSTANCE, InstanceEvent.FILE_MISSING,
+               [Change((uid,), reason) for uid in gone])  # fmt: skip
+    release.delete_spool_copies(conn, gone)
 
 
 def _send(dest: Any, files: Sequence[OutgoingFile]) -> list[SendResult]:

@@ -11,6 +11,10 @@ moves each to
   spool; ``radiogate route retry`` re-routes it once the routes are fixed);
 * ``missing`` when its spool file is gone.
 
+An instance routed again after a re-send over its archived copy (``scp.different_bytes_archived``)
+has its ``confirmed`` forward items renewed instead of created
+(:func:`~dicom_nodes.state.repository.renew_forward_items`).
+
 Facts come from the row the receiver recorded (AE titles, modality, SOP class); the header
 is read only when a route or lane rule looks at other attributes. Every claimed instance
 leaves ``received``, so no instance can keep a routing job busy.
@@ -194,9 +198,12 @@ def route_round(ctx: PipelineContext, *, only: Sequence[str] | None = None) -> i
             values={"route": [p.route for _, p in planned],
                     "lane": [p.lane.value for _, p in planned]},
         )  # fmt: skip
-        repo.create_forward_items(conn, outcome.items)
+        # New items; or renewed ones of an instance re-sent over its archived copy (counted
+        # in its series once: it was when first routed).
+        resent = _routed_before(conn, [i.sop_instance_uid for i, _ in planned])
+        items = repo.renew_forward_items(conn, ctx.audit, outcome.items)
         ctx.audit(conn, outcome.events)
-        repo.touch_series(conn, ctx.audit, _series_seen(ctx, planned))
+        repo.touch_series(conn, ctx.audit, _series_seen(ctx, planned, resent))
         repo.set_archive_uids(conn, **_archive_uids(ctx, planned))
         repo.open_analyses(conn, sorted({
             (inst.series_instance_uid, inst.study_instance_uid, ctx.node, pipeline)
@@ -213,7 +220,7 @@ def route_round(ctx: PipelineContext, *, only: Sequence[str] | None = None) -> i
             best = lanes.get(inst.study_instance_uid)
             if best is None or plan.lane.rank < best[1]:
                 lanes[inst.study_instance_uid] = (plan.lane.value, plan.lane.rank)
-        for item in outcome.items:
+        for item in items:
             if not item.hold_reason:
                 lane = Lane.from_rank(item.lane_rank)
                 previous = touched.get(item.destination)
@@ -290,11 +297,24 @@ def _with_study_lanes(
     return out
 
 
+def _routed_before(conn: repo.Conn, uids: Sequence[str]) -> set[str]:
+    """The instances of *uids* that already have forward items (routed before, re-sent)."""
+    if not uids:
+        return set()
+    rows = conn.execute(
+        "SELECT DISTINCT sop_instance_uid FROM forward_item WHERE sop_instance_uid = ANY(%s)",
+        (list(uids),),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
 def _series_seen(
-    ctx: PipelineContext, planned: Sequence[tuple[ReceivedInstance, RoutePlan]]
+    ctx: PipelineContext,
+    planned: Sequence[tuple[ReceivedInstance, RoutePlan]],
+    resent: Collection[str] = (),
 ) -> list[repo.SeriesSeen]:
-    """One row per series of the batch: how many of its instances, the latest receipt, and
-    whether its route triages it."""
+    """One row per series of the batch: how many of its instances (not counting *resent*
+    ones again), the latest receipt, and whether its route triages it."""
     by_series: dict[str, repo.SeriesSeen] = {}
     for inst, plan in planned:
         if not inst.series_instance_uid:
@@ -305,7 +325,7 @@ def _series_seen(
         )  # fmt: skip
         by_series[inst.series_instance_uid] = repo.SeriesSeen(
             inst.series_instance_uid, inst.study_instance_uid, ctx.node, inst.modality,
-            (seen.count if seen else 0) + 1, latest,
+            (seen.count if seen else 0) + (inst.sop_instance_uid not in resent), latest,
             plan.route if triage_stage.triaged(inst, plan) and ctx.triage is not None else
             (seen.triage_route if seen else ""),
         )  # fmt: skip

@@ -167,7 +167,7 @@ def build_server(
         (evt.EVT_ACCEPTED, log_association_event, [audit_writer, settings.node.name]),
         (evt.EVT_REJECTED, log_association_event, [audit_writer, settings.node.name]),
         (evt.EVT_RELEASED, log_association_event),
-        (evt.EVT_ABORTED, log_association_event),
+        (evt.EVT_ABORTED, log_association_event, [audit_writer, settings.node.name]),
     ]
     if commitment_sink is not None:
         handlers.append((evt.EVT_N_EVENT_REPORT, handle_commitment_report, [commitment_sink]))
@@ -233,6 +233,7 @@ def make_recorder(pool: ConnectionPool, settings: Settings) -> PostgresIngest:
         timeout=settings.database.connect_timeout,
         pseudonym=receiver_pseudonym(settings),
         different_bytes=settings.scp.different_bytes,
+        different_bytes_archived=settings.scp.different_bytes_archived,
     )
 
 

@@ -21,7 +21,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from dicom_nodes.audit_events import AuditWriter, association_event, instance_refused
+from dicom_nodes.audit_events import (
+    AuditWriter,
+    association_aborted,
+    association_event,
+    instance_refused,
+)
 from dicom_nodes.db.ingest import CommitOutcomeUnknown, IngestRecorder, Receipt, RecordOutcome
 from dicom_nodes.db.signals import SignalRecorder
 from dicom_nodes.errors import (
@@ -233,7 +238,8 @@ def handle_echo(event: Any) -> int:
 
 def log_association_event(event: Any, writer: AuditWriter | None = None, node: str = "") -> None:
     """Association-level log line for accept/reject/release/abort (no PHI); accepted and
-    rejected associations are also audit events (110114 / 110113 Security Alert)."""
+    rejected associations are also audit events (110114 / 110113 Security Alert), and so is
+    an association Radiogate aborted for a protocol violation (``association-aborted``)."""
     assoc = event.assoc
     name = event.event.name
     requestor = assoc.requestor
@@ -242,10 +248,21 @@ def log_association_event(event: Any, writer: AuditWriter | None = None, node: s
         called, reason = rejection(assoc)
     if name in ("EVT_ACCEPTED", "EVT_REJECTED"):
         scp_metrics.association("accepted" if name == "EVT_ACCEPTED" else "rejected", reason)
-    if writer is not None and name in ("EVT_ACCEPTED", "EVT_REJECTED"):
+    violation = getattr(assoc, "radiogate_violation", None) if name == "EVT_ABORTED" else None
+    if violation:
+        reason = str(violation)
+    if writer is not None and (name in ("EVT_ACCEPTED", "EVT_REJECTED") or violation):
         try:
-            writer.write(
-                association_event(
+            if violation:
+                event_ = association_aborted(
+                    node=node,
+                    calling_ae=str(requestor.ae_title).strip(),
+                    called_ae=called,
+                    peer_address=str(requestor.address),
+                    reason=reason,
+                )
+            else:
+                event_ = association_event(
                     node=node,
                     accepted=name == "EVT_ACCEPTED",
                     calling_ae=str(requestor.ae_title).strip(),
@@ -253,7 +270,7 @@ def log_association_event(event: Any, writer: AuditWriter | None = None, node: s
                     peer_address=str(requestor.address),
                     reason=reason or None,
                 )
-            )
+            writer.write(event_)
         except Exception as exc:  # an invalid AE title from a peer must not break logging
             LOGGER.warning("association audit event not built: %s", type(exc).__name__)
     LOGGER.info(

@@ -15,7 +15,9 @@ Slots cannot be held hostage (PS3.8 9.1.5, the ARTIM timer):
 
 - before a connection reaches pynetdicom (and counts against ``scp.max_associations``) its
   first PDU is inspected with ``MSG_PEEK``: it must be a complete A-ASSOCIATE-RQ (PS3.8 9.3.2)
-  of at most :data:`MAX_ASSOCIATE_RQ` bytes within ``scp.artim_timeout``. Anything else — other
+  of at most :data:`MAX_ASSOCIATE_RQ` bytes within ``scp.artim_timeout``. Over TLS the
+  handshake and that PDU must both arrive within it; the PDU is read (decrypted bytes cannot
+  be peeked) and handed back to pynetdicom by :class:`_ReplaySSLSocket`. Anything else — other
   PDU types, garbage, a claimed length of gigabytes, silence, a trickle — gets an A-ABORT
   (PS3.8 9.3.8) where a PDU header was readable and the connection is closed at once;
 - at most ``scp.max_connections_per_peer`` connections per peer address (per receiver
@@ -40,7 +42,13 @@ from typing import Any
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
-__all__ = ["MAX_ASSOCIATE_RQ", "ReceiverServer", "make_tls_context", "screen_first_pdu"]
+__all__ = [
+    "DATA_WITHOUT_COMMAND",
+    "MAX_ASSOCIATE_RQ",
+    "ReceiverServer",
+    "make_tls_context",
+    "screen_first_pdu",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,6 +71,21 @@ _A_ABORT = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
 """A-ABORT PDU, source 2 (service provider), reason 0 (not specified) (PS3.8 9.3.8)."""
 
 
+def _check_header(header: bytes) -> tuple[str | None, int]:
+    """(the problem, or None; the PDU length) of the first PDU's 6-byte header (PS3.8 9.3.2)."""
+    pdu_type, _, length = struct.unpack(">BBL", header)
+    if pdu_type != _A_ASSOCIATE_RQ:
+        return f"first PDU type 0x{pdu_type:02X} is not an A-ASSOCIATE-RQ", length
+    if length > MAX_ASSOCIATE_RQ:
+        return f"A-ASSOCIATE-RQ length {length} exceeds {MAX_ASSOCIATE_RQ}", length
+    if length < _ASSOCIATE_RQ_FIXED:
+        return f"A-ASSOCIATE-RQ length {length} is too short", length
+    return None, length
+
+
+_ARTIM_EXPIRED = "no complete A-ASSOCIATE-RQ within scp.artim_timeout"
+
+
 def screen_first_pdu(sock: socket.socket, timeout: float) -> str | None:
     """Wait up to *timeout* seconds for a whole A-ASSOCIATE-RQ at the head of *sock*'s input,
     without consuming it (``MSG_PEEK``). Returns None when it is there, else why not."""
@@ -71,7 +94,7 @@ def screen_first_pdu(sock: socket.socket, timeout: float) -> str | None:
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return "no complete A-ASSOCIATE-RQ within scp.artim_timeout"
+            return _ARTIM_EXPIRED
         if not select.select([sock], [], [], left)[0]:
             continue
         try:
@@ -81,13 +104,9 @@ def screen_first_pdu(sock: socket.socket, timeout: float) -> str | None:
         if not seen:
             return "closed by the peer"
         if want == 6 and len(seen) == 6:
-            pdu_type, _, length = struct.unpack(">BBL", seen)
-            if pdu_type != _A_ASSOCIATE_RQ:
-                return f"first PDU type 0x{pdu_type:02X} is not an A-ASSOCIATE-RQ"
-            if length > MAX_ASSOCIATE_RQ:
-                return f"A-ASSOCIATE-RQ length {length} exceeds {MAX_ASSOCIATE_RQ}"
-            if length < _ASSOCIATE_RQ_FIXED:
-                return f"A-ASSOCIATE-RQ length {length} is too short"
+            problem, length = _check_header(seen)
+            if problem is not None:
+                return problem
             want = 6 + length
             continue
         if len(seen) >= want:
@@ -95,6 +114,60 @@ def screen_first_pdu(sock: socket.socket, timeout: float) -> str | None:
         # Part of it is there; peeked bytes stay readable, so wait before looking again (a
         # peer that stalls runs into the deadline).
         time.sleep(min(0.05, left))
+
+
+def read_first_pdu(sock: ssl.SSLSocket, deadline: float) -> tuple[str | None, bytes]:
+    """:func:`screen_first_pdu` for a TLS connection, whose decrypted bytes cannot be peeked:
+    read the whole A-ASSOCIATE-RQ by *deadline* (``time.monotonic()``) and return (None, its
+    bytes) for :class:`_ReplaySSLSocket` to hand back, or (why not, b"")."""
+    buf = bytearray()
+    want = 6
+    while len(buf) < want:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return _ARTIM_EXPIRED, b""
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(want - len(buf))
+        except TimeoutError:
+            return _ARTIM_EXPIRED, b""
+        except (OSError, ssl.SSLError) as exc:
+            return f"connection failed ({type(exc).__name__})", b""
+        if not chunk:
+            return "closed by the peer", b""
+        buf += chunk
+        if want == 6 and len(buf) == 6:
+            problem, length = _check_header(bytes(buf))
+            if problem is not None:
+                return problem, b""
+            want = 6 + length
+    return None, bytes(buf)
+
+
+class _ReplaySSLSocket(ssl.SSLSocket):
+    """A server-side TLS socket whose first reads return the A-ASSOCIATE-RQ the screening
+    already read; ``pending()`` counts those bytes, so readiness checks (pynetdicom's and the
+    accelerator's) see them."""
+
+    _replay: bytes = b""
+
+    def pending(self) -> int:
+        return len(self._replay) + super().pending()
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if self._replay:
+            data, self._replay = self._replay[:buflen], self._replay[buflen:]
+            return data
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        if self._replay:
+            room = min(nbytes or len(buffer), len(buffer))
+            n = min(room, len(self._replay))
+            buffer[:n] = self._replay[:n]
+            self._replay = self._replay[n:]
+            return n
+        return super().recv_into(buffer, nbytes, flags)
 
 
 class _FastAssociationSocket(AssociationSocket):
@@ -141,9 +214,46 @@ class _FastAssociationSocket(AssociationSocket):
         return buf
 
 
+DATA_WITHOUT_COMMAND = "data-without-command"
+"""The reason an association is aborted when a data set fragment arrives with no command
+before it (``assoc.radiogate_violation``; audited by the EVT_ABORTED handler)."""
+
+
+def _guard_data_fragments(assoc: Any) -> None:
+    """Abort the association on a data set fragment that no command announced.
+
+    A message is its command set, then — when its CommandDataSetType (0000,0800) is not 0x0101
+    (PS3.7 9.3.1.1) — its data set (PS3.8 E.2: the Message Control Header's bit 0 tells the
+    two apart). A P-DATA-TF whose first PDV is a data set fragment while no command waits for
+    one (none received, one still incomplete, or one that announced no data set) is a protocol
+    violation: the association is aborted (Evt19, A-ABORT PDU, PS3.8 9.3.8) with one PHI-free
+    log line. Stock pynetdicom would decode it as a message without a command and fail with a
+    traceback; the accelerator makes the same check in its decoder."""
+    dimse = assoc.dimse
+
+    def receive_primitive(primitive: Any) -> None:
+        message = dimse.message
+        expecting_data = message is not None and message.context_id is not None
+        pdvs = primitive.presentation_data_value_list
+        if pdvs and pdvs[0][1] and not pdvs[0][1][0] & 1 and not expecting_data:
+            if getattr(assoc, "radiogate_violation", None) is None:
+                assoc.radiogate_violation = DATA_WITHOUT_COMMAND
+                LOGGER.warning(
+                    "assoc=%s data set fragment without its command: association aborted",
+                    getattr(assoc, "radiogate_id", "-"),
+                )
+            dimse.message = None
+            dimse.dul.event_queue.put("Evt19")
+            return
+        type(dimse).receive_primitive(dimse, primitive)
+
+    dimse.receive_primitive = receive_primitive
+
+
 class _RequestHandler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
+        _guard_data_fragments(assoc)
         fast = _FastAssociationSocket.__new__(_FastAssociationSocket)
         fast.__dict__.update(assoc.dul.socket.__dict__)
         fast.quickack = getattr(self.server, "quickack", False)
@@ -242,24 +352,18 @@ class ReceiverServer(ThreadedAssociationServer):
         if self.tls_context is None:
             problem = screen_first_pdu(request, self.artim_timeout)
             if problem is not None:
-                # A port check (connect, close) is routine; anything else is worth a warning.
-                level = logging.DEBUG if problem == "closed by the peer" else logging.WARNING
-                LOGGER.log(level, "connection from %s closed: %s", client_address[0], problem)
-                if "type" in problem or "length" in problem:
-                    with contextlib.suppress(OSError):
-                        request.sendall(_A_ABORT)
-                if self.on_refused is not None and "closed by the peer" not in problem:
-                    self.on_refused(str(client_address[0]), "association-not-requested")
-                self.shutdown_request(request)
+                self._refuse(request, client_address, problem)
                 return
         if self.tls_context is not None:
+            # ARTIM (PS3.8 9.1.5) runs from the connection: the handshake and the whole
+            # A-ASSOCIATE-RQ must arrive within it, before the connection takes a slot.
+            deadline = time.monotonic() + self.artim_timeout
             try:
                 request.settimeout(min(self.tls_handshake_timeout, self.artim_timeout))
                 request = self.tls_context.wrap_socket(
                     request, server_side=True, do_handshake_on_connect=False
                 )
                 request.do_handshake()
-                request.settimeout(None)
             except (OSError, ssl.SSLError) as exc:
                 reason = getattr(exc, "reason", None) or type(exc).__name__
                 LOGGER.warning("TLS handshake with %s failed: %s", client_address[0], reason)
@@ -267,7 +371,26 @@ class ReceiverServer(ThreadedAssociationServer):
                     self.on_refused(str(client_address[0]), f"tls-handshake-failed:{reason}")
                 self.shutdown_request(request)
                 return
+            problem, first = read_first_pdu(request, deadline)
+            if problem is not None:
+                self._refuse(request, client_address, problem)
+                return
+            request.settimeout(None)
+            request.__class__ = _ReplaySSLSocket
+            request._replay = first
         super().process_request_thread(request, client_address)
+
+    def _refuse(self, request: Any, client_address: Any, problem: str) -> None:
+        """Close a connection whose first PDU did not pass screening (logged, audited)."""
+        # A port check (connect, close) is routine; anything else is worth a warning.
+        level = logging.DEBUG if problem == "closed by the peer" else logging.WARNING
+        LOGGER.log(level, "connection from %s closed: %s", client_address[0], problem)
+        if "type" in problem or "length" in problem:
+            with contextlib.suppress(OSError):
+                request.sendall(_A_ABORT)
+        if self.on_refused is not None and "closed by the peer" not in problem:
+            self.on_refused(str(client_address[0]), "association-not-requested")
+        self.shutdown_request(request)
 
 
 def make_tls_context(

@@ -193,6 +193,9 @@ class ManagedOrthanc:
             **(self._dicomweb_config() if self.dicomweb else {}),
             "StableAge": 60,
             "DicomScpTimeout": 30,
+            # A re-send over an archived copy (scp.different_bytes_archived) replaces it: the
+            # same SOP Instance UID stored again overwrites instead of being ignored.
+            "OverwriteInstances": True,
         }
 
     @staticmethod

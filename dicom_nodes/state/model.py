@@ -11,8 +11,10 @@ Instance (``ingest_instance.state``, one row per received SOP Instance)::
     received ─routed──────> routed ─all-confirmed─> released      (spool copy deleted)
        │  ╰─unroutable──> unroutable ─rerouted─> received
        ╰────file-missing─> missing                  (nothing left to send)
+    routed/held ─file-missing─> missing   (the file vanished after routing; items cancelled)
     routed/cancelled ─held─> held ─resumed─> routed   (an item waits for a person)
     routed/held ─cancelled─> cancelled ─resumed─> routed
+    released ─archived-copy-differs─> received   (new bytes to route over the archived copy)
     held/cancelled/unroutable ─retention-expired─> purged   (spool copy deleted)
 
 Forward item (``forward_item.state``, one row per instance and destination)::
@@ -24,6 +26,8 @@ Forward item (``forward_item.state``, one row per instance and destination)::
     quarantined ─released-by-review─> pending
     pending/sent/dead/quarantined ─cancelled─> cancelled ─retried─> pending
     dead/cancelled ─retried-held─> quarantined   (a de-identified copy must be made first)
+    confirmed ─resent─> pending              (new bytes to overwrite the destination's copy)
+    confirmed ─resent-held─> quarantined     (the same, held for a person's review)
 
 Study (``study.state``)::
 
@@ -193,6 +197,9 @@ class InstanceEvent(StrEnum):
     CANCELLED = "cancelled"
     RESUMED = "resumed"
     RETENTION_EXPIRED = "retention-expired"
+    ARCHIVED_COPY_DIFFERS = "archived-copy-differs"
+    """A re-send with different bytes of an archived instance, to be routed again
+    (``scp.different_bytes_archived``: ``replace-in-archive`` or ``quarantine``)."""
 
 
 class ForwardEvent(StrEnum):
@@ -205,6 +212,11 @@ class ForwardEvent(StrEnum):
     RETRIED = "retried"
     RETRIED_HELD = "retried-held"
     RELEASED_BY_REVIEW = "released-by-review"
+    RESENT = "resent"
+    """Routing a re-sent instance again: the destination's confirmed copy is to be
+    overwritten."""
+    RESENT_HELD = "resent-held"
+    """The same, held for a person's review first."""
 
 
 class StudyEvent(StrEnum):
@@ -315,7 +327,9 @@ INSTANCE: Machine[InstanceState, InstanceEvent] = Machine(
         InstanceEvent.ROUTED: _t({I.RECEIVED}, I.ROUTED, Step.ROUTED),
         InstanceEvent.UNROUTABLE: _t({I.RECEIVED}, I.UNROUTABLE, Step.UNROUTABLE, _MINOR),
         InstanceEvent.REROUTED: _t({I.UNROUTABLE}, I.RECEIVED, Step.REROUTED),
-        InstanceEvent.FILE_MISSING: _t({I.RECEIVED}, I.MISSING, Step.FILE_MISSING, _FAILED),
+        InstanceEvent.FILE_MISSING: _t(
+            {I.RECEIVED, I.ROUTED, I.HELD}, I.MISSING, Step.FILE_MISSING, _FAILED
+        ),
         InstanceEvent.ALL_CONFIRMED: _t({I.ROUTED}, I.RELEASED, Step.RELEASED),
         InstanceEvent.HELD: _t({I.ROUTED, I.CANCELLED}, I.HELD, Step.HELD, _MINOR),
         InstanceEvent.CANCELLED: _t({I.ROUTED, I.HELD}, I.CANCELLED, Step.CANCELLED),
@@ -323,6 +337,7 @@ INSTANCE: Machine[InstanceState, InstanceEvent] = Machine(
         InstanceEvent.RETENTION_EXPIRED: _t(
             {I.HELD, I.CANCELLED, I.UNROUTABLE}, I.PURGED, Step.PURGED
         ),
+        InstanceEvent.ARCHIVED_COPY_DIFFERS: _t({I.RELEASED}, I.RECEIVED, Step.REROUTED),
     },
 )
 
@@ -344,6 +359,8 @@ FORWARD: Machine[ForwardState, ForwardEvent] = Machine(
         ForwardEvent.RETRIED: _t({F.DEAD, F.CANCELLED}, F.PENDING, Step.RETRIED),
         ForwardEvent.RETRIED_HELD: _t({F.DEAD, F.CANCELLED}, F.QUARANTINED, Step.QUARANTINED),
         ForwardEvent.RELEASED_BY_REVIEW: _t({F.QUARANTINED}, F.PENDING, Step.QUARANTINE_RELEASED),
+        ForwardEvent.RESENT: _t({F.CONFIRMED}, F.PENDING, Step.RETRIED),
+        ForwardEvent.RESENT_HELD: _t({F.CONFIRMED}, F.QUARANTINED, Step.QUARANTINED, _MINOR),
     },
 )
 

@@ -25,9 +25,11 @@ which cannot import this package, changes the same rows by the same rules.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -49,6 +51,7 @@ from dicom_nodes.state.model import (
     ForwardEvent,
     ForwardState,
     InstanceEvent,
+    InstanceState,
     InvalidTransition,
     Machine,
     SeriesEvent,
@@ -61,6 +64,7 @@ __all__ = [
     "INGEST_SQL",
     "REPLACE_UNROUTED_SQL",
     "AlertNotOpen",
+    "ArchivedCopyDecision",
     "AuditEntry",
     "AuditSink",
     "Change",
@@ -80,6 +84,8 @@ __all__ = [
     "promote_study_items",
     "promote_study_lanes",
     "record_generated",
+    "renew_forward_items",
+    "resend_archived",
     "set_analysis_results",
     "set_archive_uids",
     "set_triage_results",
@@ -137,6 +143,8 @@ _COLUMN_TYPES: dict[str, str] = {
     "reasons": "jsonb",
     "flagged": "jsonb",
     "early": "boolean",
+    "rank": "integer",
+    "profile": "text",
 }
 """SQL types of the per-row values :func:`apply` may be given (``v.<name>`` in *assign*)."""
 
@@ -163,6 +171,14 @@ _ASSIGN: dict[tuple[str, str], str] = {
         "next_attempt_at = clock_timestamp(), hold_reason = '', last_error = ''"
     ),
     (FORWARD.name, ForwardEvent.RELEASED_BY_REVIEW): "next_attempt_at = clock_timestamp()",
+    (FORWARD.name, ForwardEvent.RESENT): (
+        "lane_rank = v.rank, profile = v.profile, hold_reason = '', last_error = '',"
+        " confirmed_at = NULL, next_attempt_at = clock_timestamp()"
+    ),
+    (FORWARD.name, ForwardEvent.RESENT_HELD): (
+        "lane_rank = v.rank, profile = v.profile, hold_reason = v.reason, last_error = '',"
+        " confirmed_at = NULL, next_attempt_at = clock_timestamp()"
+    ),
     (SERIES.name, SeriesEvent.COMPLETED): "completed_at = clock_timestamp(), completed_by = v.by",
     (SERIES.name, SeriesEvent.LATE_ARRIVAL): "increments = t.increments + 1",
     (TRIAGE.name, TriageEvent.DECIDED): (
@@ -358,6 +374,129 @@ SELECT first.spool_path FROM first, upd
 """Replace an unrouted first copy by different bytes (content columns only: the instance
 stays ``received``; a row the router holds is skipped, it is being routed). Returns the first
 copy's spool path when it replaced it."""
+
+
+class ArchivedCopyDecision(StrEnum):
+    """What routing does with a re-send whose first copy was archived (recorded as the
+    ``note`` of the re-send's ``ingest_duplicate`` row, and as the audit events' reason)."""
+
+    REPLACE_IN_ARCHIVE = "replace-in-archive"
+    """Forward it again: it overwrites the destinations' copies."""
+    QUARANTINE = "archived-copy-differs"
+    """Hold its forward items (``quarantined`` with this reason) for a person."""
+
+
+_RESEND_ARCHIVED_SQL = """
+WITH upd AS (
+    UPDATE ingest_instance i
+    SET sop_class_uid = %(cls)s, modality = %(modality)s, transfer_syntax_uid = %(ts)s,
+        size_bytes = %(size)s, blake3 = %(b3)s, spool_path = %(path)s, calling_ae = %(calling)s,
+        called_ae = %(called)s, peer_address = %(addr)s, peer_port = %(port)s,
+        association_id = %(assoc)s, patient_pseudonym = %(patient)s,
+        received_at = clock_timestamp()
+    WHERE i.sop_instance_uid = %(sop)s AND i.state = 'received'
+    RETURNING 1
+), dup AS (
+    UPDATE ingest_duplicate SET note = %(decision)s
+    WHERE sop_instance_uid = %(sop)s AND association_id = %(assoc)s AND blake3 = %(b3)s
+    RETURNING 1
+), job AS (
+    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock, args)
+    SELECT %(queue)s, %(task)s, %(priority)s, %(qlock)s, %(qlock)s,
+           jsonb_build_object('node', %(node)s::text)
+    WHERE EXISTS (SELECT 1 FROM upd)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM dup)
+"""
+
+
+def resend_archived(
+    conn: Conn,
+    audit: AuditSink,
+    params: Mapping[str, Any],
+    decision: ArchivedCopyDecision,
+) -> bool:
+    """Carry a re-send with different bytes in place of an archived (``released``) first copy
+    of the same study and series: the instance's ``archived-copy-differs`` event (back to
+    ``received``, its audit event naming *decision*), its content columns naming the new copy,
+    the decision on the re-send's duplicate row, and a routing job. False (nothing changed)
+    when the first copy is not released. *params* are the receiver's (:data:`INGEST_SQL`)."""
+    row = conn.execute(
+        """SELECT state FROM ingest_instance WHERE sop_instance_uid = %(sop)s
+               AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
+           FOR UPDATE""",
+        params,
+    ).fetchone()
+    if row is None or row[0] != InstanceState.RELEASED:
+        return False
+    apply(conn, audit, INSTANCE, InstanceEvent.ARCHIVED_COPY_DIFFERS,
+          [Change((str(params["sop"]),), {"reason": decision.value})])  # fmt: skip
+    changed = conn.execute(_RESEND_ARCHIVED_SQL, {**params, "decision": decision.value}).fetchone()
+    assert changed is not None and changed[0] == 1
+    return True
+
+
+def renew_forward_items(
+    conn: Conn, audit: AuditSink, items: Sequence[NewForwardItem]
+) -> list[NewForwardItem]:
+    """Create routing's forward items, or renew those of an instance routed again after a
+    re-send over its archived copy (:func:`resend_archived`): a ``confirmed`` item is
+    ``resent`` (``pending``), or ``resent-held`` (``quarantined``) when de-identification held
+    the copy back or the re-send's decision is :attr:`ArchivedCopyDecision.QUARANTINE`.
+    Returns the items as they now are (hold reasons included)."""
+    if not items:
+        return []
+    uids = sorted({i.sop_instance_uid for i in items})
+    existing = {
+        (str(r[0]), str(r[1]))
+        for r in conn.execute(
+            """SELECT sop_instance_uid, destination FROM forward_item
+               WHERE sop_instance_uid = ANY(%s) ORDER BY 1, 2 FOR UPDATE""",
+            (uids,),
+        ).fetchall()
+    }
+    if not existing:
+        create_forward_items(conn, items)
+        return list(items)
+    decisions = {
+        str(r[0]): str(r[1])
+        for r in conn.execute(
+            """SELECT i.sop_instance_uid, d.note FROM ingest_instance i
+               JOIN ingest_duplicate d ON d.sop_instance_uid = i.sop_instance_uid
+                                      AND d.spool_path = i.spool_path AND d.blake3 = i.blake3
+               WHERE i.sop_instance_uid = ANY(%s)""",
+            ([u for u, _ in existing],),
+        ).fetchall()
+    }
+    out: list[NewForwardItem] = []
+    for item in items:
+        renewing = (item.sop_instance_uid, item.destination) in existing
+        held = decisions.get(item.sop_instance_uid) == ArchivedCopyDecision.QUARANTINE
+        if renewing and held and not item.hold_reason:
+            hold = ArchivedCopyDecision.QUARANTINE.value
+            out.append(dataclasses.replace(item, hold_reason=hold))
+        else:
+            out.append(item)
+    renewed = [i for i in out if (i.sop_instance_uid, i.destination) in existing]
+    create_forward_items(conn, [i for i in out if i not in renewed])
+    for event, group in (
+        (ForwardEvent.RESENT, [i for i in renewed if not i.hold_reason]),
+        (ForwardEvent.RESENT_HELD, [i for i in renewed if i.hold_reason]),
+    ):
+        values: dict[str, list[Any]] = {
+            "rank": [i.lane_rank for i in group],
+            "profile": [i.profile for i in group],
+        }
+        if event is ForwardEvent.RESENT_HELD:
+            values["reason"] = [i.hold_reason for i in group]
+        apply(conn, audit, FORWARD, event,
+              [Change((i.sop_instance_uid, i.destination),
+                      {"reason": i.hold_reason or ArchivedCopyDecision.REPLACE_IN_ARCHIVE.value})
+               for i in group],
+              values=values)  # fmt: skip
+    return out
 
 
 INGEST_SQL = """

@@ -202,3 +202,75 @@ def test_no_phi_in_logs(scp: ScpProcess, tmp_path: Path) -> None:
     assert "C-STORE refused" in log
     for value in phi:
         assert value not in log, "PHI in the SCP log"
+
+
+def _command(sop_class: str, sop_instance: str, data_set_type: int) -> bytes:
+    """A C-STORE-RQ command set (PS3.7 9.3.1.1), Implicit VR Little Endian, group length first."""
+    cmd = pydicom.Dataset()
+    cmd.AffectedSOPClassUID = sop_class
+    cmd.CommandField = 0x0001
+    cmd.MessageID = 1
+    cmd.Priority = 0
+    cmd.CommandDataSetType = data_set_type
+    cmd.AffectedSOPInstanceUID = sop_instance
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = True
+    write_dataset(fp, cmd)
+    body = fp.getvalue()
+    return struct.pack("<HHLL", 0, 0, 4, len(body)) + body
+
+
+def _p_data(context_id: int, control: int, fragment: bytes) -> bytes:
+    """One P-DATA-TF PDU with one PDV (PS3.8 9.3.5, E.2: control bit 0 command, bit 1 last)."""
+    pdv = struct.pack(">LBB", len(fragment) + 2, context_id, control) + fragment
+    return struct.pack(">BBL", 0x04, 0, len(pdv)) + pdv
+
+
+def _violation_sequences() -> dict[str, list[bytes]]:
+    _ds, data = _good_dataset()
+    uid = str(_ds.SOPInstanceUID)
+    return {
+        "data without a command": [_p_data(1, 0x02, data[:512])],
+        "data after a command announcing none": [
+            _p_data(1, 0x03, _command(CT_IMAGE, uid, 0x0101)),
+            _p_data(1, 0x02, data[:512]),
+        ],
+    }
+
+
+@pytest.mark.parametrize("accelerate", ["on", "off"])
+@pytest.mark.parametrize("case", sorted(_violation_sequences()))
+def test_a_data_set_fragment_without_its_command_aborts_cleanly(
+    fresh_dsn: str, tmp_path: Path, accelerate: str, case: str
+) -> None:
+    proc = ScpProcess(
+        dsn=fresh_dsn, data_dir=tmp_path / "node",
+        extra_env={"RADIOGATE_SCP__ACCELERATE": accelerate},
+    ).start()  # fmt: skip
+    try:
+        ae = AE(ae_title="CT1")
+        ae.add_requested_context(CT_IMAGE, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
+        assert assoc.is_established
+        # Raw PDUs on the association's own socket: pynetdicom would never send these.
+        sock = assoc.dul.socket.socket
+        for pdu in _violation_sequences()[case]:
+            sock.sendall(pdu)
+            time.sleep(0.2)  # separate PDUs, as a peer would send them
+        deadline = time.monotonic() + 20
+        while assoc.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert assoc.is_aborted  # the SCP aborted (A-P-ABORT / A-ABORT, PS3.8 9.3.8)
+        wait_for_echo(proc.port, timeout=5)  # and keeps serving
+        log = proc.log_text()
+        assert "data set fragment without its command" in log
+        assert "Traceback" not in log and "AssertionError" not in log
+        with psycopg.connect(fresh_dsn) as conn:
+            rows = conn.execute(
+                "SELECT body FROM audit_pending WHERE step = 'association-aborted'"
+            ).fetchall()
+        assert len(rows) == 1 and b"data-without-command" in bytes(rows[0][0])
+        assert _recorded(fresh_dsn) == 0
+    finally:
+        proc.stop()

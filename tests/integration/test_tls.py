@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +113,57 @@ def test_tls_refuses_peers_without_valid_client_certificate(tls_scp: ScpProcess,
             ("%tls-handshake-failed%",),
         ).fetchone()
     assert alerts is not None and alerts[0] >= 3
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closed *sock* (EOF, reset or a TLS close) within *seconds*."""
+    sock.settimeout(seconds)
+    try:
+        return not sock.recv(65536)
+    except TimeoutError:
+        return False
+    except (OSError, ssl.SSLError):
+        return True
+
+
+@pytest.mark.parametrize("silence", ["before-handshake", "after-handshake"])
+def test_silent_tls_peers_time_out_without_holding_a_slot(
+    fresh_dsn: str, tmp_path: Path, pki: Pki, silence: str
+) -> None:
+    """PS3.8 9.1.5 (ARTIM): a TLS peer must complete its handshake and start its
+    A-ASSOCIATE-RQ within ``scp.artim_timeout``; until then it holds no association slot."""
+    proc = ScpProcess(
+        dsn=fresh_dsn, data_dir=tmp_path / "node",
+        extra_env={
+            "RADIOGATE_SCP__TLS__ENABLED": "true",
+            "RADIOGATE_SCP__TLS__CERTIFICATE": str(pki.server_cert),
+            "RADIOGATE_SCP__TLS__PRIVATE_KEY": str(pki.server_key),
+            "RADIOGATE_SCP__TLS__CA_CERTIFICATES": str(pki.ca_cert),
+            "RADIOGATE_SCP__TLS__REQUIRE_CLIENT_CERTIFICATE": "true",
+            "RADIOGATE_SCP__MAX_ASSOCIATIONS": "2",
+            "RADIOGATE_SCP__ARTIM_TIMEOUT": "2",
+            "RADIOGATE_SCP__ACSE_TIMEOUT": "60",
+        },
+    )  # fmt: skip
+    proc.start(wait=False)
+    silent: list[socket.socket] = []
+    try:
+        assert _wait_tls_echo(proc.port, pki).returncode == 0
+        client = ssl.create_default_context(cafile=str(pki.ca_cert))
+        client.check_hostname = False
+        client.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+        for _ in range(4):  # twice max_associations
+            sock = socket.create_connection(("127.0.0.1", proc.port), timeout=10)
+            if silence == "after-handshake":
+                sock = client.wrap_socket(sock)  # handshake done, then nothing
+            silent.append(sock)
+        # A modality is served while they are open: they hold no slot.
+        ok = _echo(proc.port, "+tls", str(pki.client_key), str(pki.client_cert),
+                   "+cf", str(pki.ca_cert))  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+        # And each is closed by the ARTIM timeout (2 s), long before the ACSE timeout (60 s).
+        assert all(_closed_within(s, 20) for s in silent)
+    finally:
+        for sock in silent:
+            sock.close()
+        proc.stop()

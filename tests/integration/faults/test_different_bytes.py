@@ -3,8 +3,16 @@ recorded and audited, and no copy's file is lost or left behind."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -12,8 +20,11 @@ import pydicom
 import pytest
 from blake3 import blake3
 
-from tests.support import ScpProcess, dcmtk
+from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer
+from tests.support import ScpProcess, dcmtk, free_port
 from tests.support.data import extract_ct
+from tests.support.pipeline import Node, orthanc_instances
+from tests.support.roles import admin_role
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +125,114 @@ def scp_min_age() -> float:
     from dicom_nodes.spool.store import UNRECORDED_MIN_AGE
 
     return UNRECORDED_MIN_AGE
+
+
+@pytest.fixture
+def archive() -> Iterator[ManagedOrthanc]:
+    """A private Orthanc as ``radiogate run`` configures it (``OverwriteInstances`` on)."""
+    base = Path(tempfile.mkdtemp(prefix="radiogate-orthanc-"))
+    server = ManagedOrthanc(
+        storage_dir=base, http_port=free_port(), dicom_port=free_port(),
+        peers=[OrthancPeer("radiogate", "RADIOGATE", "127.0.0.1", free_port())],
+    )  # fmt: skip
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _archived_window_centers(orthanc: ManagedOrthanc) -> list[float]:
+    """The Window Center of every instance the archive holds, read from its stored bytes."""
+    out = []
+    for oid in orthanc_instances(orthanc):
+        data = orthanc.request(f"/instances/{oid}/file")
+        out.append(float(pydicom.dcmread(io.BytesIO(data)).WindowCenter))
+    return out
+
+
+def _steps(node: Node) -> list[tuple[str, str]]:
+    """(step, reason) of every audit event, sealed or not."""
+    rows = node.query(
+        "SELECT step, body FROM audit_pending UNION ALL SELECT step, body FROM audit_event"
+    )
+    return [(str(step), json.loads(bytes(body)).get("reason") or "") for step, body in rows]
+
+
+@pytest.mark.parametrize("policy", ["keep", "replace-in-archive", "quarantine"])
+def test_a_resend_of_an_archived_instance(
+    fresh_dsn: str, tmp_path: Path, archive: ManagedOrthanc, policy: str
+) -> None:
+    first, second, _ = _copies(tmp_path)
+    original = float(pydicom.dcmread(first).WindowCenter)
+    node = Node(
+        fresh_dsn, tmp_path / "node", archive,
+        extra_env={
+            "RADIOGATE_SCP__DIFFERENT_BYTES_ARCHIVED": policy,
+            # The site's secrets, as `radiogate run` makes them (`quarantine release` needs them).
+            "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
+            "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+        },
+    ).start()  # fmt: skip
+    assert node.scp is not None
+    try:
+        assert "(Success)" in _store(node.scp.port, first)
+        node.wait_released(1)
+        assert _archived_window_centers(archive) == [original]
+        ((first_b3,),) = node.query("SELECT blake3 FROM ingest_instance")
+        assert "(Success)" in _store(node.scp.port, second)
+        ((dup_path, note, second_b3),) = node.query(
+            "SELECT spool_path, note, blake3 FROM ingest_duplicate"
+        )
+        assert first_b3 != second_b3
+        assert Path(dup_path).exists()  # acknowledged, so durable whatever the policy
+        if policy == "keep":
+            ((state, b3),) = node.query("SELECT state, blake3 FROM ingest_instance")
+            assert state == "released" and b3 == first_b3
+            assert ("received", "resent-different-bytes") in _steps(node)
+            assert _archived_window_centers(archive) == [original]
+            return
+        decision = "replace-in-archive" if policy == "replace-in-archive" else (
+            "archived-copy-differs")  # fmt: skip
+        assert note == decision
+        if policy == "replace-in-archive":
+            node.wait_for(lambda: node.query(
+                "SELECT state = 'released' AND blake3 = %s FROM ingest_instance", second_b3
+            ) == [(True,)])  # fmt: skip
+            assert _archived_window_centers(archive) == [77.0]
+            assert not Path(dup_path).exists()  # released: every destination confirmed it
+            assert node.query("SELECT instances FROM series") == [(1,)]  # counted once
+            steps = _steps(node)
+            assert ("received", "replaces-archived-copy") in steps
+            assert ("rerouted", "replace-in-archive") in steps
+            assert ("retried", "replace-in-archive") in steps
+        else:
+            node.wait_for(lambda: node.query(
+                "SELECT i.state, f.state, f.hold_reason FROM ingest_instance i"
+                " JOIN forward_item f USING (sop_instance_uid)"
+            ) == [("held", "quarantined", "archived-copy-differs")])  # fmt: skip
+            assert _archived_window_centers(archive) == [original]
+            assert Path(dup_path).exists()  # held for a person
+            steps = _steps(node)
+            assert ("received", "archived-copy-quarantined") in steps
+            assert ("rerouted", "archived-copy-differs") in steps
+            assert ("quarantined", "archived-copy-differs") in steps
+            listing = subprocess.run(
+                [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "list"],
+                env=node.scp.env(), capture_output=True, text=True, check=True, timeout=60,
+            )  # fmt: skip
+            (uid,) = [r[0] for r in node.query("SELECT sop_instance_uid FROM ingest_instance")]
+            assert uid in listing.stdout and "archived-copy-differs" in listing.stdout
+            # A person reviews it and releases it: it then replaces the archived copy.
+            released = subprocess.run(
+                [sys.executable, "-m", "dicom_nodes.cli", "quarantine", "release", uid],
+                env={**node.scp.env(), "RADIOGATE_DATABASE__ADMIN_DSN":
+                     admin_role(fresh_dsn, "bob", "radiogate_admin")},
+                capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+            assert released.returncode == 0, released.stderr
+            node.wait_for(lambda: node.query(
+                "SELECT state = 'released' AND blake3 = %s FROM ingest_instance", second_b3
+            ) == [(True,)])  # fmt: skip
+            assert _archived_window_centers(archive) == [77.0]
+    finally:
+        node.stop()

@@ -1,5 +1,6 @@
 """A recorded instance whose spool file is gone: routing moves it to the terminal ``missing``
-state, forwarding holds its item as dead; each once, audited and counted, never a loop."""
+state, and so does forwarding when it vanished after routing (its items cancelled); each once,
+audited and counted, never a loop."""
 
 from __future__ import annotations
 
@@ -66,14 +67,18 @@ def test_a_received_row_without_its_file_is_missing_once(stage: Stage) -> None:
     assert registry.get_sample_value("radiogate_missing_instances", {"node": "node1"}) == 1
 
 
-def test_a_routed_row_whose_file_vanished_is_held_as_dead_once(stage: Stage) -> None:
+def test_a_routed_row_whose_file_vanished_is_missing_once(stage: Stage) -> None:
     uids = stage.receive(3)
     _rounds(lambda: route_round(stage.ctx))
     _path(stage, uids[0]).unlink()
     _rounds(lambda: forward_round(stage.ctx, "archive"))
-    assert stage.states(uids) == ["held", "released", "released"]
+    assert stage.states(uids) == ["missing", "released", "released"]
     assert stage.q(
         "SELECT state, hold_reason FROM forward_item WHERE sop_instance_uid = %s", uids[0]
-    ) == [("dead", "spool-file-missing")]
-    assert stage.steps(uids[0])[-2:] == ["forward-abandoned", "held"]
-    assert uids[0] not in stage.dest.sent  # never sent, never retried
+    ) == [("cancelled", "")]
+    assert stage.steps(uids[0])[-2:] == ["cancelled", "file-missing"]
+    assert uids[0] not in stage.dest.sent  # never sent
+    assert forward_round(stage.ctx, "archive") == 0  # nothing left to retry
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(stage.ctx.pool, "node1"))
+    assert registry.get_sample_value("radiogate_missing_instances", {"node": "node1"}) == 1

@@ -233,7 +233,7 @@ def test_unreachable_peer_is_retryable(tmp_path: Path) -> None:
 
     assert time.monotonic() - started < 10
     assert all(r.retryable and not r.ok and r.status is None for r in results)
-    assert all("cannot connect to nowhere" in r.note for r in results)
+    assert all("cannot connect to destination nowhere" in r.note for r in results)
 
 
 def test_dicom_tls_with_client_certificate(peers: list[Peer], tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 SAMPLE = {"route": "r", "lane": "routine", "status": 0, "note": "", "delay": 1.0,
           "syntax": "1.2.840.10008.1.2.1", "error": "e", "reason": "test", "by": "test",
           "rule_lane": "routine", "model_lane": None, "score": 0.5, "quality": "complete",
-          "reasons": "[]", "flagged": "[]", "early": False}  # fmt: skip
+          "reasons": "[]", "flagged": "[]", "early": False, "rank": 2, "profile": ""}  # fmt: skip
 SINK = pipeline_sink("node1", "RADIOGATE")
 
 

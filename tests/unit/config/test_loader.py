@@ -73,6 +73,19 @@ def test_file_and_env_overrides(tmp_path: Path) -> None:
     assert s.logging.level is config.LogLevel.DEBUG
 
 
+@pytest.mark.parametrize(
+    ("value", "policy"),
+    [("quarantine", config.DifferentBytesArchived.QUARANTINE),
+     ("replace-in-archive", config.DifferentBytesArchived.REPLACE_IN_ARCHIVE),
+     ("Replace_In_Archive", config.DifferentBytesArchived.REPLACE_IN_ARCHIVE),
+     ("keep", config.DifferentBytesArchived.KEEP)],
+)  # fmt: skip
+def test_different_bytes_archived(value: str, policy: object) -> None:
+    assert load(env={}).scp.different_bytes_archived is config.DifferentBytesArchived.QUARANTINE
+    env = {"RADIOGATE_SCP__DIFFERENT_BYTES_ARCHIVED": value}
+    assert load(env=env).scp.different_bytes_archived is policy
+
+
 def test_config_file_from_environment(tmp_path: Path) -> None:
     f = tmp_path / "r.toml"
     f.write_text("[node]\nname = 'edge-7'\n")

@@ -59,8 +59,11 @@ def test_every_state_is_reachable_or_initial() -> None:
 def test_terminal_instance_states_have_no_automatic_exit() -> None:
     automatic = {InstanceEvent.ROUTED, InstanceEvent.ALL_CONFIRMED, InstanceEvent.HELD,
                  InstanceEvent.UNROUTABLE, InstanceEvent.FILE_MISSING}  # fmt: skip
-    for state in (InstanceState.RELEASED, InstanceState.MISSING, InstanceState.PURGED):
+    for state in (InstanceState.MISSING, InstanceState.PURGED):
         assert not [e for s, e, _t in INSTANCE.allowed() if s is state], state
+    # Released is left only by a new receipt: different bytes over the archived copy.
+    released = [e for s, e, _t in INSTANCE.allowed() if s is InstanceState.RELEASED]
+    assert released == [InstanceEvent.ARCHIVED_COPY_DIFFERS]
     for state in (InstanceState.CANCELLED, InstanceState.UNROUTABLE):
         exits = {e for s, e, _t in INSTANCE.allowed() if s is state}
         assert not exits & automatic - {InstanceEvent.HELD}, state
