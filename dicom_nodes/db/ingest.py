@@ -144,8 +144,12 @@ class PostgresIngest:
         timeout: float,
         pseudonym: Callable[[DatasetIdentity], str] | None = None,
         different_bytes: DifferentBytes = DifferentBytes.REPLACE,
+        study_touch: float = 0.0,
     ) -> None:
         self.pool = pool
+        self.study_touch = study_touch
+        """Seconds a receiving study's ``last_received_at`` may lag before a receipt moves it
+        (``repository.study_touch_interval``; 0: every receipt writes the study row)."""
         self.timeout = timeout
         self.pseudonym = pseudonym
         """The patient's keyed pseudonym of an instance (recorded with it and in its audit
@@ -182,6 +186,7 @@ class PostgresIngest:
             "qlock": route_lock(receipt.node),
             "task": ROUTE_TASK,
             "priority": ROUTE_PRIORITY,
+            "touch": self.study_touch,
         }
         last_error: Exception | None = None
         uncertain = False

@@ -387,19 +387,31 @@ WITH existing AS (
     RETURNING bytes_differ
 ), prior_study AS (
     SELECT state FROM study WHERE study_instance_uid = %(study)s
+), new_study AS (
+    -- First receipt: the study starts 'receiving'.
+    INSERT INTO study (study_instance_uid, patient_pseudonym)
+    SELECT %(study)s, %(patient)s
+    WHERE EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM prior_study)
+    ON CONFLICT (study_instance_uid) DO NOTHING
+    RETURNING increments
 ), study_row AS (
-    -- First receipt: the study starts 'receiving'. A receipt for a complete study is the
-    -- 'late-arrival' event (complete -> receiving, model.STUDY); the receiver appends its
-    -- audit event (study-reopened) in this transaction.
-    INSERT INTO study AS s (study_instance_uid, patient_pseudonym)
-    SELECT %(study)s, %(patient)s WHERE EXISTS (SELECT 1 FROM ins)
-    ON CONFLICT (study_instance_uid) DO UPDATE
-        SET last_received_at = clock_timestamp(),
-            patient_pseudonym = coalesce(s.patient_pseudonym, excluded.patient_pseudonym),
-            state = 'receiving',
-            state_changed_at = CASE WHEN s.state = 'complete' THEN clock_timestamp()
-                                    ELSE s.state_changed_at END,
-            increments = s.increments + (s.state = 'complete')::int
+    -- Later receipts write the study row only when something changes, so that concurrent
+    -- receipts of one study do not queue on its row lock until each commits: a receipt for a
+    -- complete study is the 'late-arrival' event (complete -> receiving, model.STUDY; the
+    -- receiver appends its audit event, study-reopened, in this transaction); otherwise
+    -- last_received_at moves when it is older than %(touch)s seconds (see
+    -- study_touch_interval), and a missing patient pseudonym is filled in.
+    UPDATE study AS s
+    SET last_received_at = clock_timestamp(),
+        patient_pseudonym = coalesce(s.patient_pseudonym, %(patient)s),
+        state = 'receiving',
+        state_changed_at = CASE WHEN s.state = 'complete' THEN clock_timestamp()
+                                ELSE s.state_changed_at END,
+        increments = s.increments + (s.state = 'complete')::int
+    WHERE s.study_instance_uid = %(study)s AND EXISTS (SELECT 1 FROM ins)
+      AND (s.state = 'complete'
+           OR s.last_received_at < clock_timestamp() - make_interval(secs => %(touch)s)
+           OR (s.patient_pseudonym IS NULL AND %(patient)s::text IS NOT NULL))
     RETURNING increments
 ), job AS (
     -- The job that routes what this node received: deferred in this same transaction, at most
@@ -412,14 +424,28 @@ WITH existing AS (
     RETURNING id
 )
 SELECT (SELECT count(*) FROM ins), (SELECT bytes_differ FROM dup),
-       (SELECT count(*) FROM study_row), (SELECT count(*) FROM job),
+       (SELECT count(*) FROM new_study) + (SELECT count(*) FROM study_row),
+       (SELECT count(*) FROM job),
        coalesce((SELECT state = 'complete' FROM prior_study), false)
 """
 """The receiver's one statement per instance (PS3.4 B.2.2 success is answered after it
 commits): a new instance row (``received``), or a duplicate row for a re-send; the study row;
 the routing job. Parameters: see :class:`dicom_nodes.db.ingest.PostgresIngest`."""
 
-assert StudyEvent.LATE_ARRIVAL in STUDY.transitions  # the study_row upsert above
+assert StudyEvent.LATE_ARRIVAL in STUDY.transitions  # the study_row update above
+
+STUDY_TOUCH_MAX = 1.0
+"""Longest a receiving study's ``last_received_at`` may lag its last receipt (seconds)."""
+
+
+def study_touch_interval(quiet_period: float) -> float:
+    """How stale a receiving study's ``last_received_at`` may get before a receipt moves it
+    (the ``touch`` parameter of :data:`INGEST_SQL`): at most :data:`STUDY_TOUCH_MAX` and a
+    quarter of the quiet period (0: every receipt moves it). Quiet-period completion waits
+    this much longer, so it is never early, and a receipt that skipped the update (its
+    snapshot showed a touch within the interval) cannot meet a study completed for being
+    quiet while it commits."""
+    return max(0.0, min(STUDY_TOUCH_MAX, quiet_period / 4))
 
 
 @dataclass(frozen=True)
@@ -724,7 +750,7 @@ def record_generated(
             "called": ae_title, "addr": "127.0.0.1", "port": 0, "node": node,
             "assoc": uuid.uuid5(uuid.NAMESPACE_OID, f"radiogate:{node}:generated"),
             "queue": queue_name(node), "qlock": route_lock(node), "task": ROUTE_TASK,
-            "priority": ROUTE_PRIORITY,
+            "priority": ROUTE_PRIORITY, "touch": 0.0,
         },
     ).fetchone()  # fmt: skip
     return bool(row and row[0])
