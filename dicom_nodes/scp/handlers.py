@@ -35,7 +35,7 @@ from dicom_nodes.scp import metrics as scp_metrics
 from dicom_nodes.scp.rejection import rejection
 from dicom_nodes.scp.status import StoreStatus
 from dicom_nodes.spool.inspect import DatasetIdentity, inspect_file
-from dicom_nodes.spool.receiving import receive_error
+from dicom_nodes.spool.receiving import receive_digest, receive_error
 from dicom_nodes.spool.store import Spool, SpooledFile
 
 __all__ = [
@@ -164,7 +164,7 @@ def handle_store(
         spool.check_space()
         identity = inspect_file(event.dataset_path)
         _check_command(identity, request)
-        spooled = spool.commit(event.dataset_path)
+        spooled = spool.commit(event.dataset_path, receive_digest(request))
         try:
             outcome = recorder.record(identity, spooled, _receipt(event, node))
         except CommitOutcomeUnknown:
