@@ -33,7 +33,7 @@ from dicom_nodes.errors import DatabaseUnavailable
 from dicom_nodes.spool.inspect import DatasetIdentity
 from dicom_nodes.spool.store import SpooledFile
 from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
-from dicom_nodes.state.repository import INGEST_SQL, REPLACE_UNROUTED_SQL
+from dicom_nodes.state.repository import INGEST_NEW_SQL, INGEST_SQL, REPLACE_UNROUTED_SQL
 
 __all__ = [
     "CommitOutcomeUnknown",
@@ -191,6 +191,15 @@ class PostgresIngest:
         last_error: Exception | None = None
         uncertain = False
         self._local.replaced = None
+        # The common case (a new instance of a study that is not complete) first: one
+        # statement in autocommit, so that the whole transaction is one round trip.
+        try:
+            if self._record_new(identity, receipt, params, patient):
+                return RecordOutcome.NEW
+        except psycopg.Error as exc:
+            # Broken while the statement committed, or failed: find out before anything else.
+            uncertain = True
+            last_error = exc
         # Attempt 2 covers a pooled connection broken by a database restart; attempt 3 a
         # concurrent first insert of the same SOP Instance UID (then a duplicate).
         for _attempt in range(3):
@@ -255,6 +264,30 @@ class PostgresIngest:
             if known is not None:
                 return known
         raise DatabaseUnavailable(f"database unavailable ({type(last_error).__name__})")
+
+    def _record_new(
+        self,
+        identity: DatasetIdentity,
+        receipt: Receipt,
+        params: dict[str, Any],
+        patient: str | None,
+    ) -> bool:
+        """:data:`INGEST_NEW_SQL` with the instance's ``received`` event, committed on its own
+        (autocommit): True when it recorded a new instance, False when it wrote nothing (not
+        the common case). :class:`DatabaseUnavailable` when no connection can be had."""
+        event = _received_event(identity, receipt, (1, None, 1, 1, False), patient)
+        try:
+            with self.pool.connection(timeout=self.timeout) as conn:
+                conn.autocommit = True
+                try:
+                    row = conn.execute(INGEST_NEW_SQL, params | audit.enqueue_params(event))
+                    found = row.fetchone()
+                finally:
+                    if not conn.closed:
+                        conn.autocommit = False
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable("no database connection available") from exc
+        return bool(found and found[0])
 
     def _committed(self, params: dict[str, Any]) -> RecordOutcome | None:
         """The outcome of this receipt's transaction if it committed, None if it did not;

@@ -33,6 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+import audit
 from audit import EventOutcome, Step
 from dicom_nodes.state.model import (
     ALERT,
@@ -58,6 +59,7 @@ from dicom_nodes.state.model import (
 
 __all__ = [
     "ACKNOWLEDGE_SQL",
+    "INGEST_NEW_SQL",
     "INGEST_SQL",
     "REPLACE_UNROUTED_SQL",
     "AlertNotOpen",
@@ -360,10 +362,7 @@ stays ``received``; a row the router holds is skipped, it is being routed). Retu
 copy's spool path when it replaced it."""
 
 
-INGEST_SQL = """
-WITH existing AS (
-    SELECT blake3 FROM ingest_instance WHERE sop_instance_uid = %(sop)s
-), ins AS (
+_INSTANCE_COLUMNS = """
     INSERT INTO ingest_instance (
         sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, modality,
         transfer_syntax_uid, size_bytes, blake3, spool_path, calling_ae, called_ae,
@@ -371,22 +370,9 @@ WITH existing AS (
     SELECT %(sop)s, %(cls)s, %(study)s, %(series)s, %(modality)s, %(ts)s, %(size)s, %(b3)s,
            %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s,
            %(patient)s
-    WHERE NOT EXISTS (SELECT 1 FROM existing)
-    ON CONFLICT (sop_instance_uid) DO NOTHING
-    RETURNING 1
-), dup AS (
-    INSERT INTO ingest_duplicate (
-        sop_instance_uid, bytes_differ, blake3, size_bytes, spool_path, calling_ae, called_ae,
-        peer_address, peer_port, node, association_id, note)
-    SELECT %(sop)s, existing.blake3 <> %(b3)s, %(b3)s, %(size)s, %(path)s, %(calling)s,
-           %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s,
-           CASE WHEN existing.blake3 <> %(b3)s
-                THEN 're-sent with different bytes; kept as ' || %(path)s
-                ELSE 're-sent with identical bytes' END
-    FROM existing
-    RETURNING bytes_differ
-), prior_study AS (
-    SELECT state FROM study WHERE study_instance_uid = %(study)s
+"""
+
+_STUDY_AND_JOB = """
 ), new_study AS (
     -- First receipt: the study starts 'receiving'.
     INSERT INTO study (study_instance_uid, patient_pseudonym)
@@ -399,7 +385,7 @@ WITH existing AS (
     -- receipts of one study do not queue on its row lock until each commits: a receipt for a
     -- complete study is the 'late-arrival' event (complete -> receiving, model.STUDY; the
     -- receiver appends its audit event, study-reopened, in this transaction); otherwise
-    -- last_received_at moves when it is older than %(touch)s seconds (see
+    -- last_received_at moves when it is older than the touch parameter (seconds, see
     -- study_touch_interval), and a missing patient pseudonym is filled in.
     UPDATE study AS s
     SET last_received_at = clock_timestamp(),
@@ -423,14 +409,63 @@ WITH existing AS (
     ON CONFLICT DO NOTHING
     RETURNING id
 )
+"""
+"""The study row and the routing job of a new instance row (``ins``): CTEs that follow
+``prior_study`` (the study's state in the statement's snapshot)."""
+
+INGEST_SQL = "".join((
+    """
+WITH existing AS (
+    SELECT blake3 FROM ingest_instance WHERE sop_instance_uid = %(sop)s
+), ins AS (
+""", _INSTANCE_COLUMNS, """    WHERE NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT (sop_instance_uid) DO NOTHING
+    RETURNING 1
+), dup AS (
+    INSERT INTO ingest_duplicate (
+        sop_instance_uid, bytes_differ, blake3, size_bytes, spool_path, calling_ae, called_ae,
+        peer_address, peer_port, node, association_id, note)
+    SELECT %(sop)s, existing.blake3 <> %(b3)s, %(b3)s, %(size)s, %(path)s, %(calling)s,
+           %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s,
+           CASE WHEN existing.blake3 <> %(b3)s
+                THEN 're-sent with different bytes; kept as ' || %(path)s
+                ELSE 're-sent with identical bytes' END
+    FROM existing
+    RETURNING bytes_differ
+), prior_study AS (
+    SELECT state FROM study WHERE study_instance_uid = %(study)s
+""", _STUDY_AND_JOB, """
 SELECT (SELECT count(*) FROM ins), (SELECT bytes_differ FROM dup),
        (SELECT count(*) FROM new_study) + (SELECT count(*) FROM study_row),
        (SELECT count(*) FROM job),
        coalesce((SELECT state = 'complete' FROM prior_study), false)
-"""
+"""))  # fmt: skip
 """The receiver's one statement per instance (PS3.4 B.2.2 success is answered after it
 commits): a new instance row (``received``), or a duplicate row for a re-send; the study row;
 the routing job. Parameters: see :class:`dicom_nodes.db.ingest.PostgresIngest`."""
+
+INGEST_NEW_SQL = "".join((
+    """
+WITH prior_study AS (
+    SELECT state FROM study WHERE study_instance_uid = %(study)s
+), ins AS (
+""", _INSTANCE_COLUMNS, """
+    WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE sop_instance_uid = %(sop)s)
+      AND NOT EXISTS (SELECT 1 FROM prior_study WHERE state = 'complete')
+    ON CONFLICT (sop_instance_uid) DO NOTHING
+    RETURNING 1
+""", _STUDY_AND_JOB, """, received AS (
+""", audit.ENQUEUE_SELECT_SQL, """
+    WHERE EXISTS (SELECT 1 FROM ins)
+)
+SELECT (SELECT count(*) FROM ins)
+"""))  # fmt: skip
+"""The common case of :data:`INGEST_SQL` as one statement that also appends the instance's
+``received`` audit event (reason none; :func:`audit.enqueue_params` among the parameters), so
+that in autocommit it is the whole receive transaction in one round trip: a new SOP Instance
+UID of a study that is not complete. In any other case (a re-send, a late arrival, a
+concurrent first insert) it writes nothing and returns 0: the caller then runs
+:data:`INGEST_SQL` in a transaction of its own."""
 
 assert StudyEvent.LATE_ARRIVAL in STUDY.transitions  # the study_row update above
 
