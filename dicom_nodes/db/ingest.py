@@ -1,5 +1,11 @@
 """Ingest bookkeeping in PostgreSQL: one short transaction per received instance.
 
+A new instance of a study that is not complete (nearly every receipt) is recorded by one
+statement in autocommit, its audit event included (``INGEST_NEW_SQL``): one round trip where
+BEGIN, the statement, the event and COMMIT took four. Any other receipt (a re-send, a late
+arrival, a concurrent first insert) finds that statement wrote nothing and takes the
+transaction below.
+
 The outcome of a COMMIT whose connection broke is unknown: the server may have committed before
 the answer was lost. :meth:`PostgresIngest.record` never guesses it. Before trying again it
 asks a fresh connection whether this receipt's row is there (by SOP Instance UID, BLAKE3 and
