@@ -22,7 +22,7 @@ import time
 
 __all__ = ["MAX_DEFER", "AcceptBoard", "AcceptTurn", "listen"]
 
-MAX_DEFER = 0.02
+MAX_DEFER = 0.05
 """Longest a receiver leaves a waiting connection to a less busy one (seconds)."""
 
 _RETIRED = 0xFFFF_FFFF
