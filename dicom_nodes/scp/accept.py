@@ -63,6 +63,10 @@ class AcceptBoard:
         """Receiver *slot* accepts no more connections (stopping, or dead)."""
         self._counts[slot] = _RETIRED
 
+    def retired(self, slot: int) -> bool:
+        """Whether receiver *slot* has retired (or not started)."""
+        return self._counts[slot] == _RETIRED
+
     def fewer_elsewhere(self, slot: int) -> bool:
         """Whether another accepting receiver has fewer open connections than *slot*."""
         mine = self._counts[slot]
@@ -80,7 +84,10 @@ class AcceptTurn:
 
     def take_now(self) -> bool:
         """False while a less busy receiver should take the waiting connection (then wait
-        a moment before looking again), for at most :data:`MAX_DEFER`."""
+        a moment before looking again), for at most :data:`MAX_DEFER`; always False once
+        this receiver is retired (stopping: the others take what waits)."""
+        if self.board.retired(self.slot):
+            return False
         if not self.board.fewer_elsewhere(self.slot):
             self._deferring_since = 0.0
             return True

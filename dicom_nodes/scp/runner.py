@@ -121,8 +121,8 @@ def _receiver(
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True
     )
-    thread.start()
     turn.publish(0)
+    thread.start()
     LOGGER.info("receiver %d (pid %d) accepting on %s:%d", index, os.getpid(), scp.host, port)
     supervisor = os.getppid()
     while not stopping.wait(1.0):

@@ -70,3 +70,13 @@ def test_listen_gives_a_non_blocking_listening_socket() -> None:
             sock.accept()
     finally:
         sock.close()
+
+
+def test_a_stopping_receiver_takes_nothing() -> None:
+    board = AcceptBoard(2)
+    turn = AcceptTurn(board, 0)
+    turn.publish(0)
+    assert turn.take_now()
+    turn.retire()
+    board.publish(1, 7)
+    assert not turn.take_now()
