@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
-from dicom_nodes.scp import accept
 from dicom_nodes.scp.accept import MAX_DEFER, AcceptBoard, AcceptTurn, listen
 
 
@@ -48,7 +48,7 @@ def test_a_connection_is_left_to_another_receiver_for_a_bounded_time(
     turn.publish(1)
     board.publish(1, 0)
     now = [100.0]
-    monkeypatch.setattr(accept.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     assert not turn.take_now()
     now[0] += MAX_DEFER / 8
     assert not turn.take_now()
