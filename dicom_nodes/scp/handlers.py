@@ -1,8 +1,8 @@
 """pynetdicom event handlers of the Storage SCP: thin, dependencies bound at start.
 
 C-STORE (PS3.4 B.2.2) follows the durability contract of :mod:`dicom_nodes.spool.store`:
-check free space → structural check of the received bytes (no decoding) → rename to the
-content name (hashed while written), fsync, fsync directory → one PostgreSQL transaction →
+check free space → structural check of the received bytes (no decoding) → fsync, rename to
+the content name (hashed while written), fsync directory → one PostgreSQL transaction →
 0x0000. Every failure before the commit
 returns a failure status and leaves nothing recorded. Exceptions become statuses in exactly one
 place, :func:`status_for`.

@@ -4,10 +4,9 @@ A received instance becomes durable in this order (the SCP's durability contract
 
 1. pynetdicom streams the File Meta Information and the received dataset bytes into a temporary
    file under ``<spool>/.incoming`` (same file system as the spool);
-2. :meth:`Spool.commit` hashes it (BLAKE3; usually computed while it was written), renames it
-   to ``<spool>/<h[:2]>/<h>.dcm``, ``fsync``\\ s it and ``fsync``\\ s that directory (a file
-   found under its name is trusted only if its bytes hash to the name: a crash between the
-   rename and the fsync can leave a short file there);
+2. :meth:`Spool.commit` hashes it (BLAKE3; usually computed while it was written),
+   ``fsync``\\ s it, renames it to ``<spool>/<h[:2]>/<h>.dcm`` and ``fsync``\\ s that
+   directory;
 3. the caller records it in PostgreSQL and only then answers 0x0000.
 
 File names are the BLAKE3 of the content, so an identical re-send maps onto the same file and a
@@ -163,26 +162,15 @@ class Spool:
 
     def commit(self, temp_path: Path, written: tuple[bytes, int] | None = None) -> SpooledFile:
         """Make *temp_path* durable in the spool: hash (unless *written* gives the BLAKE3 and
-        size computed while it was written), rename to its content name, fsync the file, fsync
-        the directory.
-
-        The rename comes before the file's fsync: on a journalling file system the file's
-        fsync then commits the new name with the data, and the directory's fsync finds
-        nothing left to write (one journal commit instead of two). Until both fsyncs return
-        the name may show bytes that a crash would lose, so a file found under the name is
-        trusted only when its bytes hash to it, and is fsynced too (a no-op when it is
-        already durable) before anyone relies on it."""
+        size computed while it was written), fsync, rename to its content name, fsync the
+        directory."""
         try:
             digest, size = written if written is not None else _hash_file(temp_path)
             target = self.path_for(digest)
             if target.exists():
-                if _hash_file(target) == (digest, size):
-                    self._fsync_file(target)
-                    self._fsync_dir(target.parent)
-                    return SpooledFile(target, digest, size, created=False)
-                LOGGER.warning("spool file %s did not match its name; replaced", target.name)
+                return SpooledFile(target, digest, size, created=False)
+            self._fsync_file(temp_path)
             os.rename(temp_path, target)
-            self._fsync_file(target)
             self._fsync_dir(target.parent)
         except OSError as exc:
             raise OutOfResources(f"spool write failed: {exc.strerror}") from exc

@@ -104,17 +104,6 @@ def test_syncfs_is_used_where_available(tmp_path: Path) -> None:
     assert store._syncfs(tmp_path) is True  # Linux: one call makes the file system durable
 
 
-def test_a_short_file_under_the_content_name_is_not_trusted(spool: Spool) -> None:
-    """A crash between the rename and the fsync can leave the name with fewer bytes: an
-    identical re-send replaces it instead of relying on it."""
-    data = b"complete" * 500
-    target = spool.path_for(blake3(data).digest())
-    target.write_bytes(data[:100])
-    again = spool.commit(_incoming(spool, data))
-    assert again.created and again.path == target
-    assert target.read_bytes() == data
-
-
 def test_a_digest_computed_while_writing_is_used(spool: Spool) -> None:
     data = b"given" * 100
     done = spool.commit(_incoming(spool, data), (blake3(data).digest(), len(data)))
