@@ -95,12 +95,20 @@ from audit.keys import (
     rotate_key,
 )
 from audit.query import AuditQuery, StoredEvent, audited_search, search
-from audit.sealer import enqueue, enqueue_many, pending_count, seal
+from audit.sealer import (
+    ENQUEUE_SELECT_SQL,
+    enqueue,
+    enqueue_many,
+    enqueue_params,
+    pending_count,
+    seal,
+)
 from audit.store import AppendResult, Head, append, append_many, read_head
 from audit.syslog import SyslogSender, format_rfc5424
 from audit.verify import Damage, DamageKind, VerifyReport, verify
 
 __all__ = [
+    "ENQUEUE_SELECT_SQL",
     "GENESIS",
     "ActiveParticipant",
     "AppendResult",
@@ -141,6 +149,7 @@ __all__ = [
     "chain_hashes",
     "enqueue",
     "enqueue_many",
+    "enqueue_params",
     "format_rfc5424",
     "generate_key",
     "link_hash",

@@ -25,7 +25,14 @@ import psycopg
 from audit.chain import chain_hashes
 from audit.event import AuditEvent
 
-__all__ = ["enqueue", "enqueue_many", "pending_count", "seal"]
+__all__ = [
+    "ENQUEUE_SELECT_SQL",
+    "enqueue",
+    "enqueue_many",
+    "enqueue_params",
+    "pending_count",
+    "seal",
+]
 
 _ENQUEUE_SQL = (
     "INSERT INTO audit_pending (body, event_time, event_id, step, keys)"
@@ -37,6 +44,27 @@ _ENQUEUE_ONE_SQL = (
     "INSERT INTO audit_pending (body, event_time, event_id, step, keys)"
     " VALUES (%s, %s, %s, %s, string_to_array(%s, E'\\n'))"
 )
+
+
+ENQUEUE_SELECT_SQL = (
+    "INSERT INTO audit_pending (body, event_time, event_id, step, keys)"
+    " SELECT %(audit_body)s, %(audit_time)s, %(audit_event_id)s, %(audit_step)s,"
+    " string_to_array(%(audit_keys)s, E'\\n')"
+)
+""":func:`enqueue` as a fragment of the caller's own statement (e.g. a data-modifying CTE,
+which may add a ``WHERE``), with :func:`enqueue_params` among its parameters: the event
+commits with whatever that statement writes, in one round trip."""
+
+
+def enqueue_params(event: AuditEvent) -> dict[str, Any]:
+    """The named parameters of :data:`ENQUEUE_SELECT_SQL` for *event*."""
+    return {
+        "audit_body": event.to_bytes(),
+        "audit_time": event.time,
+        "audit_event_id": event.event_id.code,
+        "audit_step": event.step.value,
+        "audit_keys": "\n".join(event.index_keys()),
+    }
 
 
 def enqueue(conn: psycopg.Connection[Any], event: AuditEvent) -> None:

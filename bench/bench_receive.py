@@ -577,8 +577,14 @@ def main() -> int:
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="with --accel: also run the SCP of this checkout with its default settings "
-        "(e.g. `git archive HEAD~1 | tar -x -C DIR`), paired like the configurations",
+        help="also run the SCP of this checkout with its default settings as "
+        "radiogate[baseline] (e.g. `git archive HEAD~1 | tar -x -C DIR`); with --accel "
+        "paired like the configurations",
+    )
+    parser.add_argument(
+        "--nodelay-only",
+        action="store_true",
+        help="only senders with TCP_NODELAY=1 (the cases compared with Orthanc)",
     )
     args = parser.parse_args()
     # SIGTERM/SIGHUP unwind like Ctrl-C, so that the finally block stops every process started.
@@ -589,8 +595,8 @@ def main() -> int:
     wanted = [r.strip() for r in args.receivers.split(",") if r.strip()]
     if args.accel:
         wanted = [f"radiogate[{c}]" for c in accel.expand(args.accel)]
-        if args.baseline:
-            wanted.append("radiogate[baseline]")
+    if args.baseline:
+        wanted.append("radiogate[baseline]")
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
 
     for binary in (STORESCU, STORESCP, ECHOSCU, ORTHANC):
@@ -622,7 +628,7 @@ def main() -> int:
             cluster = PrivateCluster(base / "pg" / "data", free_port())
             cluster.start()
 
-        nodelays = (True,) if args.accel else (True, False)
+        nodelays = (True,) if args.accel or args.nodelay_only else (True, False)
         cases = [Case(d, a, nd) for d in sets for a in (1, 4) for nd in nodelays]
 
         def make(name: str, workdir: Path) -> Receiver | None:
@@ -752,6 +758,10 @@ def report(
     col = {n: max(17, len(n) + 2) for n in receivers}
     head = f"{'case':<34}" + "".join(f"{n:>{col[n]}}" for n in receivers)
     head += f"{'RG/storescp':>13}{'RG/Orthanc':>12}"
+    base = "radiogate[baseline]"
+    with_base = base in receivers and "radiogate" in receivers
+    if with_base:
+        head += f"{'base/Orthanc':>14}{'RG/base':>9}"
     print(head)
     print(f"{'':<34}" + "".join(f"{'img/s   MB/s':>{col[n]}}" for n in receivers))
     for case in cases:
@@ -771,9 +781,18 @@ def report(
                 line += f"{rg[0] / ref[0]:>{width}.2f}"
             else:
                 line += f"{'-':>{width}}"
+        if with_base:
+            b, ref = med.get((base, case)), med.get(("orthanc", case))
+            line += f"{b[0] / ref[0]:>14.2f}" if b and ref and ref[0] > 0 else f"{'-':>14}"
+            line += f"{_paired_ratio(runs, case, 'radiogate', base):>9.2f}"
         print(line)
     print("* = a run was capped, failed or stored fewer than sent (see JSON)")
-    if any(n.startswith("radiogate[") for n in receivers):
+    if with_base:
+        print(
+            "RG/base: median over repetitions of the ratio radiogate / radiogate[baseline] "
+            "(img/s) in the same repetition"
+        )
+    if any(n.startswith("radiogate[") and n != base for n in receivers):
         report_paired(runs, sets, receivers, cases)
     print()
     print("CPU ms per stored instance (receiver processes; Radiogate includes its PostgreSQL")
@@ -860,6 +879,17 @@ def report(
     }
     out.write_text(json.dumps(payload, indent=2))
     print(f"results: {out.relative_to(ROOT)}")
+
+
+def _paired_ratio(runs: list[Run], case: Case, name: str, reference: str) -> float:
+    """Median over repetitions of img/s of *name* over *reference* in the same repetition."""
+    by_rep: dict[int, dict[str, float]] = {}
+    for r in runs:
+        if r.case == case and r.receiver in (name, reference):
+            by_rep.setdefault(r.rep, {})[r.receiver] = r.images_per_s
+    ratios = [d[name] / d[reference] for d in by_rep.values()
+              if name in d and d.get(reference, 0) > 0]  # fmt: skip
+    return median(ratios)
 
 
 def report_paired(

@@ -1,5 +1,16 @@
 """Ingest bookkeeping in PostgreSQL: one short transaction per received instance.
 
+A new instance of a study that is not complete (nearly every receipt) is recorded by one
+statement in autocommit, its audit event included (``INGEST_NEW_SQL``): one round trip where
+BEGIN, the statement, the event and COMMIT took four. Any other receipt (a re-send, a late
+arrival, a concurrent first insert) finds that statement wrote nothing and takes the
+transaction below. Measured with ``bench/bench_receive.py --count 300 --reps 2 --baseline``
+(2 cores, load average 4-6): with the spool's hash computed while writing, x1.46 img/s and
+-21 % CPU per 10 KB instance over 1 association, x1.43 over 4, against the same code with the
+four round trips, paired per round. Sending the event and the COMMIT together in psycopg's
+pipeline mode instead cost more client CPU than the round trip it saved (0.37-0.41 ms against
+0.28 ms per transaction, synchronous_commit off): not used.
+
 The outcome of a COMMIT whose connection broke is unknown: the server may have committed before
 the answer was lost. :meth:`PostgresIngest.record` never guesses it. Before trying again it
 asks a fresh connection whether this receipt's row is there (by SOP Instance UID, BLAKE3 and
@@ -42,6 +53,7 @@ from dicom_nodes.spool.inspect import DatasetIdentity
 from dicom_nodes.spool.store import SpooledFile
 from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
 from dicom_nodes.state.repository import (
+    INGEST_NEW_SQL,
     INGEST_SQL,
     REPLACE_UNROUTED_SQL,
     ArchivedCopyDecision,
@@ -182,8 +194,12 @@ class PostgresIngest:
         pseudonym: Callable[[DatasetIdentity], str] | None = None,
         different_bytes: DifferentBytes = DifferentBytes.REPLACE,
         different_bytes_archived: DifferentBytesArchived = DifferentBytesArchived.KEEP,
+        study_touch: float = 0.0,
     ) -> None:
         self.pool = pool
+        self.study_touch = study_touch
+        """Seconds a receiving study's ``last_received_at`` may lag before a receipt moves it
+        (``repository.study_touch_interval``; 0: every receipt writes the study row)."""
         self.timeout = timeout
         self.pseudonym = pseudonym
         """The patient's keyed pseudonym of an instance (recorded with it and in its audit
@@ -222,10 +238,20 @@ class PostgresIngest:
             "qlock": route_lock(receipt.node),
             "task": ROUTE_TASK,
             "priority": ROUTE_PRIORITY,
+            "touch": self.study_touch,
         }
         last_error: Exception | None = None
         uncertain = False
         self._local.replaced = None
+        # The common case (a new instance of a study that is not complete) first: one
+        # statement in autocommit, so that the whole transaction is one round trip.
+        try:
+            if self._record_new(identity, receipt, params, patient):
+                return RecordOutcome.NEW
+        except psycopg.Error as exc:
+            # Broken while the statement committed, or failed: find out before anything else.
+            uncertain = True
+            last_error = exc
         # Attempt 2 covers a pooled connection broken by a database restart; attempt 3 a
         # concurrent first insert of the same SOP Instance UID (then a duplicate).
         for _attempt in range(3):
@@ -304,6 +330,30 @@ class PostgresIngest:
             if known is not None:
                 return known
         raise DatabaseUnavailable(f"database unavailable ({type(last_error).__name__})")
+
+    def _record_new(
+        self,
+        identity: DatasetIdentity,
+        receipt: Receipt,
+        params: dict[str, Any],
+        patient: str | None,
+    ) -> bool:
+        """:data:`INGEST_NEW_SQL` with the instance's ``received`` event, committed on its own
+        (autocommit): True when it recorded a new instance, False when it wrote nothing (not
+        the common case). :class:`DatabaseUnavailable` when no connection can be had."""
+        event = _received_event(identity, receipt, (1, None, 1, 1, False), patient)
+        try:
+            with self.pool.connection(timeout=self.timeout) as conn:
+                conn.autocommit = True
+                try:
+                    row = conn.execute(INGEST_NEW_SQL, params | audit.enqueue_params(event))
+                    found = row.fetchone()
+                finally:
+                    if not conn.closed:
+                        conn.autocommit = False
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable("no database connection available") from exc
+        return bool(found and found[0])
 
     def _committed(self, params: dict[str, Any]) -> RecordOutcome | None:
         """The outcome of this receipt's transaction if it committed, None if it did not;

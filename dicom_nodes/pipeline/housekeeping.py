@@ -51,7 +51,7 @@ def complete_quiet_studies(ctx: PipelineContext) -> list[str]:
                WHERE state = 'receiving'
                  AND last_received_at < clock_timestamp() - make_interval(secs => %s)
                ORDER BY study_instance_uid FOR UPDATE SKIP LOCKED""",
-            (ctx.settings.quiet_period,),
+            (ctx.settings.quiet_period + repo.study_touch_interval(ctx.settings.quiet_period),),
         ).fetchall()
         uids = [str(r[0]) for r in rows]
         repo.apply(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,7 @@ from dicom_nodes.forward.commitment import (
     handle_commitment_report,
 )
 from dicom_nodes.scp import metrics as scp_metrics
+from dicom_nodes.scp.accept import AcceptTurn
 from dicom_nodes.scp.handlers import (
     handle_echo,
     handle_store,
@@ -111,6 +113,8 @@ def build_server(
     recorder: IngestRecorder,
     *,
     sock_host: str | None = None,
+    listener: socket.socket | None = None,
+    accept_turn: AcceptTurn | None = None,
     audit_writer: AuditWriter | None = None,
     commitment_sink: CommitmentSink | None = None,
     signals: SignalRecorder | None = None,
@@ -118,7 +122,9 @@ def build_server(
     """Create (bind, listen) the association server for one receiver process; with
     *commitment_sink*, it also receives storage commitment reports into it; with *signals*,
     it is a Modality Performed Procedure Step SCP (PS3.4 F.7) and records when associations
-    end (both tell the pipeline that a series is complete)."""
+    end (both tell the pipeline that a series is complete). With *listener* it accepts from
+    that listening socket (inherited from the supervisor) instead of binding its own, taking
+    turns with the other receivers through *accept_turn*."""
     scp = settings.scp
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.LOG_HANDLER_LEVEL = "none"
@@ -186,6 +192,8 @@ def build_server(
     ReceiverServer.artim_timeout = scp.artim_timeout
     ReceiverServer.max_connections_per_peer = scp.max_connections_per_peer
     ReceiverServer.max_read = max(scp.max_pdu_size, MAX_ASSOCIATE_RQ) if scp.max_pdu_size else 0
+    ReceiverServer.listener = listener
+    ReceiverServer.turn = accept_turn
     server = ae.make_server(
         (sock_host or scp.host, scp.port),
         ssl_context=ssl_context,
@@ -227,6 +235,7 @@ def spool_root(settings: Settings) -> Path:
 
 def make_recorder(pool: ConnectionPool, settings: Settings) -> PostgresIngest:
     from dicom_nodes.db.ingest import receiver_pseudonym
+    from dicom_nodes.state.repository import study_touch_interval
 
     return PostgresIngest(
         pool,
@@ -234,6 +243,7 @@ def make_recorder(pool: ConnectionPool, settings: Settings) -> PostgresIngest:
         pseudonym=receiver_pseudonym(settings),
         different_bytes=settings.scp.different_bytes,
         different_bytes_archived=settings.scp.different_bytes_archived,
+        study_touch=study_touch_interval(settings.pipeline.quiet_period),
     )
 
 

@@ -1,8 +1,9 @@
 """pynetdicom event handlers of the Storage SCP: thin, dependencies bound at start.
 
 C-STORE (PS3.4 B.2.2) follows the durability contract of :mod:`dicom_nodes.spool.store`:
-check free space → structural check of the received bytes (no decoding) → hash, fsync,
-rename, fsync directory → one PostgreSQL transaction → 0x0000. Every failure before the commit
+check free space → structural check of the received bytes (no decoding) → fsync, rename to
+the content name (hashed while written), fsync directory → one PostgreSQL transaction →
+0x0000. Every failure before the commit
 returns a failure status and leaves nothing recorded. Exceptions become statuses in exactly one
 place, :func:`status_for`.
 
@@ -40,7 +41,7 @@ from dicom_nodes.scp import metrics as scp_metrics
 from dicom_nodes.scp.rejection import rejection
 from dicom_nodes.scp.status import StoreStatus
 from dicom_nodes.spool.inspect import DatasetIdentity, inspect_file
-from dicom_nodes.spool.receiving import receive_error
+from dicom_nodes.spool.receiving import receive_digest, receive_error
 from dicom_nodes.spool.store import Spool, SpooledFile
 
 __all__ = [
@@ -169,7 +170,7 @@ def handle_store(
         spool.check_space()
         identity = inspect_file(event.dataset_path)
         _check_command(identity, request)
-        spooled = spool.commit(event.dataset_path)
+        spooled = spool.commit(event.dataset_path, receive_digest(request))
         try:
             outcome = recorder.record(identity, spooled, _receipt(event, node))
         except CommitOutcomeUnknown:

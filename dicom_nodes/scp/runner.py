@@ -1,9 +1,10 @@
 """``radiogate scp``: a supervisor that pre-forks receiver processes sharing one port.
 
 One pynetdicom association is CPU-bound in Python, and threads share one GIL; so concurrent
-associations are spread over several processes. The supervisor reserves the port (bound with
-``SO_REUSEPORT`` but not listening, which also resolves port 0), forks ``scp.processes``
-receivers that each bind and listen on it, restarts a receiver that dies, and on SIGTERM/SIGINT
+associations are spread over several processes. The supervisor binds and listens on the port
+(which also resolves port 0), forks ``scp.processes`` receivers that inherit the listening
+socket and accept from its one queue (the receiver with the fewest connections takes the
+next: :mod:`dicom_nodes.scp.accept`), restarts a receiver that dies, and on SIGTERM/SIGINT
 stops them all. Receivers finish the associations in progress for up to ``_GRACE`` seconds.
 """
 
@@ -25,6 +26,7 @@ from config import Settings, data_path
 from dicom_nodes.db.signals import PostgresSignals
 from dicom_nodes.lifecycle import record_start, record_stop
 from dicom_nodes.scp import metrics as scp_metrics
+from dicom_nodes.scp.accept import AcceptBoard, AcceptTurn, listen
 from dicom_nodes.scp.app import (
     build_server,
     make_commitment_sink,
@@ -66,22 +68,16 @@ def audit_buffer_dir(settings: Settings) -> Path:
     return data_path(settings, "audit-buffer")
 
 
-def _reserve_port(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
-
-
 def _metrics_dir(settings: Settings) -> Path:
     """Where the receivers write their counters for the SCP's metrics process."""
     return data_path(settings, "run/scp-metrics")
 
 
-def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
+def _receiver(
+    settings: Settings, dsn: str, listener: socket.socket, board: AcceptBoard, index: int
+) -> None:
     """Body of one receiver process; never returns."""
+    port = listener.getsockname()[1]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if settings.scp.metrics_port:
         scp_metrics.enable(_metrics_dir(settings), settings.node.name)
@@ -103,10 +99,13 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
         audit_buffer_dir(settings),
         timeout=settings.database.connect_timeout,
     )
+    turn = AcceptTurn(board, index)
     server = build_server(
         patched,
         spool,
         recorder,
+        listener=listener,
+        accept_turn=turn,
         audit_writer=writer,
         commitment_sink=make_commitment_sink(dsn, pool, settings),
         signals=PostgresSignals(
@@ -122,6 +121,7 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True
     )
+    turn.publish(0)
     thread.start()
     LOGGER.info("receiver %d (pid %d) accepting on %s:%d", index, os.getpid(), scp.host, port)
     supervisor = os.getppid()
@@ -129,6 +129,7 @@ def _receiver(settings: Settings, dsn: str, port: int, index: int) -> None:
         if os.getppid() != supervisor:  # PR_SET_PDEATHSIG's signal can be lost in a race
             LOGGER.warning("receiver %d: the SCP supervisor is gone; stopping", index)
             break
+    turn.retire()
     server.shutdown()
     deadline = time.monotonic() + _GRACE
     while server.active_associations and time.monotonic() < deadline:
@@ -205,7 +206,7 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
 
 def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | None = None) -> int:
     """Run the SCP supervisor until SIGTERM/SIGINT; return the exit code."""
-    # A leftover receiver of an earlier run would share the port (SO_REUSEPORT) and take
+    # A leftover receiver of an earlier run holds the port (or shares it with SO_REUSEPORT) and
     # associations: a port anyone listens on is refused before anything starts.
     check_ports(
         [
@@ -221,10 +222,11 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
     if _orphaned(watched):
         LOGGER.warning("SCP: the process that started it is already gone; not starting")
         return 0
-    reserved = _reserve_port(settings.scp.host, settings.scp.port)
+    reserved = listen(settings.scp.host, settings.scp.port)
     supervisor = os.getpid()
     port = reserved.getsockname()[1]
     count = settings.scp.processes or os.cpu_count() or 1
+    board = AcceptBoard(count)
     children: dict[int, int] = {}
     stopping = False
     metrics_pid = 0
@@ -234,10 +236,9 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            reserved.close()
             _die_with(supervisor)
             try:
-                _receiver(settings, dsn, port, index)
+                _receiver(settings, dsn, reserved, board, index)
             except BaseException:
                 LOGGER.exception("receiver %d failed", index)
             os._exit(1)
@@ -290,6 +291,7 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
         index = children.pop(pid, None)
         if index is None:
             continue
+        board.retire(index)
         if not stopping:
             LOGGER.error(
                 "receiver %d (pid %d) exited with status %d; restarting", index, pid, status

@@ -1,7 +1,9 @@
 """The SCP's TCP side: port sharing, socket options, IP allow-list, TLS, fast reads.
 
-- ``SO_REUSEPORT`` lets several receiver processes accept on one port; the kernel spreads new
-  connections between them (pynetdicom is CPU-bound in Python, one process per core scales).
+- Several receiver processes accept from one listening socket that the supervisor made and
+  they inherited (``listener``; :mod:`dicom_nodes.scp.accept`): a connection waits in one
+  queue for the receiver with the fewest connections (pynetdicom is CPU-bound in Python, one
+  process per core scales). A server made without one binds its own socket.
 - ``TCP_NODELAY`` on accepted sockets: our C-STORE-RSPs leave at once.
 - ``TCP_QUICKACK`` re-armed after every read: a sender that leaves Nagle's algorithm on (DCMTK
   and Orthanc without ``TCP_NODELAY=1``, many modalities) otherwise waits for our delayed ACK
@@ -41,6 +43,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from dicom_nodes.scp.accept import AcceptTurn
 
 __all__ = [
     "DATA_WITHOUT_COMMAND",
@@ -275,6 +279,10 @@ class ReceiverServer(ThreadedAssociationServer):
     artim_timeout: float = 10.0
     max_connections_per_peer: int = 32
     max_read: int = 0
+    listener: socket.socket | None = None
+    """The listening socket inherited from the supervisor (None: bind one)."""
+    turn: AcceptTurn | None = None
+    """This receiver's place on the shared accept board (None: take every connection)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["request_handler"] = _RequestHandler
@@ -287,12 +295,26 @@ class ReceiverServer(ThreadedAssociationServer):
 
     def server_bind(self) -> None:
         assert self.socket is not None
+        if self.listener is not None:
+            self.socket.close()
+            self.socket = self.listener
+            self.server_address = self.listener.getsockname()
+            return
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    def server_activate(self) -> None:
+        if self.listener is None:
+            super().server_activate()
+
     def get_request(self) -> tuple[socket.socket, Any]:
         assert self.socket is not None
-        client, address = self.socket.accept()
+        if self.turn is not None and not self.turn.take_now():
+            time.sleep(0.001)  # a receiver with fewer connections may take it meanwhile
+            raise BlockingIOError("left to a less busy receiver")
+        client, address = self.socket.accept()  # BlockingIOError: another receiver took it
+        if self.turn is not None:
+            client.setblocking(True)
         # A peer that stops in the middle of a PDU is dropped after network_timeout (reads
         # only start when data is ready, so idle associations are governed by the ARTIM and
         # idle timers, not by this).
@@ -313,6 +335,7 @@ class ReceiverServer(ThreadedAssociationServer):
             else:
                 refused = False
                 self._peers[peer] = count + 1
+                self._publish()
         if refused:
             LOGGER.warning(
                 "connection from %s refused: %d connections open (scp.max_connections_per_peer)",
@@ -347,6 +370,12 @@ class ReceiverServer(ThreadedAssociationServer):
                     self._peers[peer] = left
                 else:
                     self._peers.pop(peer, None)
+                self._publish()
+
+    def _publish(self) -> None:
+        """Tell the other receivers how many connections this one has (under _peers_lock)."""
+        if self.turn is not None:
+            self.turn.publish(sum(self._peers.values()))
 
     def _process(self, request: Any, client_address: Any) -> None:
         if self.tls_context is None:

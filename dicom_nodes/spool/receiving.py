@@ -7,6 +7,10 @@ partial file. :class:`ReceiveFile` takes that file's place: after the first fail
 frees what was written (truncate, unlink), reads and discards the rest of the data set, and the
 C-STORE handler then answers 0xA700 Refused: Out of Resources (PS3.4 B.2.3) with the reason in
 its Error Comment. The association goes on; nothing partial stays in ``<spool>/.incoming``.
+
+It also hashes (BLAKE3) what it writes, so that committing the file to the content-addressed
+spool needs no second pass over it (:func:`receive_digest`); a file written out of order (a
+seek or truncate) is hashed by the spool instead.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import os
 import tempfile
 from typing import Any
 
-__all__ = ["ReceiveFile", "receive_error"]
+from blake3 import blake3
+
+__all__ = ["ReceiveFile", "receive_digest", "receive_error"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -30,6 +36,8 @@ class ReceiveFile:
         self._f = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115
         self.name: str = self._f.name
         self.error: OSError | None = None
+        self._hasher: Any = blake3(max_threads=1)
+        self._size = 0
 
     @property
     def file(self) -> ReceiveFile:
@@ -42,6 +50,10 @@ class ReceiveFile:
                 self._f.write(data)
             except OSError as exc:
                 self._fail(exc)
+            else:
+                if self._hasher is not None:
+                    self._hasher.update(data)
+                    self._size += len(data)
         return len(data)
 
     def flush(self) -> None:
@@ -52,13 +64,22 @@ class ReceiveFile:
                 self._fail(exc)
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        self._hasher = None  # no longer written in order: the spool hashes the file
         return 0 if self.error is not None else self._f.seek(offset, whence)
 
     def tell(self) -> int:
         return 0 if self.error is not None else self._f.tell()
 
     def truncate(self, size: int | None = None) -> int:
+        self._hasher = None
         return 0 if self.error is not None else self._f.truncate(size)
+
+    @property
+    def written(self) -> tuple[bytes, int] | None:
+        """BLAKE3 and size of everything written, in order; None when unknown."""
+        if self.error is not None or self._hasher is None:
+            return None
+        return self._hasher.digest(), self._size
 
     def close(self) -> None:
         with contextlib.suppress(OSError):  # unflushed bytes of a failed file have nowhere to go
@@ -75,6 +96,13 @@ class ReceiveFile:
             os.ftruncate(self._f.fileno(), 0)
         with contextlib.suppress(OSError):
             os.unlink(self.name)
+
+
+def receive_digest(request: Any) -> tuple[bytes, int] | None:
+    """BLAKE3 and size of the data set file of C-STORE *request*, if computed while writing."""
+    sink = getattr(request, "_dataset_file", None)
+    written = getattr(sink, "written", None) if isinstance(sink, ReceiveFile) else None
+    return written if isinstance(written, tuple) else None
 
 
 def receive_error(request: Any) -> OSError | None:

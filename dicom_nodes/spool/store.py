@@ -4,8 +4,9 @@ A received instance becomes durable in this order (the SCP's durability contract
 
 1. pynetdicom streams the File Meta Information and the received dataset bytes into a temporary
    file under ``<spool>/.incoming`` (same file system as the spool);
-2. :meth:`Spool.commit` hashes it (BLAKE3), ``fsync``\\ s it, renames it to
-   ``<spool>/<h[:2]>/<h>.dcm`` and ``fsync``\\ s that directory;
+2. :meth:`Spool.commit` hashes it (BLAKE3; usually computed while it was written),
+   ``fsync``\\ s it, renames it to ``<spool>/<h[:2]>/<h>.dcm`` and ``fsync``\\ s that
+   directory;
 3. the caller records it in PostgreSQL and only then answers 0x0000.
 
 File names are the BLAKE3 of the content, so an identical re-send maps onto the same file and a
@@ -159,24 +160,30 @@ class Spool:
                 f"({self.min_free_bytes} bytes / {self.min_free_percent}%)"
             )
 
-    def commit(self, temp_path: Path) -> SpooledFile:
-        """Make *temp_path* durable in the spool (hash, fsync, rename, fsync directory)."""
+    def commit(self, temp_path: Path, written: tuple[bytes, int] | None = None) -> SpooledFile:
+        """Make *temp_path* durable in the spool: hash (unless *written* gives the BLAKE3 and
+        size computed while it was written), fsync, rename to its content name, fsync the
+        directory."""
         try:
-            digest, size = _hash_file(temp_path)
+            digest, size = written if written is not None else _hash_file(temp_path)
             target = self.path_for(digest)
             if target.exists():
                 return SpooledFile(target, digest, size, created=False)
-            if self.fsync:
-                fd = os.open(temp_path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            self._fsync_file(temp_path)
             os.rename(temp_path, target)
             self._fsync_dir(target.parent)
         except OSError as exc:
             raise OutOfResources(f"spool write failed: {exc.strerror}") from exc
         return SpooledFile(target, digest, size, created=True)
+
+    def _fsync_file(self, path: Path) -> None:
+        if not self.fsync:
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def commit_bytes(self, datas: Sequence[bytes], temp_dir: Path) -> list[SpooledFile]:
         """Make many in-memory files durable at once (files the node makes itself, such as

@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+import audit
 from audit import EventOutcome, Step
 from dicom_nodes.state.model import (
     ALERT,
@@ -61,6 +62,7 @@ from dicom_nodes.state.model import (
 
 __all__ = [
     "ACKNOWLEDGE_SQL",
+    "INGEST_NEW_SQL",
     "INGEST_SQL",
     "REPLACE_UNROUTED_SQL",
     "AlertNotOpen",
@@ -499,10 +501,7 @@ def renew_forward_items(
     return out
 
 
-INGEST_SQL = """
-WITH existing AS (
-    SELECT blake3 FROM ingest_instance WHERE sop_instance_uid = %(sop)s
-), ins AS (
+_INSTANCE_COLUMNS = """
     INSERT INTO ingest_instance (
         sop_instance_uid, sop_class_uid, study_instance_uid, series_instance_uid, modality,
         transfer_syntax_uid, size_bytes, blake3, spool_path, calling_ae, called_ae,
@@ -510,7 +509,55 @@ WITH existing AS (
     SELECT %(sop)s, %(cls)s, %(study)s, %(series)s, %(modality)s, %(ts)s, %(size)s, %(b3)s,
            %(path)s, %(calling)s, %(called)s, %(addr)s, %(port)s, %(node)s, %(assoc)s,
            %(patient)s
-    WHERE NOT EXISTS (SELECT 1 FROM existing)
+"""
+
+_STUDY_AND_JOB = """
+), new_study AS (
+    -- First receipt: the study starts 'receiving'.
+    INSERT INTO study (study_instance_uid, patient_pseudonym)
+    SELECT %(study)s, %(patient)s
+    WHERE EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM prior_study)
+    ON CONFLICT (study_instance_uid) DO NOTHING
+    RETURNING increments
+), study_row AS (
+    -- Later receipts write the study row only when something changes, so that concurrent
+    -- receipts of one study do not queue on its row lock until each commits: a receipt for a
+    -- complete study is the 'late-arrival' event (complete -> receiving, model.STUDY; the
+    -- receiver appends its audit event, study-reopened, in this transaction); otherwise
+    -- last_received_at moves when it is older than the touch parameter (seconds, see
+    -- study_touch_interval), and a missing patient pseudonym is filled in.
+    UPDATE study AS s
+    SET last_received_at = clock_timestamp(),
+        patient_pseudonym = coalesce(s.patient_pseudonym, %(patient)s),
+        state = 'receiving',
+        state_changed_at = CASE WHEN s.state = 'complete' THEN clock_timestamp()
+                                ELSE s.state_changed_at END,
+        increments = s.increments + (s.state = 'complete')::int
+    WHERE s.study_instance_uid = %(study)s AND EXISTS (SELECT 1 FROM ins)
+      AND (s.state = 'complete'
+           OR s.last_received_at < clock_timestamp() - make_interval(secs => %(touch)s)
+           OR (s.patient_pseudonym IS NULL AND %(patient)s::text IS NOT NULL))
+    RETURNING increments
+), job AS (
+    -- The job that routes what this node received: deferred in this same transaction, at most
+    -- one waiting per node (procrastinate's queueing lock; a conflict means one is waiting).
+    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock, args)
+    SELECT %(queue)s, %(task)s, %(priority)s, %(qlock)s, %(qlock)s,
+           jsonb_build_object('node', %(node)s::text)
+    WHERE EXISTS (SELECT 1 FROM ins)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+"""
+"""The study row and the routing job of a new instance row (``ins``): CTEs that follow
+``prior_study`` (the study's state in the statement's snapshot)."""
+
+INGEST_SQL = "".join((
+    """
+WITH existing AS (
+    SELECT blake3 FROM ingest_instance WHERE sop_instance_uid = %(sop)s
+), ins AS (
+""", _INSTANCE_COLUMNS, """    WHERE NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT (sop_instance_uid) DO NOTHING
     RETURNING 1
 ), dup AS (
@@ -526,39 +573,53 @@ WITH existing AS (
     RETURNING bytes_differ
 ), prior_study AS (
     SELECT state FROM study WHERE study_instance_uid = %(study)s
-), study_row AS (
-    -- First receipt: the study starts 'receiving'. A receipt for a complete study is the
-    -- 'late-arrival' event (complete -> receiving, model.STUDY); the receiver appends its
-    -- audit event (study-reopened) in this transaction.
-    INSERT INTO study AS s (study_instance_uid, patient_pseudonym)
-    SELECT %(study)s, %(patient)s WHERE EXISTS (SELECT 1 FROM ins)
-    ON CONFLICT (study_instance_uid) DO UPDATE
-        SET last_received_at = clock_timestamp(),
-            patient_pseudonym = coalesce(s.patient_pseudonym, excluded.patient_pseudonym),
-            state = 'receiving',
-            state_changed_at = CASE WHEN s.state = 'complete' THEN clock_timestamp()
-                                    ELSE s.state_changed_at END,
-            increments = s.increments + (s.state = 'complete')::int
-    RETURNING increments
-), job AS (
-    -- The job that routes what this node received: deferred in this same transaction, at most
-    -- one waiting per node (procrastinate's queueing lock; a conflict means one is waiting).
-    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock, args)
-    SELECT %(queue)s, %(task)s, %(priority)s, %(qlock)s, %(qlock)s,
-           jsonb_build_object('node', %(node)s::text)
-    WHERE EXISTS (SELECT 1 FROM ins)
-    ON CONFLICT DO NOTHING
-    RETURNING id
-)
+""", _STUDY_AND_JOB, """
 SELECT (SELECT count(*) FROM ins), (SELECT bytes_differ FROM dup),
-       (SELECT count(*) FROM study_row), (SELECT count(*) FROM job),
+       (SELECT count(*) FROM new_study) + (SELECT count(*) FROM study_row),
+       (SELECT count(*) FROM job),
        coalesce((SELECT state = 'complete' FROM prior_study), false)
-"""
+"""))  # fmt: skip
 """The receiver's one statement per instance (PS3.4 B.2.2 success is answered after it
 commits): a new instance row (``received``), or a duplicate row for a re-send; the study row;
 the routing job. Parameters: see :class:`dicom_nodes.db.ingest.PostgresIngest`."""
 
-assert StudyEvent.LATE_ARRIVAL in STUDY.transitions  # the study_row upsert above
+INGEST_NEW_SQL = "".join((
+    """
+WITH prior_study AS (
+    SELECT state FROM study WHERE study_instance_uid = %(study)s
+), ins AS (
+""", _INSTANCE_COLUMNS, """
+    WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE sop_instance_uid = %(sop)s)
+      AND NOT EXISTS (SELECT 1 FROM prior_study WHERE state = 'complete')
+    ON CONFLICT (sop_instance_uid) DO NOTHING
+    RETURNING 1
+""", _STUDY_AND_JOB, """, received AS (
+""", audit.ENQUEUE_SELECT_SQL, """
+    WHERE EXISTS (SELECT 1 FROM ins)
+)
+SELECT (SELECT count(*) FROM ins)
+"""))  # fmt: skip
+"""The common case of :data:`INGEST_SQL` as one statement that also appends the instance's
+``received`` audit event (reason none; :func:`audit.enqueue_params` among the parameters), so
+that in autocommit it is the whole receive transaction in one round trip: a new SOP Instance
+UID of a study that is not complete. In any other case (a re-send, a late arrival, a
+concurrent first insert) it writes nothing and returns 0: the caller then runs
+:data:`INGEST_SQL` in a transaction of its own."""
+
+assert StudyEvent.LATE_ARRIVAL in STUDY.transitions  # the study_row update above
+
+STUDY_TOUCH_MAX = 1.0
+"""Longest a receiving study's ``last_received_at`` may lag its last receipt (seconds)."""
+
+
+def study_touch_interval(quiet_period: float) -> float:
+    """How stale a receiving study's ``last_received_at`` may get before a receipt moves it
+    (the ``touch`` parameter of :data:`INGEST_SQL`): at most :data:`STUDY_TOUCH_MAX` and a
+    quarter of the quiet period (0: every receipt moves it). Quiet-period completion waits
+    this much longer, so it is never early, and a receipt that skipped the update (its
+    snapshot showed a touch within the interval) cannot meet a study completed for being
+    quiet while it commits."""
+    return max(0.0, min(STUDY_TOUCH_MAX, quiet_period / 4))
 
 
 @dataclass(frozen=True)
@@ -863,7 +924,7 @@ def record_generated(
             "called": ae_title, "addr": "127.0.0.1", "port": 0, "node": node,
             "assoc": uuid.uuid5(uuid.NAMESPACE_OID, f"radiogate:{node}:generated"),
             "queue": queue_name(node), "qlock": route_lock(node), "task": ROUTE_TASK,
-            "priority": ROUTE_PRIORITY,
+            "priority": ROUTE_PRIORITY, "touch": 0.0,
         },
     ).fetchone()  # fmt: skip
     return bool(row and row[0])

@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 import pydicom
 import pytest
+from blake3 import blake3
 
 from tests.support import ScpProcess, dcmtk
 from tests.support.data import dataset_bytes, extract_ct, make_ts_files
@@ -104,6 +105,7 @@ def test_ct_series_lands_byte_identical(scp: ScpProcess, tmp_path: Path) -> None
         spooled = Path(str(row[1]))
         assert spooled.parent.parent == scp.spool
         assert dataset_bytes(spooled) == dataset_bytes(f)
+        assert spooled.name == f"{blake3(spooled.read_bytes()).hexdigest()}.dcm"  # its content
         assert row[2] == spooled.stat().st_size
         assert row[3:6] == ("CT1", "127.0.0.1", "node1")
         assert row[6] == ds.file_meta.TransferSyntaxUID

@@ -2,11 +2,13 @@
 
 It reads the frontend protocol (PS: PostgreSQL "Message Flow", v3) just enough to see
 messages: the start-up packet, then ``type byte + int32 length`` frames. A connection that
-has sent the receiver's ingest statement (a Parse naming ``ingest_instance``) and then a
-simple-query ``COMMIT`` can be cut
+has sent the receiver's ingest statement (a Parse naming ``ingest_instance``) can be cut at
+its commit: a simple-query ``COMMIT`` inside a transaction (``BEGIN``), or the Sync that ends
+the statement when it runs in autocommit (the server commits it at the Sync)
 
-* ``after``: the COMMIT reaches the server (which commits), its answer never reaches the client;
-* ``before``: the COMMIT is dropped (the server rolls the transaction back).
+* ``after``: the COMMIT (Sync) reaches the server (which commits), its answer never reaches
+  the client;
+* ``before``: the COMMIT (Sync) is dropped (the server rolls the transaction back).
 
 While :attr:`PgProxy.down` is set, new connections are accepted and closed at once (a
 database that cannot be reached). The DSN it gives disables TLS and GSS encryption so that
@@ -124,7 +126,7 @@ class PgProxy:
     def _pump_frontend(
         self, client: socket.socket, upstream: socket.socket, muted: threading.Event
     ) -> None:
-        in_ingest = False
+        in_ingest = in_transaction = False
         try:
             size = int.from_bytes(_recv_exact(client, 4), "big")
             upstream.sendall(size.to_bytes(4, "big") + _recv_exact(client, size - 4))
@@ -134,7 +136,15 @@ class PgProxy:
                 kind = head[:1]
                 if kind == b"P" and b"INSERT INTO ingest_instance" in body:
                     in_ingest = True
-                if kind == b"Q" and body.strip(b"\0; ").upper() == b"COMMIT" and in_ingest:
+                command = body.strip(b"\0; ").upper() if kind == b"Q" else b""
+                if command == b"BEGIN":
+                    in_transaction = True
+                elif command in (b"COMMIT", b"ROLLBACK"):
+                    in_transaction = False
+                committing = in_ingest and (
+                    command == b"COMMIT" or (kind == b"S" and not in_transaction)
+                )
+                if committing:
                     in_ingest = False
                     mode, self.cut = self.cut, None
                     if mode is not None:

@@ -8,8 +8,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from blake3 import blake3
 
-from dicom_nodes.spool.receiving import ReceiveFile, receive_error
+from dicom_nodes.spool.receiving import ReceiveFile, receive_digest, receive_error
 
 
 class _FullAfter:
@@ -54,3 +55,33 @@ def test_a_good_data_set_is_written_as_is(tmp_path: Path, monkeypatch: pytest.Mo
     sink.close()
     assert Path(sink.name).read_bytes() == b"abc" and sink.error is None
     assert receive_error(type("Rq", (), {"_dataset_file": sink})()) is None
+
+
+def test_the_digest_is_of_the_bytes_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sink = ReceiveFile()
+    for chunk in (b"\x00" * 128, b"DICM", b"x" * 70_000, b"tail"):
+        sink.write(chunk)
+    sink.close()
+    data = Path(sink.name).read_bytes()
+    request = type("Rq", (), {"_dataset_file": sink})()
+    assert receive_digest(request) == (blake3(data).digest(), len(data))
+
+
+def test_no_digest_after_writing_out_of_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sink = ReceiveFile()
+    sink.write(b"first try")
+    sink.seek(0)
+    sink.truncate()
+    sink.write(b"second")
+    sink.close()
+    assert receive_digest(type("Rq", (), {"_dataset_file": sink})()) is None
+    failed = ReceiveFile()
+    failed._f = _FullAfter(failed._f, 2)  # type: ignore[assignment]
+    failed.write(b"too long")
+    assert receive_digest(type("Rq", (), {"_dataset_file": failed})()) is None

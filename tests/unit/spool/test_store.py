@@ -102,3 +102,9 @@ def test_syncfs_is_used_where_available(tmp_path: Path) -> None:
     from dicom_nodes.spool import store
 
     assert store._syncfs(tmp_path) is True  # Linux: one call makes the file system durable
+
+
+def test_a_digest_computed_while_writing_is_used(spool: Spool) -> None:
+    data = b"given" * 100
+    done = spool.commit(_incoming(spool, data), (blake3(data).digest(), len(data)))
+    assert done.path == spool.path_for(blake3(data).digest()) and done.path.read_bytes() == data
