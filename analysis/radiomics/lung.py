@@ -29,8 +29,9 @@ volume (mL), %LAA-950 (percentage of lung voxels *below* -950 HU), Perc15 (the 1
 the lung's HU histogram, linear interpolation between order statistics, numpy's default), and the
 mean lung density (HU), per lung and for both lungs.
 
-Memory: the volume stays int16; masks are bool or uint8, the one int32 label image covers only the
-candidates' bounding box; 2-D steps go slice by slice. A 500-slice 512x512 CT (262 MB of int16)
+Memory: the volume stays int16; masks are bool or uint8, label images are uint16 (int32 only past
+65535 components) and cover only the candidates' bounding box, their sizes are counted a slice
+at a time; 2-D steps go slice by slice. A 500-slice 512x512 CT (262 MB of int16)
 peaks well under 2 GB.
 """
 
@@ -154,12 +155,42 @@ def _bbox(mask: Mask, margin: int = 0) -> tuple[slice, ...] | None:
     return tuple(out)
 
 
+def _label(mask: Mask, structure: npt.NDArray[Any] = _FACES) -> tuple[npt.NDArray[Any], int]:
+    """Connected components of *mask* as uint16 labels (half the memory of scipy's default
+    int32), int32 only when there are more components than uint16 holds."""
+    try:
+        labels = np.empty(mask.shape, dtype=np.uint16)
+        n = ndimage.label(mask, structure=structure, output=labels)
+    except RuntimeError:  # more than 65535 components: scipy asks for more bits
+        del labels
+        labels, n = ndimage.label(mask, structure=structure)
+    return labels, int(n)
+
+
+def _sizes(labels: npt.NDArray[Any], n: int) -> npt.NDArray[np.int64]:
+    """Voxels per label (index = label), counted a slice at a time: ``np.bincount`` of the
+    whole image would first make an int64 copy of it (four times the uint16 labels)."""
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for plane in labels:
+        sizes += np.bincount(plane.ravel(), minlength=n + 1)
+    return sizes
+
+
+def _members(labels: npt.NDArray[Any], ids: Any) -> Mask:
+    """The voxels whose label is one of *ids* (a few labels: one comparison each, where
+    ``np.isin`` would build temporaries the size of the labels)."""
+    out = np.zeros(labels.shape, dtype=bool)
+    for i in ids:
+        out |= labels == i
+    return out
+
+
 def _large_components(mask: Mask, voxel_ml: float, settings: LungSettings) -> tuple[Any, list[int]]:
     """3-D labels of *mask* and the labels of lung-sized components, largest first."""
-    labels, n = ndimage.label(mask, structure=_FACES)
+    labels, n = _label(mask)
     if n == 0:
         return labels, []
-    sizes = np.bincount(labels.ravel())
+    sizes = _sizes(labels, n)
     sizes[0] = 0
     biggest = int(sizes.max())
     keep = [
@@ -241,10 +272,10 @@ def _grow_airways(
         seed_here = seed & lumen[seed_z]
         if not seed_here.any():
             continue
-        labels, _ = ndimage.label(lumen, structure=_FACES)
+        labels, _ = _label(lumen)
         del lumen
         ids = np.unique(labels[seed_z][seed_here])
-        tree = np.isin(labels, ids[ids != 0])
+        tree = _members(labels, ids[ids != 0])
         del labels
         size_ml = int(tree.sum()) * voxel_ml
         jump = size_ml > 2 * previous_ml and size_ml - previous_ml > settings.airway_leak_ml
@@ -323,7 +354,7 @@ def segment_lungs(volume: Volume, settings: LungSettings | None = None) -> LungS
     labels, keep = _large_components(air_box, voxel_ml, settings)
     if not keep:
         return LungSegmentation(labels_out, frozenset({LungFlag.NO_LUNG}), None)
-    cand = np.isin(labels, keep)
+    cand = _members(labels, keep)
     del labels, air_box
 
     airway_threshold: int | None = None
