@@ -370,6 +370,20 @@ def _closing(mask: Mask, ball: Mask) -> Mask:
     return apply(apply(mask, dilate=True), dilate=False)
 
 
+def _fill_holes(plane: Mask) -> Mask:
+    """``ndimage.binary_fill_holes(plane)``: everything but the background components (edge
+    connectivity) that reach the border. One labelling instead of scipy's propagation of the
+    border inwards, which repeats a dilation until nothing changes."""
+    labels, n = ndimage.label(~plane, structure=_FACES_2D)
+    if n == 0:
+        return plane.copy()
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    outside = np.zeros(n + 1, dtype=bool)
+    outside[border] = True
+    outside[0] = False
+    return np.asarray(~outside[labels])
+
+
 def _close_and_fill(mask: Mask, geometry: Geometry, radius_mm: float) -> Mask:
     """Closing with an ellipsoid of *radius_mm* (at least one voxel per axis) and a 2-D hole
     fill per slice, on the mask's bounding box."""
@@ -385,7 +399,7 @@ def _close_and_fill(mask: Mask, geometry: Geometry, radius_mm: float) -> Mask:
     padded = np.pad(sub, ((rz, rz), (ry, ry), (rx, rx)))
     closed = _closing(padded, ball)[rz:-rz, ry:-ry, rx:-rx]
     for z in range(closed.shape[0]):
-        closed[z] = ndimage.binary_fill_holes(closed[z])
+        closed[z] = _fill_holes(closed[z])
     out[box] = closed
     return out
 

@@ -167,6 +167,23 @@ def test_closing_by_runs_is_scipys_closing(radii: tuple[int, int, int], density:
     np.testing.assert_array_equal(_closing(mask, ball), expected)
 
 
+@pytest.mark.parametrize("density", [0.0, 0.5, 0.7, 0.95, 1.0])
+def test_hole_fill_is_scipys(density: float) -> None:
+    """The per-slice hole fill fills exactly what scipy's binary_fill_holes fills."""
+    from analysis.radiomics.lung import _fill_holes
+
+    rng = np.random.default_rng(int(density * 100))
+    holes = 0
+    for _ in range(20):
+        plane = ndimage.binary_opening(rng.random((40, 53)) < density) | (
+            rng.random((40, 53)) < density / 3
+        )
+        expected = ndimage.binary_fill_holes(plane)
+        holes += int((expected != plane).any())
+        np.testing.assert_array_equal(_fill_holes(plane), expected)
+    assert holes > 0 or density in (0.0, 1.0)
+
+
 def test_no_air_no_lung() -> None:
     volume = Volume(
         np.full((4, 8, 8), 40, dtype=np.int16), Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
