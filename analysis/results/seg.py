@@ -106,7 +106,7 @@ def _stack(
         if not mask.any():
             raise ValueError(f"segment {number} is empty")
         mask = mask.astype(bool, copy=False)
-        if not overlap and np.logical_and(mask, label != 0).any():
+        if not overlap and label[mask].any():  # a copy of the segment's voxels, not of the grid
             overlap = True
         if not overlap:
             label[mask] = number
