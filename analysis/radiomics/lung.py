@@ -29,10 +29,10 @@ volume (mL), %LAA-950 (percentage of lung voxels *below* -950 HU), Perc15 (the 1
 the lung's HU histogram, linear interpolation between order statistics, numpy's default), and the
 mean lung density (HU), per lung and for both lungs.
 
-Memory: the volume stays int16; masks are bool or uint8, label images are uint16 (int32 only past
-65535 components) and cover only the candidates' bounding box, their sizes are counted a slice
-at a time; 2-D steps go slice by slice. A 500-slice 512x512 CT (262 MB of int16)
-peaks well under 2 GB.
+Memory: the volume stays int16; masks are bool or uint8; the int32 label images cover only the
+candidates' bounding box, and their sizes and members are found a slice at a time (no int64
+copy for ``np.bincount``, no temporaries of ``np.isin``); 2-D steps go slice by slice. A
+500-slice 512x512 CT (262 MB of int16) peaks well under 2 GB.
 """
 
 from __future__ import annotations
@@ -156,20 +156,16 @@ def _bbox(mask: Mask, margin: int = 0) -> tuple[slice, ...] | None:
 
 
 def _label(mask: Mask, structure: npt.NDArray[Any] = _FACES) -> tuple[npt.NDArray[Any], int]:
-    """Connected components of *mask* as uint16 labels (half the memory of scipy's default
-    int32), int32 only when there are more components than uint16 holds."""
-    try:
-        labels = np.empty(mask.shape, dtype=np.uint16)
-        n = ndimage.label(mask, structure=structure, output=labels)
-    except RuntimeError:  # more than 65535 components: scipy asks for more bits
-        del labels
-        labels, n = ndimage.label(mask, structure=structure)
+    """Connected components of *mask*, int32 labels. Not uint16: scipy numbers the runs of
+    each line before merging them, and past 65535 runs (a few hundred CT slices) it labels
+    again into int32 and compares, seven bytes a voxel at once instead of four."""
+    labels, n = ndimage.label(mask, structure=structure)
     return labels, int(n)
 
 
 def _sizes(labels: npt.NDArray[Any], n: int) -> npt.NDArray[np.int64]:
     """Voxels per label (index = label), counted a slice at a time: ``np.bincount`` of the
-    whole image would first make an int64 copy of it (four times the uint16 labels)."""
+    whole image would first make an int64 copy of it (twice the int32 labels)."""
     sizes = np.zeros(n + 1, dtype=np.int64)
     for plane in labels:
         sizes += np.bincount(plane.ravel(), minlength=n + 1)
@@ -180,8 +176,9 @@ def _members(labels: npt.NDArray[Any], ids: Any) -> Mask:
     """The voxels whose label is one of *ids* (a few labels: one comparison each, where
     ``np.isin`` would build temporaries the size of the labels)."""
     out = np.zeros(labels.shape, dtype=bool)
-    for i in ids:
-        out |= labels == i
+    for z in range(labels.shape[0]):  # temporaries of one slice
+        for i in ids:
+            out[z] |= labels[z] == i
     return out
 
 
@@ -268,7 +265,8 @@ def _grow_airways(
     chosen: int | None = None
     previous_ml = 0.0
     for threshold in settings.airway_thresholds_hu:
-        lumen = cand & (hu < threshold)
+        lumen = hu < threshold
+        lumen &= cand
         seed_here = seed & lumen[seed_z]
         if not seed_here.any():
             continue
@@ -418,7 +416,7 @@ def segment_lungs(volume: Volume, settings: LungSettings | None = None) -> LungS
     box = _bbox(air, margin=1)
     if box is None:
         return LungSegmentation(labels_out, frozenset({LungFlag.NO_LUNG}), None)
-    air_box, hu_box = air[box], hu[box]
+    air_box, hu_box = air[box].copy(), hu[box]  # the whole image's mask goes
     del air
     labels, keep = _large_components(air_box, voxel_ml, settings)
     if not keep:
