@@ -402,6 +402,18 @@ def _close_and_fill(mask: Mask, geometry: Geometry, radius_mm: float) -> Mask:
     return out
 
 
+def _centroid(mask: Mask) -> npt.NDArray[np.float64]:
+    """``np.argwhere(mask).mean(axis=0)`` from the mask's projections on each axis (no list of
+    every voxel's indices): the index sums are exact integers either way, divided by the count."""
+    count = np.count_nonzero(mask)
+    out = np.empty(mask.ndim, dtype=np.float64)
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        per_index = np.count_nonzero(mask, axis=other)
+        out[axis] = int(np.dot(per_index.astype(np.int64), np.arange(mask.shape[axis]))) / count
+    return out
+
+
 def segment_lungs(volume: Volume, settings: LungSettings | None = None) -> LungSegmentation:
     """Left and right lung of a chest CT in HU (see the module doc for the steps)."""
     settings = settings or LungSettings()
@@ -460,14 +472,12 @@ def segment_lungs(volume: Volume, settings: LungSettings | None = None) -> LungS
     closed = [_close_and_fill(p, geometry, settings.closing_radius_mm) for p in parts]
     # patient left is +x (LPS): compare the parts' centroids in patient coordinates
     offset = [s.start for s in box]
-    centroids_x = [
-        float(geometry.index_to_patient(np.argwhere(p).mean(axis=0) + offset)[0, 0]) for p in closed
-    ]
+    centroids_x = [float(geometry.index_to_patient(_centroid(p) + offset)[0, 0]) for p in closed]
     sub = labels_out[box]
     if len(closed) == 1:
         # one lung: its side from where it lies relative to the body's middle column
         middle = (hu.shape[2] - 1) / 2.0
-        centre = np.argwhere(closed[0]).mean(axis=0) + offset
+        centre = _centroid(closed[0]) + offset
         centre_mid = centre.copy()
         centre_mid[2] = middle
         side_x = (

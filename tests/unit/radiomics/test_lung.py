@@ -184,6 +184,16 @@ def test_hole_fill_is_scipys(density: float) -> None:
     assert holes > 0 or density in (0.0, 1.0)
 
 
+def test_centroid_is_the_mean_voxel_index() -> None:
+    from analysis.radiomics.lung import _centroid
+
+    rng = np.random.default_rng(8)
+    for density in (0.001, 0.3, 0.9):
+        mask = rng.random((13, 47, 61)) < density
+        assert mask.any()
+        np.testing.assert_array_equal(_centroid(mask), np.argwhere(mask).mean(axis=0))
+
+
 def test_no_air_no_lung() -> None:
     volume = Volume(
         np.full((4, 8, 8), 40, dtype=np.int16), Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
