@@ -274,7 +274,7 @@ def analyse_chest_ct(
     the inputs it imputed are reported as imputed measurements. With *release_pixels*, the
     Pixel Data of *source* (and the array pydicom decoded from it) is deleted once the volume
     is built: only the headers are needed after that, and a caller that hands its datasets
-    over keeps a 500-slice study within about 2 GB."""
+    over keeps a 500-slice study within about 1.5 GB."""
     with _collector_paused():
         return _analyse(
             source, params=params, lesions=lesions, provenance=provenance, processes=processes,
