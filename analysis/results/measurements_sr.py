@@ -31,8 +31,11 @@ PRELIMINARY (PS3.3 C.17.2); the extractor and every model are Contributing Equip
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -191,6 +194,32 @@ def _planar(
     )
 
 
+_UNCOPIED = threading.Lock()
+
+
+@contextlib.contextmanager
+def _adopt(content: Dataset) -> Iterator[None]:
+    """Let highdicom's SR constructor take *content* (a tree built for this report alone) as
+    it is, instead of deep-copying it first: ``highdicom.sr.sop`` copies the content tree so
+    that the caller's stays intact, then converts the copy's items to highdicom's classes in
+    place and puts them in the document. The items are highdicom's already, the conversion
+    gives the same elements, and nothing else holds the tree: the document is the same, the
+    copy (a third of the report's time) is saved. Any other object is still copied."""
+    from highdicom.sr import sop
+
+    with _UNCOPIED:
+        original = sop.deepcopy  # type: ignore[attr-defined]
+
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value if value is content else original(value, memo)
+
+        sop.deepcopy = deepcopy  # type: ignore[assignment,attr-defined]
+        try:
+            yield
+        finally:
+            sop.deepcopy = original  # type: ignore[attr-defined]
+
+
 def build_measurement_report(
     source: Sequence[Dataset],
     segmentation: Dataset,
@@ -240,10 +269,11 @@ def build_measurement_report(
         imaging_measurements=groups,
         referenced_images=list(key_slices.values()) or None,
     )
-    with single_component_names():
+    content = report[0]
+    with single_component_names(), _adopt(content):
         sr = hd.sr.Comprehensive3DSR(
             evidence=[*key_slices.values(), segmentation],
-            content=report[0],
+            content=content,
             series_instance_uid=identity.series_instance_uid,
             series_number=identity.series_number,
             sop_instance_uid=identity.sop_instance_uid,

@@ -241,3 +241,24 @@ def test_released_pixels_give_the_same_results(
     assert [(r.segment_number, r.feature, r.value) for r in released.rows] == [
         (r.segment_number, r.feature, r.value) for r in analysed.rows
     ]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_paused_during_the_analysis_and_restored(enabled: bool) -> None:
+    """The cyclic collector is off inside the analysis and back as it was afterwards, also
+    when the analysis fails."""
+    import gc
+
+    from analysis.pipelines import chest_ct
+
+    seen: list[bool] = []
+    before = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        with pytest.raises(RuntimeError), chest_ct._collector_paused():
+            seen.append(gc.isenabled())
+            raise RuntimeError("the analysis failed")
+        assert seen == [False]
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if before else gc.disable)()
