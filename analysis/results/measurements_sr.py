@@ -31,11 +31,8 @@ PRELIMINARY (PS3.3 C.17.2); the extractor and every model are Contributing Equip
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
@@ -47,6 +44,7 @@ from pydicom.uid import SegmentationStorage
 from analysis.results._common import (
     Identity,
     ResultKind,
+    adopt_content,
     algorithm_identification,
     check_one_series,
     contributing_equipment,
@@ -194,32 +192,6 @@ def _planar(
     )
 
 
-_UNCOPIED = threading.Lock()
-
-
-@contextlib.contextmanager
-def _adopt(content: Dataset) -> Iterator[None]:
-    """Let highdicom's SR constructor take *content* (a tree built for this report alone) as
-    it is, instead of deep-copying it first: ``highdicom.sr.sop`` copies the content tree so
-    that the caller's stays intact, then converts the copy's items to highdicom's classes in
-    place and puts them in the document. The items are highdicom's already, the conversion
-    gives the same elements, and nothing else holds the tree: the document is the same, the
-    copy (a third of the report's time) is saved. Any other object is still copied."""
-    from highdicom.sr import sop
-
-    with _UNCOPIED:
-        original = sop.deepcopy  # type: ignore[attr-defined]
-
-        def deepcopy(value: Any, memo: Any = None) -> Any:
-            return value if value is content else original(value, memo)
-
-        sop.deepcopy = deepcopy  # type: ignore[assignment,attr-defined]
-        try:
-            yield
-        finally:
-            sop.deepcopy = original  # type: ignore[attr-defined]
-
-
 def build_measurement_report(
     source: Sequence[Dataset],
     segmentation: Dataset,
@@ -270,7 +242,7 @@ def build_measurement_report(
         referenced_images=list(key_slices.values()) or None,
     )
     content = report[0]
-    with single_component_names(), _adopt(content):
+    with single_component_names(), adopt_content(content):
         sr = hd.sr.Comprehensive3DSR(
             evidence=[*key_slices.values(), segmentation],
             content=content,

@@ -211,7 +211,7 @@ def test_content_taken_without_a_copy_is_the_same_document(
 
     adopted = build()
     assert sop.deepcopy is copy.deepcopy  # type: ignore[attr-defined]
-    monkeypatch.setattr(measurements_sr, "_adopt", lambda _content: contextlib.nullcontext())
+    monkeypatch.setattr(measurements_sr, "adopt_content", lambda _content: contextlib.nullcontext())
     assert build() == adopted
 
 
