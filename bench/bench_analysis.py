@@ -51,52 +51,20 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.radiomics._sitk import sitk  # noqa: E402
 from analysis.radiomics.lung import LungLabel, segment_lungs  # noqa: E402
 from analysis.radiomics.params import load_parameters  # noqa: E402
 from analysis.radiomics.preprocess import to_sitk  # noqa: E402
 from analysis.radiomics.volume import build_volume, slice_input  # noqa: E402
-from analysis.results import (  # noqa: E402
-    Algorithm,
-    GraphicType,
-    PlanarRegion,
-    Provenance,
-    SegmentResult,
-    build_segmentation,
-    to_bytes,
-)
 from bench.bench_triage_e2e import critical_ct  # noqa: E402
 from dicom_nodes.pipeline.analyse import Analysis, _analyse, _Claimed, _run_in_process  # noqa: E402
 from dicom_nodes.services.orthanc import ManagedOrthanc  # noqa: E402
 from tests.support import free_port  # noqa: E402
-from tests.support.data import DATA, extract_ct  # noqa: E402
-
-
-def _outline(datasets: list[pydicom.Dataset]) -> tuple[bytes, np.ndarray]:
-    """Another tool's SEG of the lung1 tumour on *datasets*, and the tumour mask (volume order)."""
-    result = build_volume([slice_input(ds) for ds in datasets])
-    assert result.volume is not None
-    ordered = [datasets[i] for i in result.order]
-    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(DATA / "lung1_label.nrrd"))) == 1
-    key = int(np.argmax(mask.sum(axis=(1, 2))))
-    rows, cols = np.nonzero(mask[key])
-    box = PlanarRegion(GraphicType.POLYGON, ((cols.min(), rows.min()), (cols.max(), rows.min()),
-                                              (cols.max(), rows.max())))  # fmt: skip
-    segment = SegmentResult(
-        1, "GTV", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm, generate_uid(),
-        "gtv", key_slice=str(ordered[key].SOPInstanceUID), region=box,
-    )  # fmt: skip
-    seg = build_segmentation(ordered, [segment], {1: mask},
-                             Algorithm("outliner", "2", parameter_hash="1" * 64),
-                             Provenance(software_version="2"))  # fmt: skip
-    seg.SeriesDescription = "Outlines"
-    return to_bytes(seg), mask
+from tests.support.data import extract_ct  # noqa: E402
+from tests.support.outline import lung1_tumour_seg  # noqa: E402
 
 
 def _timed(run: Callable[[], Any], reps: int) -> list[float]:
@@ -219,7 +187,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         files = extract_ct(tmp / "ct")
         datasets = [pydicom.dcmread(f) for f in files]
-        seg_bytes, tumour = _outline(datasets)
+        seg_bytes, tumour = lung1_tumour_seg(datasets)
         orthanc = ManagedOrthanc(storage_dir=tmp / "orthanc", http_port=free_port(),
                                  dicom_port=free_port(), peers=[])  # fmt: skip
         orthanc.start()
