@@ -4,6 +4,8 @@ Run from the repository root::
 
     .venv/bin/python bench/bench_analysis.py             # 3 timed runs of each, 300-slice study
     .venv/bin/python bench/bench_analysis.py --reps 1 --no-long
+    .venv/bin/python bench/bench_analysis.py --stages --no-long   # and where the time goes
+    .venv/bin/python bench/bench_analysis.py --reps 1 --long-slices 500   # a 500-slice study
 
 One Orthanc (started here, as ``radiogate run`` starts it) holds the 48-slice lung1 CT of
 ``tests/data`` and another tool's SEG of its tumour (``lung1_label.nrrd``). Timed in turns, after
@@ -24,7 +26,11 @@ one warm-up each:
   worker runs (process start and imports included), and its peak resident memory
   (``RUSAGE_CHILDREN``: the largest analysis process, its pyradiomics pool included).
 - ``300-slice``: a 300-slice study (lung1 repeated along z) analysed by a worker job: the
-  per-study wall time and peak memory of a study of common size (lungs only: no outline).
+  per-study wall time and peak memory of a study of common size (lungs only: no outline);
+  ``--long-slices 500`` for the largest study the memory budget (about 2 GB) is set for.
+- ``--stages``: the whole analysis again, *reps* times, with the time of each stage (median):
+  reading from Orthanc, parsing, the volume, the lungs, the features, the SEG, the SR, encoding
+  and storing; what is left is the glue between them.
 
 The goal: the whole analysis within 1.3x the pyradiomics time. The machine's load is printed:
 on a shared machine the figures move together, the ratio less so.
@@ -45,52 +51,20 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.radiomics._sitk import sitk  # noqa: E402
 from analysis.radiomics.lung import LungLabel, segment_lungs  # noqa: E402
 from analysis.radiomics.params import load_parameters  # noqa: E402
 from analysis.radiomics.preprocess import to_sitk  # noqa: E402
 from analysis.radiomics.volume import build_volume, slice_input  # noqa: E402
-from analysis.results import (  # noqa: E402
-    Algorithm,
-    GraphicType,
-    PlanarRegion,
-    Provenance,
-    SegmentResult,
-    build_segmentation,
-    to_bytes,
-)
 from bench.bench_triage_e2e import critical_ct  # noqa: E402
 from dicom_nodes.pipeline.analyse import Analysis, _analyse, _Claimed, _run_in_process  # noqa: E402
 from dicom_nodes.services.orthanc import ManagedOrthanc  # noqa: E402
 from tests.support import free_port  # noqa: E402
-from tests.support.data import DATA, extract_ct  # noqa: E402
-
-
-def _outline(datasets: list[pydicom.Dataset]) -> tuple[bytes, np.ndarray]:
-    """Another tool's SEG of the lung1 tumour on *datasets*, and the tumour mask (volume order)."""
-    result = build_volume([slice_input(ds) for ds in datasets])
-    assert result.volume is not None
-    ordered = [datasets[i] for i in result.order]
-    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(DATA / "lung1_label.nrrd"))) == 1
-    key = int(np.argmax(mask.sum(axis=(1, 2))))
-    rows, cols = np.nonzero(mask[key])
-    box = PlanarRegion(GraphicType.POLYGON, ((cols.min(), rows.min()), (cols.max(), rows.min()),
-                                              (cols.max(), rows.max())))  # fmt: skip
-    segment = SegmentResult(
-        1, "GTV", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm, generate_uid(),
-        "gtv", key_slice=str(ordered[key].SOPInstanceUID), region=box,
-    )  # fmt: skip
-    seg = build_segmentation(ordered, [segment], {1: mask},
-                             Algorithm("outliner", "2", parameter_hash="1" * 64),
-                             Provenance(software_version="2"))  # fmt: skip
-    seg.SeriesDescription = "Outlines"
-    return to_bytes(seg), mask
+from tests.support.data import extract_ct  # noqa: E402
+from tests.support.outline import lung1_tumour_seg  # noqa: E402
 
 
 def _timed(run: Callable[[], Any], reps: int) -> list[float]:
@@ -117,6 +91,71 @@ def _paired(runs: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[flo
     return out
 
 
+#: stage -> (module, function): what --stages times, by patching the function where it is looked up
+_STAGES: dict[str, tuple[str, str]] = {
+    "read from Orthanc": ("dicom_nodes.archive", "OrthancArchive.series_files"),
+    "list the study": ("dicom_nodes.archive", "OrthancArchive.study_series"),
+    "parse (pydicom.dcmread)": ("pydicom", "dcmread"),
+    "volume (order, HU)": ("analysis.pipelines.chest_ct", "_order"),
+    "release pixels": ("analysis.pipelines.chest_ct", "_release_pixels"),
+    "lesions from the SEG": ("analysis.pipelines.chest_ct", "lesions_from_seg"),
+    "lung segmentation": ("analysis.pipelines.chest_ct", "segment_lungs"),
+    "lung measures": ("analysis.pipelines.chest_ct", "lung_measures"),
+    "features (pyradiomics)": ("analysis.pipelines.chest_ct", "extract"),
+    "emphysema model": ("analysis.pipelines.chest_ct", "_predictions"),
+    "key-slice outlines": ("analysis.pipelines.chest_ct", "_segment"),
+    "SEG build": ("analysis.pipelines.chest_ct", "build_segmentation"),
+    "SR build": ("analysis.pipelines.chest_ct", "build_measurement_report"),
+    "feature table rows": ("analysis.pipelines.chest_ct", "measurement_rows"),
+    "encode SEG + SR (to_bytes)": ("analysis.results", "to_bytes"),
+}
+
+
+_SPENT: dict[str, float] = {}
+_STORE = "store in Orthanc (bench)"
+
+
+def _stages(whole: Callable[[], Any], reps: int) -> dict[str, list[float]]:
+    """*whole* run *reps* times with each of :data:`_STAGES` timed; ``store in Orthanc`` and
+    ``whole`` too."""
+    import importlib
+
+    spent = _SPENT
+    restore: list[tuple[Any, str, Any]] = []
+
+    def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*a, **k)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+
+        return run
+
+    for name, (module, attribute) in _STAGES.items():
+        owner: Any = importlib.import_module(module)
+        *path, last = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        restore.append((owner, last, getattr(owner, last)))
+        setattr(owner, last, timed(name, getattr(owner, last)))
+    out: dict[str, list[float]] = {}
+    try:
+        for _ in range(reps):
+            spent.clear()
+            start = time.perf_counter()
+            whole()
+            total = time.perf_counter() - start
+            for name in [*_STAGES, _STORE]:
+                out.setdefault(name, []).append(spent.get(name, 0.0))
+            out.setdefault("whole", []).append(total)
+    finally:
+        for owner, last, original in restore:
+            setattr(owner, last, original)
+    return out
+
+
 def _peak_children_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -131,7 +170,9 @@ def main() -> int:
     )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--processes", type=int, default=1, help="[analysis] processes")
-    parser.add_argument("--no-long", action="store_true", help="skip the 300-slice study")
+    parser.add_argument("--no-long", action="store_true", help="skip the long study")
+    parser.add_argument("--long-slices", type=int, default=300, help="slices of the long study")
+    parser.add_argument("--stages", action="store_true", help="time each stage of the analysis")
     args = parser.parse_args()
 
     import logging
@@ -146,7 +187,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         files = extract_ct(tmp / "ct")
         datasets = [pydicom.dcmread(f) for f in files]
-        seg_bytes, tumour = _outline(datasets)
+        seg_bytes, tumour = lung1_tumour_seg(datasets)
         orthanc = ManagedOrthanc(storage_dir=tmp / "orthanc", http_port=free_port(),
                                  dicom_port=free_port(), peers=[])  # fmt: skip
         orthanc.start()
@@ -162,8 +203,10 @@ def main() -> int:
 
             def whole() -> None:
                 out = _analyse(analysis, claimed)
+                start = time.perf_counter()
                 orthanc.request("/instances", method="POST", body=out["seg"])
                 orthanc.request("/instances", method="POST", body=out["sr"])
+                _SPENT[_STORE] = _SPENT.get(_STORE, 0.0) + time.perf_counter() - start
 
             # pyradiomics alone: the same image, the same three masks, the same settings.
             built = build_volume([slice_input(ds) for ds in datasets])
@@ -184,13 +227,14 @@ def main() -> int:
             print(f"segments: {', '.join(str(int(m.sum())) for m in masks)} voxels "
                   "(tumour, left lung, right lung)")  # fmt: skip
             timings = _paired({"pyradiomics": pyradiomics_alone, "analysis": whole}, args.reps)
+            stages = _stages(whole, args.reps) if args.stages else {}
             job = _timed(lambda: _run_in_process(analysis, claimed), args.reps)
             job_peak = _peak_children_mib()
 
             long_runs: list[float] = []
             long_peak = 0.0
             if not args.no_long:
-                long = critical_ct(files, tmp / "long")
+                long = critical_ct(files, tmp / "long", args.long_slices)
                 for f in long:
                     orthanc.request("/instances", method="POST", body=f.read_bytes())
                 head = pydicom.dcmread(long[0], stop_before_pixels=True)
@@ -208,9 +252,13 @@ def main() -> int:
     print(f"whole analysis, stored in Orthanc:  {_fmt(timings['analysis'])}")
     print(f"ratio analysis / pyradiomics:        {median['analysis'] / median['pyradiomics']:.2f}x"
           "  (goal <= 1.3x)")  # fmt: skip
+    if stages:
+        print("stages of the whole analysis (median of the runs):")
+        for name, runs in stages.items():
+            print(f"  {name:34s}{_fmt(runs)}")
     print(f"worker job, 48 slices (spawned):     {_fmt(job)}; peak RSS {job_peak:.0f} MiB")
     if long_runs:
-        print(f"worker job, 300 slices (spawned):    {_fmt(long_runs)}; "
+        print(f"worker job, {args.long_slices} slices (spawned):    {_fmt(long_runs)}; "
               f"peak RSS {long_peak:.0f} MiB")  # fmt: skip
     print(f"load average after: {os.getloadavg()}")
     return 0

@@ -70,8 +70,8 @@ SLICES = 300
 FINDING_SLICES = range(140, 160)
 
 
-def critical_ct(ct: list[Path], dest: Path) -> list[Path]:
-    """300 slices of one new study: the 48 lung1 slices repeated along z (positions and
+def critical_ct(ct: list[Path], dest: Path, slices: int = SLICES) -> list[Path]:
+    """*slices* (300) slices of one new study: the 48 lung1 slices repeated along z (positions and
     instance numbers continue, so the series is one regular volume), with a hyperdense finding
     inserted in :data:`FINDING_SLICES`."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def critical_ct(ct: list[Path], dest: Path) -> list[Path]:
     step = float(sources[1].ImagePositionPatient[2]) - float(sources[0].ImagePositionPatient[2])
     study, series = generate_uid(), generate_uid()
     out = []
-    for index in range(SLICES):
+    for index in range(slices):
         ds = pydicom.dcmread(ct[0])  # a fresh copy of the header
         source = sources[index % len(sources)]
         ds.PixelData = source.PixelData

@@ -17,6 +17,12 @@ __all__ = ["Archive", "ArchiveError", "OrthancArchive", "SeriesInfo", "archive_f
 LOGGER = logging.getLogger(__name__)
 
 
+#: Instance files are asked for as they are stored: ``requests`` offers gzip by default, and
+#: Orthanc (``HttpCompressionEnabled``) would then deflate every file on the fly, about 60 ms
+#: of its CPU per 512x512 CT slice against 1 ms to send it, for a transfer on the local network.
+_UNCOMPRESSED = {"Accept-Encoding": "identity"}
+
+
 class ArchiveError(RuntimeError):
     """The archive could not be read or written (retryable: it may be down)."""
 
@@ -64,7 +70,10 @@ class OrthancArchive:
             return []
         try:
             ids = self.client.series.get_instances_ids(series_id)
-            return [bytes(self.client.instances.get_file(i)) for i in ids]
+            return [
+                bytes(self.client.get_binary(f"instances/{i}/file", headers=_UNCOMPRESSED))
+                for i in ids
+            ]
         except Exception as exc:
             raise ArchiveError(f"reading series failed: {type(exc).__name__}") from exc
 

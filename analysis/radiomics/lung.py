@@ -29,9 +29,10 @@ volume (mL), %LAA-950 (percentage of lung voxels *below* -950 HU), Perc15 (the 1
 the lung's HU histogram, linear interpolation between order statistics, numpy's default), and the
 mean lung density (HU), per lung and for both lungs.
 
-Memory: the volume stays int16; masks are bool or uint8, the one int32 label image covers only the
-candidates' bounding box; 2-D steps go slice by slice. A 500-slice 512x512 CT (262 MB of int16)
-peaks well under 2 GB.
+Memory: the volume stays int16; masks are bool or uint8; the int32 label images cover only the
+candidates' bounding box, and their sizes and members are found a slice at a time (no int64
+copy for ``np.bincount``, no temporaries of ``np.isin``); 2-D steps go slice by slice. A
+500-slice 512x512 CT (262 MB of int16) peaks well under 2 GB.
 """
 
 from __future__ import annotations
@@ -154,12 +155,39 @@ def _bbox(mask: Mask, margin: int = 0) -> tuple[slice, ...] | None:
     return tuple(out)
 
 
+def _label(mask: Mask, structure: npt.NDArray[Any] = _FACES) -> tuple[npt.NDArray[Any], int]:
+    """Connected components of *mask*, int32 labels. Not uint16: scipy numbers the runs of
+    each line before merging them, and past 65535 runs (a few hundred CT slices) it labels
+    again into int32 and compares, seven bytes a voxel at once instead of four."""
+    labels, n = ndimage.label(mask, structure=structure)
+    return labels, int(n)
+
+
+def _sizes(labels: npt.NDArray[Any], n: int) -> npt.NDArray[np.int64]:
+    """Voxels per label (index = label), counted a slice at a time: ``np.bincount`` of the
+    whole image would first make an int64 copy of it (twice the int32 labels)."""
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for plane in labels:
+        sizes += np.bincount(plane.ravel(), minlength=n + 1)
+    return sizes
+
+
+def _members(labels: npt.NDArray[Any], ids: Any) -> Mask:
+    """The voxels whose label is one of *ids* (a few labels: one comparison each, where
+    ``np.isin`` would build temporaries the size of the labels)."""
+    out = np.zeros(labels.shape, dtype=bool)
+    for z in range(labels.shape[0]):  # temporaries of one slice
+        for i in ids:
+            out[z] |= labels[z] == i
+    return out
+
+
 def _large_components(mask: Mask, voxel_ml: float, settings: LungSettings) -> tuple[Any, list[int]]:
     """3-D labels of *mask* and the labels of lung-sized components, largest first."""
-    labels, n = ndimage.label(mask, structure=_FACES)
+    labels, n = _label(mask)
     if n == 0:
         return labels, []
-    sizes = np.bincount(labels.ravel())
+    sizes = _sizes(labels, n)
     sizes[0] = 0
     biggest = int(sizes.max())
     keep = [
@@ -237,14 +265,15 @@ def _grow_airways(
     chosen: int | None = None
     previous_ml = 0.0
     for threshold in settings.airway_thresholds_hu:
-        lumen = cand & (hu < threshold)
+        lumen = hu < threshold
+        lumen &= cand
         seed_here = seed & lumen[seed_z]
         if not seed_here.any():
             continue
-        labels, _ = ndimage.label(lumen, structure=_FACES)
+        labels, _ = _label(lumen)
         del lumen
         ids = np.unique(labels[seed_z][seed_here])
-        tree = np.isin(labels, ids[ids != 0])
+        tree = _members(labels, ids[ids != 0])
         del labels
         size_ml = int(tree.sum()) * voxel_ml
         jump = size_ml > 2 * previous_ml and size_ml - previous_ml > settings.airway_leak_ml
@@ -284,6 +313,75 @@ def _split_midline(component: Mask) -> tuple[Mask, Mask]:
     return low, component & ~low
 
 
+def _runs(ball: Mask) -> dict[tuple[int, int], int]:
+    """The (z, y) offsets of a symmetric structuring element, each with the half width of its
+    x-run (the element's row at that offset is one centred run, as an ellipsoid's rows are)."""
+    rz, ry, rx = (n // 2 for n in ball.shape)
+    out: dict[tuple[int, int], int] = {}
+    for iz, iy in np.ndindex(ball.shape[:2]):
+        row = np.flatnonzero(ball[iz, iy])
+        if row.size == 0:
+            continue
+        half = rx - int(row[0])
+        if row.size != 2 * half + 1 or int(row[-1]) != rx + half:
+            raise ValueError("the structuring element's rows are not centred runs")
+        out[(iz - rz, iy - ry)] = half
+    return out
+
+
+def _shifted(array: npt.NDArray[Any], dz: int, dy: int) -> tuple[tuple[slice, ...], ...]:
+    """(target, source) slices with ``target[p] = source[p + (dz, dy, 0)]`` inside the array."""
+    nz, ny = array.shape[0], array.shape[1]
+    target = (slice(max(-dz, 0), nz - max(dz, 0)), slice(max(-dy, 0), ny - max(dy, 0)))
+    source = (slice(max(dz, 0), nz - max(-dz, 0)), slice(max(dy, 0), ny - max(-dy, 0)))
+    return target, source
+
+
+def _closing(mask: Mask, ball: Mask) -> Mask:
+    """``ndimage.binary_closing(mask, ball)`` (outside the array is background) for a
+    symmetric element made of centred x-runs, as the union of its runs: a dilation is the OR of
+    the mask shifted by each (z, y) offset after a 1-D maximum over the run's width along x, an
+    erosion the AND of 1-D minima; each 1-D filter costs the same whatever the width. The same
+    voxels as scipy's, which tests every element of the ball at every voxel."""
+    runs = _runs(ball)
+    widths = sorted(set(runs.values()))
+
+    def apply(source: Mask, dilate: bool) -> Mask:
+        line = ndimage.maximum_filter1d if dilate else ndimage.minimum_filter1d
+        data = source.view(np.uint8)
+        along_x = {w: line(data, 2 * w + 1, axis=2, mode="constant", cval=0).view(bool)
+                   for w in widths}  # fmt: skip
+        out = np.zeros_like(source) if dilate else np.ones_like(source)
+        for (dz, dy), w in runs.items():
+            target, origin = _shifted(source, dz, dy)
+            if dilate:
+                out[target] |= along_x[w][origin]
+            else:
+                out[target] &= along_x[w][origin]
+                # the offset reaches outside the array (background) from the other voxels
+                out[: target[0].start] = False
+                out[target[0].stop :] = False
+                out[:, : target[1].start] = False
+                out[:, target[1].stop :] = False
+        return out
+
+    return apply(apply(mask, dilate=True), dilate=False)
+
+
+def _fill_holes(plane: Mask) -> Mask:
+    """``ndimage.binary_fill_holes(plane)``: everything but the background components (edge
+    connectivity) that reach the border. One labelling instead of scipy's propagation of the
+    border inwards, which repeats a dilation until nothing changes."""
+    labels, n = ndimage.label(~plane, structure=_FACES_2D)
+    if n == 0:
+        return plane.copy()
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    outside = np.zeros(n + 1, dtype=bool)
+    outside[border] = True
+    outside[0] = False
+    return np.asarray(~outside[labels])
+
+
 def _close_and_fill(mask: Mask, geometry: Geometry, radius_mm: float) -> Mask:
     """Closing with an ellipsoid of *radius_mm* (at least one voxel per axis) and a 2-D hole
     fill per slice, on the mask's bounding box."""
@@ -297,10 +395,22 @@ def _close_and_fill(mask: Mask, geometry: Geometry, radius_mm: float) -> Mask:
     ball = (zz / rz) ** 2 + (yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0
     sub = mask[box]
     padded = np.pad(sub, ((rz, rz), (ry, ry), (rx, rx)))
-    closed = ndimage.binary_closing(padded, structure=ball)[rz:-rz, ry:-ry, rx:-rx]
+    closed = _closing(padded, ball)[rz:-rz, ry:-ry, rx:-rx]
     for z in range(closed.shape[0]):
-        closed[z] = ndimage.binary_fill_holes(closed[z])
+        closed[z] = _fill_holes(closed[z])
     out[box] = closed
+    return out
+
+
+def _centroid(mask: Mask) -> npt.NDArray[np.float64]:
+    """``np.argwhere(mask).mean(axis=0)`` from the mask's projections on each axis (no list of
+    every voxel's indices): the index sums are exact integers either way, divided by the count."""
+    count = np.count_nonzero(mask)
+    out = np.empty(mask.ndim, dtype=np.float64)
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        per_index = np.count_nonzero(mask, axis=other)
+        out[axis] = int(np.dot(per_index.astype(np.int64), np.arange(mask.shape[axis]))) / count
     return out
 
 
@@ -318,12 +428,12 @@ def segment_lungs(volume: Volume, settings: LungSettings | None = None) -> LungS
     box = _bbox(air, margin=1)
     if box is None:
         return LungSegmentation(labels_out, frozenset({LungFlag.NO_LUNG}), None)
-    air_box, hu_box = air[box], hu[box]
+    air_box, hu_box = air[box].copy(), hu[box]  # the whole image's mask goes
     del air
     labels, keep = _large_components(air_box, voxel_ml, settings)
     if not keep:
         return LungSegmentation(labels_out, frozenset({LungFlag.NO_LUNG}), None)
-    cand = np.isin(labels, keep)
+    cand = _members(labels, keep)
     del labels, air_box
 
     airway_threshold: int | None = None
@@ -362,14 +472,12 @@ def segment_lungs(volume: Volume, settings: LungSettings | None = None) -> LungS
     closed = [_close_and_fill(p, geometry, settings.closing_radius_mm) for p in parts]
     # patient left is +x (LPS): compare the parts' centroids in patient coordinates
     offset = [s.start for s in box]
-    centroids_x = [
-        float(geometry.index_to_patient(np.argwhere(p).mean(axis=0) + offset)[0, 0]) for p in closed
-    ]
+    centroids_x = [float(geometry.index_to_patient(_centroid(p) + offset)[0, 0]) for p in closed]
     sub = labels_out[box]
     if len(closed) == 1:
         # one lung: its side from where it lies relative to the body's middle column
         middle = (hu.shape[2] - 1) / 2.0
-        centre = np.argwhere(closed[0]).mean(axis=0) + offset
+        centre = _centroid(closed[0]) + offset
         centre_mid = centre.copy()
         centre_mid[2] = middle
         side_x = (

@@ -164,7 +164,10 @@ def apply_crop(
     reference.SetSpacing(plan.target.spacing)
     reference.SetOrigin(plan.target.origin)
     reference.SetDirection(plan.target.direction)
-    src = to_sitk(image.astype(np.float64), plan.source)
+    # the crop goes in as it is (int16 for CT): SimpleITK interpolates in double whatever the
+    # pixel type and writes float64, so a float64 copy first (8 bytes a voxel, twice: numpy's
+    # and SimpleITK's) would give the same values for four times the memory
+    src = to_sitk(image, plan.source)
     moved = sitk.Resample(
         src, reference, sitk.Transform(), _INTERPOLATORS[resampling.interpolation], 0.0,
         sitk.sitkFloat64,
@@ -172,7 +175,7 @@ def apply_crop(
     values = sitk.GetArrayFromImage(moved)
     if resampling.round_intensities:
         values = np.rint(values)
-    src_mask = to_sitk(mask.astype(np.float32), plan.source)
+    src_mask = to_sitk(mask.view(np.uint8) if mask.dtype == np.bool_ else mask, plan.source)
     moved_mask = sitk.Resample(
         src_mask, reference, sitk.Transform(), _INTERPOLATORS[resampling.mask_interpolation], 0.0,
         sitk.sitkFloat32,

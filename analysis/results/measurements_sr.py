@@ -44,6 +44,7 @@ from pydicom.uid import SegmentationStorage
 from analysis.results._common import (
     Identity,
     ResultKind,
+    adopt_content,
     algorithm_identification,
     check_one_series,
     contributing_equipment,
@@ -240,10 +241,11 @@ def build_measurement_report(
         imaging_measurements=groups,
         referenced_images=list(key_slices.values()) or None,
     )
-    with single_component_names():
+    content = report[0]
+    with single_component_names(), adopt_content(content):
         sr = hd.sr.Comprehensive3DSR(
             evidence=[*key_slices.values(), segmentation],
-            content=report[0],
+            content=content,
             series_instance_uid=identity.series_instance_uid,
             series_number=identity.series_number,
             sop_instance_uid=identity.sop_instance_uid,

@@ -106,17 +106,20 @@ def _stack(
         if not mask.any():
             raise ValueError(f"segment {number} is empty")
         mask = mask.astype(bool, copy=False)
-        if not overlap and np.logical_and(mask, label != 0).any():
+        if not overlap and label[mask].any():  # a copy of the segment's voxels, not of the grid
             overlap = True
         if not overlap:
             label[mask] = number
     if not overlap:
         return label
     del label
-    stacked = np.zeros((*shape, len(numbers)), dtype=np.uint8)
+    # segment-major in memory, (slices, rows, columns, segments) as a view: highdicom's overlap
+    # check sums over the last axis and it takes each segment's frames in turn, both of which
+    # then read contiguous planes instead of striding through the pixels (same values)
+    stacked = np.zeros((len(numbers), *shape), dtype=np.uint8)
     for number in numbers:
-        stacked[..., number - 1] = np.asarray(masks[number]).astype(bool, copy=False)
-    return stacked
+        stacked[number - 1] = np.asarray(masks[number]).astype(bool, copy=False)
+    return np.moveaxis(stacked, 0, -1)
 
 
 def _derive_dimension_organization(seg: Dataset) -> None:
@@ -128,7 +131,11 @@ def _derive_dimension_organization(seg: Dataset) -> None:
 
 
 def _digest(pixels: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()
+    """SHA-256 of the pixels' bytes in C order, one slice at a time (no copy of the whole)."""
+    digest = hashlib.sha256()
+    for plane in pixels:
+        digest.update(np.ascontiguousarray(plane).data)
+    return digest.hexdigest()
 
 
 def build_segmentation(

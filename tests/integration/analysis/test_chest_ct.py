@@ -16,8 +16,6 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from analysis.pipelines.chest_ct import (
     ChestCtResult,
@@ -30,16 +28,13 @@ from analysis.radiomics.params import load_parameters
 from analysis.radiomics.volume import build_volume, slice_input
 from analysis.results import (
     Algorithm,
-    GraphicType,
-    PlanarRegion,
     Provenance,
-    SegmentResult,
-    build_segmentation,
     to_bytes,
 )
 from tests.integration.results.test_dciodvfy import ACCEPTED, verify
 from tests.support.data import DATA, extract_ct
 from tests.support.ohif import ohif_problems
+from tests.support.outline import tumour_seg
 from tests.unit.radiomics.conftest import read_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -62,16 +57,8 @@ def lung1(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Dataset], np.n
 
 def _tumour_seg(ordered: list[Dataset], mask: np.ndarray) -> Dataset:
     """The tumour as another tool's SEG in the study."""
-    key = int(np.argmax(mask.sum(axis=(1, 2))))
-    rows, cols = np.nonzero(mask[key])
-    box = PlanarRegion(GraphicType.POLYGON, ((cols.min(), rows.min()), (cols.max(), rows.min()),
-                                              (cols.max(), rows.max())))  # fmt: skip
-    segment = SegmentResult(
-        1, "Tumour", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm,
-        generate_uid(), "tumour", key_slice=str(ordered[key].SOPInstanceUID), region=box,
-    )  # fmt: skip
-    algorithm = Algorithm("outline-tool", "1", parameter_hash="0" * 64)
-    seg = build_segmentation(ordered, [segment], {1: mask}, algorithm, PROVENANCE)
+    seg = tumour_seg(ordered, mask, label="Tumour", provenance=PROVENANCE,
+                     algorithm=Algorithm("outline-tool", "1", parameter_hash="0" * 64))  # fmt: skip
     return pydicom.dcmread(io.BytesIO(to_bytes(seg)))
 
 
@@ -241,3 +228,24 @@ def test_released_pixels_give_the_same_results(
     assert [(r.segment_number, r.feature, r.value) for r in released.rows] == [
         (r.segment_number, r.feature, r.value) for r in analysed.rows
     ]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_paused_during_the_analysis_and_restored(enabled: bool) -> None:
+    """The cyclic collector is off inside the analysis and back as it was afterwards, also
+    when the analysis fails."""
+    import gc
+
+    from analysis.pipelines import chest_ct
+
+    seen: list[bool] = []
+    before = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        with pytest.raises(RuntimeError), chest_ct._collector_paused():
+            seen.append(gc.isenabled())
+            raise RuntimeError("the analysis failed")
+        assert seen == [False]
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if before else gc.disable)()

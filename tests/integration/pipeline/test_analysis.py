@@ -12,29 +12,16 @@ import sys
 from pathlib import Path
 
 import highdicom as hd
-import numpy as np
 import pyarrow.dataset as pads  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pydicom
 import pytest
-from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
-from analysis.radiomics.volume import build_volume, slice_input
-from analysis.results import (
-    Algorithm,
-    GraphicType,
-    PlanarRegion,
-    Provenance,
-    SegmentResult,
-    build_segmentation,
-    to_bytes,
-)
 from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.support import dcmtk
-from tests.support.data import DATA, extract_ct
+from tests.support.data import extract_ct
+from tests.support.outline import lung1_tumour_seg
 from tests.support.pipeline import Node, orthanc_get
-from tests.unit.radiomics.conftest import read_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -51,28 +38,6 @@ def _archived_series(orthanc: ManagedOrthanc) -> list[pydicom.Dataset]:
     (ct,) = [s for s in series if s["MainDicomTags"].get("Modality") == "CT"]
     return [pydicom.dcmread(io.BytesIO(orthanc_get(orthanc, f"/instances/{i}/file")))
             for i in ct["Instances"]]  # fmt: skip
-
-
-def _other_tools_seg(datasets: list[pydicom.Dataset]) -> bytes:
-    """The tumour outlined by another tool, on the archived (de-identified) series."""
-    result = build_volume([slice_input(ds) for ds in datasets])
-    assert result.volume is not None
-    ordered = [datasets[i] for i in result.order]
-    label, _ = read_image(DATA / "lung1_label.nrrd")
-    mask = label == 1
-    key = int(np.argmax(mask.sum(axis=(1, 2))))
-    rows, cols = np.nonzero(mask[key])
-    box = PlanarRegion(GraphicType.POLYGON, ((cols.min(), rows.min()), (cols.max(), rows.min()),
-                                              (cols.max(), rows.max())))  # fmt: skip
-    segment = SegmentResult(
-        1, "GTV", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm, generate_uid(),
-        "gtv", key_slice=str(ordered[key].SOPInstanceUID), region=box,
-    )  # fmt: skip
-    seg = build_segmentation(ordered, [segment], {1: mask},
-                             Algorithm("outliner", "2", parameter_hash="1" * 64),
-                             Provenance(software_version="2"))  # fmt: skip
-    seg.SeriesDescription = "Outlines"
-    return to_bytes(seg)
 
 
 def test_chest_ct_analysis_end_to_end(
@@ -104,7 +69,7 @@ time_limit = 600.0
         node.wait_released(len(files))
         archived = _archived_series(orthanc)
         assert original_study not in {str(ds.StudyInstanceUID) for ds in archived}
-        orthanc.request("/instances", method="POST", body=_other_tools_seg(archived))
+        orthanc.request("/instances", method="POST", body=lung1_tumour_seg(archived)[0])
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([sys.executable, "-m", "dicom_nodes.cli", *args],

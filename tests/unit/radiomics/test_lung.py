@@ -150,6 +150,50 @@ def test_synthetic_lungs_are_split_left_and_right(touching: bool) -> None:
     assert left.sum() == pytest.approx(right.sum(), rel=0.1)
 
 
+@pytest.mark.parametrize("radii", [(1, 4, 4), (1, 1, 1), (2, 3, 5), (3, 2, 2), (1, 2, 7)])
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.6, 0.9])
+def test_closing_by_runs_is_scipys_closing(radii: tuple[int, int, int], density: float) -> None:
+    """The closing of the morphology step, done run by run, closes exactly the voxels scipy's
+    binary_closing closes with the same ellipsoid, at the borders too."""
+    from analysis.radiomics.lung import _closing
+
+    rz, ry, rx = radii
+    zz, yy, xx = np.ogrid[-rz : rz + 1, -ry : ry + 1, -rx : rx + 1]
+    ball = (zz / rz) ** 2 + (yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0
+    rng = np.random.default_rng(int(density * 100) + sum(radii))
+    mask = rng.random((9, 31, 37)) < density
+    expected = ndimage.binary_closing(mask, structure=ball)
+    assert expected.any() and not expected.all()
+    np.testing.assert_array_equal(_closing(mask, ball), expected)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.5, 0.7, 0.95, 1.0])
+def test_hole_fill_is_scipys(density: float) -> None:
+    """The per-slice hole fill fills exactly what scipy's binary_fill_holes fills."""
+    from analysis.radiomics.lung import _fill_holes
+
+    rng = np.random.default_rng(int(density * 100))
+    holes = 0
+    for _ in range(20):
+        plane = ndimage.binary_opening(rng.random((40, 53)) < density) | (
+            rng.random((40, 53)) < density / 3
+        )
+        expected = ndimage.binary_fill_holes(plane)
+        holes += int((expected != plane).any())
+        np.testing.assert_array_equal(_fill_holes(plane), expected)
+    assert holes > 0 or density in (0.0, 1.0)
+
+
+def test_centroid_is_the_mean_voxel_index() -> None:
+    from analysis.radiomics.lung import _centroid
+
+    rng = np.random.default_rng(8)
+    for density in (0.001, 0.3, 0.9):
+        mask = rng.random((13, 47, 61)) < density
+        assert mask.any()
+        np.testing.assert_array_equal(_centroid(mask), np.argwhere(mask).mean(axis=0))
+
+
 def test_no_air_no_lung() -> None:
     volume = Volume(
         np.full((4, 8, 8), 40, dtype=np.int16), Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))

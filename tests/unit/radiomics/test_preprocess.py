@@ -131,3 +131,40 @@ def test_bad_resampling_settings_are_refused() -> None:
         Resampling((1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="mask_interpolation"):
         Resampling((1.0, 1.0, 1.0), mask_interpolation=Interpolation.BSPLINE)
+
+
+@pytest.mark.parametrize("interpolation", list(Interpolation))
+@pytest.mark.parametrize("mask_interpolation", [Interpolation.NEAREST, Interpolation.LINEAR])
+def test_integer_crop_interpolates_as_its_float64_copy(
+    interpolation: Interpolation, mask_interpolation: Interpolation
+) -> None:
+    """CT crops reach SimpleITK as int16 and the masks as uint8: the values are those of the
+    same crop converted to float64 (and float32) first, bit for bit, unrounded."""
+    from analysis.radiomics.preprocess import apply_crop, plan_crop
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(-1000, 400, (10, 27, 23)).astype(np.int16)
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[3:7, 8:19, 5:16] = rng.random((4, 11, 11)) < 0.7
+    resampling = Resampling((0.7, 1.3, 0.9), interpolation, False, mask_interpolation)
+    plan = plan_crop(image.shape, mask, GEOMETRY, 2, resampling)
+    assert plan is not None and plan.target is not None and plan.target_size_zyx is not None
+    crop = apply_crop(image[plan.region], mask[plan.region], plan, resampling)
+
+    z, y, x = plan.target_size_zyx
+    reference = sitk.Image([x, y, z], sitk.sitkUInt8)
+    reference.SetSpacing(plan.target.spacing)
+    reference.SetOrigin(plan.target.origin)
+    reference.SetDirection(plan.target.direction)
+    kinds = {Interpolation.NEAREST: sitk.sitkNearestNeighbor, Interpolation.LINEAR: sitk.sitkLinear,
+             Interpolation.BSPLINE: sitk.sitkBSpline}  # fmt: skip
+    as_float = sitk.Resample(to_sitk(image[plan.region].astype(np.float64), plan.source),
+                             reference, sitk.Transform(), kinds[interpolation], 0.0,
+                             sitk.sitkFloat64)  # fmt: skip
+    mask_float = sitk.Resample(to_sitk(mask[plan.region].astype(np.float32), plan.source),
+                               reference, sitk.Transform(), kinds[mask_interpolation], 0.0,
+                               sitk.sitkFloat32)  # fmt: skip
+    expected = sitk.GetArrayFromImage(as_float)
+    assert np.any(expected != np.rint(expected)) or interpolation is Interpolation.NEAREST
+    np.testing.assert_array_equal(crop.image, expected)
+    np.testing.assert_array_equal(crop.mask, sitk.GetArrayFromImage(mask_float) >= 0.5 - 1e-6)

@@ -188,6 +188,33 @@ def test_deterministic(
     assert build() == build()
 
 
+def test_content_taken_without_a_copy_is_the_same_document(
+    source: list[Dataset],
+    segmentation: Dataset,
+    segments: list[SegmentResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """highdicom is handed the content tree without its defensive deep copy: the bytes are
+    those of the copying constructor, and highdicom's copy is back in place afterwards."""
+    import contextlib
+    import copy
+
+    from highdicom.sr import sop
+
+    from analysis.results import measurements_sr
+
+    def build() -> bytes:
+        sr = build_measurement_report(
+            source, segmentation, segments, EXTRACTOR, PROVENANCE, created=CREATED
+        )
+        return write_and_read(sr)[0]
+
+    adopted = build()
+    assert sop.deepcopy is copy.deepcopy  # type: ignore[attr-defined]
+    monkeypatch.setattr(measurements_sr, "adopt_content", lambda _content: contextlib.nullcontext())
+    assert build() == adopted
+
+
 def test_inconsistent_inputs_are_refused(
     source: list[Dataset], segmentation: Dataset, segments: list[SegmentResult]
 ) -> None:
