@@ -53,6 +53,17 @@ def _app(
     return ActiveParticipant.application(ae, address=address, requestor=requestor, role=role)
 
 
+def _peers(
+    calling_ae: str, called_ae: str, peer_address: str
+) -> tuple[ActiveParticipant, ActiveParticipant]:
+    """The two ends of an association: the calling peer (requestor, source) at its address and
+    Radiogate's called AE title (destination)."""
+    return (
+        _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
+        _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
+    )
+
+
 def instance_received(
     *,
     node: str,
@@ -73,10 +84,7 @@ def instance_received(
         event_id=EventID.INSTANCES_TRANSFERRED,
         action=EventAction.CREATE,
         step=Step.RECEIVED,
-        participants=(
-            _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
-            _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
-        ),
+        participants=_peers(calling_ae, called_ae, peer_address),
         source=AuditSource(node),
         objects=(study,) if patient is None else (Patient(patient), study),
         reason=reason,
@@ -103,10 +111,7 @@ def instance_refused(
         event_id=EventID.INSTANCES_TRANSFERRED,
         action=EventAction.CREATE,
         step=Step.REFUSED,
-        participants=(
-            _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
-            _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
-        ),
+        participants=_peers(calling_ae, called_ae, peer_address),
         source=AuditSource(node),
         objects=objects,
         outcome=EventOutcome.MINOR_FAILURE,
@@ -123,10 +128,7 @@ def association_aborted(
         event_id=EventID.SECURITY_ALERT,
         action=EventAction.EXECUTE,
         step=Step.ASSOCIATION_ABORTED,
-        participants=(
-            _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
-            _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
-        ),
+        participants=_peers(calling_ae, called_ae, peer_address),
         source=AuditSource(node),
         outcome=EventOutcome.MINOR_FAILURE,
         reason=reason,
@@ -144,10 +146,7 @@ def association_event(
 ) -> AuditEvent:
     """Accepted: 110114 User Authentication (node authentication, success). Refused (unknown
     AE, network not allowed, TLS failure, limit): 110113 Security Alert (PS3.15 A.5.3.11/14)."""
-    participants = (
-        _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
-        _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
-    )
+    participants = _peers(calling_ae, called_ae, peer_address)
     if accepted:
         return AuditEvent(
             event_id=EventID.USER_AUTHENTICATION,

@@ -22,18 +22,23 @@ def pki(tmp_path: Path) -> Pki:
     return make_pki(tmp_path / "pki")
 
 
+def _tls_env(pki: Pki) -> dict[str, str]:
+    """A TLS-only SCP with the test PKI's server certificate, requiring client certificates."""
+    return {
+        "RADIOGATE_SCP__TLS__ENABLED": "true",
+        "RADIOGATE_SCP__TLS__CERTIFICATE": str(pki.server_cert),
+        "RADIOGATE_SCP__TLS__PRIVATE_KEY": str(pki.server_key),
+        "RADIOGATE_SCP__TLS__CA_CERTIFICATES": str(pki.ca_cert),
+        "RADIOGATE_SCP__TLS__REQUIRE_CLIENT_CERTIFICATE": "true",
+    }
+
+
 @pytest.fixture
 def tls_scp(fresh_dsn: str, tmp_path: Path, pki: Pki) -> Iterator[ScpProcess]:
     proc = ScpProcess(
         dsn=fresh_dsn,
         data_dir=tmp_path / "node",
-        extra_env={
-            "RADIOGATE_SCP__TLS__ENABLED": "true",
-            "RADIOGATE_SCP__TLS__CERTIFICATE": str(pki.server_cert),
-            "RADIOGATE_SCP__TLS__PRIVATE_KEY": str(pki.server_key),
-            "RADIOGATE_SCP__TLS__CA_CERTIFICATES": str(pki.ca_cert),
-            "RADIOGATE_SCP__TLS__REQUIRE_CLIENT_CERTIFICATE": "true",
-        },
+        extra_env=_tls_env(pki),
     )
     proc.start(wait=False)
     yield proc
@@ -135,11 +140,7 @@ def test_silent_tls_peers_time_out_without_holding_a_slot(
     proc = ScpProcess(
         dsn=fresh_dsn, data_dir=tmp_path / "node",
         extra_env={
-            "RADIOGATE_SCP__TLS__ENABLED": "true",
-            "RADIOGATE_SCP__TLS__CERTIFICATE": str(pki.server_cert),
-            "RADIOGATE_SCP__TLS__PRIVATE_KEY": str(pki.server_key),
-            "RADIOGATE_SCP__TLS__CA_CERTIFICATES": str(pki.ca_cert),
-            "RADIOGATE_SCP__TLS__REQUIRE_CLIENT_CERTIFICATE": "true",
+            **_tls_env(pki),
             "RADIOGATE_SCP__MAX_ASSOCIATIONS": "2",
             "RADIOGATE_SCP__ARTIM_TIMEOUT": "2",
             "RADIOGATE_SCP__ACSE_TIMEOUT": "60",
