@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,9 +52,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _running(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
 def wait_for_echo(
-    port: int, aec: str = "RADIOGATE", timeout: float = 30.0, aet: str = "ECHOSCU"
+    port: int,
+    aec: str = "RADIOGATE",
+    timeout: float = 30.0,
+    aet: str = "ECHOSCU",
+    alive: Callable[[], bool] | None = None,
 ) -> None:
+    """Until the SCP on *port* answers a C-ECHO; TimeoutError after *timeout* seconds, or as
+    soon as *alive* says the process that should answer is gone."""
     deadline = time.monotonic() + timeout
     while True:
         result = subprocess.run(
@@ -62,7 +74,7 @@ def wait_for_echo(
         )
         if result.returncode == 0:
             return
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or (alive is not None and not alive()):
             raise TimeoutError(f"no C-ECHO answer on port {port}: {result.stderr.decode()[-500:]}")
         time.sleep(0.2)
 
@@ -145,18 +157,35 @@ class ScpProcess:
         return env
 
     def start(self, *, wait: bool = True) -> ScpProcess:
+        """Start it (and with *wait*, until it answers a C-ECHO). :func:`free_port` only finds
+        a port free at that moment: when another process took one of ours before the SCP bound
+        it, the SCP exits naming it, and it is started again on new ports (twice at most)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dicom_nodes.cli", "scp"],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if wait:
-            wait_for_echo(self.port, aec=self.env().get("RADIOGATE_SCP__AE_TITLE", "RADIOGATE"))
-        return self
+        for attempt in range(3):
+            log = self.log_path.open("ab")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dicom_nodes.cli", "scp"],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            log.close()
+            if not wait:
+                return self
+            proc = self.proc
+            try:
+                wait_for_echo(self.port, aec=self.env().get("RADIOGATE_SCP__AE_TITLE", "RADIOGATE"),
+                              alive=functools.partial(_running, proc))  # fmt: skip
+                return self
+            except TimeoutError as exc:
+                code = proc.poll()
+                tail = self.log_text()[-1500:]
+                if code is not None and "is in use" in tail and attempt < 2:
+                    self.port, self.metrics_port = free_port(), free_port()
+                    continue
+                raise TimeoutError(f"{exc}; scp exit status {code}; its log ends: {tail}") from exc
+        raise AssertionError("unreachable")
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
