@@ -194,9 +194,9 @@ def write_triage_results(
     # first carries the patient and study); a rule's references the whole series. When no
     # flagged slice is left in the spool (a re-decision after they were released), the
     # series' remaining slices stand in (the finding then lists the flagged ones present).
-    paths = _spooled(conn, outcome.series_uid, outcome.flagged) or _spooled(
-        conn, outcome.series_uid, ()
-    )
+    paths = _spooled(conn, outcome.series_uid, outcome.flagged)
+    if not paths and outcome.flagged:
+        paths = _spooled(conn, outcome.series_uid, ())
     source = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths if p.exists()]
     if not source:
         LOGGER.warning("series %s: no spooled instance left to build its triage results",
