@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +18,16 @@ import psycopg
 from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.support import ScpProcess, free_port, kill_process_group, stop_process
 
-__all__ = ["Node", "WorkerProcess", "orthanc_instances"]
+__all__ = ["Node", "WorkerProcess", "orthanc_instances", "site_keys"]
+
+
+def site_keys() -> dict[str, str]:
+    """A de-identifying node's two secrets (fresh, as ``radiogate run`` makes them): the keyed
+    pseudonym secret and the re-identification vault key, as environment variables."""
+    return {
+        "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
+        "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
 
 
 def orthanc_get(orthanc: ManagedOrthanc, path: str) -> Any:

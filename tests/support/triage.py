@@ -4,8 +4,6 @@ the secrets a de-identifying node needs, and DCMTK's ``storescu`` as the modalit
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +13,7 @@ import pydicom
 
 from analysis.training.synthetic import FindingKind, Site, insert_finding
 from tests.support import dcmtk
+from tests.support.pipeline import site_keys
 
 __all__ = ["TRIAGE_ROUTES", "insert_dense_finding", "node_secrets", "storescu"]
 
@@ -35,11 +34,7 @@ steps = ["triage", "deidentify:basic", "forward:archive"]
 def node_secrets() -> dict[str, str]:
     """The environment of a node that de-identifies (fresh keys), completing series by
     association release, MPPS or count only (the quiet period is an hour)."""
-    return {
-        "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
-        "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "RADIOGATE_PIPELINE__QUIET_PERIOD": "3600",
-    }
+    return {**site_keys(), "RADIOGATE_PIPELINE__QUIET_PERIOD": "3600"}
 
 
 def insert_dense_finding(ds: pydicom.Dataset, rng: np.random.Generator) -> np.ndarray | None:

@@ -3,10 +3,8 @@ recorded and audited, and no copy's file is lost or left behind."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +21,7 @@ from blake3 import blake3
 from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer
 from tests.support import ScpProcess, dcmtk, free_port
 from tests.support.data import extract_ct
-from tests.support.pipeline import Node, orthanc_instances
+from tests.support.pipeline import Node, orthanc_instances, site_keys
 from tests.support.roles import admin_role
 
 pytestmark = pytest.mark.integration
@@ -169,8 +167,7 @@ def test_a_resend_of_an_archived_instance(
         extra_env={
             "RADIOGATE_SCP__DIFFERENT_BYTES_ARCHIVED": policy,
             # The site's secrets, as `radiogate run` makes them (`quarantine release` needs them).
-            "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
-            "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+            **site_keys(),
         },
     ).start()  # fmt: skip
     assert node.scp is not None

@@ -4,9 +4,7 @@ from another tool's SEG in the archive; a re-run replaces the earlier results.""
 
 from __future__ import annotations
 
-import base64
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +19,7 @@ from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.support import dcmtk
 from tests.support.data import extract_ct
 from tests.support.outline import lung1_tumour_seg
-from tests.support.pipeline import Node, orthanc_get
+from tests.support.pipeline import Node, orthanc_get, site_keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -51,10 +49,7 @@ archive_url = "{orthanc.url}"
 credentials_file = "{orthanc.credentials_path}"
 time_limit = 600.0
 {ROUTES}"""
-    secrets = {
-        "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
-        "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    secrets = site_keys()
     node = Node(fresh_dsn, tmp_path / "node", orthanc, extra_toml=extra, extra_env=secrets)
     node.start()
     try:

@@ -8,10 +8,8 @@ is audited.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,7 +26,7 @@ import audit
 from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.support import dcmtk
 from tests.support.data import DATA, extract_ct, series_copies
-from tests.support.pipeline import Node, orthanc_get, orthanc_instances
+from tests.support.pipeline import Node, orthanc_get, orthanc_instances, site_keys
 from tests.support.roles import admin_role
 
 pytestmark = pytest.mark.integration
@@ -89,10 +87,7 @@ def test_archive_holds_only_deidentified_objects(
     ct = extract_ct(tmp_path / "ct")[:4]
     sc = [DATA / "ctbrain1.dcm"]  # Secondary Capture, no Burned In Annotation: may show text
     us = [DATA / "us_greyscale.dcm"]
-    secrets = {
-        "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
-        "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
-    }
+    secrets = site_keys()
     node = Node(fresh_dsn, tmp_path / "node", orthanc, extra_toml=ROUTES, extra_env=secrets)
     node.start()
     try:
@@ -231,8 +226,7 @@ def test_worker_killed_while_deidentifying_loses_nothing_leaves_nothing(
     rolled-back round's copies are rewritten byte for byte and then released)."""
     files = series_copies(extract_ct(tmp_path / "ct"), tmp_path / "many", 4)  # 192 instances
     secrets = {
-        "RADIOGATE_DEID_SECRET": base64.b64encode(os.urandom(32)).decode(),
-        "RADIOGATE_DEID_VAULT_KEY": base64.b64encode(os.urandom(32)).decode(),
+        **site_keys(),
         # de-identify in a pool of processes: the kill takes them down with the worker
         "RADIOGATE_DEID__PROCESSES": "2",
     }

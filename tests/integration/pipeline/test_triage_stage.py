@@ -279,3 +279,47 @@ def test_a_late_slice_reopens_and_the_series_is_decided_again(stage: Stage) -> N
     assert _one(stage, "SELECT state, decisions FROM series_triage") == ("decided", 2)
     steps = [s for (s,) in stage.q("SELECT step FROM audit_pending ORDER BY id")]
     assert steps.count("series-reopened") == 1 and steps.count("triage-reopened") == 1
+
+
+def test_a_redecision_after_its_flagged_slices_were_released_uses_the_remaining_slices(
+    stage: Stage,
+) -> None:
+    """A model flagged slices that are no longer spooled (released after an earlier decision):
+    the series' slices still spooled stand in for the SR's patient, study and evidence, and no
+    key-object selection is made for images that are not there."""
+    import datetime
+
+    from dicom_nodes.pipeline.results import TriageOutcome, write_triage_results
+    from dicom_nodes.state import Lane
+
+    uids = stage.receive(5)
+    _route_all(stage)
+    released = uids[:2]
+    stage.q_exec("UPDATE ingest_instance SET state = 'released' WHERE sop_instance_uid = ANY(%s)",
+                 released)  # fmt: skip
+    (series,) = {s for (s,) in stage.q("SELECT series_instance_uid FROM triage_instance")}
+    outcome = TriageOutcome(
+        series, Lane.CRITICAL, 0.93,
+        {"name": "demo-triage", "version": "1", "blake3": "ab" * 32, "demonstration": "true"},
+        ["model-critical"], released, "rules", datetime.datetime.now(datetime.UTC),
+    )  # fmt: skip
+    assert stage.ctx.triage is not None and stage.ctx.triage.spool is not None
+    with stage.ctx.pool.connection() as conn:
+        sr_uid, kos_uid = write_triage_results(
+            conn, stage.ctx.audit, stage.ctx.triage.spool, node="node1",
+            ae_title="RADIOGATE", outcome=outcome,
+        )  # fmt: skip
+    assert sr_uid is not None and kos_uid is None
+    (path,) = stage.q("SELECT spool_path FROM ingest_instance WHERE sop_instance_uid = %s", sr_uid)
+    sr = pydicom.dcmread(path[0])
+    spooled = pydicom.dcmread(
+        stage.q("SELECT spool_path FROM ingest_instance WHERE sop_instance_uid = %s", uids[2])[0][0]
+    )
+    assert (sr.StudyInstanceUID, sr.PatientID) == (spooled.StudyInstanceUID, spooled.PatientID)
+    evidence = {
+        ref.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for ser in study.ReferencedSeriesSequence
+        for ref in ser.ReferencedSOPSequence
+    }
+    assert evidence == set(uids[2:])
