@@ -55,12 +55,12 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import accel  # noqa: E402
 import psycopg  # noqa: E402
 import pydicom  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
+from bench import accel  # noqa: E402
 from dicom_nodes.db.migrate import migrate  # noqa: E402
 from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer  # noqa: E402
 from dicom_nodes.services.postgres import PrivateCluster  # noqa: E402

@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import accel  # noqa: E402
-from bench_forward import generate  # noqa: E402
 from pynetdicom import _config  # noqa: E402
 
+from bench import accel  # noqa: E402
+from bench.bench_forward import generate  # noqa: E402
 from dicom_nodes import accelerator  # noqa: E402
 from dicom_nodes.forward import _association  # noqa: E402
 from dicom_nodes.forward._association import open_association, store_contexts  # noqa: E402

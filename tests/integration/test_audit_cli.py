@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 import audit
 from audit import append_many, enqueue_many
@@ -94,13 +94,13 @@ def test_keygen_checkpoint_verify_query_export_rotate(fresh_dsn: str, tmp_path: 
     assert "intact: 32 events" in _ok(_cli(fresh_dsn, data, "verify"))
     with psycopg.connect(fresh_dsn) as conn:
         audit.seal(conn)
-        rows = conn.execute(
+        events = conn.execute(
             "SELECT step, body FROM audit_event WHERE step IN ('key-rotated', 'audit-verified')"
             " ORDER BY seq"
         ).fetchall()
-    steps = [r[0] for r in rows]
+    steps = [r[0] for r in events]
     assert steps == ["audit-verified", "key-rotated", "audit-verified", "audit-verified"], steps
-    rotated = json.loads(bytes(rows[1][1]))
+    rotated = json.loads(bytes(events[1][1]))
     assert rotated["event"] == "110113" and rotated["types"] == ["110129"]
     assert [o["id"] for o in rotated["objects"]] == [k["key_id"] for k in keyring["keys"]]
 

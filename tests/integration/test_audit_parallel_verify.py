@@ -26,13 +26,14 @@ def trail(fresh_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Tr
 
 def _verify(trail: Trail) -> VerifyReport:
     with psycopg.connect(trail.dsn) as conn:
-        return verify_module.verify(
+        report: VerifyReport = verify_module.verify(
             conn,
             Keyring.load(trail.keyring_path),
             read_checkpoint_file(trail.file),
             dsn=trail.dsn,
             workers=2,
         )
+        return report
 
 
 def test_intact_parallel(trail: Trail) -> None:

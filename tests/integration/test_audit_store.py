@@ -18,6 +18,7 @@ from audit import (
     FileSink,
     Keyring,
     Signer,
+    Study,
     append,
     append_many,
     audited_search,
@@ -170,7 +171,7 @@ def test_query_is_itself_audited(fresh_dsn: str) -> None:
         )
         assert [h.seq for h in hits] == [4]
         assert position.seq == 5
-        logged = list(search(conn, AuditQuery(event_id="110112")))
+        logged = list(search(conn, AuditQuery(event_id=EventID("110112"))))
         assert [h.seq for h in logged] == [5]
         q = logged[0].event
         assert q.participants[0].user_id == "alice" and q.participants[0].requestor
@@ -180,10 +181,9 @@ def test_query_is_itself_audited(fresh_dsn: str) -> None:
         t0 = dt.datetime(2024, 5, 1, 12, 0, 1, tzinfo=dt.UTC)
         window = list(search(conn, AuditQuery(since=t0, until=t0 + dt.timedelta(seconds=1))))
         assert [h.seq for h in window] == [2]
-        assert [
-            h.seq
-            for h in search(conn, AuditQuery(sop_uid=f"{hits[0].event.objects[1].study_uid}.1.1"))
-        ] == [4]  # type: ignore[union-attr]
+        study = hits[0].event.objects[1]
+        assert isinstance(study, Study)
+        assert [h.seq for h in search(conn, AuditQuery(sop_uid=f"{study.study_uid}.1.1"))] == [4]
 
 
 def test_checkpointer_every_n_events_or_t_seconds(fresh_dsn: str, tmp_path: Path) -> None:

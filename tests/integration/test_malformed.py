@@ -16,7 +16,7 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 
 from dicom_nodes.scp.status import StoreStatus
@@ -58,8 +58,8 @@ def _good_dataset(sop_class: str = CT_IMAGE) -> tuple[pydicom.Dataset, bytes]:
 def _file(tmp_path: Path, sop_class: str, sop_instance: str, payload: bytes) -> Path:
     """A Part 10 file whose File Meta announces the given UIDs and whose dataset is *payload*."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     buf = io.BytesIO()
     buf.write(b"\x00" * 128 + b"DICM")

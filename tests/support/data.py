@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 __all__ = ["TS_SOURCES", "TsFile", "dataset_bytes", "extract_ct", "make_ts_files", "series_copies"]
 
@@ -78,7 +78,7 @@ def make_ts_files(dest: Path) -> list[TsFile]:
     for ts, (src, relabel) in TS_SOURCES.items():
         ds = pydicom.dcmread(src)
         if relabel:
-            ds.file_meta.TransferSyntaxUID = ts
+            ds.file_meta.TransferSyntaxUID = UID(ts)
         assert str(ds.file_meta.TransferSyntaxUID) == ts, (src, ts)
         ds.StudyInstanceUID = ds.get("StudyInstanceUID") or generate_uid()
         ds.SeriesInstanceUID = ds.get("SeriesInstanceUID") or generate_uid()

@@ -149,7 +149,7 @@ timeout = 20.0
 
     def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn) as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params).fetchall()
 
     def wait_for(self, check: Callable[[], bool], timeout: float = 30.0) -> None:
         """Poll *check* until it holds; TimeoutError with the worker log's tail otherwise."""

@@ -42,11 +42,11 @@ def test_thousands_back_to_back_on_one_association(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from dicom_nodes.forward import pool
+    from dicom_nodes.forward import _association, pool
 
     files = [OutgoingFile.from_path(p) for p in make_small_instances(tmp_path / "sc", COUNT)]
     opened: list[str] = []
-    original = pool.open_association
+    original = _association.open_association  # the function pool.py calls
 
     def counting(*args: object, **kwargs: object) -> object:
         opened.append(threading.current_thread().name)

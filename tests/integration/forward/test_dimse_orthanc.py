@@ -148,10 +148,10 @@ def test_parallel_associations(
     ct_files: list[OutgoingFile],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dicom_nodes.forward import pool
+    from dicom_nodes.forward import _association, pool
 
     opened: list[str] = []
-    original = pool.open_association
+    original = _association.open_association  # the function pool.py calls
 
     def counting(*args: object, **kwargs: object) -> object:
         opened.append(threading.current_thread().name)
@@ -178,10 +178,10 @@ def test_associations_stay_open_between_batches_and_confirm_on_them(
 ) -> None:
     """PS3.8 7.1: one association carries several batches and their C-FINDs; one that the
     peer closed while idle costs no instance (sent again on a new association)."""
-    from dicom_nodes.forward import pool
+    from dicom_nodes.forward import _association, pool
 
     opened: list[int] = []
-    original = pool.open_association
+    original = _association.open_association  # the function pool.py calls
 
     def counting(*args: object, **kwargs: object) -> object:
         opened.append(len(args[1]))  # type: ignore[arg-type]
@@ -214,10 +214,10 @@ def test_associations_stay_open_between_batches_and_confirm_on_them(
 def test_keep_open_zero_releases_after_each_batch(
     orthanc: ManagedOrthanc, ct_files: list[OutgoingFile], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dicom_nodes.forward import pool
+    from dicom_nodes.forward import _association, pool
 
     opened: list[int] = []
-    original = pool.open_association
+    original = _association.open_association  # the function pool.py calls
 
     def counting(*args: object, **kwargs: object) -> object:
         opened.append(1)

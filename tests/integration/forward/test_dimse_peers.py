@@ -53,16 +53,18 @@ class Peer:
         ae.maximum_associations = 16
         for sop_class, syntaxes in contexts:
             ae.add_supported_context(sop_class, syntaxes)
-        handlers = [
+        handlers: list[evt.EventHandlerType] = [
             (evt.EVT_C_STORE, self._store),
             (evt.EVT_ACCEPTED, self._accepted),
         ]
-        self._server = ae.start_server(
+        server = ae.start_server(
             ("127.0.0.1", self.port),
             block=False,
             evt_handlers=handlers,
             ssl_context=ssl_context,
         )
+        assert server is not None  # not blocking: the running server is returned
+        self._server = server
 
     def _accepted(self, _event: Any) -> None:
         with self._lock:

@@ -59,7 +59,7 @@ class DicomWebServer:
                 for part in parts:
                     ds = pydicom.dcmread(BytesIO(part), stop_before_pixels=True)
                     uid, cls = str(ds.SOPInstanceUID), str(ds.SOPClassUID)
-                    item = {
+                    item: dict[str, dict[str, Any]] = {
                         "00081150": {"vr": "UI", "Value": [cls]},
                         "00081155": {"vr": "UI", "Value": [uid]},
                     }

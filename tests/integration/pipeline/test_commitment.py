@@ -249,11 +249,13 @@ class _Archive:
         for sop_class in sop_classes:
             ae.add_supported_context(sop_class)
         ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL)
-        self._server = ae.start_server(
+        server = ae.start_server(
             ("127.0.0.1", self.port),
             block=False,
             evt_handlers=[(evt.EVT_C_STORE, lambda _e: 0), (evt.EVT_N_ACTION, self._action)],
         )
+        assert server is not None  # not blocking: the running server is returned
+        self._server = server
 
     def _action(self, event: Any) -> tuple[int, None]:
         info = event.action_information

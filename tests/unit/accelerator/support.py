@@ -62,7 +62,9 @@ class Scp:
             (evt.EVT_ACCEPTED, lambda event: self.associations.append(event.assoc)),
             *(extra_handlers or []),
         ]
-        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        assert server is not None  # not blocking: the running server is returned
+        self.server = server
         if parts:
             from dicom_nodes.accelerator import _association
 

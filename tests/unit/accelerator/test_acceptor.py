@@ -39,7 +39,7 @@ from tests.unit.accelerator.support import (
 
 skip_unless_verified()
 
-from dicom_nodes.accelerator import _association, _dimse, _dul, _wake  # noqa: E402
+from dicom_nodes.accelerator import _association, _dimse, _wake  # noqa: E402
 from dicom_nodes.accelerator._association import FastAssociation  # noqa: E402
 from dicom_nodes.accelerator._dimse import FastDIMSE  # noqa: E402
 from dicom_nodes.accelerator._dul import FastDUL  # noqa: E402
@@ -316,4 +316,4 @@ def test_idle_association_waits_instead_of_polling(
 def test_dul_module_mirrors_pynetdicom_names() -> None:
     """The names the DUL subclass relies on exist on pynetdicom's class."""
     for name in ("_read_pdu_data", "_process_recv_primitive", "_is_transport_event", "run_reactor"):
-        assert callable(getattr(_dul.DULServiceProvider, name))
+        assert callable(getattr(DULServiceProvider, name))

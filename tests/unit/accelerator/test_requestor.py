@@ -97,7 +97,8 @@ def test_requestor_dul_writes_queued_p_data_and_rewakes_for_the_rest() -> None:
     expected = b""
     for _ in range(count):
         primitive = P_DATA()
-        primitive.presentation_data_value_list = [[1, fragment]]
+        # The setter accepts [context id, bytes] lists only, whatever its annotation says.
+        primitive.presentation_data_value_list = [[1, fragment]]  # type: ignore[list-item]
         dul.to_provider_queue.put(primitive)
         expected += P_DATA_TF(primitive).encode()
     rounds = 0

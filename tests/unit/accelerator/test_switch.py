@@ -134,7 +134,9 @@ def receiver_env(tmp_path: Path) -> Iterator[Spool]:
 def _receive(spool: Spool, mode: str) -> tuple[ReceiverServer, list[Association], int]:
     """build_server with scp.accelerate = *mode*; one C-ECHO and one C-STORE through it."""
     settings = config.Settings()
-    settings = replace(settings, scp=replace(settings.scp, port=0, accelerate=mode))
+    settings = replace(
+        settings, scp=replace(settings.scp, port=0, accelerate=config.Accelerate(mode))
+    )
     recorder = FakeRecorder()
     server = build_server(settings, spool, recorder)
     accepted: list[Association] = []
@@ -188,7 +190,7 @@ def test_on_with_an_unverified_version_refuses_to_build_the_server(
     receiver_env: Spool, unverified: str
 ) -> None:
     settings = config.Settings()
-    settings = replace(settings, scp=replace(settings.scp, port=0, accelerate="on"))
+    settings = replace(settings, scp=replace(settings.scp, port=0, accelerate=config.Accelerate.ON))
     with pytest.raises(AcceleratorUnavailable, match=r"scp\.accelerate"):
         build_server(settings, receiver_env, FakeRecorder())
 
@@ -221,6 +223,7 @@ def _echo_peer() -> tuple[object, int]:
     scp = AE(ae_title="PEER")
     scp.add_supported_context(Verification)
     server = scp.start_server(("127.0.0.1", 0), block=False)
+    assert server is not None  # not blocking: the running server is returned
     return server, server.server_address[1]
 
 

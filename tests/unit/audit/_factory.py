@@ -8,9 +8,12 @@ from audit import (
     ActiveParticipant,
     AuditEvent,
     AuditSource,
+    EventAction,
+    EventID,
     Instance,
     Patient,
     RoleID,
+    Step,
     Study,
 )
 
@@ -22,9 +25,9 @@ def received(
 ) -> AuditEvent:
     """A 110104 'received' event for instance *n* of *study*."""
     return AuditEvent(
-        event_id="110104",
-        action="C",
-        step="received",
+        event_id=EventID("110104"),
+        action=EventAction("C"),
+        step=Step("received"),
         participants=(
             ActiveParticipant.application(
                 ae, address="10.1.2.3", requestor=True, role=RoleID.SOURCE

@@ -8,16 +8,22 @@ import threading
 from pathlib import Path
 
 import pytest
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 import audit
 from audit import (
     ActiveParticipant,
     AuditEvent,
     AuditSource,
+    EventAction,
+    EventID,
+    EventOutcome,
+    EventTypeCode,
     QueryObject,
+    Step,
     SyslogSender,
     SystemObject,
+    SystemObjectKind,
     to_atna_syslog,
     to_atna_xml,
 )
@@ -35,14 +41,17 @@ def _events() -> list[AuditEvent]:
     user = ActiveParticipant("alice", requestor=True, network_address="ws1.example.org")
     return [
         received(),
-        AuditEvent("110112", "E", "audit-queried", [user], AuditSource("node1", "site-1"),
-                   objects=[QueryObject(parameters=(("study", "1.2.3"), ("since", "2024-01-01")))]),
-        AuditEvent("110100", "E", "config-changed", [ActiveParticipant("radiogate-cli")],
-                   AuditSource("node1"), objects=[SystemObject("configuration", "scp.port")],
-                   event_types=["110131"], outcome=4, reason="restart-required"),
-        AuditEvent("110113", "E", "association-rejected",
-                   [ActiveParticipant.application("UNKNOWN", address="192.0.2.7", requestor=True)],
-                   AuditSource("node1"), outcome="8", reason="calling-ae-not-allowed"),
+        AuditEvent(EventID("110112"), EventAction("E"), Step("audit-queried"), (user,),
+                   AuditSource("node1", "site-1"),
+                   objects=(QueryObject(parameters=(("study", "1.2.3"), ("since", "2024-01-01"))),)),
+        AuditEvent(EventID("110100"), EventAction("E"), Step("config-changed"),
+                   (ActiveParticipant("radiogate-cli"),), AuditSource("node1"),
+                   objects=(SystemObject(SystemObjectKind("configuration"), "scp.port"),),
+                   event_types=(EventTypeCode("110131"),), outcome=EventOutcome(4),
+                   reason="restart-required"),
+        AuditEvent(EventID("110113"), EventAction("E"), Step("association-rejected"),
+                   (ActiveParticipant.application("UNKNOWN", address="192.0.2.7", requestor=True),),
+                   AuditSource("node1"), outcome=EventOutcome(8), reason="calling-ae-not-allowed"),
     ]  # fmt: skip
 
 
@@ -59,7 +68,7 @@ def test_received_message_content() -> None:
     ident = doc.find("EventIdentification")
     assert ident is not None
     assert ident.get("EventActionCode") == "C"
-    assert ident.find("EventID").get("csd-code") == "110104"  # type: ignore[union-attr]
+    assert ident.find("EventID").get("csd-code") == "110104"
     codes = [e.get("csd-code") for e in ident.findall("EventTypeCode")]
     assert codes == ["received"]
     source = doc.find("ActiveParticipant")
@@ -67,7 +76,7 @@ def test_received_message_content() -> None:
     assert source.get("NetworkAccessPointTypeCode") == "2"
     patient = doc.find("ParticipantObjectIdentification")
     assert patient is not None and patient.get("ParticipantObjectID") == "PSN-7c1e90b24a"
-    assert doc.find(".//SOPClass").get("NumberOfInstances") == "1"  # type: ignore[union-attr]
+    assert doc.find(".//SOPClass").get("NumberOfInstances") == "1"
 
 
 def test_syslog_frame_over_udp_and_tcp() -> None:
@@ -106,6 +115,6 @@ def test_syslog_frame_over_udp_and_tcp() -> None:
 
 def test_time_offset_preserved_in_xml() -> None:
     tz = dt.timezone(dt.timedelta(hours=-5))
-    event = AuditEvent("110100", "E", "application-started", [ActiveParticipant("svc")],
-                       AuditSource("node1"), time=dt.datetime(2024, 1, 1, 8, tzinfo=tz))  # fmt: skip
+    event = AuditEvent(EventID("110100"), EventAction("E"), Step("application-started"),
+                       (ActiveParticipant("svc"),), AuditSource("node1"), time=dt.datetime(2024, 1, 1, 8, tzinfo=tz))  # fmt: skip
     assert b'EventDateTime="2024-01-01T08:00:00.000000-05:00"' in to_atna_xml(event)

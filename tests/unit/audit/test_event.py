@@ -31,8 +31,9 @@ def test_enums_accept_strings() -> None:
     assert EventID(110113) is EventID.SECURITY_ALERT
     assert EventAction("c") is EventAction.CREATE
     assert EventAction("execute") is EventAction.EXECUTE
-    assert EventOutcome("8") is EventOutcome.SERIOUS_FAILURE
-    assert EventOutcome("minor failure") is EventOutcome.MINOR_FAILURE
+    # The integer enum also accepts its code or meaning as a string.
+    assert EventOutcome("8") is EventOutcome.SERIOUS_FAILURE  # type: ignore[arg-type]
+    assert EventOutcome("minor failure") is EventOutcome.MINOR_FAILURE  # type: ignore[arg-type]
     assert Step("re-identified") is Step.REIDENTIFIED
     assert Step("RESULTS_STORED") is Step.RESULTS_STORED
     event = received()
@@ -114,8 +115,8 @@ def test_canonical_bytes_are_sorted_compact_utf8_and_round_trip() -> None:
 def test_time_keeps_its_zone() -> None:
     tz = dt.timezone(dt.timedelta(hours=2))
     event = AuditEvent(
-        "110100", "E", "application-started", [ActiveParticipant("radiogate-scp")],
-        AuditSource("node1"), time=dt.datetime(2024, 5, 1, 14, 0, tzinfo=tz),
+        EventID("110100"), EventAction("E"), Step("application-started"),
+        (ActiveParticipant("radiogate-scp"),), AuditSource("node1"), time=dt.datetime(2024, 5, 1, 14, 0, tzinfo=tz),
     )  # fmt: skip
     assert b'"time":"2024-05-01T14:00:00.000000+02:00"' in event.to_bytes()
     assert AuditEvent.from_bytes(event.to_bytes()).time.utcoffset() == dt.timedelta(hours=2)
@@ -137,5 +138,5 @@ def test_index_keys() -> None:
         "user:CT1", "ae:CT1", "user:RADIOGATE", "ae:RADIOGATE", "patient:PSN-7c1e90b24a",
         "study:1.2.3", "series:1.2.3.1", "sop:1.2.3.1.1",
     ]  # fmt: skip
-    system = SystemObject("configuration", "scp.port")
+    system = SystemObject("configuration", "scp.port")  # type: ignore[arg-type]  # kind by name
     assert system.kind.code == "RG-CONFIG"

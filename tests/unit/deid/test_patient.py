@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from pydicom.data import get_charset_files
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 import config
 from dicom_nodes.deid.patient import patient_fields, patient_pseudonym, receiver_pseudonym
@@ -44,7 +44,7 @@ def _instance(path: Path, syntax: str, **attrs: object) -> Path:
     for key, value in attrs.items():
         setattr(ds, key, value)
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.save_as(path, enforce_file_format=True)

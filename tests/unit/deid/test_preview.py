@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from dicom_nodes.deid.preview import frames_of, png_bytes, write_preview
 
@@ -58,7 +58,7 @@ def _rgb_two_frames(path: Path) -> np.ndarray:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.7")
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, generate_uid()
     ds.Modality, ds.Rows, ds.Columns, ds.NumberOfFrames = "US", 6, 5, 2

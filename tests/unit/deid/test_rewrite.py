@@ -10,7 +10,6 @@ for byte (and the vault entries and pseudonym too). The plain uncompressed CTs m
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,11 +62,8 @@ def _corpus(tmp: Path) -> Iterator[tuple[str, bytes]]:
     yield "everything", buffer.getvalue()
     for path in extract_ct(tmp / "ct")[:6]:
         yield f"lung1/{path.name}", path.read_bytes()
-    sys.path.insert(0, str(DATA.parents[1] / "bench"))
-    try:
-        import bench_forward
-    finally:
-        sys.path.pop(0)
+    from bench import bench_forward
+
     for name, size in (("ct512", 512), ("small64", 64)):
         for path in bench_forward.generate(tmp / name, name, name, 3, size, 7).files:
             yield f"bench/{name}/{path.name}", path.read_bytes()

@@ -8,12 +8,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from pynetdicom.presentation import build_context
 
 from dicom_nodes.forward import _association
 from dicom_nodes.forward._association import (
     AssociationFailed,
     FailureKind,
-    build_context,
     classify_failure,
     open_association,
 )

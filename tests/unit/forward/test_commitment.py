@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import build_context, negotiate_as_acceptor
 
@@ -166,7 +167,7 @@ def test_handler_statuses_for_what_it_cannot_understand_or_keep() -> None:
 
 def test_statuses_are_failures_of_ps3_7_annex_c() -> None:
     """0000 success; everything else in the 01xx/02xx failure range (PS3.7 Annex C)."""
-    assert EventReportStatus.SUCCESS == 0
+    assert int(EventReportStatus.SUCCESS) == 0
     for status in EventReportStatus:
         if status is not EventReportStatus.SUCCESS:
             assert 0x0100 <= status <= 0x02FF and status not in (0x0107, 0x0116), status
@@ -219,9 +220,12 @@ def _role(scu: bool, scp: bool) -> SCP_SCU_RoleSelectionNegotiation:
 def _negotiate(proposed: tuple[bool, bool] | None) -> tuple[int, bool, bool, list[object]]:
     rq = build_context(STORAGE_COMMITMENT_PUSH_MODEL)
     rq.context_id = 1
-    roles = None if proposed is None else {STORAGE_COMMITMENT_PUSH_MODEL: proposed}
+    roles: dict[UID, tuple[bool | None, bool | None]] | None = (
+        None if proposed is None else {UID(STORAGE_COMMITMENT_PUSH_MODEL): proposed}
+    )
     result, replies = negotiate_as_acceptor([rq], [commitment_scp_context()], roles)
     (cx,) = result
+    assert cx.result is not None
     return int(cx.result), bool(cx.as_scu), bool(cx.as_scp), list(replies)
 
 

@@ -135,6 +135,7 @@ def test_requested_association_is_guarded(
     scp = AE(ae_title="PEER")
     scp.add_supported_context(Verification)
     server = scp.start_server(("127.0.0.1", 0), block=False)
+    assert server is not None  # not blocking: the running server is returned
     try:
         port = server.server_address[1]
         settings = DimseSettings(name="peer", ae_title="PEER", host="127.0.0.1", port=port)

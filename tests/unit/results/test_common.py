@@ -7,6 +7,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import (
     RE_VALID_UID,
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -87,7 +88,7 @@ def test_procedure_reported_by_modality() -> None:
 def test_only_explicit_vr_little_endian_is_written(syntax: str) -> None:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.34", "1.2.3"
     with pytest.raises(ValueError, match="Explicit VR Little Endian only"):
         to_bytes(ds)

@@ -213,7 +213,7 @@ def test_pixel_data_mismatch_is_c212_with_a_comment_and_an_audit_event(
     writer = FakeWriter()
     rsp = handlers.handle_store(_event(spool, src), spool, FakeRecorder(), "n1", writer)  # type: ignore[arg-type]
     assert not isinstance(rsp, int)
-    assert rsp.Status == StoreStatus.CANNOT_UNDERSTAND_PIXEL_DATA == 0xC212
+    assert rsp.Status == int(StoreStatus.CANNOT_UNDERSTAND_PIXEL_DATA) == 0xC212
     assert rsp.ErrorComment == "Pixel Data is 16384 bytes; the image attributes require 32768"
     (event,) = writer.events
     assert event.step.value == "refused" and event.reason == "pixel-data-mismatch"

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from dicom_nodes.errors import DatasetProblem, InvalidDataset
 from dicom_nodes.spool.inspect import inspect_file
@@ -25,9 +25,9 @@ def _part10(
     path: Path, ts: str, body: bytes, sop: str = "1.2.3", cls: str = "1.2.840.10008.5.1.4.1.1.7"
 ) -> Path:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = cls
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ts
+    meta.MediaStorageSOPClassUID = UID(cls)
+    meta.MediaStorageSOPInstanceUID = UID(sop)
+    meta.TransferSyntaxUID = UID(ts)
     buf = io.BytesIO()
     buf.write(b"\0" * 128 + b"DICM")
     write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[arg-type]
