@@ -177,7 +177,7 @@ def main() -> int:
 
     import logging
 
-    import radiomics
+    import radiomics  # type: ignore[import-untyped]
     from radiomics import featureextractor
 
     radiomics.setVerbosity(logging.ERROR)

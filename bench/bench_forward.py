@@ -216,7 +216,7 @@ class CpuMeter:
         ]  # fmt: skip
 
         def total() -> float:
-            ticks = 0
+            ticks: float = 0
             for entry in Path("/proc").iterdir():
                 if entry.name.isdigit():
                     st = _stat(int(entry.name))
@@ -234,7 +234,7 @@ class CpuMeter:
         ]  # fmt: skip
 
         def total() -> float:
-            ticks = 0
+            ticks: float = 0
             for entry in Path("/proc").iterdir():
                 if entry.name.isdigit():
                     st = _stat(int(entry.name))
@@ -424,7 +424,7 @@ timeout = 30.0
 
     def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn) as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params).fetchall()
 
     def one(self, sql: str, *params: object) -> tuple[Any, ...]:
         rows = self.query(sql, *params)
@@ -1294,12 +1294,12 @@ def main() -> int:
             plan += [None] * max(0, direct_reps - plan.count(None))
             for rep, step in enumerate(plan):
                 if step is None:
-                    d = run_direct(data, rep, base, args.max_run_seconds)
-                    direct.append(d)
+                    run = run_direct(data, rep, base, args.max_run_seconds)
+                    direct.append(run)
                     print(
-                        f"direct    {data.label:>5} {'':<11} {d.images_per_s:7.1f} img/s  "
-                        f"({d.seconds:.2f} s, stored {d.stored}/{d.count}) cpu {d.cpu} "
-                        f"load {d.loadavg:.1f}",
+                        f"direct    {data.label:>5} {'':<11} {run.images_per_s:7.1f} img/s  "
+                        f"({run.seconds:.2f} s, stored {run.stored}/{run.count}) cpu {run.cpu} "
+                        f"load {run.loadavg:.1f}",
                         flush=True,
                     )
                     continue

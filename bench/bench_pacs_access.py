@@ -129,7 +129,9 @@ def main() -> None:
         o = ManagedOrthanc(base / name.replace(" ", "-"), free_port(), free_port())
         if name == "no-op filter":  # the floor: orthanc-python calling an empty filter
             found = plugin_config(settings, dsn="", config_file=None, service_user="")
-            o.extra = {"Plugins": found["Plugins"][:1], "PythonScript": str(noop)}
+            plugins = found["Plugins"]
+            assert isinstance(plugins, list)
+            o.extra = {"Plugins": plugins[:1], "PythonScript": str(noop)}
         if name == "with plugin":
             nowhere = f"host=127.0.0.1 port={free_port()}"
             o.extra = plugin_config(

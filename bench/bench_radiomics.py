@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from scipy import ndimage
+from scipy import ndimage  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -106,7 +106,7 @@ def main() -> int:
 
     import logging
 
-    import radiomics
+    import radiomics  # type: ignore[import-untyped]
     from radiomics import featureextractor
 
     radiomics.setVerbosity(logging.ERROR)

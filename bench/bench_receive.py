@@ -801,8 +801,8 @@ def report(
     for case in cases:
         line = f"{case.label(sets):<34}"
         for name in receivers:
-            sel = [r.cpu_ms_per_image for r in runs if r.receiver == name and r.case == case]
-            line += f"{median(sel):>{col[name]}.2f}" if sel else f"{'-':>{col[name]}}"
+            cpu_ms = [r.cpu_ms_per_image for r in runs if r.receiver == name and r.case == case]
+            line += f"{median(cpu_ms):>{col[name]}.2f}" if cpu_ms else f"{'-':>{col[name]}}"
         print(line)
     loads = [x for r in runs for x in r.load]
     if loads:

@@ -63,8 +63,11 @@ def main() -> int:
     _rate("preprocess", n, args.rounds, lambda: [model.preprocess(s, sp) for s, sp in pairs])
     inputs = np.stack([model.preprocess(s, sp) for s, sp in zip(slices, spacings, strict=True)])
     for batch in (1, 8, 32):
-        _rate(f"inference, batch {batch}", n, args.rounds,
-              lambda b=batch: [model.score(inputs[i : i + b]) for i in range(0, n, b)])  # fmt: skip
+
+        def infer(b: int = batch) -> object:
+            return [model.score(inputs[i : i + b]) for i in range(0, n, b)]
+
+        _rate(f"inference, batch {batch}", n, args.rounds, infer)
     _rate("score_series (preprocess + infer)", n, args.rounds,
           lambda: model.score_series(slices, spacings, batch_size=16))  # fmt: skip
     return 0

@@ -28,7 +28,7 @@ def pool(fresh_dsn: str) -> Iterator[ConnectionPool]:
 
 def _rows(dsn: str, sql: str, *params: object) -> list[tuple[object, ...]]:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()
 
 
 def _wait_in_thread(

@@ -117,7 +117,7 @@ def test_sigkill_mid_transfer_loses_nothing_acknowledged(fresh_dsn: str, tmp_pat
     try:
         assert not list((node / "spool" / ".incoming").iterdir())
         with psycopg.connect(fresh_dsn) as conn:
-            rows = dict(
+            rows: dict[str, str] = dict(
                 conn.execute("SELECT sop_instance_uid, spool_path FROM ingest_instance").fetchall()
             )
         for name in acked:

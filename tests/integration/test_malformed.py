@@ -254,7 +254,10 @@ def test_a_data_set_fragment_without_its_command_aborts_cleanly(
         assoc = ae.associate("127.0.0.1", proc.port, ae_title="RADIOGATE")
         assert assoc.is_established
         # Raw PDUs on the association's own socket: pynetdicom would never send these.
-        sock = assoc.dul.socket.socket
+        transport = assoc.dul.socket
+        assert transport is not None
+        sock = transport.socket
+        assert sock is not None
         for pdu in _violation_sequences()[case]:
             sock.sendall(pdu)
             time.sleep(0.2)  # separate PDUs, as a peer would send them

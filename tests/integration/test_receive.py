@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pydicom
@@ -74,9 +75,9 @@ def send_with_pynetdicom(port: int, path: Path, ts: str) -> None:
     assert status.Status == 0x0000
 
 
-def rows(dsn: str, sql: str, *params: object) -> list[tuple[object, ...]]:
+def rows(dsn: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()
 
 
 def test_echo(scp: ScpProcess) -> None:
@@ -140,8 +141,10 @@ def test_every_transfer_syntax_stored_as_received(scp: ScpProcess, tmp_path: Pat
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
         assert result.returncode == 0, (item.transfer_syntax, result.stdout, result.stderr)
-    recorded = dict(rows(scp.dsn, "SELECT sop_instance_uid, spool_path FROM ingest_instance"))
-    ts_recorded = dict(
+    recorded: dict[str, str] = dict(
+        rows(scp.dsn, "SELECT sop_instance_uid, spool_path FROM ingest_instance")
+    )
+    ts_recorded: dict[str, str] = dict(
         rows(scp.dsn, "SELECT sop_instance_uid, transfer_syntax_uid FROM ingest_instance")
     )
     for item in ts_files:

@@ -20,7 +20,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     Verification,

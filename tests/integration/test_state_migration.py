@@ -67,8 +67,10 @@ def test_rows_stuck_in_routed_are_backfilled(fresh_dsn: str) -> None:
         }
         conn.commit()
         assert "ingest/0005_state_model.sql" in migrate(conn)
-        states = dict(conn.execute("SELECT sop_instance_uid, state FROM ingest_instance"))
-        reasons = dict(
+        states: dict[str, str] = dict(
+            conn.execute("SELECT sop_instance_uid, state FROM ingest_instance")
+        )
+        reasons: dict[str, str] = dict(
             conn.execute("SELECT state, hold_reason FROM forward_item WHERE hold_reason <> ''")
         )
     got = {name: states[uid] for name, uid in cases.items()}

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
@@ -48,7 +50,7 @@ def tumour_seg(
                               provenance or Provenance(software_version="2"))  # fmt: skip
 
 
-def lung1_tumour_seg(datasets: list[pydicom.Dataset]) -> tuple[bytes, np.ndarray]:
+def lung1_tumour_seg(datasets: Sequence[pydicom.Dataset]) -> tuple[bytes, np.ndarray]:
     """The lung1 tumour (``tests/data/lung1_label.nrrd``, label 1) as another tool's SEG on
     *datasets* (the series in any order, e.g. as archived and de-identified): its Part 10 bytes
     and the mask in volume order."""

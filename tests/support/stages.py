@@ -102,9 +102,16 @@ class Stage:
             uids.append(identity.sop_instance_uid)
         return uids
 
+    @property
+    def conninfo(self) -> str:
+        """The pool's connection string, for a connection of its own."""
+        conninfo = self.ctx.pool.conninfo
+        assert isinstance(conninfo, str)
+        return conninfo
+
     def q(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with self.ctx.pool.connection() as conn:
-            return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(sql, params).fetchall()
 
     def states(self, uids: Sequence[str]) -> list[str]:
         rows = dict(self.q("SELECT sop_instance_uid, state FROM ingest_instance"))
@@ -132,4 +139,4 @@ class Stage:
 
     def q_exec(self, sql: str, *params: Any) -> None:
         with self.ctx.pool.connection() as conn:
-            conn.execute(sql, params)  # type: ignore[arg-type]
+            conn.execute(sql, params)

@@ -5,7 +5,6 @@ DELIVERY tables allow — so the function and the tables cannot drift apart."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from dicom_nodes.state.model import (
     AlertState,
     DeliveryEvent,
     DeliveryState,
+    Machine,
 )
 from dicom_nodes.state.repository import (
     AlertNotOpen,
@@ -80,7 +80,9 @@ def test_the_function_makes_exactly_the_tables_transitions(
                 acknowledge_alert(conn, sink, "a1", "dr-house")
             assert refused.value.state == state.value
         alert = conn.execute("SELECT state, acknowledged_by FROM alert").fetchone()
-        deliveries = dict(conn.execute("SELECT target, state FROM alert_delivery").fetchall())
+        deliveries: dict[str, str] = dict(
+            conn.execute("SELECT target, state FROM alert_delivery").fetchall()
+        )
     moved = state in ack.sources
     assert alert == ((ack.target.value, "dr-house") if moved else (state.value, ""))
     assert deliveries == {
@@ -104,10 +106,11 @@ def test_an_unknown_alert_raises_and_apply_refuses_the_event(fresh_dsn: str) -> 
             acknowledge_alert(conn, Recorded(), "feedfeedfeedfeed", "dr-house")
         assert refused.value.state is None and "absent" in str(refused.value)
         _seed(conn, "a2", AlertState.OPEN)
-        for machine, event, key in itertools.chain(
-            [(ALERT, AlertEvent.ACKNOWLEDGED, ("a2",))],
-            [(DELIVERY, DeliveryEvent.CANCELLED, ("a2:pending",))],
-        ):
+        refused_events: list[tuple[Machine[Any, Any], object, tuple[str, ...]]] = [
+            (ALERT, AlertEvent.ACKNOWLEDGED, ("a2",)),
+            (DELIVERY, DeliveryEvent.CANCELLED, ("a2:pending",)),
+        ]
+        for machine, event, key in refused_events:
             with pytest.raises(ValueError, match="acknowledge_alert"):
                 apply(conn, Recorded(), machine, event, [Change(key)], user="x")
         assert conn.execute("SELECT state FROM alert").fetchone() == ("open",)

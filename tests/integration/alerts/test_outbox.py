@@ -120,7 +120,7 @@ def test_delivery_retry_escalation_and_acknowledgement(
             assert body["certainty"] == 97.2 and body["level"] == 0
             assert ORIGINAL_STUDY not in json.dumps(body)  # pseudonymous identifiers only
             with psycopg.connect(fresh_dsn) as conn:
-                states = dict(conn.execute(
+                states: dict[str, str] = dict(conn.execute(
                     "SELECT target, state FROM alert_delivery").fetchall())  # fmt: skip
             assert states == {"mqtt": "delivered", "webhook": "pending"}
             # The webhook comes up: the retried delivery reaches it, signed.

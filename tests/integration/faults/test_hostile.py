@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,12 +55,12 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
 
 
 @pytest.fixture
-def scp(fresh_dsn: str, tmp_path: Path) -> ScpProcess:
+def scp(fresh_dsn: str, tmp_path: Path) -> Iterator[ScpProcess]:
     proc = ScpProcess(
         dsn=fresh_dsn, data_dir=tmp_path / "node",
         extra_env={"RADIOGATE_SCP__MAX_ASSOCIATIONS": "4"},
     ).start()  # fmt: skip
-    yield proc  # type: ignore[misc]
+    yield proc
     proc.stop()
 
 
@@ -109,7 +110,9 @@ def test_aborted_and_closed_associations_free_their_slot_at_once(scp: ScpProcess
     assert extra.is_rejected  # max_associations = 4
     held[0].abort()
     # A peer that just drops the TCP connection (no A-ABORT).
-    sock = held[1].dul.socket.socket
+    transport = held[1].dul.socket
+    assert transport is not None
+    sock = transport.socket
     assert sock is not None
     sock.shutdown(socket.SHUT_RDWR)
     sock.close()
@@ -132,7 +135,9 @@ def test_an_oversized_p_data_pdu_ends_the_association_at_its_header(scp: ScpProc
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", scp.port, ae_title="RADIOGATE")
     assert assoc.is_established
-    sock = assoc.dul.socket.socket
+    transport = assoc.dul.socket
+    assert transport is not None
+    sock = transport.socket
     assert sock is not None
     started = time.monotonic()
     sock.sendall(struct.pack(">BBL", 4, 0, 0xFFFFFFF0))  # P-DATA-TF claiming ~4 GB

@@ -86,7 +86,7 @@ def test_refusals_give_security_alerts(pacs: Pacs) -> None:
     got = [(a.event.participants[0].user_id, a.event.reason, int(a.event.outcome)) for a in alerts]
     assert got == [("mallory", "no-role", 4), ("alice", "write-not-allowed", 4),
                    ("alice", "role-required-admin", 4)]  # fmt: skip
-    assert [o.study_uid for o in alerts[0].event.objects] == [uid]  # type: ignore[union-attr]
+    assert [o.study_uid for o in alerts[0].event.objects] == [uid]
 
 
 def test_reads_go_on_while_postgresql_is_down_and_are_recorded_after(

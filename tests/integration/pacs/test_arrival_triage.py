@@ -87,7 +87,9 @@ def test_a_study_stored_directly_is_triaged(fresh_dsn: str, tmp_path: Path) -> N
             # Its own SR and KOS made the study change in the archive: nothing is done again.
             assert run_arrival(ctx, crit_id, STEPS, "direct") == "known"
         with psycopg.connect(fresh_dsn) as conn:
-            lanes = dict(conn.execute("SELECT study_instance_uid, lane FROM study").fetchall())
+            lanes: dict[str, str] = dict(
+                conn.execute("SELECT study_instance_uid, lane FROM study").fetchall()
+            )
             decided: dict[str, Any] = {
                 str(r[0]): r[1:]
                 for r in conn.execute(

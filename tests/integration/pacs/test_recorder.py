@@ -64,7 +64,7 @@ def test_exactly_once_across_segments(fresh_dsn: str, tmp_path: Path) -> None:
     assert len(events) == 42
     assert sorted({e.event.participants[0].user_id for e in events})[:2] == ["user0", "user1"]
     by_user = {e.event.participants[0].user_id: e.event for e in events}
-    assert [o.study_uid for o in by_user["user99"].objects] == ["1.2.3.5"]  # type: ignore[union-attr]
+    assert [o.study_uid for o in by_user["user99"].objects] == ["1.2.3.5"]
     assert by_user["user99"].reason == "dicomweb"
     assert by_user["user100"].objects == () and by_user["user100"].reason == "rest-resource-gone"
     second.append(_read(101))

@@ -20,6 +20,7 @@ from tests.support import dcmtk
 from tests.support.data import extract_ct
 from tests.support.outline import lung1_tumour_seg
 from tests.support.pipeline import Node, orthanc_get, site_keys
+from tests.support.sr import measurement_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -90,10 +91,10 @@ time_limit = 600.0
         sr = pydicom.dcmread(io.BytesIO(orthanc_get(orthanc, f"/instances/{sr_id}/file")))
         assert str(sr.SOPInstanceUID) == sr_uid
         report = hd.sr.Comprehensive3DSR.from_dataset(sr)
-        groups = report.content.get_volumetric_roi_measurement_groups()
+        groups = measurement_report(report.content).get_volumetric_roi_measurement_groups()
         assert len(groups) == 3  # right lung, left lung, the tumour from the other tool's SEG
         # each segment's key-slice outline too (what OHIF draws)
-        planar = report.content.get_planar_roi_measurement_groups()
+        planar = measurement_report(report.content).get_planar_roi_measurement_groups()
         assert {str(g.tracking_uid) for g in planar} == {str(g.tracking_uid) for g in groups}
         # The feature store holds the same values, with what they were computed with.
         rows = node.query(

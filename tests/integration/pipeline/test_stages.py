@@ -117,7 +117,7 @@ def test_unroutable_instances_never_block_routing(stage: Stage) -> None:
     assert status_of(stage)["unroutable"] == 5
     # Fixed routes: an admin re-routes them, and they flow.
     stage.ctx.routes = [RouteSettings(name="any", steps=["forward:archive"])]
-    with psycopg.connect(stage.ctx.pool.conninfo) as conn:
+    with psycopg.connect(stage.conninfo) as conn:
         out = admin.reroute(conn, SINK, [], "alice")
     assert out.changed == {"rerouted": 5}
     stage.drain()
@@ -149,7 +149,7 @@ def test_a_permanent_failure_is_isolated_and_held(stage: Stage) -> None:
     assert s["held_for_a_person"] == 1 and s["oldest_unconfirmed_seconds"] == 0.0
     # The admin retries once the cause is fixed: it flows and the instance resumes.
     stage.dest.permanent.clear()
-    with psycopg.connect(stage.ctx.pool.conninfo) as conn:
+    with psycopg.connect(stage.conninfo) as conn:
         assert admin.retry(conn, SINK, [], None, "bob").changed["retried"] == 1
     stage.drain()
     assert stage.states(uids) == ["released"] * 4
@@ -186,7 +186,7 @@ def test_an_item_without_its_copy_is_isolated_not_a_jam(stage: Stage) -> None:
     assert stage.q("SELECT state, hold_reason FROM forward_item WHERE sop_instance_uid = %s",
                    uids[0]) == [("dead", "deid-copy-missing")]  # fmt: skip
     # Retrying it returns it to quarantine (its copy must be made), never to sending.
-    with psycopg.connect(stage.ctx.pool.conninfo) as conn:
+    with psycopg.connect(stage.conninfo) as conn:
         out = admin.retry(conn, SINK, [uids[0]], None, "bob")
     assert out.changed == {"retried": 0, "returned-to-quarantine": 1}
     assert stage.items(uids[0]) == {"archive": "quarantined"}
@@ -199,7 +199,7 @@ def test_cancel_and_retry_of_a_quarantined_item(stage: Stage) -> None:
         pass
     stage.q_exec("UPDATE forward_item SET state = 'quarantined', profile = 'basic',"
                  " hold_reason = 'burned-in-annotation'")  # fmt: skip
-    with psycopg.connect(stage.ctx.pool.conninfo) as conn:
+    with psycopg.connect(stage.conninfo) as conn:
         release.settle(conn, SINK, uids)
         conn.commit()
         assert stage.states(uids) == ["held"]
@@ -219,7 +219,7 @@ def test_one_destination_cancelled_the_other_confirmed(stage: Stage) -> None:
     stage.other.retryable.update(uids)
     stage.drain()
     assert stage.states(uids) == ["routed", "routed"]
-    with psycopg.connect(stage.ctx.pool.conninfo) as conn:
+    with psycopg.connect(stage.conninfo) as conn:
         out = admin.cancel(conn, SINK, [], "backup", "carol", waiting=True)
     assert out.changed == {"cancelled": 2}
     assert stage.states(uids) == ["cancelled", "cancelled"]
@@ -323,8 +323,9 @@ def test_completion_by_quiet_period_and_late_arrival(stage: Stage) -> None:
 
 
 def status_of(stage: Stage) -> dict[str, Any]:
-    with psycopg.connect(stage.ctx.pool.conninfo) as conn:
-        return json.loads(json.dumps(status(conn, "node1"), default=str))
+    with psycopg.connect(stage.conninfo) as conn:
+        result: dict[str, Any] = json.loads(json.dumps(status(conn, "node1"), default=str))
+    return result
 
 
 def test_waiting_longer_than_the_ceiling_beats_a_more_urgent_lane(stage: Stage) -> None:

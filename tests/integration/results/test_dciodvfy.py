@@ -172,8 +172,8 @@ def lung1(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Dataset], list
     """(original, de-identified) datasets of five consecutive slices from the middle."""
     files = extract_ct(tmp_path_factory.mktemp("lung1"))[20:25]
     deidentifier = Deidentifier(DeidProfile(name="t"), SECRET, pixel_step=_no_pixels)
-    originals = [pydicom.dcmread(f) for f in files]
-    deidentified = [
+    originals: list[Dataset] = [pydicom.dcmread(f) for f in files]
+    deidentified: list[Dataset] = [
         pydicom.dcmread(io.BytesIO(deidentifier.deidentify_bytes(f.read_bytes())[0])) for f in files
     ]
     assert all(ds.PatientIdentityRemoved == "YES" for ds in deidentified)

@@ -34,6 +34,7 @@ from dicom_nodes.services.viewer import ViewerServer, default_dist
 from tests.integration.analysis.test_chest_ct import PROVENANCE, WHEN, _tumour_seg
 from tests.support import free_port
 from tests.support.data import DATA, extract_ct
+from tests.support.sr import measurement_report
 from tests.unit.radiomics.conftest import read_image
 from tests.unit.results.synthetic import TRIAGE_MODEL
 
@@ -62,7 +63,7 @@ class Study:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     files = extract_ct(tmp_path_factory.mktemp("lung1"))
-    datasets = [pydicom.dcmread(f) for f in files]
+    datasets: list[Dataset] = [pydicom.dcmread(f) for f in files]
     volume = build_volume([slice_input(ds) for ds in datasets])
     assert volume.volume is not None
     ordered = [datasets[i] for i in volume.order]
@@ -95,7 +96,7 @@ def _label(sr: Dataset, tracking_uid: str, concept: str) -> str:
     """``"<concept>: <value, 2 decimals> <unit>"`` of the NUM *concept* in the volumetric group
     of *tracking_uid*, as OHIF's SR extension writes it next to the drawing."""
     report = hd.sr.Comprehensive3DSR.from_dataset(sr)
-    (group,) = [g for g in report.content.get_volumetric_roi_measurement_groups()
+    (group,) = [g for g in measurement_report(report.content).get_volumetric_roi_measurement_groups()
                 if str(g.tracking_uid) == tracking_uid]  # fmt: skip
     (num,) = [m for m in group.get_measurements() if m.name.meaning == concept]
     return f"{concept}: {num.value:.2f} {num.unit.value}"

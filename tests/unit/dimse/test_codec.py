@@ -13,6 +13,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, decode, encode
@@ -64,7 +65,8 @@ def test_parse_pdv_items_empty_body() -> None:
 def test_parse_pdv_items_reads_what_pynetdicom_encodes() -> None:
     primitive = P_DATA()
     values = [(1, b"\x03" + b"c" * 41), (3, b"\x00" + bytes(range(256)) * 4), (5, b"\x02")]
-    primitive.presentation_data_value_list = [[cx, value] for cx, value in values]
+    # The setter accepts [context id, bytes] lists only, whatever its annotation says.
+    primitive.presentation_data_value_list = [[cx, value] for cx, value in values]  # type: ignore[misc]
     pdu = P_DATA_TF(primitive).encode()
     assert [(cx, bytes(v)) for cx, v in parse_pdv_items(memoryview(pdu)[6:])] == values
 
@@ -90,7 +92,8 @@ def test_p_data_tf_encoded_as_pynetdicom_does() -> None:
         [(3, b"\x00" + bytes(range(256)) * 64), (5, b"\x02")],
     ):
         primitive = P_DATA()
-        primitive.presentation_data_value_list = [[cx, value] for cx, value in values]
+        # The setter accepts [context id, bytes] lists only, whatever its annotation says.
+        primitive.presentation_data_value_list = [[cx, value] for cx, value in values]  # type: ignore[misc]
         assert encode_p_data_tf(primitive) == P_DATA_TF(primitive).encode()
 
 
@@ -126,10 +129,11 @@ def test_store_rsp_leaves_optional_fields_to_pynetdicom() -> None:
     rsp.AffectedSOPClassUID = UIDS[0]
     rsp.AffectedSOPInstanceUID = UIDS[1]
     rsp.Status = 0xC000
-    rsp.ErrorComment = "cannot understand"
+    # pynetdicom annotates these optional fields as always None.
+    rsp.ErrorComment = "cannot understand"  # type: ignore[assignment]
     assert encode_store_rsp(rsp) is None
     rsp.ErrorComment = None
-    rsp.OffendingElement = [0x00080018]
+    rsp.OffendingElement = [0x00080018]  # type: ignore[assignment]
     assert encode_store_rsp(rsp) is None
     rsp.OffendingElement = None
     rsp.Status = None
@@ -338,10 +342,12 @@ def test_read_part10_meta_equals_pynetdicom(
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_instance
     ds.PatientName = "Test^Split"
     ds.file_meta = create_file_meta(
-        sop_class_uid=sop_class, sop_instance_uid=sop_instance, transfer_syntax=syntax
+        sop_class_uid=UID(sop_class),
+        sop_instance_uid=UID(sop_instance),
+        transfer_syntax=UID(syntax),
     )
     ds.file_meta.SourceApplicationEntityTitle = "ODD"  # a short-VR element after the UIDs
-    ds.file_meta.PrivateInformationCreatorUID = "1.2.3"
+    ds.file_meta.PrivateInformationCreatorUID = UID("1.2.3")
     ds.file_meta.PrivateInformation = b"\x01\x02"  # a long-VR (OB) element
     path = tmp_path / "f.dcm"
     ds.save_as(path, enforce_file_format=True)
@@ -359,7 +365,7 @@ def test_read_part10_meta_leaves_odd_files_to_pydicom(tmp_path: Any) -> None:
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = UIDS[0], UIDS[1]
     ds.file_meta = create_file_meta(
-        sop_class_uid=UIDS[0], sop_instance_uid=UIDS[1],
+        sop_class_uid=UID(UIDS[0]), sop_instance_uid=UID(UIDS[1]),
         transfer_syntax=pydicom.uid.ExplicitVRLittleEndian,
     )  # fmt: skip
     path = tmp_path / "f.dcm"

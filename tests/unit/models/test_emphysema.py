@@ -30,6 +30,7 @@ from analysis.radiomics import (
 from analysis.radiomics.volume import slice_input
 from analysis.results import ModelOutput, build_measurement_report
 from tests.support.data import extract_ct
+from tests.support.sr import measurement_report
 from tests.unit.models.conftest import vector
 from tests.unit.results.roundtrip import write_and_read
 from tests.unit.results.synthetic import EXTRACTOR, PROVENANCE
@@ -165,12 +166,15 @@ def test_prediction_goes_into_the_measurement_report(
     data, _ = write_and_read(sr)
     back = hd.sr.srread(io.BytesIO(data))
     assert "(not for clinical use)" in back.SeriesDescription
-    (group,) = back.content.get_volumetric_roi_measurement_groups(tracking_uid=right.tracking_uid)
+    (group,) = measurement_report(back.content).get_volumetric_roi_measurement_groups(
+        tracking_uid=right.tracking_uid
+    )
     found = {m.name.value: m for m in group.get_measurements()}
     extent = found["EMPHYSEMA-EXT"]
     assert extent.value == pytest.approx(prediction.value)
     assert found["EMPHYSEMA-GRADE"].value == prediction.grade.value
-    assert found["WF0Z"].method.value == "IMPUTED"
+    method = found["WF0Z"].method
+    assert method is not None and method.value == "IMPUTED"
     names = [
         item.ContentSequence[0].TextValue
         for item in extent[0].ContentSequence

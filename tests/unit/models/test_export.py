@@ -9,12 +9,11 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
 from analysis.results.table import CSV_COLUMNS, IDC_COLUMNS, PROVENANCE_COLUMNS, MeasurementRow
-from dicom_nodes.features import export as export_module
 from dicom_nodes.features import export_study, parquet_schema
 from tests.unit.models.conftest import study_rows
 
@@ -91,7 +90,7 @@ def test_a_failed_write_keeps_the_previous_file(
     def refuse(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export_module.os, "replace", refuse)
+    monkeypatch.setattr("dicom_nodes.features.export.os.replace", refuse)
     changed = [dataclasses.replace(r, value=r.value * 2) for r in rows]
     with pytest.raises(OSError, match="No space"):
         export_study(changed, tmp_path, DAY)

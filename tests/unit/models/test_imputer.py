@@ -11,7 +11,7 @@ from typing import Any
 import blake3
 import numpy as np
 import pytest
-from sklearn.impute import KNNImputer
+from sklearn.impute import KNNImputer  # type: ignore[import-untyped]
 
 from analysis.models import TabularModel
 from analysis.models.imputer import Imputer, ImputerError, read_imputer

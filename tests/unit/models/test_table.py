@@ -143,8 +143,9 @@ def test_provenance_columns(study: dict[str, Any]) -> None:
     assert {r["pyradiomicsVersion"] for r in rows} == {"3.0.1"}
     (risk,) = modelled
     assert risk["algorithmName"] == "nodule-risk" and risk["modelBlake3"] == "d" * 64
-    imputed = [r for r in rows if r["imputed"]]
-    assert [r["Quantity"]["CodeMeaning"] for r in imputed] == ["Joint Entropy of GLCM"]
+    (imputed,) = [r for r in rows if r["imputed"]]
+    quantity = imputed["Quantity"]
+    assert isinstance(quantity, dict) and quantity["CodeMeaning"] == "Joint Entropy of GLCM"
 
 
 def test_rows_flatten_for_csv(study: dict[str, Any]) -> None:

@@ -103,7 +103,7 @@ def test_float_rescale_gives_float_hu() -> None:
         ),
         (
             lambda s: [
-                replace(x, image_position=(-5.0, 7.0 + 0.5 * k, x.image_position[2]))  # type: ignore[index]
+                replace(x, image_position=(-5.0, 7.0 + 0.5 * k, x.image_position[2]))
                 for k, x in enumerate(s)
             ],
             QualityFlag.POSITIONS_OFF_NORMAL,

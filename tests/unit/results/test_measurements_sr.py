@@ -21,6 +21,7 @@ from analysis.results import (
     SegmentResult,
     build_measurement_report,
 )
+from tests.support.sr import measurement_report
 from tests.unit.results.roundtrip import write_and_read
 from tests.unit.results.synthetic import CREATED, EXTRACTOR, MALIGNANCY, PROVENANCE
 
@@ -46,7 +47,7 @@ def test_one_volumetric_group_per_segment_tracked_as_in_the_seg(
 ) -> None:
     sr = _read(source, segmentation, segments)
     assert sr.ConceptNameCodeSequence[0].CodeValue == "126000"
-    groups = sr.content.get_volumetric_roi_measurement_groups()
+    groups = measurement_report(sr.content).get_volumetric_roi_measurement_groups()
     assert len(groups) == len(segments)
     seg_tracking = {int(d.SegmentNumber): str(d.TrackingUID) for d in segmentation.SegmentSequence}
     for group, segment in zip(groups, segments, strict=True):
@@ -56,13 +57,16 @@ def test_one_volumetric_group_per_segment_tracked_as_in_the_seg(
         assert isinstance(reference, hd.sr.ReferencedSegment)
         assert reference.referenced_sop_instance_uid == segmentation.SOPInstanceUID
         assert reference.referenced_segment_numbers == [segment.segment_number]
+        assert reference.source_series_for_segmentation is not None
         assert reference.source_series_for_segmentation.value == source[0].SeriesInstanceUID
         assert group.finding_type == segment.type
         assert group.finding_category == segment.category
         (site,) = group.finding_sites
         assert site.value == codes.SCT.Lung
         assert site.laterality == segment.laterality
-    by_uid = sr.content.get_volumetric_roi_measurement_groups(tracking_uid=segments[2].tracking_uid)
+    by_uid = measurement_report(sr.content).get_volumetric_roi_measurement_groups(
+        tracking_uid=segments[2].tracking_uid
+    )
     assert len(by_uid) == 1
 
 
@@ -70,7 +74,7 @@ def test_measurements_derivations_and_imputation(
     source: list[Dataset], segmentation: Dataset, segments: list[SegmentResult]
 ) -> None:
     sr = _read(source, segmentation, segments)
-    nodule = sr.content.get_volumetric_roi_measurement_groups(
+    nodule = measurement_report(sr.content).get_volumetric_roi_measurement_groups(
         tracking_uid=segments[2].tracking_uid
     )[0]
     found = {
@@ -94,7 +98,7 @@ def test_model_output_with_its_algorithm_and_attributions(
     source: list[Dataset], segmentation: Dataset, segments: list[SegmentResult]
 ) -> None:
     sr = _read(source, segmentation, segments)
-    nodule = sr.content.get_volumetric_roi_measurement_groups(
+    nodule = measurement_report(sr.content).get_volumetric_roi_measurement_groups(
         tracking_uid=segments[2].tracking_uid
     )[0]
     (output,) = nodule.get_measurements(name=MALIGNANCY)
@@ -120,7 +124,7 @@ def test_planar_group_draws_the_lesion_on_its_key_slice(
     source: list[Dataset], segmentation: Dataset, segments: list[SegmentResult]
 ) -> None:
     sr = _read(source, segmentation, segments)
-    (planar,) = sr.content.get_planar_roi_measurement_groups()
+    (planar,) = measurement_report(sr.content).get_planar_roi_measurement_groups()
     nodule = segments[2]
     assert planar.tracking_uid == nodule.tracking_uid
     assert planar.reference_type == codes.DCM.ImageRegion
@@ -147,7 +151,9 @@ def test_an_ellipse_is_written_as_an_ellipse(
 ) -> None:
     ellipse = PlanarRegion(GraphicType.ELLIPSE, ((12, 30), (20, 30), (16, 26), (16, 34)))
     changed = [*segments[:2], dataclasses.replace(segments[2], region=ellipse)]
-    (planar,) = _read(source, segmentation, changed).content.get_planar_roi_measurement_groups()
+    (planar,) = measurement_report(
+        _read(source, segmentation, changed).content
+    ).get_planar_roi_measurement_groups()
     assert isinstance(planar.roi, hd.sr.ImageRegion)
     assert planar.roi.graphic_type == hd.sr.GraphicTypeValues.ELLIPSE
     assert planar.roi.value.shape == (4, 2)
@@ -247,7 +253,7 @@ def test_masks_and_report_agree_on_the_same_segment_numbers(
 ) -> None:
     """A report may cover a subset of the SEG's segments (e.g. lesions only)."""
     sr = _read(source, segmentation, [segments[2]])
-    (group,) = sr.content.get_volumetric_roi_measurement_groups()
+    (group,) = measurement_report(sr.content).get_volumetric_roi_measurement_groups()
     assert group.referenced_segment is not None
     assert group.referenced_segment.referenced_segment_numbers == [3]
     assert np.array_equal([int(d.SegmentNumber) for d in segmentation.SegmentSequence], [1, 2, 3])

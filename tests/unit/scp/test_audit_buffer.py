@@ -30,8 +30,9 @@ class FakePool:
 @pytest.fixture
 def pool(monkeypatch: pytest.MonkeyPatch) -> FakePool:
     p = FakePool()
-    monkeypatch.setattr(audit_buffer.audit, "enqueue", lambda conn, e: conn.rows.append(e))
-    monkeypatch.setattr(audit_buffer.audit, "enqueue_many", lambda conn, es: conn.rows.extend(es))
+    audit = "dicom_nodes.scp.audit_buffer.audit"
+    monkeypatch.setattr(f"{audit}.enqueue", lambda conn, e: conn.rows.append(e))
+    monkeypatch.setattr(f"{audit}.enqueue_many", lambda conn, es: conn.rows.extend(es))
     monkeypatch.setattr(audit_buffer, "RETRY_SECONDS", 0.01)
     return p
 

@@ -52,6 +52,12 @@ class _NoRecorder:
     def record(self, *args: object) -> Any:
         raise AssertionError("no C-STORE expected")
 
+    def replaced_path(self) -> str | None:
+        raise AssertionError("no C-STORE expected")
+
+    def unreferenced(self, paths: list[str]) -> list[str]:
+        raise AssertionError("no C-STORE expected")
+
 
 class _Scp:
     def __init__(self, tmp: Path, sink: InMemoryCommitmentSink) -> None:
@@ -114,13 +120,12 @@ def _associate(port: int, role: tuple[bool, bool] | None) -> Any:
     """Associate as the reporting archive does (Orthanc: SCU-role 0, SCP-role 1)."""
     ae = AE(ae_title="ORTHANC")
     ae.add_requested_context(STORAGE_COMMITMENT_PUSH_MODEL)
-    ext_neg = []
-    if role is not None:
-        item = SCP_SCU_RoleSelectionNegotiation()
-        item.sop_class_uid = STORAGE_COMMITMENT_PUSH_MODEL
-        item.scu_role, item.scp_role = role
-        ext_neg.append(item)
-    return ae.associate("127.0.0.1", port, ae_title="RADIOGATE", ext_neg=ext_neg)
+    if role is None:
+        return ae.associate("127.0.0.1", port, ae_title="RADIOGATE", ext_neg=[])
+    item = SCP_SCU_RoleSelectionNegotiation()
+    item.sop_class_uid = STORAGE_COMMITMENT_PUSH_MODEL
+    item.scu_role, item.scp_role = role
+    return ae.associate("127.0.0.1", port, ae_title="RADIOGATE", ext_neg=[item])
 
 
 def _send(assoc: Any, event_type: int, info: Dataset) -> int:

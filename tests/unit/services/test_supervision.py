@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from dicom_nodes.services import supervisor
 from dicom_nodes.services.lock import AlreadyRunning, StackLock, held_by
 from dicom_nodes.services.ports import PortInUse, PortUse, check_ports, env_name
 from dicom_nodes.services.supervisor import Supervised
@@ -55,7 +54,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(supervisor.time, "monotonic", c)
+    monkeypatch.setattr("dicom_nodes.services.supervisor.time.monotonic", c)
     return c
 
 

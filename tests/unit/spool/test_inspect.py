@@ -195,11 +195,11 @@ def test_invalid_uid_and_invalid_vr(tmp_path: Path) -> None:
     with pytest.raises(InvalidDataset) as exc:
         inspect_file(_part10(tmp_path / "u.dcm", ELE, raw))
     assert exc.value.problem is DatasetProblem.INVALID_UID
-    raw = bytearray(_encode(_ds()))
-    raw[4:6] = b"QQ"
+    wrong_vr = bytearray(_encode(_ds()))
+    wrong_vr[4:6] = b"QQ"
     # A wrong VR on the very first element falls back to implicit VR, which then fails too.
     with pytest.raises(InvalidDataset) as exc:
-        inspect_file(_part10(tmp_path / "v.dcm", ELE, bytes(raw)))
+        inspect_file(_part10(tmp_path / "v.dcm", ELE, bytes(wrong_vr)))
     assert exc.value.problem is DatasetProblem.UNPARSEABLE
 
 

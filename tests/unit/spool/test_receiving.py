@@ -6,6 +6,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import IO
 
 import pytest
 from blake3 import blake3
@@ -16,7 +17,7 @@ from dicom_nodes.spool.receiving import ReceiveFile, receive_digest, receive_err
 class _FullAfter:
     """A file object whose writes fail with ENOSPC after *limit* bytes (a full disk)."""
 
-    def __init__(self, real: object, limit: int) -> None:
+    def __init__(self, real: IO[bytes], limit: int) -> None:
         self.real = real
         self.limit = limit
         self.written = 0
@@ -25,7 +26,7 @@ class _FullAfter:
         if self.written + len(data) > self.limit:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.written += len(data)
-        return self.real.write(data)  # type: ignore[attr-defined]
+        return self.real.write(data)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.real, name)

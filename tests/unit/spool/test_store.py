@@ -44,8 +44,13 @@ def test_discard_marks_only_what_commit_created_and_a_sweep_asks_first(spool: Sp
     assert a.path.exists()
     spool.unrecorded_min_age = 0
     asked: list[list[str]] = []
+
+    def none_unreferenced(paths: list[str]) -> list[str]:
+        asked.append(paths)
+        return []
+
     # A row names it: kept, marker gone.
-    assert spool.sweep_unrecorded(lambda paths: asked.append(paths) or []) == 0
+    assert spool.sweep_unrecorded(none_unreferenced) == 0
     assert a.path.exists() and asked == [[str(a.path)]]
     assert not spool.has_unrecorded
     spool.discard(a)

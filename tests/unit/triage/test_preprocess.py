@@ -9,6 +9,7 @@ import pytest
 
 from analysis.triage import DEFAULT_CARD, Layout, Preprocessing, Resample, Window, read_card
 from analysis.triage.preprocess import axis_weights, preprocess, resample_to_spacing
+from tests.unit.triage.conftest import CtSlice
 
 SPEC = Preprocessing(
     windows=(Window(-600.0, 1500.0), Window(50.0, 100.0)),
@@ -26,7 +27,9 @@ def _expected_window(hu: float, win: Window) -> float:
     return min(1.0, max(0.0, (hu - (win.center - win.width / 2)) / win.width))
 
 
-def test_shipped_preprocessing_is_deterministic_and_has_the_cards_shape(lung1: list) -> None:
+def test_shipped_preprocessing_is_deterministic_and_has_the_cards_shape(
+    lung1: list[CtSlice],
+) -> None:
     card = read_card(DEFAULT_CARD)
     s = lung1[24]
     first = preprocess(s.hu, s.spacing, card.preprocessing)

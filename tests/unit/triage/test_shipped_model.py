@@ -6,12 +6,16 @@ Findings are inserted by the test with the generator the training uses
 
 from __future__ import annotations
 
+from typing import Any
+
 import blake3
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from analysis.training.synthetic import FindingKind, FindingSpec, Site, insert_finding
 from analysis.triage import DEFAULT_CARD, Lane, TriageModel, read_card
+from tests.unit.triage.conftest import CtSlice
 
 # Slices of lung1 (0 = most inferior): liver dome, heart, hila, upper lobes.
 SLICES = (8, 18, 28, 38)
@@ -47,7 +51,7 @@ def test_it_applies_to_ct_only(shipped: TriageModel) -> None:
 
 @pytest.mark.parametrize("index", SLICES)
 def test_clean_slices_score_below_the_critical_threshold(
-    shipped: TriageModel, lung1: list, index: int
+    shipped: TriageModel, lung1: list[CtSlice], index: int
 ) -> None:
     s = lung1[index]
     score = _score(shipped, s.hu, s.spacing)
@@ -56,7 +60,7 @@ def test_clean_slices_score_below_the_critical_threshold(
 
 
 def test_large_inserted_findings_raise_their_slice_to_critical(
-    shipped: TriageModel, lung1: list
+    shipped: TriageModel, lung1: list[CtSlice]
 ) -> None:
     """Twelve fresh large findings (4 slices x 3 kinds). The card measures a sensitivity of about
     0.9 at the critical threshold for findings of 1600 mm2 or more on this patient, so each must
@@ -80,7 +84,7 @@ def test_large_inserted_findings_raise_their_slice_to_critical(
 
 
 def test_a_finding_makes_its_series_critical_and_leaves_other_slices_alone(
-    shipped: TriageModel, lung1: list
+    shipped: TriageModel, lung1: list[CtSlice]
 ) -> None:
     slices = [s.hu for s in lung1]
     spacings = [s.spacing for s in lung1]
@@ -102,7 +106,7 @@ def test_a_finding_makes_its_series_critical_and_leaves_other_slices_alone(
     )
 
 
-def test_scores_do_not_depend_on_batching(shipped: TriageModel, lung1: list) -> None:
+def test_scores_do_not_depend_on_batching(shipped: TriageModel, lung1: list[CtSlice]) -> None:
     batch = np.stack([shipped.preprocess(lung1[i].hu, lung1[i].spacing) for i in SLICES])
     together = shipped.score(batch)
     alone = np.array([shipped.score(batch[i : i + 1])[0] for i in range(len(SLICES))])
@@ -118,17 +122,20 @@ def test_a_batch_the_card_does_not_describe_is_refused(
     shipped: TriageModel, change: str, words: str
 ) -> None:
     c, h, w = shipped.card.preprocessing.sample_shape
-    batch = {
+    batches: dict[str, npt.NDArray[np.floating[Any]]] = {
         "smaller": np.zeros((1, c, h // 2, w // 2), dtype=np.float32),
         "no batch axis": np.zeros((c, h, w), dtype=np.float32),
         "float64": np.zeros((1, c, h, w), dtype=np.float64),
         "empty": np.zeros((0, c, h, w), dtype=np.float32),
-    }[change]
+    }
+    batch = batches[change]
     with pytest.raises(ValueError, match=words):
         shipped.score(batch)
 
 
-def test_a_series_with_mismatched_spacings_is_refused(shipped: TriageModel, lung1: list) -> None:
+def test_a_series_with_mismatched_spacings_is_refused(
+    shipped: TriageModel, lung1: list[CtSlice]
+) -> None:
     with pytest.raises(ValueError, match="2 pixel spacings for 1 slices"):
         shipped.score_series([lung1[0].hu], [lung1[0].spacing] * 2)
     with pytest.raises(ValueError, match="at least one slice"):

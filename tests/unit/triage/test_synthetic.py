@@ -13,6 +13,7 @@ from analysis.training.synthetic import (
     box_mean,
     insert_finding,
 )
+from tests.unit.triage.conftest import CtSlice
 
 SPEC = FindingSpec()
 
@@ -20,7 +21,7 @@ SPEC = FindingSpec()
 @pytest.mark.parametrize("kind", list(FindingKind))
 @pytest.mark.parametrize("site", list(Site))
 def test_a_finding_lies_in_its_region_with_plausible_hu(
-    lung1: list, kind: FindingKind, site: Site
+    lung1: list[CtSlice], kind: FindingKind, site: Site
 ) -> None:
     s = lung1[28]
     anat = anatomy(s.hu, s.spacing)
@@ -43,7 +44,7 @@ def test_a_finding_lies_in_its_region_with_plausible_hu(
     assert finding.area_mm2 >= SPEC.min_area_mm2
 
 
-def test_the_edge_is_smooth(lung1: list) -> None:
+def test_the_edge_is_smooth(lung1: list[CtSlice]) -> None:
     """No step of the full finding contrast between neighbouring pixels at the edge."""
     s = lung1[20]
     out, finding = insert_finding(
@@ -56,7 +57,7 @@ def test_the_edge_is_smooth(lung1: list) -> None:
     assert step < 0.7 * np.abs(change).max()
 
 
-def test_the_seed_decides_everything(lung1: list) -> None:
+def test_the_seed_decides_everything(lung1: list[CtSlice]) -> None:
     s = lung1[18]
     a, fa = insert_finding(s.hu, s.spacing, np.random.default_rng(5))
     b, fb = insert_finding(s.hu, s.spacing, np.random.default_rng(5))
@@ -65,7 +66,7 @@ def test_the_seed_decides_everything(lung1: list) -> None:
     assert fa != fc and a.tobytes() != c.tobytes()
 
 
-def test_kinds_and_sites_vary_when_drawn(lung1: list) -> None:
+def test_kinds_and_sites_vary_when_drawn(lung1: list[CtSlice]) -> None:
     """Air goes to the lung or soft tissue, dense findings to soft tissue."""
     s = lung1[28]
     anat = anatomy(s.hu, s.spacing)

@@ -22,7 +22,7 @@ def _auc_by_pairs(scores: np.ndarray, labels: np.ndarray) -> float:
 def test_roc_auc_is_the_pairwise_win_rate(seed: int) -> None:
     rng = np.random.default_rng(seed)
     labels = rng.random(60) < 0.4
-    scores = np.round(rng.random(60) + labels * 0.3, 1)  # rounding makes ties
+    scores = np.round(rng.random(60) + labels * 0.3, 1).astype(np.float64)  # rounding makes ties
     assert metrics.roc_auc(scores, labels) == pytest.approx(_auc_by_pairs(scores, labels))
 
 
