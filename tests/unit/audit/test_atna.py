@@ -116,5 +116,6 @@ def test_syslog_frame_over_udp_and_tcp() -> None:
 def test_time_offset_preserved_in_xml() -> None:
     tz = dt.timezone(dt.timedelta(hours=-5))
     event = AuditEvent(EventID("110100"), EventAction("E"), Step("application-started"),
-                       (ActiveParticipant("svc"),), AuditSource("node1"), time=dt.datetime(2024, 1, 1, 8, tzinfo=tz))  # fmt: skip
+                       (ActiveParticipant("svc"),), AuditSource("node1"),
+                       time=dt.datetime(2024, 1, 1, 8, tzinfo=tz))  # fmt: skip
     assert b'EventDateTime="2024-01-01T08:00:00.000000-05:00"' in to_atna_xml(event)

@@ -116,7 +116,8 @@ def test_time_keeps_its_zone() -> None:
     tz = dt.timezone(dt.timedelta(hours=2))
     event = AuditEvent(
         EventID("110100"), EventAction("E"), Step("application-started"),
-        (ActiveParticipant("radiogate-scp"),), AuditSource("node1"), time=dt.datetime(2024, 5, 1, 14, 0, tzinfo=tz),
+        (ActiveParticipant("radiogate-scp"),), AuditSource("node1"),
+        time=dt.datetime(2024, 5, 1, 14, 0, tzinfo=tz),
     )  # fmt: skip
     assert b'"time":"2024-05-01T14:00:00.000000+02:00"' in event.to_bytes()
     assert AuditEvent.from_bytes(event.to_bytes()).time.utcoffset() == dt.timedelta(hours=2)
