@@ -6,10 +6,14 @@ run pyradiomics' extractor (:mod:`._extractor`) on the crop. pyradiomics would o
 filter the whole image for every segment; on the crop the cost follows the segment's size.
 
 Segments run in a process pool when ``processes > 1`` (or in an ``Executor`` the caller owns and
-reuses); only the crops travel to the workers. Every result names the pyradiomics version and the
-parameter set's name and BLAKE3. A feature that pyradiomics cannot compute for a segment (NaN, a
-failing class, a segment too small) is listed in :attr:`SegmentFeatures.missing` with the reason;
-the other segments and features are unaffected.
+reuses); only the crops travel to the workers. :func:`extract_in_background` starts the same
+extraction in other processes and returns at once, so that the caller can do what does not need
+the features meanwhile (the chest CT pipeline builds its SEG).
+
+Every result names the pyradiomics version and the parameter set's name and BLAKE3. A feature
+that pyradiomics cannot compute for a segment (NaN, a failing class, a segment too small) is
+listed in :attr:`SegmentFeatures.missing` with the reason; the other segments and features are
+unaffected.
 
 Values keep pyradiomics' names and conventions (``original_firstorder_Kurtosis`` is pyradiomics'
 kurtosis); :func:`analysis.radiomics.ibsi.ibsi_values` converts to IBSI conventions and
@@ -21,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import multiprocessing
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,10 +41,12 @@ from analysis.radiomics.volume import Geometry, Volume
 
 __all__ = [
     "PYRADIOMICS_VERSION",
+    "PendingFeatures",
     "Segment",
     "SegmentFeatures",
     "extract",
     "extract_crop",
+    "extract_in_background",
 ]
 
 PYRADIOMICS_VERSION: str = str(radiomics.__version__).lstrip("v")
@@ -167,19 +174,8 @@ def _empty(name: str, params: ParameterSet) -> SegmentFeatures:
     )
 
 
-def extract(
-    volume: Volume,
-    segments: Sequence[Segment],
-    params: ParameterSet,
-    *,
-    processes: int = 1,
-    executor: concurrent.futures.Executor | None = None,
-) -> list[SegmentFeatures]:
-    """Features of every segment of *volume*, in the order given.
-
-    With ``processes > 1`` (and no *executor*) a pool of that many spawned processes runs the
-    segments; *executor* lets a long-lived caller reuse its own pool.
-    """
+def _tasks(volume: Volume, segments: Sequence[Segment], params: ParameterSet) -> list[_Task]:
+    """Each segment's crop (image and mask cut to its box plus the margin) and plan."""
     geometry: Geometry = volume.geometry
     tasks: list[_Task] = []
     for segment in segments:
@@ -193,12 +189,165 @@ def extract(
         else:
             image, mask = volume.array[plan.region].copy(), segment.mask[plan.region].copy()
             tasks.append((segment.name, image, mask, plan, params.text, params.name))
+    return tasks
+
+
+def extract(
+    volume: Volume,
+    segments: Sequence[Segment],
+    params: ParameterSet,
+    *,
+    processes: int = 1,
+    executor: concurrent.futures.Executor | None = None,
+) -> list[SegmentFeatures]:
+    """Features of every segment of *volume*, in the order given.
+
+    With ``processes > 1`` (and no *executor*) a pool of that many spawned processes runs the
+    segments; *executor* lets a long-lived caller reuse its own pool.
+    """
+    tasks = _tasks(volume, segments, params)
     if executor is not None:
         return list(executor.map(_run, tasks))
     if processes <= 1 or len(tasks) <= 1:
         return [_run(task) for task in tasks]
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(processes, len(tasks)), mp_context=context
-    ) as pool:
+    with _spawned_pool(processes, len(tasks)) as pool:
         return list(pool.map(_run, tasks))
+
+
+def _spawned_pool(processes: int, tasks: int) -> concurrent.futures.ProcessPoolExecutor:
+    context = multiprocessing.get_context("spawn")
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(processes, tasks), mp_context=context
+    )
+
+
+class PendingFeatures:
+    """Features being extracted in other processes (:func:`extract_in_background`): the
+    caller's process is free meanwhile. :meth:`result` waits for them; leaving the ``with``
+    block ends the processes that are still running (the caller failed or gave up)."""
+
+    def __init__(
+        self,
+        *,
+        done: list[SegmentFeatures] | None = None,
+        futures: Sequence[concurrent.futures.Future[SegmentFeatures]] = (),
+        pool: concurrent.futures.ProcessPoolExecutor | None = None,
+        child: Any = None,
+        answer: Any = None,
+    ) -> None:
+        self._done, self._futures, self._pool = done, list(futures), pool
+        self._child, self._answer = child, answer
+
+    def result(self) -> list[SegmentFeatures]:
+        """Every segment's features, in the order given (waits for them)."""
+        if self._done is None:
+            if self._child is not None:
+                self._done = self._receive()
+            else:
+                self._done = [f.result() for f in self._futures]
+            self.close()
+        return self._done
+
+    def _receive(self) -> list[SegmentFeatures]:
+        try:
+            kind, value = self._answer.recv()
+        except EOFError:
+            self._child.join()
+            raise RuntimeError(
+                f"the feature process ended without an answer (exit code {self._child.exitcode})"
+            ) from None
+        if kind != "ok":
+            raise value if isinstance(value, BaseException) else RuntimeError(str(value))
+        return list(value)
+
+    def close(self) -> None:
+        """End what still runs and release the processes (idempotent)."""
+        if self._child is not None:
+            if self._child.is_alive() and self._done is None:
+                self._child.kill()
+            self._child.join()
+            self._answer.close()
+            self._child = None
+        if self._pool is not None:
+            for future in self._futures:
+                future.cancel()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> PendingFeatures:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._done is None:
+            self._kill_pool()
+        self.close()
+
+    def _kill_pool(self) -> None:
+        if self._pool is not None:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.kill()
+
+
+def extract_in_background(
+    volume: Volume,
+    segments: Sequence[Segment],
+    params: ParameterSet,
+    *,
+    processes: int = 1,
+    executor: concurrent.futures.Executor | None = None,
+) -> PendingFeatures:
+    """:func:`extract` in other processes, returning at once: the same features, in the same
+    order, from :meth:`PendingFeatures.result`.
+
+    With ``processes <= 1`` one forked process extracts every segment in turn, as :func:`extract`
+    would in the caller's: the fork inherits the crops (nothing is pickled on the way in, only
+    the features on the way back) and the imported modules, and starts in a few milliseconds.
+    With ``processes > 1`` (or an *executor*) the segments go to that pool. Where processes
+    cannot be forked, the features are extracted here, before returning.
+    """
+    tasks = _tasks(volume, segments, params)
+    if executor is not None:
+        return PendingFeatures(futures=[executor.submit(_run, t) for t in tasks])
+    if processes > 1 and len(tasks) > 1:
+        pool = _spawned_pool(processes, len(tasks))
+        return PendingFeatures(futures=[pool.submit(_run, t) for t in tasks], pool=pool)
+    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - not Linux
+        return PendingFeatures(done=[_run(task) for task in tasks])
+    context = multiprocessing.get_context("fork")
+    answer, reply = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_forked, args=(tasks, reply, os.getpid()), name="radiogate-features", daemon=True
+    )
+    child.start()
+    reply.close()
+    del tasks  # the child has its own copy of the crops
+    return PendingFeatures(child=child, answer=answer)
+
+
+def _forked(tasks: list[_Task], reply: Any, parent: int) -> None:
+    """The forked process of :func:`extract_in_background`: extract, send the features back."""
+    _end_with_parent(parent)
+    try:
+        reply.send(("ok", [_run(task) for task in tasks]))
+    except Exception as exc:
+        try:
+            reply.send(("error", exc))
+        except Exception:  # an exception that cannot be pickled
+            reply.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        reply.close()
+
+
+def _end_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies (``PR_SET_PDEATHSIG``): an analysis
+    stopped at its time limit is killed, and its feature process must not run on alone."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
