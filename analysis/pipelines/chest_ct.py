@@ -124,11 +124,12 @@ class ChestCtResult:
 def _release_pixels(source: Sequence[Dataset]) -> None:
     """Delete the Pixel Data of *source* and hand the freed heap back to the system (glibc keeps
     freed blocks of this size in the heap otherwise, and the process would stay as large as if
-    it still held them)."""
+    it still held them). Reference counting frees the pixels: no reference cycle holds them (a
+    full collection afterwards found 10 objects, 23 kB, on the 48-slice lung1 series), and one
+    walks every object of the process, the imported libraries' too (0.05-0.1 s)."""
     for ds in source:
         if "PixelData" in ds:
             del ds.PixelData
-    gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: reused, not returned
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
@@ -292,8 +293,7 @@ def _collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off while the analysis runs (then on again, as it
     was): pydicom, highdicom and pyradiomics allocate tens of thousands of small objects, and
     each full collection walks every object of the process, the imported libraries' too, for
-    cycles the analysis hardly makes (reference counting frees its arrays and datasets).
-    :func:`_release_pixels` still collects explicitly."""
+    cycles the analysis hardly makes (reference counting frees its arrays and datasets)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -329,10 +329,12 @@ def _analyse(
     lungs = segment_lungs(volume)
     measures = lung_measures(volume, lungs)
     named: list[tuple[int, str, npt.NDArray[np.bool_]]] = []
-    if lungs.mask(LungLabel.RIGHT).any():
-        named.append((1, "Right lung", lungs.mask(LungLabel.RIGHT)))
-    if lungs.mask(LungLabel.LEFT).any():
-        named.append((2, "Left lung", lungs.mask(LungLabel.LEFT)))
+    sides = ((1, "Right lung", LungLabel.RIGHT), (2, "Left lung", LungLabel.LEFT))
+    for number, side, which in sides:
+        lung = lungs.mask(which)
+        if lung.any():
+            named.append((number, side, lung))
+        del lung
     for offset, (label, mask) in enumerate(sorted(lesions.items()), start=3):
         if mask.shape != volume.array.shape:
             raise AnalysisRefused(["lesion-mask-off-grid"])
