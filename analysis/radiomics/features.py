@@ -23,9 +23,12 @@ kurtosis); :func:`analysis.radiomics.ibsi.ibsi_values` converts to IBSI conventi
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import multiprocessing
 import os
+import pickle
+import signal
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -221,6 +224,72 @@ def _spawned_pool(processes: int, tasks: int) -> concurrent.futures.ProcessPoolE
     )
 
 
+class _Forked:
+    """A forked process running :func:`_forked`, its answer coming back through a pipe.
+
+    ``os.fork`` and not ``multiprocessing``: the analysis job is itself a daemonic
+    ``multiprocessing`` process, which ``multiprocessing`` does not let have children."""
+
+    def __init__(self, tasks: list[_Task]) -> None:
+        parent = os.getpid()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
+            code = 1
+            try:
+                os.close(read)
+                _end_with_parent(parent)
+                with os.fdopen(write, "wb") as reply:
+                    _forked(tasks, reply)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.pid, self._read = pid, read
+        self.exit_code: int | None = None
+
+    def receive(self) -> list[SegmentFeatures]:
+        with os.fdopen(self._read, "rb") as answer:
+            self._read = -1
+            data = answer.read()
+        self.wait()
+        if not data:
+            raise RuntimeError(
+                f"the feature process ended without an answer (exit code {self.exit_code})"
+            )
+        kind, value = pickle.loads(data)  # noqa: S301 - our own child's answer
+        if kind != "ok":
+            raise value if isinstance(value, BaseException) else RuntimeError(str(value))
+        return list(value)
+
+    def wait(self) -> None:
+        if self.exit_code is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.exit_code = os.waitstatus_to_exitcode(status)
+
+    def end(self) -> None:
+        """Kill the process if it still runs, and reap it."""
+        if self.exit_code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.wait()
+        if self._read >= 0:
+            os.close(self._read)
+            self._read = -1
+
+
+def _forked(tasks: list[_Task], reply: Any) -> None:
+    """The forked process of :func:`extract_in_background`: extract, send the features back."""
+    try:
+        data = pickle.dumps(("ok", [_run(task) for task in tasks]))
+    except Exception as exc:
+        try:
+            data = pickle.dumps(("error", exc))
+        except Exception:  # an exception that cannot be pickled
+            data = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+    reply.write(data)
+
+
 class PendingFeatures:
     """Features being extracted in other processes (:func:`extract_in_background`): the
     caller's process is free meanwhile. :meth:`result` waits for them; leaving the ``with``
@@ -232,45 +301,32 @@ class PendingFeatures:
         done: list[SegmentFeatures] | None = None,
         futures: Sequence[concurrent.futures.Future[SegmentFeatures]] = (),
         pool: concurrent.futures.ProcessPoolExecutor | None = None,
-        child: Any = None,
-        answer: Any = None,
+        child: _Forked | None = None,
     ) -> None:
         self._done, self._futures, self._pool = done, list(futures), pool
-        self._child, self._answer = child, answer
+        self._child = child
 
     def result(self) -> list[SegmentFeatures]:
         """Every segment's features, in the order given (waits for them)."""
         if self._done is None:
-            if self._child is not None:
-                self._done = self._receive()
-            else:
-                self._done = [f.result() for f in self._futures]
-            self.close()
+            try:
+                if self._child is not None:
+                    self._done = self._child.receive()
+                else:
+                    self._done = [f.result() for f in self._futures]
+            finally:
+                self.close()
         return self._done
-
-    def _receive(self) -> list[SegmentFeatures]:
-        try:
-            kind, value = self._answer.recv()
-        except EOFError:
-            self._child.join()
-            raise RuntimeError(
-                f"the feature process ended without an answer (exit code {self._child.exitcode})"
-            ) from None
-        if kind != "ok":
-            raise value if isinstance(value, BaseException) else RuntimeError(str(value))
-        return list(value)
 
     def close(self) -> None:
         """End what still runs and release the processes (idempotent)."""
         if self._child is not None:
-            if self._child.is_alive() and self._done is None:
-                self._child.kill()
-            self._child.join()
-            self._answer.close()
+            self._child.end()
             self._child = None
         if self._pool is not None:
-            for future in self._futures:
-                future.cancel()
+            if self._done is None:
+                for process in list(getattr(self._pool, "_processes", {}).values()):
+                    process.kill()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
@@ -278,14 +334,7 @@ class PendingFeatures:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._done is None:
-            self._kill_pool()
         self.close()
-
-    def _kill_pool(self) -> None:
-        if self._pool is not None:
-            for process in list(getattr(self._pool, "_processes", {}).values()):
-                process.kill()
 
 
 def extract_in_background(
@@ -311,38 +360,15 @@ def extract_in_background(
     if processes > 1 and len(tasks) > 1:
         pool = _spawned_pool(processes, len(tasks))
         return PendingFeatures(futures=[pool.submit(_run, t) for t in tasks], pool=pool)
-    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - not Linux
+    if not hasattr(os, "fork"):  # pragma: no cover - not a POSIX system
         return PendingFeatures(done=[_run(task) for task in tasks])
-    context = multiprocessing.get_context("fork")
-    answer, reply = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_forked, args=(tasks, reply, os.getpid()), name="radiogate-features", daemon=True
-    )
-    child.start()
-    reply.close()
-    del tasks  # the child has its own copy of the crops
-    return PendingFeatures(child=child, answer=answer)
-
-
-def _forked(tasks: list[_Task], reply: Any, parent: int) -> None:
-    """The forked process of :func:`extract_in_background`: extract, send the features back."""
-    _end_with_parent(parent)
-    try:
-        reply.send(("ok", [_run(task) for task in tasks]))
-    except Exception as exc:
-        try:
-            reply.send(("error", exc))
-        except Exception:  # an exception that cannot be pickled
-            reply.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        reply.close()
+    return PendingFeatures(child=_Forked(tasks))
 
 
 def _end_with_parent(parent: int) -> None:
     """Ask Linux to kill this process when its parent dies (``PR_SET_PDEATHSIG``): an analysis
     stopped at its time limit is killed, and its feature process must not run on alone."""
     import ctypes
-    import signal
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
