@@ -21,6 +21,12 @@ SEG or RTSTRUCT of the study that outlines lesions):
    is left without one.
 
 A segment whose features fail is still in the SEG; its group says which features are missing.
+
+Steps 4 and 5 overlap: pyradiomics runs in another process
+(:func:`analysis.radiomics.features.extract_in_background`) while this one outlines the key
+slices and drafts the SEG (:func:`analysis.results.seg.draft_segmentation`: all of it but the
+instance UID, which follows from the measurements); the bytes are those of the SEG built
+afterwards.
 """
 
 from __future__ import annotations
