@@ -28,8 +28,9 @@ slices and drafts the SEG (:func:`analysis.results.seg.draft_segmentation`: all 
 instance UID, which follows from the measurements); the bytes are those of the SEG built
 afterwards. Measured with ``bench/bench_analysis.py --reps 3 --no-long`` on lung1 (2 cores, load
 average 1.2-2, two paired runs each): the whole analysis 5.07-5.09 s -> 4.49-4.50 s, 1.32-1.36x
--> 1.21-1.24x the time of pyradiomics alone; the 500-slice worker job peaks at 1,384 MiB in one
-process, 1,604 MiB summed over the job and its feature process (proportional set size).
+-> 1.21-1.24x the time of pyradiomics alone. The cost is memory held at once: the 500-slice
+worker job peaks at 1,384 MiB in one process but 1,604 MiB summed over the job and its feature
+process (proportional set size; 1,434 and 1,366 MiB when the features ran in the job's process).
 """
 
 from __future__ import annotations
