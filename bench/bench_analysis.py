@@ -29,8 +29,9 @@ one warm-up each:
   per-study wall time and peak memory of a study of common size (lungs only: no outline);
   ``--long-slices 500`` for the largest study the memory budget (about 2 GB) is set for.
 - ``--stages``: the whole analysis again, *reps* times, with the time of each stage (median):
-  reading from Orthanc, parsing, the volume, the lungs, the features, the SEG, the SR, encoding
-  and storing; what is left is the glue between them.
+  reading from Orthanc, parsing, the volume, the lungs, the features (starting them; waiting
+  for them, after the key-slice outlines and the SEG's draft, which run meanwhile), the SEG's
+  completion, the SR, encoding and storing; what is left is the glue between them.
 
 The goal: the whole analysis within 1.3x the pyradiomics time. The machine's load is printed:
 on a shared machine the figures move together, the ratio less so.
@@ -101,10 +102,12 @@ _STAGES: dict[str, tuple[str, str]] = {
     "lesions from the SEG": ("analysis.pipelines.chest_ct", "lesions_from_seg"),
     "lung segmentation": ("analysis.pipelines.chest_ct", "segment_lungs"),
     "lung measures": ("analysis.pipelines.chest_ct", "lung_measures"),
-    "features (pyradiomics)": ("analysis.pipelines.chest_ct", "extract"),
+    "features: crops, process start": ("analysis.pipelines.chest_ct", "extract_in_background"),
+    "key-slice outlines (during features)": ("analysis.pipelines.chest_ct", "_segment"),
+    "SEG draft (during features)": ("analysis.pipelines.chest_ct", "draft_segmentation"),
+    "features: waiting for them": ("analysis.radiomics.features", "PendingFeatures.result"),
     "emphysema model": ("analysis.pipelines.chest_ct", "_predictions"),
-    "key-slice outlines": ("analysis.pipelines.chest_ct", "_segment"),
-    "SEG build": ("analysis.pipelines.chest_ct", "build_segmentation"),
+    "SEG finish": ("analysis.results.seg", "SegmentationDraft.finish"),
     "SR build": ("analysis.pipelines.chest_ct", "build_measurement_report"),
     "feature table rows": ("analysis.pipelines.chest_ct", "measurement_rows"),
     "encode SEG + SR (to_bytes)": ("analysis.results", "to_bytes"),

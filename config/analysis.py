@@ -32,7 +32,8 @@ class AnalysisSettings:
     time_limit: float = 900.0
     """Seconds a job may run before it is stopped and failed."""
     processes: int = 1
-    """pyradiomics processes per job (segments in parallel)."""
+    """pyradiomics processes per job (segments in parallel). With 1, one forked process
+    extracts the segments in turn while the job's own process builds the SEG."""
     nice: int = 10
     """Scheduling niceness of the analysis process: the receiver and forwarding come first."""
     idle: bool = True

@@ -70,12 +70,14 @@ class OrthancArchive:
             return []
         try:
             ids = self.client.series.get_instances_ids(series_id)
-            return [
-                bytes(self.client.get_binary(f"instances/{i}/file", headers=_UNCOMPRESSED))
-                for i in ids
-            ]
+            return [self.instance_file(i) for i in ids]
         except Exception as exc:
             raise ArchiveError(f"reading series failed: {type(exc).__name__}") from exc
+
+    def instance_file(self, orthanc_id: str) -> bytes:
+        """The Part 10 file of one instance (Orthanc's id), as stored: every read of an
+        instance file goes through here, uncompressed (:data:`_UNCOMPRESSED`)."""
+        return bytes(self.client.get_binary(f"instances/{orthanc_id}/file", headers=_UNCOMPRESSED))
 
     def study_series(self, study_uid: str) -> list[SeriesInfo]:
         try:

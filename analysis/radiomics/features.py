@@ -6,10 +6,14 @@ run pyradiomics' extractor (:mod:`._extractor`) on the crop. pyradiomics would o
 filter the whole image for every segment; on the crop the cost follows the segment's size.
 
 Segments run in a process pool when ``processes > 1`` (or in an ``Executor`` the caller owns and
-reuses); only the crops travel to the workers. Every result names the pyradiomics version and the
-parameter set's name and BLAKE3. A feature that pyradiomics cannot compute for a segment (NaN, a
-failing class, a segment too small) is listed in :attr:`SegmentFeatures.missing` with the reason;
-the other segments and features are unaffected.
+reuses); only the crops travel to the workers. :func:`extract_in_background` starts the same
+extraction in other processes and returns at once, so that the caller can do what does not need
+the features meanwhile (the chest CT pipeline builds its SEG).
+
+Every result names the pyradiomics version and the parameter set's name and BLAKE3. A feature
+that pyradiomics cannot compute for a segment (NaN, a failing class, a segment too small) is
+listed in :attr:`SegmentFeatures.missing` with the reason; the other segments and features are
+unaffected.
 
 Values keep pyradiomics' names and conventions (``original_firstorder_Kurtosis`` is pyradiomics'
 kurtosis); :func:`analysis.radiomics.ibsi.ibsi_values` converts to IBSI conventions and
@@ -19,8 +23,12 @@ kurtosis); :func:`analysis.radiomics.ibsi.ibsi_values` converts to IBSI conventi
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import multiprocessing
+import os
+import pickle
+import signal
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,10 +44,12 @@ from analysis.radiomics.volume import Geometry, Volume
 
 __all__ = [
     "PYRADIOMICS_VERSION",
+    "PendingFeatures",
     "Segment",
     "SegmentFeatures",
     "extract",
     "extract_crop",
+    "extract_in_background",
 ]
 
 PYRADIOMICS_VERSION: str = str(radiomics.__version__).lstrip("v")
@@ -167,19 +177,8 @@ def _empty(name: str, params: ParameterSet) -> SegmentFeatures:
     )
 
 
-def extract(
-    volume: Volume,
-    segments: Sequence[Segment],
-    params: ParameterSet,
-    *,
-    processes: int = 1,
-    executor: concurrent.futures.Executor | None = None,
-) -> list[SegmentFeatures]:
-    """Features of every segment of *volume*, in the order given.
-
-    With ``processes > 1`` (and no *executor*) a pool of that many spawned processes runs the
-    segments; *executor* lets a long-lived caller reuse its own pool.
-    """
+def _tasks(volume: Volume, segments: Sequence[Segment], params: ParameterSet) -> list[_Task]:
+    """Each segment's crop (image and mask cut to its box plus the margin) and plan."""
     geometry: Geometry = volume.geometry
     tasks: list[_Task] = []
     for segment in segments:
@@ -193,12 +192,188 @@ def extract(
         else:
             image, mask = volume.array[plan.region].copy(), segment.mask[plan.region].copy()
             tasks.append((segment.name, image, mask, plan, params.text, params.name))
+    return tasks
+
+
+def extract(
+    volume: Volume,
+    segments: Sequence[Segment],
+    params: ParameterSet,
+    *,
+    processes: int = 1,
+    executor: concurrent.futures.Executor | None = None,
+) -> list[SegmentFeatures]:
+    """Features of every segment of *volume*, in the order given.
+
+    With ``processes > 1`` (and no *executor*) a pool of that many spawned processes runs the
+    segments; *executor* lets a long-lived caller reuse its own pool.
+    """
+    tasks = _tasks(volume, segments, params)
     if executor is not None:
         return list(executor.map(_run, tasks))
     if processes <= 1 or len(tasks) <= 1:
         return [_run(task) for task in tasks]
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(processes, len(tasks)), mp_context=context
-    ) as pool:
+    with _spawned_pool(processes, len(tasks)) as pool:
         return list(pool.map(_run, tasks))
+
+
+def _spawned_pool(processes: int, tasks: int) -> concurrent.futures.ProcessPoolExecutor:
+    context = multiprocessing.get_context("spawn")
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(processes, tasks), mp_context=context
+    )
+
+
+class _Forked:
+    """A forked process running :func:`_forked`, its answer coming back through a pipe.
+
+    ``os.fork`` and not ``multiprocessing``: the analysis job is itself a daemonic
+    ``multiprocessing`` process, which ``multiprocessing`` does not let have children."""
+
+    def __init__(self, tasks: list[_Task]) -> None:
+        parent = os.getpid()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
+            code = 1
+            try:
+                os.close(read)
+                _end_with_parent(parent)
+                with os.fdopen(write, "wb") as reply:
+                    _forked(tasks, reply)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.pid, self._read = pid, read
+        self.exit_code: int | None = None
+
+    def receive(self) -> list[SegmentFeatures]:
+        with os.fdopen(self._read, "rb") as answer:
+            self._read = -1
+            data = answer.read()
+        self.wait()
+        if not data:
+            raise RuntimeError(
+                f"the feature process ended without an answer (exit code {self.exit_code})"
+            )
+        kind, value = pickle.loads(data)  # noqa: S301 - our own child's answer
+        if kind != "ok":
+            raise value if isinstance(value, BaseException) else RuntimeError(str(value))
+        return list(value)
+
+    def wait(self) -> None:
+        if self.exit_code is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.exit_code = os.waitstatus_to_exitcode(status)
+
+    def end(self) -> None:
+        """Kill the process if it still runs, and reap it."""
+        if self.exit_code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.wait()
+        if self._read >= 0:
+            os.close(self._read)
+            self._read = -1
+
+
+def _forked(tasks: list[_Task], reply: Any) -> None:
+    """The forked process of :func:`extract_in_background`: extract, send the features back."""
+    try:
+        data = pickle.dumps(("ok", [_run(task) for task in tasks]))
+    except Exception as exc:
+        try:
+            data = pickle.dumps(("error", exc))
+        except Exception:  # an exception that cannot be pickled
+            data = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+    reply.write(data)
+
+
+class PendingFeatures:
+    """Features being extracted in other processes (:func:`extract_in_background`): the
+    caller's process is free meanwhile. :meth:`result` waits for them; leaving the ``with``
+    block ends the processes that are still running (the caller failed or gave up)."""
+
+    def __init__(
+        self,
+        *,
+        done: list[SegmentFeatures] | None = None,
+        futures: Sequence[concurrent.futures.Future[SegmentFeatures]] = (),
+        pool: concurrent.futures.ProcessPoolExecutor | None = None,
+        child: _Forked | None = None,
+    ) -> None:
+        self._done, self._futures, self._pool = done, list(futures), pool
+        self._child = child
+
+    def result(self) -> list[SegmentFeatures]:
+        """Every segment's features, in the order given (waits for them)."""
+        if self._done is None:
+            try:
+                if self._child is not None:
+                    self._done = self._child.receive()
+                else:
+                    self._done = [f.result() for f in self._futures]
+            finally:
+                self.close()
+        return self._done
+
+    def close(self) -> None:
+        """End what still runs and release the processes (idempotent)."""
+        if self._child is not None:
+            self._child.end()
+            self._child = None
+        if self._pool is not None:
+            if self._done is None:
+                for process in list(getattr(self._pool, "_processes", {}).values()):
+                    process.kill()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> PendingFeatures:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def extract_in_background(
+    volume: Volume,
+    segments: Sequence[Segment],
+    params: ParameterSet,
+    *,
+    processes: int = 1,
+    executor: concurrent.futures.Executor | None = None,
+) -> PendingFeatures:
+    """:func:`extract` in other processes, returning at once: the same features, in the same
+    order, from :meth:`PendingFeatures.result`.
+
+    With ``processes <= 1`` one forked process extracts every segment in turn, as :func:`extract`
+    would in the caller's: the fork inherits the crops (nothing is pickled on the way in, only
+    the features on the way back) and the imported modules, and starts in a few milliseconds.
+    With ``processes > 1`` (or an *executor*) the segments go to that pool. Where processes
+    cannot be forked, the features are extracted here, before returning.
+    """
+    tasks = _tasks(volume, segments, params)
+    if executor is not None:
+        return PendingFeatures(futures=[executor.submit(_run, t) for t in tasks])
+    if processes > 1 and len(tasks) > 1:
+        pool = _spawned_pool(processes, len(tasks))
+        return PendingFeatures(futures=[pool.submit(_run, t) for t in tasks], pool=pool)
+    if not hasattr(os, "fork"):  # pragma: no cover - not a POSIX system
+        return PendingFeatures(done=[_run(task) for task in tasks])
+    return PendingFeatures(child=_Forked(tasks))
+
+
+def _end_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies (``PR_SET_PDEATHSIG``): an analysis
+    stopped at its time limit is killed, and its feature process must not run on alone."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)

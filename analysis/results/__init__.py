@@ -22,7 +22,7 @@ from analysis.results.model import (
     SegmentResult,
     TriageFinding,
 )
-from analysis.results.seg import build_segmentation
+from analysis.results.seg import SegmentationDraft, build_segmentation, draft_segmentation
 from analysis.results.triage_sr import build_triage_sr
 
 __all__ = [
@@ -36,10 +36,12 @@ __all__ = [
     "PlanarRegion",
     "Provenance",
     "SegmentResult",
+    "SegmentationDraft",
     "TriageFinding",
     "build_key_objects",
     "build_measurement_report",
     "build_segmentation",
     "build_triage_sr",
+    "draft_segmentation",
     "to_bytes",
 ]

@@ -227,20 +227,65 @@ def adopt_content(content: Dataset) -> Iterator[None]:
     caller's stays intact, then converts the copy's items to its own classes in place. The
     items are highdicom's already, the conversion gives the same elements and nothing else
     holds the tree, so the document is the same and the copy (about a third of the report's
-    time) is saved. Any other object is still copied; one report at a time per process."""
+    time) is saved. Any other object is still copied; one report at a time per process.
+
+    The constructor's evidence check is made by a plain walk of the tree as well
+    (:func:`_collect_evidence`): the same references, error and evidence items."""
     from highdicom.sr import sop
 
     with _ADOPTING:
         original = sop.deepcopy  # type: ignore[attr-defined]
+        original_collect = sop.collect_evidence  # type: ignore[attr-defined]
 
         def deepcopy(value: Any, memo: Any = None) -> Any:
             return value if value is content else original(value, memo)
 
+        def collect(
+            evidence: Sequence[Dataset], content: Dataset, study_instance_uid: str | None = None
+        ) -> tuple[list[Dataset], list[Dataset]]:
+            return _collect_evidence(original_collect, evidence, content, study_instance_uid)
+
         sop.deepcopy = deepcopy  # type: ignore[assignment,attr-defined]
+        sop.collect_evidence = collect  # type: ignore[attr-defined]
         try:
             yield
         finally:
             sop.deepcopy = original  # type: ignore[attr-defined]
+            sop.collect_evidence = original_collect  # type: ignore[attr-defined]
+
+
+def _collect_evidence(
+    collect: Any, evidence: Sequence[Dataset], tree: Dataset, study_instance_uid: str | None
+) -> tuple[list[Dataset], list[Dataset]]:
+    """``highdicom.sr.utils.collect_evidence`` (*collect*): the evidence items by study and
+    series, and a ValueError when the tree refers to an instance (IMAGE or COMPOSITE content
+    item, PS3.3 C.17.3) not among *evidence*. highdicom finds the references by making a
+    ContentItem and a CodedConcept of every item of the tree, which costs more than the rest
+    of its evidence work; here they are read off the tree, and highdicom groups the items."""
+    no_references = Dataset()
+    no_references.ContentSequence = []
+    out: tuple[list[Dataset], list[Dataset]] = collect(
+        evidence, no_references, study_instance_uid=study_instance_uid
+    )
+    missing = _references(tree) - {ds.SOPInstanceUID for ds in evidence}
+    if missing:
+        listed = '", "'.join(sorted(missing))
+        raise ValueError(
+            "No evidence was provided for the following SOP instances, which are referenced "
+            f'in the document content: "{listed}"'
+        )
+    return out
+
+
+def _references(node: Dataset) -> set[str]:
+    """SOP Instance UIDs of the IMAGE and COMPOSITE content items under *node*."""
+    out: set[str] = set()
+    for item in node.get("ContentSequence", []):
+        if item.get("ValueType") in ("IMAGE", "COMPOSITE"):
+            out.add(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        if "ContentSequence" in item:
+            out |= _references(item)
+    return out
 
 
 def procedure_reported(source: Dataset) -> hd.sr.CodedConcept:

@@ -22,6 +22,7 @@ segment *n* on ``source[i]``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from analysis.results._common import (
     Identity,
@@ -43,7 +45,13 @@ from analysis.results._common import (
 )
 from analysis.results.model import Algorithm, Provenance, SegmentResult
 
-__all__ = ["CONTENT_LABEL", "build_segmentation", "segment_description"]
+__all__ = [
+    "CONTENT_LABEL",
+    "SegmentationDraft",
+    "build_segmentation",
+    "draft_segmentation",
+    "segment_description",
+]
 
 CONTENT_LABEL = "RADIOGATE"
 
@@ -149,12 +157,73 @@ def build_segmentation(
 ) -> hd.seg.Segmentation:
     """The BINARY Segmentation of *segments* (masks by segment number) on the series *source*
     (its de-identified single-frame images; headers suffice)."""
+    draft = draft_segmentation(source, segments, masks, algorithm, provenance, created=created)
+    return draft.finish(segments)
+
+
+def _unmeasured(segment: SegmentResult) -> SegmentResult:
+    return dataclasses.replace(segment, measurements=(), model_outputs=())
+
+
+class SegmentationDraft:
+    """A Segmentation built before its segments' measurements are known
+    (:func:`draft_segmentation`): everything but its SOP Instance UID, which is derived from
+    the measurements too (a changed result gets a new UID), and what follows from that UID.
+    :meth:`finish` completes it; the bytes are those :func:`build_segmentation` writes."""
+
+    def __init__(
+        self,
+        seg: hd.seg.Segmentation,
+        *,
+        series: str,
+        segments: Sequence[SegmentResult],
+        algorithm: Algorithm,
+        digest: str,
+        created: datetime.datetime | None,
+    ) -> None:
+        self._seg: hd.seg.Segmentation | None = seg
+        self._series, self._algorithm, self._digest = series, algorithm, digest
+        self._segments = [_unmeasured(s) for s in segments]
+        self._created = created
+
+    def finish(self, segments: Sequence[SegmentResult]) -> hd.seg.Segmentation:
+        """The Segmentation of *segments*: the drafted ones with their measurements and model
+        outputs (ValueError if anything else differs). Once only."""
+        if self._seg is None:
+            raise ValueError("this draft is finished already")
+        ordered = sorted(segments, key=lambda s: s.segment_number)
+        if [_unmeasured(s) for s in ordered] != self._segments:
+            raise ValueError("the segments differ from the drafted ones")
+        identity = Identity.of(
+            ResultKind.SEGMENTATION, self._series, [self._algorithm], repr(ordered), self._digest
+        )
+        seg, self._seg = self._seg, None
+        seg.SOPInstanceUID = identity.sop_instance_uid
+        seg.file_meta.MediaStorageSOPInstanceUID = UID(identity.sop_instance_uid)
+        _derive_dimension_organization(seg)
+        declare_private_schemes(seg)
+        stamp(seg, self._created)
+        return seg
+
+
+def draft_segmentation(
+    source: Sequence[Dataset],
+    segments: Sequence[SegmentResult],
+    masks: Mapping[int, np.ndarray],
+    algorithm: Algorithm,
+    provenance: Provenance,
+    *,
+    created: datetime.datetime | None = None,
+) -> SegmentationDraft:
+    """:func:`build_segmentation` without the segments' measurements (those of *segments* are
+    ignored): the frames, their functional groups and references, the segment descriptions —
+    all of the work. :meth:`SegmentationDraft.finish` adds the measured segments' identity."""
     series = check_one_series(source)
     ordered = sorted(segments, key=lambda s: s.segment_number)
     pixels = _stack(source, ordered, masks)
-    identity = Identity.of(
-        ResultKind.SEGMENTATION, series, [algorithm], repr(ordered), _digest(pixels)
-    )
+    digest = _digest(pixels)
+    # the series' identity does not depend on the inputs; the instance's is set by finish
+    identity = Identity.of(ResultKind.SEGMENTATION, series, [algorithm])
     with single_component_names():
         seg = hd.seg.Segmentation(
             source_images=list(source),
@@ -175,7 +244,6 @@ def build_segmentation(
             omit_empty_frames=True,
             contributing_equipment=[contributing_equipment(provenance, algorithm)],
         )
-    _derive_dimension_organization(seg)
-    declare_private_schemes(seg)
-    stamp(seg, created)
-    return seg
+    return SegmentationDraft(
+        seg, series=series, segments=ordered, algorithm=algorithm, digest=digest, created=created
+    )

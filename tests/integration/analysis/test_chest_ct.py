@@ -187,11 +187,24 @@ def test_features_that_failed_are_imputed_and_flagged(
     import dataclasses
 
     import analysis.pipelines.chest_ct as chest_ct
-    from analysis.radiomics.features import extract as real  # what chest_ct calls
+    from analysis.radiomics.features import extract_in_background as real  # what chest_ct calls
 
-    def failing_glcm(*args: Any, **kwargs: Any) -> Any:
+    class FailingGlcm:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.pending = real(*args, **kwargs)
+
+        def __enter__(self) -> FailingGlcm:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.pending.close()
+
+        def result(self) -> Any:
+            return failing_glcm(self.pending.result())
+
+    def failing_glcm(found_all: Any) -> Any:
         out = []
-        for found in real(*args, **kwargs):
+        for found in found_all:
             if found.segment not in ("1", "2"):
                 out.append(found)
                 continue
@@ -201,7 +214,7 @@ def test_features_that_failed_are_imputed_and_flagged(
                                            missing={**found.missing, **failed}))  # fmt: skip
         return out
 
-    monkeypatch.setattr(chest_ct, "extract", failing_glcm)
+    monkeypatch.setattr(chest_ct, "extract_in_background", FailingGlcm)
     ordered, _mask = lung1
     result = analyse_chest_ct(ordered, params=load_parameters("ct_ibsi"),
                               provenance=PROVENANCE, created=WHEN)  # fmt: skip

@@ -16,8 +16,14 @@ import radiomics  # type: ignore[import-untyped]
 from radiomics import featureextractor
 from scipy import ndimage  # type: ignore[import-untyped]
 
+from analysis.radiomics import features
 from analysis.radiomics._sitk import sitk
-from analysis.radiomics.features import PYRADIOMICS_VERSION, Segment, extract
+from analysis.radiomics.features import (
+    PYRADIOMICS_VERSION,
+    Segment,
+    extract,
+    extract_in_background,
+)
 from analysis.radiomics.ibsi import BIN_ORIGIN_DEPENDENT
 from analysis.radiomics.params import (
     BinOrigin,
@@ -183,6 +189,63 @@ def test_a_caller_owned_executor_is_used(ct_volume: Volume, tumour_mask: Any) ->
         (pooled,) = extract(ct_volume, segments, params, executor=pool)
     (inline,) = extract(ct_volume, segments, params)
     assert pooled.values == inline.values
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_features_extracted_in_the_background_equal_those_extracted_here(
+    ct_volume: Volume, tumour_mask: Any, processes: int
+) -> None:
+    """One forked process (or a spawned pool of two) gives the features :func:`extract` gives
+    in this process, segment for segment and in order (an empty one included)."""
+    params = parse_parameters(PLAIN, "plain")
+    grown = ndimage.binary_dilation(tumour_mask, iterations=2)
+    segments = [Segment("grown", grown), Segment("none", np.zeros_like(grown)),
+                Segment("tumour", tumour_mask)]  # fmt: skip
+    with extract_in_background(ct_volume, segments, params, processes=processes) as pending:
+        background = pending.result()
+        assert pending.result() is background
+    assert background == extract(ct_volume, segments, params)
+
+
+def test_a_feature_process_that_fails_or_dies_is_reported(
+    ct_volume: Volume, tumour_mask: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in the forked process comes back as that error; a process that dies without
+    an answer is a RuntimeError naming its exit code; leaving the block early ends it."""
+    params = parse_parameters(PLAIN, "plain")
+    segments = [Segment("tumour", tumour_mask)]
+
+    def failing(task: Any) -> Any:
+        raise LookupError("no such thing")
+
+    monkeypatch.setattr(features, "_run", failing)
+    with (
+        extract_in_background(ct_volume, segments, params) as pending,
+        pytest.raises(LookupError, match="no such thing"),
+    ):
+        pending.result()
+
+    def dying(task: Any) -> Any:
+        import os
+
+        os._exit(7)
+
+    monkeypatch.setattr(features, "_run", dying)
+    with (
+        extract_in_background(ct_volume, segments, params) as pending,
+        pytest.raises(RuntimeError, match="exit code 7"),
+    ):
+        pending.result()
+
+    def sleeping(task: Any) -> Any:
+        import time
+
+        time.sleep(60)
+
+    monkeypatch.setattr(features, "_run", sleeping)
+    with extract_in_background(ct_volume, segments, params) as pending:
+        child = pending._child
+    assert child is not None and child.exit_code == -9  # killed, and reaped
 
 
 def test_shipped_parameter_sets_parse_and_hash_their_bytes() -> None:

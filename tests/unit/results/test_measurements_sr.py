@@ -217,8 +217,33 @@ def test_content_taken_without_a_copy_is_the_same_document(
 
     adopted = build()
     assert sop.deepcopy is copy.deepcopy  # type: ignore[attr-defined]
+    assert sop.collect_evidence is hd.sr.utils.collect_evidence  # type: ignore[attr-defined]
     monkeypatch.setattr(measurements_sr, "adopt_content", lambda _content: contextlib.nullcontext())
     assert build() == adopted
+
+
+def test_evidence_is_checked_against_the_tree_as_highdicom_checks_it(
+    source: list[Dataset], segmentation: Dataset, segments: list[SegmentResult]
+) -> None:
+    """The report's references are read off the content tree: the evidence items are
+    highdicom's, and an instance left out of the evidence is refused as highdicom refuses it."""
+    from highdicom.sr.utils import collect_evidence
+
+    from analysis.results._common import _collect_evidence
+
+    sr = build_measurement_report(source, segmentation, segments, EXTRACTOR, PROVENANCE)
+    key = next(ds for ds in source if ds.SOPInstanceUID == segments[2].key_slice)
+    evidence = [key, segmentation]
+    study = str(sr.StudyInstanceUID)
+    expected = collect_evidence(evidence, sr, study_instance_uid=study)
+    assert _collect_evidence(collect_evidence, evidence, sr, study) == expected
+    assert expected[0] and not expected[1]
+    for left_out in evidence:
+        rest = [ds for ds in evidence if ds is not left_out]
+        with pytest.raises(ValueError, match=str(left_out.SOPInstanceUID)):
+            collect_evidence(rest, sr, study_instance_uid=study)
+        with pytest.raises(ValueError, match=str(left_out.SOPInstanceUID)):
+            _collect_evidence(collect_evidence, rest, sr, study)
 
 
 def test_inconsistent_inputs_are_refused(

@@ -3,6 +3,7 @@ tracking, references and geometry survive."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import highdicom as hd
@@ -12,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage
 
-from analysis.results import SegmentResult, build_segmentation
+from analysis.results import SegmentResult, build_segmentation, draft_segmentation
 from tests.unit.results.roundtrip import write_and_read
 from tests.unit.results.synthetic import CREATED, PROVENANCE, SEGMENTER
 
@@ -182,3 +183,71 @@ def test_overlapping_or_not_the_masks_read_back(
     pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=[1, 2, 3])
     for number, mask in masks.items():
         assert np.array_equal(pixels[..., number - 1].astype(bool), mask)
+
+
+def test_a_draft_finished_with_the_measurements_is_the_segmentation_built_at_once(
+    source: list[Dataset], segments: list[SegmentResult], masks: dict[int, np.ndarray]
+) -> None:
+    """The SEG drafted before the features (segments without measurements) and finished with
+    the measured segments has the bytes of the one built from the measured segments; its
+    instance UID follows the measurements, its series UID does not; a draft finishes once,
+    with the segments it was drafted for."""
+    measured = [s for s in segments if s.measurements]
+    assert measured, "the synthetic segments carry measurements"
+    unmeasured = [dataclasses.replace(s, measurements=(), model_outputs=()) for s in segments]
+    whole = build_segmentation(source, segments, masks, SEGMENTER, PROVENANCE, created=CREATED)
+    assert write_and_read(whole)[0] == write_and_read(_built_at_once(source, segments, masks))[0]
+    draft = draft_segmentation(source, unmeasured, masks, SEGMENTER, PROVENANCE, created=CREATED)
+    finished = draft.finish(segments)
+    assert finished.file_meta.MediaStorageSOPInstanceUID == finished.SOPInstanceUID
+    assert write_and_read(finished)[0] == write_and_read(whole)[0]
+    with pytest.raises(ValueError, match="finished already"):
+        draft.finish(segments)
+    other = build_segmentation(source, unmeasured, masks, SEGMENTER, PROVENANCE, created=CREATED)
+    assert other.SOPInstanceUID != whole.SOPInstanceUID
+    assert other.SeriesInstanceUID == whole.SeriesInstanceUID
+    relabelled = [dataclasses.replace(segments[0], label="Other"), *segments[1:]]
+    draft = draft_segmentation(source, segments, masks, SEGMENTER, PROVENANCE, created=CREATED)
+    with pytest.raises(ValueError, match="differ from the drafted"):
+        draft.finish(relabelled)
+
+
+def _built_at_once(
+    source: list[Dataset], segments: list[SegmentResult], masks: dict[int, np.ndarray]
+) -> Dataset:
+    """The segmentation with its final identity given to highdicom's constructor, as it was
+    built before drafts: the reference the draft's late UID must reproduce byte for byte."""
+    from analysis.results import _common, seg
+
+    ordered = sorted(segments, key=lambda s: s.segment_number)
+    pixels = seg._stack(source, ordered, masks)
+    series = _common.check_one_series(source)
+    identity = _common.Identity.of(
+        _common.ResultKind.SEGMENTATION, series, [SEGMENTER], repr(ordered), seg._digest(pixels)
+    )
+    with _common.single_component_names():
+        built = hd.seg.Segmentation(
+            source_images=list(source),
+            pixel_array=pixels,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[
+                seg.segment_description(s, SEGMENTER, PROVENANCE) for s in ordered
+            ],
+            series_instance_uid=identity.series_instance_uid,
+            series_number=identity.series_number,
+            sop_instance_uid=identity.sop_instance_uid,
+            instance_number=1,
+            manufacturer=PROVENANCE.manufacturer,
+            manufacturer_model_name=PROVENANCE.model_name,
+            software_versions=PROVENANCE.software_version,
+            device_serial_number=PROVENANCE.device_serial_number,
+            content_label=seg.CONTENT_LABEL,
+            content_description=identity.series_description,
+            series_description=identity.series_description,
+            omit_empty_frames=True,
+            contributing_equipment=[_common.contributing_equipment(PROVENANCE, SEGMENTER)],
+        )
+    seg._derive_dimension_organization(built)
+    _common.declare_private_schemes(built)
+    _common.stamp(built, CREATED)
+    return built
