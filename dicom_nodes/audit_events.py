@@ -9,6 +9,7 @@ their own short transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -53,11 +54,13 @@ def _app(
     return ActiveParticipant.application(ae, address=address, requestor=requestor, role=role)
 
 
+@functools.lru_cache(maxsize=256)
 def _peers(
     calling_ae: str, called_ae: str, peer_address: str
 ) -> tuple[ActiveParticipant, ActiveParticipant]:
     """The two ends of an association: the calling peer (requestor, source) at its address and
-    Radiogate's called AE title (destination)."""
+    Radiogate's called AE title (destination). Participants are immutable and every instance of
+    an association names the same two, so they are built (and validated) once per peer."""
     return (
         _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
         _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
