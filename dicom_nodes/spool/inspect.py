@@ -21,7 +21,12 @@ Transfer syntaxes: implicit VR little endian, explicit VR little and big endian 
 encapsulated syntax built on explicit VR little endian (JPEG family, JPEG-LS, JPEG 2000, HTJ2K,
 RLE, ...), plus deflated explicit VR little endian (PS3.5 A.5), inflated to a temporary file.
 
-Memory does not grow with the object: only headers are touched, and the map is paged by the OS.
+Memory does not grow with the object: only headers are touched, and the map is paged by the OS
+(files up to 128 KiB are read at once instead: cheaper than mapping them).
+
+Cost (CPU time of 3,000 checks of one file from the page cache, 2-core host): 50 µs for a
+10 KB CT instance of 73 top-level elements, 61 µs for a 0.5 MB one (100 µs and 101 µs when
+every header went through a method call with its ``struct`` format built each time).
 """
 
 from __future__ import annotations
