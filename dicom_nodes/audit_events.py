@@ -9,6 +9,7 @@ their own short transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -47,17 +48,28 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=256)
 def _app(
     ae: str, address: str | None = None, *, requestor: bool, role: RoleID
 ) -> ActiveParticipant:
+    """An application participant; immutable, so each one is built (and validated) once: the
+    pipeline names the same few in every event."""
     return ActiveParticipant.application(ae, address=address, requestor=requestor, role=role)
 
 
+@functools.lru_cache(maxsize=256)
+def _destination(name: str) -> ActiveParticipant:
+    """The destination a pipeline step sent to (built once per destination, like :func:`_app`)."""
+    return ActiveParticipant(name, requestor=False, role=RoleID.DESTINATION)
+
+
+@functools.lru_cache(maxsize=256)
 def _peers(
     calling_ae: str, called_ae: str, peer_address: str
 ) -> tuple[ActiveParticipant, ActiveParticipant]:
     """The two ends of an association: the calling peer (requestor, source) at its address and
-    Radiogate's called AE title (destination)."""
+    Radiogate's called AE title (destination). Participants are immutable and every instance of
+    an association names the same two, so they are built (and validated) once per peer."""
     return (
         _app(calling_ae or "UNKNOWN", peer_address, requestor=True, role=RoleID.SOURCE),
         _app(called_ae or "RADIOGATE", requestor=False, role=RoleID.DESTINATION),
@@ -219,9 +231,7 @@ def pipeline_event(node: str, local_ae: str, entry: AuditEntry) -> AuditEvent:
         participants.insert(0, ActiveParticipant(user, requestor=True))
     destination = details.get("destination")
     if destination:
-        participants.append(
-            ActiveParticipant(str(destination), requestor=False, role=RoleID.DESTINATION)
-        )
+        participants.append(_destination(str(destination)))
     objects: tuple[Any, ...] = ()
     study = details.get("study_instance_uid")
     if study:

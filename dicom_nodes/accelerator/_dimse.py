@@ -9,12 +9,15 @@ and :meth:`FastDIMSE._decode` mirror pynetdicom 3.0.4's ``receive_primitive`` an
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from io import BytesIO
 from pathlib import Path
 from typing import Any, cast
 
+from pydicom import config as pydicom_config
 from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
 from pynetdicom import _config, evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
@@ -33,6 +36,33 @@ LOGGER = logging.getLogger(__name__)
 
 DIMSE_PARTS = frozenset({Part.STORE_RSP, Part.STORE_RQ, Part.FILE_META})
 """The parts that need :class:`FastDIMSE`."""
+
+_CONFORMANT_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+"""A UID as PS3.5 9.1 writes it: components without leading zeros, separated by dots (the
+pattern pydicom checks UI values and ``UID.is_valid`` against)."""
+_DEFAULT_UI_VALIDATOR = _config.VALIDATORS["UI"]
+_RQ_UIDS = ((0x0002, "_affected_sop_class_uid"), (0x1000, "_affected_sop_instance_uid"))
+
+
+def _store_rq_primitive(values: dict[int, int | str]) -> Any:
+    """:func:`~dicom_nodes.dimse.codec.store_rq_primitive`, with the two UIDs set directly when
+    they conform (PS3.5 9.1, at most 64 characters): the validating setters would build the
+    same ``UID`` and find nothing to warn about or refuse, only slower (two regular-expression
+    checks and a lookup per UID). Other values, or a replaced pynetdicom UID validator, take
+    the setters."""
+    direct: list[tuple[str, UID]] = []
+    if _config.VALIDATORS["UI"] is _DEFAULT_UI_VALIDATOR:
+        rest = dict(values)
+        for elem, attribute in _RQ_UIDS:
+            value = values.get(elem)
+            if isinstance(value, str) and len(value) <= 64 and _CONFORMANT_UID.fullmatch(value):
+                direct.append((attribute, UID(value, validation_mode=pydicom_config.IGNORE)))
+                del rest[elem]
+        values = rest
+    primitive = codec.store_rq_primitive(values)
+    for attribute, uid in direct:
+        setattr(primitive, attribute, uid)
+    return primitive
 
 
 class FastDIMSE(DIMSEServiceProvider):
@@ -152,7 +182,7 @@ class FastDIMSE(DIMSEServiceProvider):
         d_primitive: Any
         try:
             if self._fast_values is not None:
-                d_primitive = codec.store_rq_primitive(self._fast_values)
+                d_primitive = _store_rq_primitive(self._fast_values)
                 d_primitive.DataSet = self.message.data_set
                 d_primitive._context_id = context_id
                 d_primitive._dataset_path = self.message._data_set_path

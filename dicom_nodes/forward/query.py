@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pynetdicom import _config
 from pynetdicom.presentation import build_context
 
 from dicom_nodes.forward._association import AssociationFailed, open_association
@@ -74,6 +75,11 @@ def find_on(
     accepted), in requests of at most :data:`UIDS_PER_QUERY` UIDs numbered from
     *message_ids*. Raises :class:`ConfirmationUnavailable`."""
     ids = message_ids if message_ids is not None else itertools.count(1)
+    # pynetdicom formats every request and response identifier for its INFO log, also when
+    # nothing logs at INFO (process-global, read at each call, so set here): a query carries
+    # up to UIDS_PER_QUERY UIDs and each match comes back as a response.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
     found: dict[str, str] = {}
     for start in range(0, len(sop_instance_uids), UIDS_PER_QUERY):
         chunk = sop_instance_uids[start : start + UIDS_PER_QUERY]

@@ -128,16 +128,20 @@ def record_outputs(conn: psycopg.Connection[Any], outputs: Sequence[DeidOutput])
     """Record de-identified copies already durable in the spool (a new copy replaces one)."""
     if not outputs:
         return
-    conn.cursor().executemany(
+    # One statement for the batch; a later copy of the same key replaces an earlier one, as
+    # one upsert per row would (one statement may not update a row twice).
+    rows = list({(o.sop_instance_uid, o.profile): o for o in outputs}.values())
+    conn.execute(
         """INSERT INTO deid_output
                (sop_instance_uid, profile, spool_path, transfer_syntax_uid, size, note)
-           VALUES (%s, %s, %s, %s, %s, %s)
+           SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],
+                                %s::text[])
            ON CONFLICT (sop_instance_uid, profile) DO UPDATE
                SET spool_path = EXCLUDED.spool_path, size = EXCLUDED.size,
                    transfer_syntax_uid = EXCLUDED.transfer_syntax_uid, note = EXCLUDED.note""",
-        [
-            (o.sop_instance_uid, o.profile, str(o.spool_path), o.transfer_syntax_uid, o.size,
-             o.note)
-            for o in outputs
-        ],
+        (
+            [o.sop_instance_uid for o in rows], [o.profile for o in rows],
+            [str(o.spool_path) for o in rows], [o.transfer_syntax_uid for o in rows],
+            [o.size for o in rows], [o.note for o in rows],
+        ),
     )  # fmt: skip

@@ -642,15 +642,17 @@ def create_forward_items(conn: Conn, items: Sequence[NewForwardItem]) -> None:
     and any ``quarantined`` event are appended by the caller in the same transaction)."""
     if not items:
         return
-    conn.cursor().executemany(
+    # One statement for the whole batch (rows inserted in the order given).
+    conn.execute(
         """INSERT INTO forward_item
                (sop_instance_uid, destination, lane_rank, profile, state, hold_reason)
-           VALUES (%s, %s, %s, %s, %s, %s)""",
-        [
-            (i.sop_instance_uid, i.destination, i.lane_rank, i.profile, i.state.value,
-             i.hold_reason)
-            for i in items
-        ],
+           SELECT * FROM unnest(%s::text[], %s::text[], %s::smallint[], %s::text[], %s::text[],
+                                %s::text[])""",
+        (
+            [i.sop_instance_uid for i in items], [i.destination for i in items],
+            [i.lane_rank for i in items], [i.profile for i in items],
+            [i.state.value for i in items], [i.hold_reason for i in items],
+        ),
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import select
 import struct
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +318,43 @@ def test_dul_module_mirrors_pynetdicom_names() -> None:
     """The names the DUL subclass relies on exist on pynetdicom's class."""
     for name in ("_read_pdu_data", "_process_recv_primitive", "_is_transport_event", "run_reactor"):
         assert callable(getattr(DULServiceProvider, name))
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [
+        "1.2.840.10008.5.1.4.1.1.2",
+        "0.0",
+        "1.2.826.0.1.3680043.8.498.12345678901234567890123456789012345678",  # 64 characters
+        "1.02.3",  # leading zero: non-conformant, accepted with a warning
+        "1..2",
+        "1.2.",
+        "1." + "2" * 63,  # 65 characters: refused
+    ],
+)
+def test_store_rq_primitive_sets_uids_as_the_validating_setters(
+    uid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Conformant UIDs skip the setters' checks; the result, warnings and errors are the
+    setters' for every UID (``codec.store_rq_primitive`` sets through them)."""
+    values: dict[int, int | str] = {
+        0x0002: "1.2.840.10008.5.1.4.1.1.2", 0x0100: 1, 0x0110: 7, 0x0700: 2, 0x0800: 1,
+        0x1000: uid,
+    }  # fmt: skip
+
+    def outcome(build: Any) -> tuple[Any, ...]:
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                primitive = build(values)
+            except ValueError as exc:
+                result: tuple[Any, ...] = ("error", str(exc))
+            else:
+                result = tuple(
+                    (getattr(primitive, name), type(getattr(primitive, name)))
+                    for name in ("AffectedSOPClassUID", "AffectedSOPInstanceUID", "MessageID")
+                )
+        return result, [str(w.message) for w in caught], [r.getMessage() for r in caplog.records]
+
+    assert outcome(_dimse._store_rq_primitive) == outcome(codec.store_rq_primitive)

@@ -15,7 +15,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, generate_uid
 
 from dicom_nodes.errors import DatasetProblem, InvalidDataset
-from dicom_nodes.spool.inspect import inspect_file
+from dicom_nodes.spool import inspect as inspect_module
+from dicom_nodes.spool.inspect import DatasetIdentity, inspect_file
 from tests.support.data import PYDICOM_FILES
 
 ELE = "1.2.840.10008.1.2.1"
@@ -321,3 +322,31 @@ def test_pixel_data_without_image_attributes(tmp_path: Path) -> None:
         inspect_file(path)
     assert exc.value.detail == "Pixel Data without Rows, Columns, Bits Allocated, Samples per Pixel"
     assert getattr(exc.value.identity, "sop_instance_uid", None) == "1.2.3"
+
+
+def test_read_and_mapped_files_give_the_same_answer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Small files are read, large ones mapped: either way every pydicom test file (and a
+    truncated copy of each) gets the same identity or the same refusal."""
+
+    def outcome(path: Path) -> object:
+        try:
+            ident = inspect_file(path)
+        except InvalidDataset as exc:
+            return (exc.problem, exc.detail)
+        return (ident, dict(ident.patient.elements))
+
+    files = sorted(PYDICOM_FILES.rglob("*.dcm"))
+    answers: dict[int, list[object]] = {}
+    for limit in (0, 1 << 40):
+        monkeypatch.setattr(inspect_module, "_READ_AT_ONCE", limit)
+        answers[limit] = []
+        for n, f in enumerate(files):
+            answers[limit].append(outcome(f))
+            if f.stat().st_size > 200:
+                cut = tmp_path / f"{n}.dcm"
+                cut.write_bytes(f.read_bytes()[: f.stat().st_size * 2 // 3])
+                answers[limit].append(outcome(cut))
+    assert answers[0] == answers[1 << 40]
+    assert sum(isinstance(a[0], DatasetIdentity) for a in answers[0]) > 40
