@@ -330,7 +330,7 @@ def test_read_and_mapped_files_give_the_same_answer(
     """Small files are read, large ones mapped: either way every pydicom test file (and a
     truncated copy of each) gets the same identity or the same refusal."""
 
-    def outcome(path: Path) -> object:
+    def outcome(path: Path) -> tuple[object, object]:
         try:
             ident = inspect_file(path)
         except InvalidDataset as exc:
@@ -338,7 +338,7 @@ def test_read_and_mapped_files_give_the_same_answer(
         return (ident, dict(ident.patient.elements))
 
     files = sorted(PYDICOM_FILES.rglob("*.dcm"))
-    answers: dict[int, list[object]] = {}
+    answers: dict[int, list[tuple[object, object]]] = {}
     for limit in (0, 1 << 40):
         monkeypatch.setattr(inspect_module, "_READ_AT_ONCE", limit)
         answers[limit] = []
