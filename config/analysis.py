@@ -39,6 +39,19 @@ class AnalysisSettings:
     """Run the analysis process in the idle scheduling class (Linux ``SCHED_IDLE``): it gets a
     CPU only when nothing else wants one, and a waking receiver preempts it at once (niceness
     alone can leave a woken receiver waiting for the rest of the analysis time slice)."""
+    separate_worker: bool = True
+    """``radiogate run`` starts analysis jobs in a worker process of their own (``radiogate
+    worker --jobs analysis``: the node's analysis queue only, in the idle scheduling class at
+    ``nice``, on ``cpus`` CPUs), and the pipeline worker (routing, triage, forwarding) takes
+    every other job at normal priority; off: one worker takes every job, as ``radiogate
+    worker`` alone does."""
+    cpus: int = 1
+    """CPUs the analysis processes may run on (``sched_setaffinity``: the highest-numbered
+    ones the service may use); 0: any. On a small machine one CPU stays free of analysis
+    whatever the scheduler does."""
+    threads: int = 1
+    """Threads of each analysis process's numerical libraries (SimpleITK/ITK's thread pool,
+    OpenMP and BLAS); 0: the libraries' own default (one per CPU)."""
     previous: PreviousResults = PreviousResults.REPLACE
     parameters: str = "ct_ibsi"
     """The shipped pyradiomics parameter set (analysis/radiomics/data/<name>.yaml)."""

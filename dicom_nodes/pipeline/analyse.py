@@ -1,18 +1,21 @@
 """Stage 7, analyse: ``analyse:<pipeline>`` steps, run once a series is complete and archived.
 
 A routed series whose route names a pipeline gets a ``waiting`` analysis; :func:`analyse_round`
-takes the most urgent one whose series is complete and fully in the archive (none of its
-instances waits for a destination), marks it ``running`` and runs the pipeline in a separate
-process (:func:`_job`): bounded by ``analysis.time_limit``, at ``analysis.nice`` and in the idle
-scheduling class (``analysis.idle``, :mod:`dicom_nodes.pipeline.priority`), with its memory
-returned when it ends. The process reads the de-identified series back from the archive
-(:mod:`dicom_nodes.archive`; any worker can), plus any SEG or RTSTRUCT of the study that outlines
-lesions, and returns the result objects and feature rows. Then, in one transaction, the SEG and
-SR are stored into the archive (directly: they carry the archive's UIDs already), the feature
-values into the feature store (``feature_value``) and the report's rows into the feature table
-files (``analysis.export_dir``: :mod:`dicom_nodes.features.export`), and the analysis is
-``done`` — or ``failed``
-with a short reason (the series cannot make a volume, the archive is down, the time limit).
+takes the most urgent one whose series is complete and fully in the archive (none of its instances
+waits for a destination), marks it ``running`` and runs the pipeline in a separate process
+(:func:`_job`): bounded by ``analysis.time_limit``, at ``analysis.nice`` and in the idle scheduling
+class (``analysis.idle``, :mod:`dicom_nodes.pipeline.priority`), on at most ``analysis.cpus`` CPUs
+with ``analysis.threads`` threads per numerical library
+(:func:`dicom_nodes.pipeline.pools.enter_analysis_pool`), with its memory returned when it ends. The
+job is on the node's analysis queue: ``radiogate run`` runs it in a worker of its own
+(:mod:`dicom_nodes.pipeline.pools`). The process reads the de-identified series back from the
+archive (:mod:`dicom_nodes.archive`; any worker can), plus any SEG or RTSTRUCT of the study that
+outlines lesions, and returns the result objects and feature rows. Then, in one transaction, the SEG
+and SR are stored into the archive (directly: they carry the archive's UIDs already), the feature
+values into the feature store (``feature_value``) and the report's rows into the feature table files
+(``analysis.export_dir``: :mod:`dicom_nodes.features.export`), and the analysis is ``done`` — or
+``failed`` with a short reason (the series cannot make a volume, the archive is down, the time
+limit).
 ``radiogate analyse STUDY_UID`` runs a study's analyses again (``requested``).
 
 =============  =====================================================================
@@ -30,6 +33,7 @@ import datetime
 import io
 import logging
 import multiprocessing
+import os
 import queue
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +43,7 @@ from typing import Any
 import psycopg
 
 from dicom_nodes.pipeline.context import PipelineContext
-from dicom_nodes.pipeline.priority import lower_priority
+from dicom_nodes.pipeline.pools import enter_analysis_pool
 from dicom_nodes.state import Change
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.model import ANALYSIS, AnalysisEvent
@@ -67,6 +71,11 @@ class Analysis:
     """Absolute directory of the feature table files (empty: none)."""
     idle: bool = True
     """The job's process runs in the idle scheduling class (:mod:`.priority`)."""
+    cpus: int = 0
+    """CPUs the job's process may run on (:func:`.pools.limit_cpus`; 0: any)."""
+    threads: int = 0
+    """Threads per numerical library in the job's process (:func:`.pools.bound_threads`; 0:
+    the libraries' default)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> Analysis:
@@ -81,7 +90,8 @@ class Analysis:
         export = str(data_path(settings, a.export_dir)) if a.export_dir else ""
         return cls(url, creds.user if creds else None, creds.password if creds else None,
                    a.time_limit, a.processes, a.nice, a.parameters,
-                   a.previous is PreviousResults.REPLACE, export, a.idle)  # fmt: skip
+                   a.previous is PreviousResults.REPLACE, export, a.idle, a.cpus,
+                   a.threads)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -231,7 +241,9 @@ def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
 def _job(analysis: Analysis, claimed: _Claimed, answers: Any) -> None:
     """The analysis process: read the series back, analyse, return bytes and rows."""
     try:
-        lower_priority(analysis.nice, analysis.idle)
+        # Niceness analysis.nice whatever the worker's (an analysis worker is there already).
+        nice = max(0, analysis.nice - os.getpriority(os.PRIO_PROCESS, 0))
+        enter_analysis_pool(nice, analysis.idle, analysis.cpus, analysis.threads)
         answers.put(("ok", _analyse(analysis, claimed)))
     except _JobFailed as exc:
         answers.put(("failed", exc.reason))
