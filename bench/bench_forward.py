@@ -362,7 +362,7 @@ class Radiogate:
 
     def start(self, *, worker: bool = True, share: Radiogate | None = None) -> None:
         """A fresh database, or the database of *share* (another node of the same site)."""
-        self.port = free_port()
+        self.port = self.port or free_port()
         if share is not None:
             self.dsn = share.dsn  # self.db stays empty: *share* drops the database
         else:
@@ -613,6 +613,7 @@ def run_forward(
     cap: float,
     py_spy: str = "",
     accel_config: str = "",
+    port: int = 0,
 ) -> ForwardRun:
     work = base / f"fwd-{data.name}-{settings.label.replace('/', '-')}"
     orthanc = Orthanc(work / "orthanc")
@@ -620,6 +621,7 @@ def run_forward(
     rg = Radiogate(
         cluster, work / "node", orthanc, settings,
         accel="" if tree is not None else accel_config, tree=tree or ROOT, extra_env=env,
+        port=port,
     )  # fmt: skip
     with running(orthanc, rg):
         orthanc.start()
@@ -793,10 +795,11 @@ def run_critical(
     cluster: PrivateCluster,
     base: Path,
     cap: float,
+    port: int = 0,
 ) -> CriticalRun:
     work = base / f"crit-{scenario}"
     orthanc = Orthanc(work / "orthanc")
-    rg = Radiogate(cluster, work / "node", orthanc, settings, extra_toml=LANE_RULES)
+    rg = Radiogate(cluster, work / "node", orthanc, settings, extra_toml=LANE_RULES, port=port)
     n = len(routine.files)
     senders: list[subprocess.Popen[bytes]] = []
     with running(orthanc, rg, Stopper(senders)):
@@ -1014,11 +1017,13 @@ ANALYSIS_LOAD = """
 import sys
 from dicom_nodes.pipeline.analyse import Analysis, _Claimed, _run_in_process
 from dicom_nodes.pipeline.pools import enter_analysis_pool
-url, user, password, study, series, mode, cpus, threads = sys.argv[1:9]
+url, user, password, study, series, mode, cpus, threads, door = sys.argv[1:10]
 cpus, threads = int(cpus), int(threads)
-if mode == "pool":  # as `radiogate worker --jobs analysis` starts
+if mode != "before":  # as `radiogate worker --jobs analysis` starts
     enter_analysis_pool(10, True, cpus, threads)
-analysis = Analysis(url, user, password, 1800.0, 1, 10, "ct_ibsi", True, "", True, cpus, threads)
+ports = (int(door),) if mode == "door" else ()  # analysis.pause_while_receiving
+analysis = Analysis(url, user, password, 1800.0, 1, 10, "ct_ibsi", True, "", True, cpus, threads,
+                    ports, 2.0, 600.0)
 claimed = _Claimed("door", series, study, "chest-ct", series, study, 1, (None, None))
 while True:
     _run_in_process(analysis, claimed)
@@ -1079,6 +1084,7 @@ LOAD_LABELS = {
     "idle": "busy idle+10",
     "idle-mem": "numpy idle+10",
     "analysis": "analysis pool",
+    "analysis-door": "analysis pool+door",
     "analysis-before": "analysis before",
 }
 
@@ -1098,6 +1104,8 @@ class Load:
     """``analysis.cpus`` of the ``analysis`` load."""
     threads: int = 1
     """``analysis.threads`` of the ``analysis`` load."""
+    door_port: int = 0
+    """The receiver's port that ``analysis-door`` watches (``analysis.pause_while_receiving``)."""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
     """Threads of the load seen per (scheduling class, niceness, CPUs allowed): the most at once."""
@@ -1120,9 +1128,9 @@ class Load:
         cpus = set(sorted(os.sched_getaffinity(0))[-int(pin) :]) if pin else None
         if spec.startswith("analysis"):
             assert self.archive is not None
-            mode = "pool" if spec == "analysis" else "before"
-            cpus, threads = (self.cpus, self.threads) if mode == "pool" else (0, 0)
-            argv = [*self.archive.argv(), mode, str(cpus), str(threads)]
+            mode = {"analysis": "pool", "analysis-door": "door"}.get(spec, "before")
+            cpus, threads = (self.cpus, self.threads) if mode != "before" else (0, 0)
+            argv = [*self.archive.argv(), mode, str(cpus), str(threads), str(self.door_port)]
             commands = [[sys.executable, "-c", ANALYSIS_LOAD, *argv]]
         elif spec == "idle-mem":
             commands = [[sys.executable, "-c", BUSY_MEMORY]] * (self.count or os.cpu_count() or 1)
@@ -1219,23 +1227,24 @@ def run_door(
     then, under the same load, the critical study behind a live routine transfer: the critical
     lane (:func:`run_critical`), or with *triage* the triage SR and KOS of a critical 300-slice
     CT (:func:`bench_triage_e2e.one_run`)."""
+    load.door_port = port = free_port()  # every Radiogate of this run receives here
     with running(load):
         load.start()
         archive = load.archive.orthanc if load.archive is not None else None
         pid = archive.pid if archive is not None and archive.pid else 0
         archive_cpu = _stat(pid) if pid else None
-        f = run_forward(data, settings, cluster, base, cap)
+        f = run_forward(data, settings, cluster, base, cap, port=port)
         after = _stat(pid) if pid else None
         if archive_cpu and after and load.spec and load.spec.startswith("analysis"):
             f.cpu["analysis-archive"] = round((after[2] - archive_cpu[2]) / CLK_TCK, 2)
         if triage is None:
-            latency = run_critical("live", data, crit_set, settings, cluster, base, cap)
+            latency = run_critical("live", data, crit_set, settings, cluster, base, cap, port)
             critical, seconds = "forward", latency.latency_seconds
         else:
             from bench.bench_triage_e2e import one_run
 
             result = one_run(cluster, base / "triage-e2e", triage.backlog, triage.critical,
-                             triage.study_uid, "live")  # fmt: skip
+                             triage.study_uid, "live", scp_port=port)  # fmt: skip
             critical, seconds = "triage", float(result["received_to_results_confirmed"])
         seen = dict(load.seen)
     return DoorRun(

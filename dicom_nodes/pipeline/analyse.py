@@ -35,6 +35,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from typing import Any
 import psycopg
 
 from dicom_nodes.pipeline.context import PipelineContext
+from dicom_nodes.pipeline.door import POLL, DoorGuard
 from dicom_nodes.pipeline.pools import enter_analysis_pool
 from dicom_nodes.state import Change
 from dicom_nodes.state import repository as repo
@@ -76,6 +78,11 @@ class Analysis:
     threads: int = 0
     """Threads per numerical library in the job's process (:func:`.pools.bound_threads`; 0:
     the libraries' default)."""
+    door_ports: tuple[int, ...] = ()
+    """The receiver's ports: while one has an association open the job is held
+    (:mod:`.door`); empty: never held."""
+    resume_after: float = 2.0
+    max_pause: float = 600.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> Analysis:
@@ -91,7 +98,8 @@ class Analysis:
         return cls(url, creds.user if creds else None, creds.password if creds else None,
                    a.time_limit, a.processes, a.nice, a.parameters,
                    a.previous is PreviousResults.REPLACE, export, a.idle, a.cpus,
-                   a.threads)  # fmt: skip
+                   a.threads, (settings.scp.port,) if a.pause_while_receiving else (),
+                   a.resume_after, a.max_pause)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -216,18 +224,38 @@ class _JobFailed(Exception):
 
 
 def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
-    """Run :func:`_job` in a fresh process, at most ``time_limit`` seconds."""
+    """Run :func:`_job` in a fresh process, at most ``time_limit`` seconds of its own (held
+    while the receiver has an association open: :mod:`.door`)."""
     context = multiprocessing.get_context("spawn")
     answers: multiprocessing.Queue[tuple[str, Any]] = context.Queue()
     process = context.Process(
         target=_job, args=(analysis, claimed, answers), name="radiogate-analysis", daemon=True
     )
+    guard = (
+        DoorGuard(analysis.door_ports, analysis.resume_after, analysis.max_pause)
+        if analysis.door_ports
+        else None
+    )
     process.start()
+    started = time.monotonic()
     try:
-        kind, value = answers.get(timeout=analysis.time_limit)
-    except queue.Empty:
-        raise _JobFailed("time-limit") from None
+        while True:
+            try:
+                kind, value = answers.get(timeout=POLL if guard is not None else 1.0)
+                break
+            except queue.Empty:
+                pass
+            held = guard.held_now() if guard is not None else 0.0
+            if time.monotonic() - started - held > analysis.time_limit:
+                raise _JobFailed("time-limit") from None
+            if guard is not None and process.pid is not None:
+                guard.tick(process.pid)
     finally:
+        if guard is not None and process.pid is not None:
+            guard.release(process.pid)
+            if guard.holds:
+                LOGGER.info("analysis %s held %.1f s (%d times) while the receiver was busy",
+                            claimed.analysis_id, guard.held, guard.holds)  # fmt: skip
         process.join(timeout=5)
         if process.is_alive():
             process.kill()
