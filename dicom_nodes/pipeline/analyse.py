@@ -228,9 +228,11 @@ def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
     while the receiver has an association open: :mod:`.door`)."""
     context = multiprocessing.get_context("spawn")
     answers: multiprocessing.Queue[tuple[str, Any]] = context.Queue()
+    computing = context.Event()  # the series is read: holding it no longer stalls a download
     process = context.Process(
-        target=_job, args=(analysis, claimed, answers), name="radiogate-analysis", daemon=True
-    )
+        target=_job, args=(analysis, claimed, answers, computing), name="radiogate-analysis",
+        daemon=True,
+    )  # fmt: skip
     guard = (
         DoorGuard(analysis.door_ports, analysis.resume_after, analysis.max_pause)
         if analysis.door_ports
@@ -248,7 +250,7 @@ def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
             held = guard.held_now() if guard is not None else 0.0
             if time.monotonic() - started - held > analysis.time_limit:
                 raise _JobFailed("time-limit") from None
-            if guard is not None and process.pid is not None:
+            if guard is not None and process.pid is not None and computing.is_set():
                 guard.tick(process.pid)
     finally:
         if guard is not None and process.pid is not None:
@@ -266,13 +268,14 @@ def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
     raise _JobFailed(str(value))
 
 
-def _job(analysis: Analysis, claimed: _Claimed, answers: Any) -> None:
-    """The analysis process: read the series back, analyse, return bytes and rows."""
+def _job(analysis: Analysis, claimed: _Claimed, answers: Any, computing: Any = None) -> None:
+    """The analysis process: read the series back, analyse, return bytes and rows; *computing*
+    (an event) is set once the series is read (from then on the job may be held)."""
     try:
         # Niceness analysis.nice whatever the worker's (an analysis worker is there already).
         nice = max(0, analysis.nice - os.getpriority(os.PRIO_PROCESS, 0))
         enter_analysis_pool(nice, analysis.idle, analysis.cpus, analysis.threads)
-        answers.put(("ok", _analyse(analysis, claimed)))
+        answers.put(("ok", _analyse(analysis, claimed, computing)))
     except _JobFailed as exc:
         answers.put(("failed", exc.reason))
     except Exception as exc:  # reported as a reason code; the worker goes on
@@ -280,7 +283,7 @@ def _job(analysis: Analysis, claimed: _Claimed, answers: Any) -> None:
         answers.put(("failed", f"error-{type(exc).__name__.lower()}"[:64]))
 
 
-def _analyse(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
+def _analyse(analysis: Analysis, claimed: _Claimed, computing: Any = None) -> dict[str, Any]:
     import pydicom
 
     from analysis.pipelines.chest_ct import AnalysisRefused, analyse_chest_ct
@@ -306,6 +309,8 @@ def _analyse(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
     while files:  # each file's bytes go as soon as they are parsed
         source.append(pydicom.dcmread(io.BytesIO(files.pop(0))))
     lesions = _referencing(outlines, claimed.archive_series_uid)
+    if computing is not None:
+        computing.set()
     try:
         result = analyse_chest_ct(
             source, params=load_parameters(analysis.parameters), lesions=lesions,

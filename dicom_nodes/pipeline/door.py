@@ -11,7 +11,8 @@ table, on this machine); while there is one, the job process and its children ar
 (``SIGSTOP``), and they continue (``SIGCONT``) once none has been open for
 ``analysis.resume_after`` seconds. A job is held at most ``analysis.max_pause`` seconds in all,
 then runs to its end whatever arrives: analysis is delayed, never starved. Held time does not
-count against ``analysis.time_limit``.
+count against ``analysis.time_limit``. Only a job that has read its series is held (its
+download from the archive would otherwise stall and time out at the archive).
 
 A receiver on another machine is not seen (nothing to protect there); a peer that keeps an
 association open without sending holds analysis up to ``max_pause``.
