@@ -1125,7 +1125,7 @@ class Load:
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith("RADIOGATE_")}
         spec, _, pin = self.spec.partition("@")  # idle@1: on the last CPU only
-        cpus = set(sorted(os.sched_getaffinity(0))[-int(pin) :]) if pin else None
+        pinned = set(sorted(os.sched_getaffinity(0))[-int(pin) :]) if pin else None
         if spec.startswith("analysis"):
             assert self.archive is not None
             mode = {"analysis": "pool", "analysis-door": "door"}.get(spec, "before")
@@ -1144,8 +1144,8 @@ class Load:
             proc = subprocess.Popen(
                 command, start_new_session=True, cwd=ROOT, env=env, stdout=quiet, stderr=quiet
             )
-            if cpus is not None:  # before its interpreter has started (threads inherit it)
-                os.sched_setaffinity(proc.pid, cpus)
+            if pinned is not None:  # before its interpreter has started (threads inherit it)
+                os.sched_setaffinity(proc.pid, pinned)
             self.procs.append(proc)
         self.stopping = threading.Event()
         self.sampler = threading.Thread(target=self._sample, daemon=True)
