@@ -238,8 +238,11 @@ def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
         if analysis.door_ports
         else None
     )
+    if guard is not None:
+        guard.wait_quiet()  # start (spawn, imports, download) while no modality sends
     process.start()
     started = time.monotonic()
+    waited = guard.held if guard is not None else 0.0
     try:
         while True:
             try:
@@ -247,7 +250,7 @@ def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
                 break
             except queue.Empty:
                 pass
-            held = guard.held_now() if guard is not None else 0.0
+            held = guard.held_now() - waited if guard is not None else 0.0
             if time.monotonic() - started - held > analysis.time_limit:
                 raise _JobFailed("time-limit") from None
             if guard is not None and process.pid is not None and computing.is_set():
@@ -305,12 +308,12 @@ def _analyse(analysis: Analysis, claimed: _Claimed, computing: Any = None) -> di
         raise _JobFailed("archive-unavailable") from exc
     if not files:
         raise _JobFailed("series-not-in-archive")
+    if computing is not None:  # downloaded: from here on the job may be held
+        computing.set()
     source = []
     while files:  # each file's bytes go as soon as they are parsed
         source.append(pydicom.dcmread(io.BytesIO(files.pop(0))))
     lesions = _referencing(outlines, claimed.archive_series_uid)
-    if computing is not None:
-        computing.set()
     try:
         result = analyse_chest_ct(
             source, params=load_parameters(analysis.parameters), lesions=lesions,

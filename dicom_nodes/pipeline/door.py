@@ -11,8 +11,10 @@ table, on this machine); while there is one, the job process and its children ar
 (``SIGSTOP``), and they continue (``SIGCONT``) once none has been open for
 ``analysis.resume_after`` seconds. A job is held at most ``analysis.max_pause`` seconds in all,
 then runs to its end whatever arrives: analysis is delayed, never starved. Held time does not
-count against ``analysis.time_limit``. Only a job that has read its series is held (its
-download from the archive would otherwise stall and time out at the archive).
+count against ``analysis.time_limit``. A job does not start while the door is busy (it waits
+as it would be held: :meth:`DoorGuard.wait_quiet`); once started, it is held only after it has
+downloaded its series (a held download could time out at the archive), so process start,
+imports and the download run while the door is quiet.
 
 A receiver on another machine is not seen (nothing to protect there); a peer that keeps an
 association open without sending holds analysis up to ``max_pause``.
@@ -112,6 +114,26 @@ class DoorGuard:
         quiet = self._quiet_since is not None and now - self._quiet_since >= self.resume_after
         if quiet or self.held_now() >= self.max_pause:
             self.release(pid)
+
+    def wait_quiet(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Before the job starts: return at once if the door is quiet; else once it has been
+        quiet for ``resume_after`` seconds, or the job has waited ``max_pause`` in all (the
+        wait counts as held)."""
+        if not self.busy():
+            return
+        start = self.clock()
+        self.holds += 1
+        quiet_since: float | None = None
+        while self.held + (self.clock() - start) < self.max_pause:
+            now = self.clock()
+            if self.busy():
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= self.resume_after:
+                break
+            sleep(POLL)
+        self.held += self.clock() - start
 
     def release(self, pid: int) -> None:
         """Continue the job if it is held (always before it is killed or waited for)."""

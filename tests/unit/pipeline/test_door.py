@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +42,19 @@ def door() -> Iterator[socket.socket]:
 
 
 @contextlib.contextmanager
-def association(server: socket.socket) -> Iterator[None]:
+def association(server: socket.socket) -> Iterator[Callable[[], None]]:
+    """An open TCP connection to *server*; yields what closes it (both ends)."""
     client = socket.create_connection(server.getsockname()[:2])
     accepted, _ = server.accept()
-    try:
-        yield
-    finally:
+
+    def close() -> None:
         client.close()
         accepted.close()
+
+    try:
+        yield close
+    finally:
+        close()
 
 
 @pytest.fixture
@@ -137,3 +142,33 @@ def test_release_continues_a_held_job(door: socket.socket, job: int) -> None:
         assert _wait_state([job], stopped=True) == ["T"]
         guard.release(job)  # before the worker kills or waits for it
         assert "T" not in _wait_state([job], stopped=False)
+
+
+def test_a_job_waits_to_start_until_the_door_is_quiet(door: socket.socket) -> None:
+    clock = Clock()
+    guard = DoorGuard((door.getsockname()[1],), resume_after=2.0, max_pause=600.0, clock=clock)
+    guard.wait_quiet(sleep=lambda s: None)  # quiet: at once
+    assert guard.holds == 0 and guard.held == 0.0
+    steps: list[float] = []
+    with association(door) as release:
+
+        def sleep(seconds: float) -> None:
+            steps.append(seconds)
+            clock.now += 1.0
+            if len(steps) == 5:  # the modality releases its association
+                release()
+
+        guard.wait_quiet(sleep=sleep)
+    assert guard.holds == 1 and guard.held == 7.0  # 5 s busy, then quiet for 2 s
+
+
+def test_a_job_waits_to_start_at_most_max_pause(door: socket.socket) -> None:
+    clock = Clock()
+    guard = DoorGuard((door.getsockname()[1],), resume_after=2.0, max_pause=10.0, clock=clock)
+    with association(door):
+
+        def sleep(seconds: float) -> None:
+            clock.now += 1.0
+
+        guard.wait_quiet(sleep=sleep)  # the door stays busy
+        assert guard.held == 10.0 and guard.holds == 1
