@@ -362,7 +362,7 @@ class Radiogate:
 
     def start(self, *, worker: bool = True, share: Radiogate | None = None) -> None:
         """A fresh database, or the database of *share* (another node of the same site)."""
-        self.port = free_port()
+        self.port = self.port or free_port()
         if share is not None:
             self.dsn = share.dsn  # self.db stays empty: *share* drops the database
         else:
@@ -613,6 +613,7 @@ def run_forward(
     cap: float,
     py_spy: str = "",
     accel_config: str = "",
+    port: int = 0,
 ) -> ForwardRun:
     work = base / f"fwd-{data.name}-{settings.label.replace('/', '-')}"
     orthanc = Orthanc(work / "orthanc")
@@ -620,6 +621,7 @@ def run_forward(
     rg = Radiogate(
         cluster, work / "node", orthanc, settings,
         accel="" if tree is not None else accel_config, tree=tree or ROOT, extra_env=env,
+        port=port,
     )  # fmt: skip
     with running(orthanc, rg):
         orthanc.start()
@@ -793,10 +795,11 @@ def run_critical(
     cluster: PrivateCluster,
     base: Path,
     cap: float,
+    port: int = 0,
 ) -> CriticalRun:
     work = base / f"crit-{scenario}"
     orthanc = Orthanc(work / "orthanc")
-    rg = Radiogate(cluster, work / "node", orthanc, settings, extra_toml=LANE_RULES)
+    rg = Radiogate(cluster, work / "node", orthanc, settings, extra_toml=LANE_RULES, port=port)
     n = len(routine.files)
     senders: list[subprocess.Popen[bytes]] = []
     with running(orthanc, rg, Stopper(senders)):
@@ -1002,36 +1005,178 @@ BUSY = (
 (:func:`dicom_nodes.pipeline.priority.lower_priority`: ``analysis.nice``, default 10, and
 ``analysis.idle``, default on)."""
 
+BUSY_MEMORY = (
+    "import sys\nimport numpy as np\nfrom dicom_nodes.pipeline.priority import lower_priority\n"
+    "lower_priority(10, True)\na = np.ones(64 << 20 >> 3)\nb = np.empty_like(a)\n"
+    "while True:\n    np.multiply(a, 1.0001, out=b)\n    a, b = b, a\n"
+)
+"""The same, but streaming through 2 x 64 MB (far more than the caches): what the idle class
+cannot keep from the receiver if memory bandwidth or the shared cache is what costs it."""
+
+ANALYSIS_LOAD = """
+import sys
+from dicom_nodes.pipeline.analyse import Analysis, _Claimed, _run_in_process
+from dicom_nodes.pipeline.pools import enter_analysis_pool
+url, user, password, study, series, mode, cpus, threads, door = sys.argv[1:10]
+cpus, threads = int(cpus), int(threads)
+if mode != "before":  # as `radiogate worker --jobs analysis` starts
+    enter_analysis_pool(10, True, cpus, threads)
+ports = (int(door),) if mode == "door" else ()  # analysis.pause_while_receiving
+analysis = Analysis(url, user, password, 1800.0, 1, 10, "ct_ibsi", True, "", True, cpus, threads,
+                    ports, 2.0, 600.0)
+claimed = _Claimed("door", series, study, "chest-ct", series, study, 1, (None, None))
+while True:
+    _run_in_process(analysis, claimed)
+"""
+"""The real analysis job, one after the other (:func:`dicom_nodes.pipeline.analyse._run_in_process`:
+the spawned process reads the 300-slice series from its archive, builds the volume, segments the
+lungs, extracts the IBSI features, writes SEG + SR): ``pool`` is how ``radiogate run`` runs it
+(``radiogate worker --jobs analysis``: the worker and its job process in the idle class on
+``analysis.cpus`` CPUs with ``analysis.threads`` threads), ``before`` as a worker taking every
+job ran it before there were pools (the job process at niceness 10 in the idle class, the
+libraries' own thread counts, any CPU)."""
+
+
+@dataclass
+class AnalysisArchive:
+    """An Orthanc (normal priority, like the archive) holding a 300-slice chest CT that the
+    ``analysis`` loads analyse again and again."""
+
+    workdir: Path
+    slices: int = 300
+    orthanc: ManagedOrthanc | None = None
+    study: str = ""
+    series: str = ""
+
+    def start(self) -> None:
+        import pydicom
+
+        from bench.bench_triage_e2e import critical_ct
+        from tests.support.data import extract_ct
+
+        files = critical_ct(extract_ct(self.workdir / "ct"), self.workdir / "long", self.slices)
+        self.orthanc = ManagedOrthanc(
+            storage_dir=self.workdir / "orthanc",
+            http_port=free_port(),
+            dicom_port=free_port(),
+            executable=ORTHANC,
+            peers=[],
+        )
+        self.orthanc.start()
+        for f in files:
+            self.orthanc.request("/instances", method="POST", body=f.read_bytes())
+        head = pydicom.dcmread(files[0], stop_before_pixels=True)
+        self.study, self.series = str(head.StudyInstanceUID), str(head.SeriesInstanceUID)
+
+    def argv(self) -> list[str]:
+        assert self.orthanc is not None
+        c = self.orthanc.credentials
+        return [self.orthanc.url, c.user, c.password, self.study, self.series]
+
+    def stop(self) -> None:
+        if self.orthanc is not None:
+            self.orthanc.stop()
+            self.orthanc = None
+
+
+LOAD_LABELS = {
+    None: "no load",
+    "idle": "busy idle+10",
+    "idle-mem": "numpy idle+10",
+    "analysis": "analysis pool",
+    "analysis-door": "analysis pool+door",
+    "analysis-before": "analysis before",
+}
+
 
 @dataclass
 class Load:
-    """One busy process per core at *spec*: a niceness, ``idle`` (niceness 10 and the idle
-    scheduling class, the analysis defaults) or None (no load)."""
+    """What runs next to the receiver: *spec* is None (nothing), a niceness or ``idle``
+    (niceness 10 and the idle class) for :data:`BUSY`, ``idle-mem`` for :data:`BUSY_MEMORY`,
+    ``analysis`` / ``analysis-before`` for :data:`ANALYSIS_LOAD` (the real job, with the pool's
+    bounds / as before)."""
 
     spec: str | None
     count: int = 0
-    """Busy processes (0: one per core)."""
+    """Busy processes (0: one per core); one analysis job runs at a time whatever it is."""
+    archive: AnalysisArchive | None = None
+    cpus: int = 1
+    """``analysis.cpus`` of the ``analysis`` load."""
+    threads: int = 1
+    """``analysis.threads`` of the ``analysis`` load."""
+    door_port: int = 0
+    """The receiver's port that ``analysis-door`` watches (``analysis.pause_while_receiving``)."""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)
+    """Threads of the load seen per (scheduling class, niceness, CPUs allowed): the most at once."""
+    sampler: Any = None
+    stopping: Any = None
 
     @property
     def label(self) -> str:
-        if self.spec is None:
-            return "no load"
-        return "load idle+10" if self.spec == "idle" else f"load nice {self.spec}"
+        spec, _, pin = (self.spec or "").partition("@")
+        label = LOAD_LABELS.get(spec or None, f"busy nice {spec}")
+        return f"{label} on {pin} CPU" if pin else label
 
     def start(self) -> None:
+        import threading
+
         if self.spec is None:
             return
-        nice, mode = ("10", "idle") if self.spec == "idle" else (self.spec, "nice")
-        for _ in range(self.count or os.cpu_count() or 1):
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", BUSY, nice, mode], start_new_session=True, cwd=ROOT
-                )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RADIOGATE_")}
+        spec, _, pin = self.spec.partition("@")  # idle@1: on the last CPU only
+        pinned = set(sorted(os.sched_getaffinity(0))[-int(pin) :]) if pin else None
+        if spec.startswith("analysis"):
+            assert self.archive is not None
+            mode = {"analysis": "pool", "analysis-door": "door"}.get(spec, "before")
+            cpus, threads = (self.cpus, self.threads) if mode != "before" else (0, 0)
+            argv = [*self.archive.argv(), mode, str(cpus), str(threads), str(self.door_port)]
+            commands = [[sys.executable, "-c", ANALYSIS_LOAD, *argv]]
+        elif spec == "idle-mem":
+            commands = [[sys.executable, "-c", BUSY_MEMORY]] * (self.count or os.cpu_count() or 1)
+        else:
+            nice, mode = ("10", "idle") if spec == "idle" else (spec, "nice")
+            commands = [[sys.executable, "-c", BUSY, nice, mode]] * (
+                self.count or os.cpu_count() or 1
             )
+        for command in commands:
+            quiet = subprocess.DEVNULL
+            proc = subprocess.Popen(
+                command, start_new_session=True, cwd=ROOT, env=env, stdout=quiet, stderr=quiet
+            )
+            if pinned is not None:  # before its interpreter has started (threads inherit it)
+                os.sched_setaffinity(proc.pid, pinned)
+            self.procs.append(proc)
+        self.stopping = threading.Event()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
         time.sleep(0.5)
 
+    def _sample(self) -> None:
+        """Every second: ``ps -eLo`` of the load's process groups (their children included)."""
+        groups = {str(p.pid) for p in self.procs}
+        while not self.stopping.wait(1.0):
+            out = subprocess.run(
+                ["ps", "-eLo", "pgid=,pid=,tid=,cls=,ni=,psr=,comm="],
+                capture_output=True, text=True, check=False,
+            ).stdout  # fmt: skip
+            now: dict[str, int] = {}
+            for line in out.splitlines():
+                parts = line.split(None, 6)
+                if len(parts) < 7 or parts[0] not in groups:
+                    continue
+                try:
+                    allowed = sorted(os.sched_getaffinity(int(parts[2])))
+                except OSError:
+                    continue
+                key = f"{parts[3]} ni {parts[4]} cpus {','.join(map(str, allowed))}"
+                now[key] = now.get(key, 0) + 1
+            for key, n in now.items():
+                self.seen[key] = max(self.seen.get(key, 0), n)
+
     def stop(self) -> None:
+        if self.stopping is not None:
+            self.stopping.set()
         for proc in self.procs:
             stop_group(proc, timeout=5)
         self.procs = []
@@ -1046,6 +1191,25 @@ class DoorRun:
     receive_per_s: float
     end_to_end_per_s: float
     critical_latency_seconds: float = -1.0
+    critical: str = "forward"
+    """``forward``: the critical lane's last received -> last confirmed (:func:`run_critical`);
+    ``triage``: a critical 300-slice CT's last instance received -> triage SR and KOS confirmed
+    in Orthanc (``bench/bench_triage_e2e.py``, scenario live)."""
+    loadavg: float = field(default_factory=lambda: os.getloadavg()[0])
+    load_threads: dict[str, int] = field(default_factory=dict)
+    """The load's threads by (scheduling class, niceness, CPUs allowed), at most at once."""
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per component of the receive-rate run."""
+
+
+@dataclass
+class TriageCase:
+    """The data of ``bench/bench_triage_e2e.py``: a 1,008-instance routine backlog and a critical
+    300-slice CT (built once)."""
+
+    backlog: list[Path]
+    critical: list[Path]
+    study_uid: str
 
 
 def run_door(
@@ -1057,23 +1221,43 @@ def run_door(
     cap: float,
     load: Load,
     rnd: int,
+    triage: TriageCase | None = None,
 ) -> DoorRun:
     """The receive rate (storescu's time) and end to end with the worker running, under *load*;
-    then the critical study behind a live routine transfer under the same load."""
+    then, under the same load, the critical study behind a live routine transfer: the critical
+    lane (:func:`run_critical`), or with *triage* the triage SR and KOS of a critical 300-slice
+    CT (:func:`bench_triage_e2e.one_run`)."""
+    load.door_port = port = free_port()  # every Radiogate of this run receives here
     with running(load):
         load.start()
-        f = run_forward(data, settings, cluster, base, cap)
-        c = run_critical("live", data, crit_set, settings, cluster, base, cap)
+        archive = load.archive.orthanc if load.archive is not None else None
+        pid = archive.pid if archive is not None and archive.pid else 0
+        archive_cpu = _stat(pid) if pid else None
+        f = run_forward(data, settings, cluster, base, cap, port=port)
+        after = _stat(pid) if pid else None
+        if archive_cpu and after and load.spec and load.spec.startswith("analysis"):
+            f.cpu["analysis-archive"] = round((after[2] - archive_cpu[2]) / CLK_TCK, 2)
+        if triage is None:
+            latency = run_critical("live", data, crit_set, settings, cluster, base, cap, port)
+            critical, seconds = "forward", latency.latency_seconds
+        else:
+            from bench.bench_triage_e2e import one_run
+
+            result = one_run(cluster, base / "triage-e2e", triage.backlog, triage.critical,
+                             triage.study_uid, "live", scp_port=port)  # fmt: skip
+            critical, seconds = "triage", float(result["received_to_results_confirmed"])
+        seen = dict(load.seen)
     return DoorRun(
         data.name, load.label, rnd, f.count, round(f.count / f.send_seconds, 1),
-        round(f.images_per_s, 1), c.latency_seconds,
+        round(f.images_per_s, 1), round(seconds, 2), critical, load_threads=seen, cpu=f.cpu,
     )  # fmt: skip
 
 
 def report_door(door: list[DoorRun], sets: dict[str, DataSet]) -> None:
-    print("\nThe door under a CPU-bound job (--door-procs busy processes), paired by round:")
-    print("receive img/s (storescu's time, worker running), ratio to no load in the same round")
-    print("[min-max], end to end img/s, critical study last received -> last confirmed (s)")
+    print("\nThe door under load, paired by round: receive img/s (storescu's time, worker")
+    print("running), ratio to no load in the same round [min-max], end to end img/s, critical")
+    print("study's latency (s): forward = last received -> last confirmed; triage = last instance")
+    print("received -> triage SR + KOS confirmed in Orthanc; load average (1 min) at the end")
     for data in sets.values():
         runs = [d for d in door if d.data == data.name]
         rounds = {d.round for d in runs}
@@ -1082,19 +1266,32 @@ def report_door(door: list[DoorRun], sets: dict[str, DataSet]) -> None:
             mine = [d for d in runs if d.load == label]
             ratios = [d.receive_per_s / ref[d.round] for d in mine if ref.get(d.round)]
             print(
-                f"  {data.label:<6} {label:<13} receive "
+                f"  {data.label:<6} {label:<16} receive "
                 f"{statistics.median(d.receive_per_s for d in mine):7.1f} x"
                 f"{statistics.median(ratios) if ratios else float('nan'):5.2f} "
                 f"[{min(ratios, default=0):.2f}-{max(ratios, default=0):.2f}]  e2e "
-                f"{statistics.median(d.end_to_end_per_s for d in mine):7.1f}  critical "
+                f"{statistics.median(d.end_to_end_per_s for d in mine):7.1f}  {mine[0].critical} "
                 f"{statistics.median(d.critical_latency_seconds for d in mine):5.2f} s "
                 f"[{min(d.critical_latency_seconds for d in mine):.2f}-"
-                f"{max(d.critical_latency_seconds for d in mine):.2f}]  ({len(rounds)} rounds)"
+                f"{max(d.critical_latency_seconds for d in mine):.2f}]  load "
+                f"{statistics.median(d.loadavg for d in mine):.1f}  ({len(rounds)} rounds)"
             )
-    print("goal: receive drops <= 20 % under the analysis job's niceness; critical < 5 s")
+            threads: dict[str, int] = {}
+            for d in mine:
+                for key, n in d.load_threads.items():
+                    threads[key] = max(threads.get(key, 0), n)
+            if threads:
+                print("         load threads: " + "; ".join(f"{n} {k}" for k, n in threads.items()))
+    print("goal: receive drops <= 20 % under the analysis job; critical triage SR < 5 s")
 
 
 # --------------------------------------------------------------------------- main
+
+
+def pydicom_read(path: Path) -> Dataset:
+    import pydicom
+
+    return pydicom.dcmread(path, stop_before_pixels=True)
 
 
 def git_state() -> dict[str, Any]:
@@ -1169,9 +1366,13 @@ def main() -> int:
     parser.add_argument(
         "--door",
         default="",
-        help="only the door under load: how a synthetic CPU-bound job is lowered per run, "
-        "comma-separated: a niceness, 'idle' (niceness 10 + SCHED_IDLE, the analysis defaults) "
-        "or 'none' for no load (e.g. none,idle,10,0); each round runs them in a rotated order",
+        help="only the door under load, comma-separated loads: 'none'; 'analysis' (the real "
+        "analysis job on a 300-slice CT, bounded as radiogate run's analysis worker bounds it: "
+        "--door-cpus, --door-threads), 'analysis-before' (the same job lowered as before the "
+        "pools: idle class, niceness 10, no CPU or thread bound); synthetic: a niceness or "
+        "'idle' (niceness 10 + SCHED_IDLE) for a busy loop per core, 'idle-mem' (a memory-bound "
+        "numpy loop per core, idle+10); e.g. none,analysis-before,analysis; each round runs them "
+        "in a rotated order",
     )
     parser.add_argument(
         "--door-procs",
@@ -1179,6 +1380,19 @@ def main() -> int:
         default=0,
         help="busy processes of the --door load (default: one per core; analysis.processes "
         "is 1 by default)",
+    )
+    parser.add_argument(
+        "--door-cpus", type=int, default=1, help="analysis.cpus of the 'analysis' load (1)"
+    )
+    parser.add_argument(
+        "--door-threads", type=int, default=1, help="analysis.threads of the 'analysis' load (1)"
+    )
+    parser.add_argument(
+        "--door-triage",
+        action="store_true",
+        help="the critical study of --door is bench_triage_e2e's (a 300-slice CT behind a "
+        "1,008-instance backlog; last instance -> triage SR confirmed) instead of the "
+        "10-instance critical lane",
     )
     parser.add_argument(
         "--two-nodes",
@@ -1263,18 +1477,33 @@ def main() -> int:
         if args.door:
             loads = [None if x.strip() == "none" else x.strip() for x in args.door.split(",")]
             door: list[DoorRun] = []
-            for rnd in range(reps):
-                shift = rnd % len(loads)
-                for nice in loads[shift:] + loads[:shift]:
-                    for data in sets.values():
-                        d = run_door(data, crit_set, settings[0], cluster, base,
-                                     args.max_run_seconds, Load(nice, args.door_procs),
-                                     rnd)  # fmt: skip
-                        door.append(d)
-                        print(f"door      {data.label:>5} {d.load:<13} receive "
-                              f"{d.receive_per_s:7.1f} img/s, e2e {d.end_to_end_per_s:7.1f}, "
-                              f"critical {d.critical_latency_seconds:.2f} s "
-                              f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+            archive = AnalysisArchive(base / "analysis-archive")
+            triage: TriageCase | None = None
+            with running(archive):
+                if any(x and x.startswith("analysis") for x in loads):
+                    archive.start()
+                if args.door_triage:
+                    from bench.bench_triage_e2e import critical_ct
+                    from tests.support.data import extract_ct, series_copies
+
+                    ct = extract_ct(base / "triage-ct")
+                    crit = critical_ct(ct, base / "triage-critical")
+                    uid = str(pydicom_read(crit[0]).StudyInstanceUID)
+                    triage = TriageCase(series_copies(ct, base / "triage-backlog", 21), crit, uid)
+                for rnd in range(reps):
+                    shift = rnd % len(loads)
+                    for spec in loads[shift:] + loads[:shift]:
+                        for data in sets.values():
+                            load = Load(spec, args.door_procs, archive, args.door_cpus,
+                                        args.door_threads)  # fmt: skip
+                            d = run_door(data, crit_set, settings[0], cluster, base,
+                                         args.max_run_seconds, load, rnd, triage)  # fmt: skip
+                            door.append(d)
+                            print(f"door      {data.label:>5} {d.load:<16} receive "
+                                  f"{d.receive_per_s:7.1f} img/s, e2e {d.end_to_end_per_s:7.1f},"
+                                  f" {d.critical} {d.critical_latency_seconds:.2f} s load "
+                                  f"{d.loadavg:.1f} threads {d.load_threads} cpu {d.cpu}",
+                                  flush=True)  # fmt: skip
             report_door(door, sets)
             RESULTS.mkdir(parents=True, exist_ok=True)
             name = f"door-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -142,8 +142,9 @@ def _print_states(node: Any) -> None:
 
 
 def one_run(cluster: PrivateCluster, work: Path, backlog: list[Path], critical: list[Path],
-            study_uid: str, scenario: str) -> dict[str, Any]:  # fmt: skip
-    """One run on fresh services; the stage durations (seconds) of the critical study."""
+            study_uid: str, scenario: str, scp_port: int = 0) -> dict[str, Any]:  # fmt: skip
+    """One run on fresh services; the stage durations (seconds) of the critical study. The SCP
+    listens on *scp_port* (0: a free port)."""
     name = f"b_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(cluster.admin_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
@@ -166,7 +167,8 @@ kind = "mqtt"
 port = {broker.port}
 topic = "rg/alerts"
 {TRIAGE_ROUTES}"""
-    node = Node(dsn, work / "node", orthanc, extra_toml=extra, extra_env=node_secrets())
+    node = Node(dsn, work / "node", orthanc, extra_toml=extra, extra_env=node_secrets(),
+                scp_port=scp_port or free_port())  # fmt: skip
     node.start(worker=scenario == "live")
     try:
         assert node.scp is not None

@@ -494,6 +494,12 @@ def _check_semantics(s: Settings) -> None:
         raise ConfigError(f"analysis.processes: expected 1 or more, got {s.analysis.processes}")
     if not 0 <= s.analysis.nice <= 19:
         raise ConfigError(f"analysis.nice: expected 0..19, got {s.analysis.nice}")
+    if s.analysis.resume_after < 0 or s.analysis.max_pause < 0:
+        raise ConfigError("analysis.resume_after, analysis.max_pause: expected 0 or more seconds")
+    if s.analysis.cpus < 0:
+        raise ConfigError(f"analysis.cpus: expected 0 or more, got {s.analysis.cpus}")
+    if s.analysis.threads < 0:
+        raise ConfigError(f"analysis.threads: expected 0 or more, got {s.analysis.threads}")
     if s.analysis.archive_url and not s.analysis.archive_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"analysis.archive_url: expected an http(s) URL, got {s.analysis.archive_url!r}"

@@ -332,7 +332,9 @@ class Settings:
     triage: TriageSettings = field(default_factory=TriageSettings)
     """Models and policy of ``triage`` route steps."""
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
-    """The archive analysis reads from and stores into; its time and CPU limits."""
+    """The archive analysis reads from and stores into; its time and CPU limits, and how it
+    keeps off the receiver: a worker of its own under ``radiogate run``, the idle class, one
+    CPU, one thread per library, held while a modality sends (docs/operations.md)."""
     alerts: AlertSettings = field(default_factory=AlertSettings)
     """Where critical and incomplete results are announced; escalation of unacknowledged ones."""
     deid: DeidSettings = field(default_factory=DeidSettings)

@@ -1,18 +1,21 @@
 """Stage 7, analyse: ``analyse:<pipeline>`` steps, run once a series is complete and archived.
 
 A routed series whose route names a pipeline gets a ``waiting`` analysis; :func:`analyse_round`
-takes the most urgent one whose series is complete and fully in the archive (none of its
-instances waits for a destination), marks it ``running`` and runs the pipeline in a separate
-process (:func:`_job`): bounded by ``analysis.time_limit``, at ``analysis.nice`` and in the idle
-scheduling class (``analysis.idle``, :mod:`dicom_nodes.pipeline.priority`), with its memory
-returned when it ends. The process reads the de-identified series back from the archive
-(:mod:`dicom_nodes.archive`; any worker can), plus any SEG or RTSTRUCT of the study that outlines
-lesions, and returns the result objects and feature rows. Then, in one transaction, the SEG and
-SR are stored into the archive (directly: they carry the archive's UIDs already), the feature
-values into the feature store (``feature_value``) and the report's rows into the feature table
-files (``analysis.export_dir``: :mod:`dicom_nodes.features.export`), and the analysis is
-``done`` — or ``failed``
-with a short reason (the series cannot make a volume, the archive is down, the time limit).
+takes the most urgent one whose series is complete and fully in the archive (none of its instances
+waits for a destination), marks it ``running`` and runs the pipeline in a separate process
+(:func:`_job`): bounded by ``analysis.time_limit``, at ``analysis.nice`` and in the idle scheduling
+class (``analysis.idle``, :mod:`dicom_nodes.pipeline.priority`), on at most ``analysis.cpus`` CPUs
+with ``analysis.threads`` threads per numerical library
+(:func:`dicom_nodes.pipeline.pools.enter_analysis_pool`), with its memory returned when it ends. The
+job is on the node's analysis queue: ``radiogate run`` runs it in a worker of its own
+(:mod:`dicom_nodes.pipeline.pools`). The process reads the de-identified series back from the
+archive (:mod:`dicom_nodes.archive`; any worker can), plus any SEG or RTSTRUCT of the study that
+outlines lesions, and returns the result objects and feature rows. Then, in one transaction, the SEG
+and SR are stored into the archive (directly: they carry the archive's UIDs already), the feature
+values into the feature store (``feature_value``) and the report's rows into the feature table files
+(``analysis.export_dir``: :mod:`dicom_nodes.features.export`), and the analysis is ``done`` — or
+``failed`` with a short reason (the series cannot make a volume, the archive is down, the time
+limit).
 ``radiogate analyse STUDY_UID`` runs a study's analyses again (``requested``).
 
 =============  =====================================================================
@@ -30,7 +33,9 @@ import datetime
 import io
 import logging
 import multiprocessing
+import os
 import queue
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +44,8 @@ from typing import Any
 import psycopg
 
 from dicom_nodes.pipeline.context import PipelineContext
-from dicom_nodes.pipeline.priority import lower_priority
+from dicom_nodes.pipeline.door import POLL, DoorGuard
+from dicom_nodes.pipeline.pools import enter_analysis_pool
 from dicom_nodes.state import Change
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.model import ANALYSIS, AnalysisEvent
@@ -67,6 +73,16 @@ class Analysis:
     """Absolute directory of the feature table files (empty: none)."""
     idle: bool = True
     """The job's process runs in the idle scheduling class (:mod:`.priority`)."""
+    cpus: int = 0
+    """CPUs the job's process may run on (:func:`.pools.limit_cpus`; 0: any)."""
+    threads: int = 0
+    """Threads per numerical library in the job's process (:func:`.pools.bound_threads`; 0:
+    the libraries' default)."""
+    door_ports: tuple[int, ...] = ()
+    """The receiver's ports: while one has an association open the job is held
+    (:mod:`.door`); empty: never held."""
+    resume_after: float = 2.0
+    max_pause: float = 600.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> Analysis:
@@ -81,7 +97,9 @@ class Analysis:
         export = str(data_path(settings, a.export_dir)) if a.export_dir else ""
         return cls(url, creds.user if creds else None, creds.password if creds else None,
                    a.time_limit, a.processes, a.nice, a.parameters,
-                   a.previous is PreviousResults.REPLACE, export, a.idle)  # fmt: skip
+                   a.previous is PreviousResults.REPLACE, export, a.idle, a.cpus,
+                   a.threads, (settings.scp.port,) if a.pause_while_receiving else (),
+                   a.resume_after, a.max_pause)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -206,18 +224,43 @@ class _JobFailed(Exception):
 
 
 def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
-    """Run :func:`_job` in a fresh process, at most ``time_limit`` seconds."""
+    """Run :func:`_job` in a fresh process, at most ``time_limit`` seconds of its own (held
+    while the receiver has an association open: :mod:`.door`)."""
     context = multiprocessing.get_context("spawn")
     answers: multiprocessing.Queue[tuple[str, Any]] = context.Queue()
+    computing = context.Event()  # the series is read: holding it no longer stalls a download
     process = context.Process(
-        target=_job, args=(analysis, claimed, answers), name="radiogate-analysis", daemon=True
+        target=_job, args=(analysis, claimed, answers, computing), name="radiogate-analysis",
+        daemon=True,
+    )  # fmt: skip
+    guard = (
+        DoorGuard(analysis.door_ports, analysis.resume_after, analysis.max_pause)
+        if analysis.door_ports
+        else None
     )
+    if guard is not None:
+        guard.wait_quiet()  # start (spawn, imports, download) while no modality sends
     process.start()
+    started = time.monotonic()
+    waited = guard.held if guard is not None else 0.0
     try:
-        kind, value = answers.get(timeout=analysis.time_limit)
-    except queue.Empty:
-        raise _JobFailed("time-limit") from None
+        while True:
+            try:
+                kind, value = answers.get(timeout=POLL if guard is not None else 1.0)
+                break
+            except queue.Empty:
+                pass
+            held = guard.held_now() - waited if guard is not None else 0.0
+            if time.monotonic() - started - held > analysis.time_limit:
+                raise _JobFailed("time-limit") from None
+            if guard is not None and process.pid is not None and computing.is_set():
+                guard.tick(process.pid)
     finally:
+        if guard is not None and process.pid is not None:
+            guard.release(process.pid)
+            if guard.holds:
+                LOGGER.info("analysis %s held %.1f s (%d times) while the receiver was busy",
+                            claimed.analysis_id, guard.held, guard.holds)  # fmt: skip
         process.join(timeout=5)
         if process.is_alive():
             process.kill()
@@ -228,11 +271,14 @@ def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
     raise _JobFailed(str(value))
 
 
-def _job(analysis: Analysis, claimed: _Claimed, answers: Any) -> None:
-    """The analysis process: read the series back, analyse, return bytes and rows."""
+def _job(analysis: Analysis, claimed: _Claimed, answers: Any, computing: Any = None) -> None:
+    """The analysis process: read the series back, analyse, return bytes and rows; *computing*
+    (an event) is set once the series is read (from then on the job may be held)."""
     try:
-        lower_priority(analysis.nice, analysis.idle)
-        answers.put(("ok", _analyse(analysis, claimed)))
+        # Niceness analysis.nice whatever the worker's (an analysis worker is there already).
+        nice = max(0, analysis.nice - os.getpriority(os.PRIO_PROCESS, 0))
+        enter_analysis_pool(nice, analysis.idle, analysis.cpus, analysis.threads)
+        answers.put(("ok", _analyse(analysis, claimed, computing)))
     except _JobFailed as exc:
         answers.put(("failed", exc.reason))
     except Exception as exc:  # reported as a reason code; the worker goes on
@@ -240,7 +286,7 @@ def _job(analysis: Analysis, claimed: _Claimed, answers: Any) -> None:
         answers.put(("failed", f"error-{type(exc).__name__.lower()}"[:64]))
 
 
-def _analyse(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
+def _analyse(analysis: Analysis, claimed: _Claimed, computing: Any = None) -> dict[str, Any]:
     import pydicom
 
     from analysis.pipelines.chest_ct import AnalysisRefused, analyse_chest_ct
@@ -262,6 +308,8 @@ def _analyse(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
         raise _JobFailed("archive-unavailable") from exc
     if not files:
         raise _JobFailed("series-not-in-archive")
+    if computing is not None:  # downloaded: from here on the job may be held
+        computing.set()
     source = []
     while files:  # each file's bytes go as soon as they are parsed
         source.append(pydicom.dcmread(io.BytesIO(files.pop(0))))

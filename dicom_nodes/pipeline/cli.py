@@ -19,6 +19,7 @@ import psycopg
 from audit import AuditEventError, Step, Study
 from audit.identifiers import check_uid
 from config import Settings
+from dicom_nodes.pipeline.pools import Jobs
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
@@ -92,7 +93,16 @@ def _is_uid(value: str) -> bool:
 
 
 def add_parsers(sub: Any) -> None:
-    sub.add_parser("worker", help="run pipeline workers for this node (routing, forwarding)")
+    worker = sub.add_parser(
+        "worker", help="run pipeline workers for this node (routing, forwarding)"
+    )
+    worker.add_argument(
+        "--jobs",
+        choices=[j.value for j in Jobs],
+        default=Jobs.ALL.value,
+        help="which jobs: all (default), pipeline (all but analysis) or analysis (only analysis, "
+        "in the idle class on analysis.cpus CPUs: what radiogate run starts by default)",
+    )
     study = sub.add_parser("study", help="study administration")
     ssub = study.add_subparsers(dest="study_command", required=True)
     complete = ssub.add_parser("complete", help="mark a study complete now (audited)")
@@ -177,7 +187,7 @@ def run(args: argparse.Namespace, settings: Settings, dsn: str) -> int:
     if args.command == "worker":
         from dicom_nodes.pipeline.runner import run_worker
 
-        return run_worker(settings, dsn)
+        return run_worker(settings, dsn, jobs=Jobs(args.jobs))
     if args.command == "route" and args.route_command == "test":
         return _route_test(args, settings)
     try:

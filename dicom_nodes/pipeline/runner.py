@@ -1,4 +1,9 @@
-"""Wiring of ``radiogate worker``: pool, destinations, tasks, housekeeping, metrics."""
+"""Wiring of ``radiogate worker``: pool, destinations, tasks, housekeeping, metrics.
+
+``--jobs`` (:class:`~dicom_nodes.pipeline.pools.Jobs`) chooses the queues: a worker taking the
+pipeline's jobs (``all`` or ``pipeline``) has the destinations, de-identification, triage, the
+housekeeping thread and the metrics endpoint; an analysis worker has none of them and lowers
+itself first (:func:`~dicom_nodes.pipeline.pools.enter_analysis_pool`)."""
 
 from __future__ import annotations
 
@@ -25,9 +30,9 @@ from dicom_nodes.metrics_server import ServiceProcessCollector, serve
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.housekeeping import Housekeeper, stalled_destinations
 from dicom_nodes.pipeline.metrics import ExporterLock, PipelineCollector, StageCollector
+from dicom_nodes.pipeline.pools import Jobs, enter_analysis_pool, queues
 from dicom_nodes.pipeline.priority import lower_priority
 from dicom_nodes.pipeline.worker import build_app
-from dicom_nodes.state.jobs import queue_name
 from dicom_nodes.state.repository import AuditSink
 
 __all__ = ["database_outage", "health", "make_destinations", "run_worker", "wait_for_database"]
@@ -148,14 +153,28 @@ def _watch_supervisor(parent: int, done: threading.Event, grace: float = 10.0) -
             os._exit(1)
 
 
-def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> int:
-    """Run until SIGTERM/SIGINT."""
-    if settings.worker.nice or settings.worker.idle:  # before any thread or child starts
+def run_worker(
+    settings: Settings, dsn: str, audit: AuditSink | None = None, jobs: Jobs = Jobs.ALL
+) -> int:
+    """Run the workers taking *jobs* until SIGTERM/SIGINT."""
+    analysis_only = jobs is Jobs.ANALYSIS
+    a = settings.analysis
+    if analysis_only:  # before any thread or child starts
+        bounds = enter_analysis_pool(a.nice, a.idle, a.cpus, a.threads)
+        LOGGER.info(
+            "analysis worker: niceness %d, %s class, CPUs %s, %s threads per library",
+            bounds.nice, "idle" if bounds.idle else "normal",
+            ",".join(map(str, sorted(bounds.cpus))) if bounds.cpus else "any",
+            bounds.threads or "default",
+        )  # fmt: skip
+    elif settings.worker.nice or settings.worker.idle:
         lower_priority(settings.worker.nice, settings.worker.idle)
+    service = "analysis-worker" if analysis_only else "worker"
+    concurrency = 1 if analysis_only else settings.worker.concurrency  # one analysis at a time
     if audit is None:
         audit = pipeline_sink(settings.node.name, settings.scp.ae_title)
-    pool = ConnectionPool(dsn, min_size=1, max_size=settings.worker.concurrency + 3, open=True)
-    destinations = make_destinations(settings, dsn)
+    pool = ConnectionPool(dsn, min_size=1, max_size=concurrency + 3, open=True)
+    destinations = {} if analysis_only else make_destinations(settings, dsn)
     ctx = PipelineContext(
         node=settings.node.name,
         pool=pool,
@@ -165,14 +184,15 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         settings=settings.pipeline,
         audit=audit,
     )
-    ctx.deid, ctx.vault = _deid(settings)
-    ctx.triage = _triage(settings)
+    if not analysis_only:
+        ctx.deid, ctx.vault = _deid(settings)
+        ctx.triage = _triage(settings)
     # Always: `radiogate analyse` may ask for an analysis no route names.
     from dicom_nodes.pipeline.analyse import Analysis
 
     ctx.analysis = Analysis.from_settings(settings)
     exporter = ExporterLock(dsn, settings.node.name)
-    if settings.worker.metrics_port:
+    if settings.worker.metrics_port and not analysis_only:
         registry = CollectorRegistry()
         registry.register(PipelineCollector(pool, settings.node.name, exporter))
         registry.register(StageCollector())
@@ -187,15 +207,17 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         audit=audit,
     )
     housekeeper = Housekeeper(ctx, alerts=alerts)
-    housekeeper.start()
-    app = build_app(dsn, ctx, alerts)
+    if not analysis_only:
+        housekeeper.start()
+    app = build_app(dsn, ctx, alerts, jobs=jobs)
     LOGGER.info(
-        "worker for node %s: %d concurrent jobs, destinations %s",
+        "worker for node %s (%s jobs): %d concurrent jobs, destinations %s",
         settings.node.name,
-        settings.worker.concurrency,
-        ", ".join(destinations),
+        jobs.value,
+        concurrency,
+        ", ".join(destinations) or "none",
     )
-    record_start(dsn, settings, "worker")
+    record_start(dsn, settings, service)
     stop = threading.Event()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
@@ -213,8 +235,8 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
         while not stop.is_set():
             try:
                 app.run_worker(
-                    queues=[queue_name(settings.node.name)],
-                    concurrency=settings.worker.concurrency,
+                    queues=queues(jobs, settings.node.name),
+                    concurrency=concurrency,
                     install_signal_handlers=True,
                     wait=True,
                     update_heartbeat_interval=2.0,
@@ -247,6 +269,6 @@ def run_worker(settings: Settings, dsn: str, audit: AuditSink | None = None) -> 
                 close()  # associations kept open between batches
         exporter.close()
         pool.close()
-        record_stop(dsn, settings, "worker")
+        record_stop(dsn, settings, service)
         done.set()
     return 0

@@ -17,6 +17,7 @@ from dicom_nodes.pipeline.analyse import analyse_round
 from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
+from dicom_nodes.pipeline.pools import Jobs
 from dicom_nodes.pipeline.route import route_again_if_waiting, route_round
 from dicom_nodes.pipeline.triage import settle_decided, triage_round
 from dicom_nodes.state.jobs import (
@@ -26,15 +27,18 @@ from dicom_nodes.state.jobs import (
     FORWARD_TASK,
     ROUTE_TASK,
     TRIAGE_TASK,
+    defer_analyse,
 )
 
 __all__ = ["build_app"]
 
 
 def build_app(
-    dsn: str, ctx: PipelineContext, alerts: AlertContext | None = None
+    dsn: str, ctx: PipelineContext, alerts: AlertContext | None = None, jobs: Jobs = Jobs.ALL
 ) -> procrastinate.App:
-    """The procrastinate app with the pipeline's tasks bound to *ctx* (and *alerts*)."""
+    """The procrastinate app with the pipeline's tasks bound to *ctx* (and *alerts*). A worker
+    taking the pipeline's *jobs* only moves an analysis job that an earlier version left on
+    the pipeline's queue to the analysis queue instead of running it."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
 
     @app.task(name=ROUTE_TASK)
@@ -80,6 +84,10 @@ def build_app(
 
     @app.task(name=ANALYSE_TASK)
     def analyse_series(node: str) -> int:
+        if jobs is Jobs.PIPELINE:
+            with ctx.pool.connection() as conn, conn.transaction():
+                defer_analyse(conn, node)
+            return 0
         total = 0
         while n := analyse_round(ctx):
             total += n

@@ -9,11 +9,13 @@ Order, and what makes it safe to run twice:
 3. start (unless configured to use existing ones) a private PostgreSQL cluster — only a
    cluster this run started is stopped at the end — apply the migrations, create the
    secrets, keys and archive credentials that are missing;
-4. start and supervise (:mod:`.supervisor`) the private Orthanc (closed: :mod:`.orthanc`), the
-   audit sealer, the SCP and the worker: a child that dies is restarted with back-off, logged,
-   counted (in the lock file) and audited (110100 Application Activity: a Stop with outcome
-   Serious Failure for the death; the restarted service records its own Start, Orthanc's is
-   recorded here with reason ``restart``).
+4. start and supervise (:mod:`.supervisor`) the private Orthanc (closed: :mod:`.orthanc`), the audit
+   sealer, the SCP and the workers — by default (``analysis.separate_worker``) one for the
+   pipeline's jobs at normal priority and one for analysis jobs only, in the idle class on
+   ``analysis.cpus`` CPUs (:mod:`dicom_nodes.pipeline.pools`); else one for all jobs. A child that
+   dies is restarted with back-off, logged, counted (in the lock file) and audited (110100
+   Application Activity: a Stop with outcome Serious Failure for the death; the restarted service
+   records its own Start, Orthanc's is recorded here with reason ``restart``).
 
 Only SIGINT/SIGTERM stop it; children are stopped in reverse order.
 """
@@ -48,7 +50,7 @@ from dicom_nodes.services.postgres import PrivateCluster
 from dicom_nodes.services.supervisor import ProcessService, Supervised
 from dicom_nodes.services.viewer import viewer_dist
 
-__all__ = ["archive_peers", "database_dsn", "planned_ports", "run_stack"]
+__all__ = ["archive_peers", "database_dsn", "planned_ports", "run_stack", "worker_commands"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -101,6 +103,16 @@ def archive_peers(settings: Settings) -> list[OrthancPeer]:
     return [
         OrthancPeer("radiogate" if n == 0 else f"radiogate-{n}", title, host, scp.port)
         for n, title in enumerate(unique)
+    ]
+
+
+def worker_commands(settings: Settings) -> list[tuple[str, list[str]]]:
+    """The worker services ``radiogate run`` supervises: (name, ``radiogate`` arguments)."""
+    if not settings.analysis.separate_worker:
+        return [("worker", ["worker"])]
+    return [
+        ("worker", ["worker", "--jobs", "pipeline"]),
+        ("analysis-worker", ["worker", "--jobs", "analysis"]),
     ]
 
 
@@ -338,7 +350,8 @@ class _Stack:
                 f" journal {s.pacs.journal_dir}"
             )
         self._supervise(ProcessService("scp", [*cli, "scp"], env), auditor)
-        self._supervise(ProcessService("worker", [*cli, "worker"], env), auditor)
+        for name, command in worker_commands(s):
+            self._supervise(ProcessService(name, [*cli, *command], env), auditor)
         sc = s.scp
         self.lines.append(
             f"Radiogate    SCP {sc.ae_title}@{sc.host}:{sc.port}"
@@ -350,6 +363,13 @@ class _Stack:
             "Worker       routes: "
             + ", ".join(r.name for r in s.routes)
             + (f"; metrics http://127.0.0.1:{metrics}/metrics" if metrics else "")
+        )
+        a = s.analysis
+        self.lines.append(
+            f"analysis     worker of its own: idle class, niceness {a.nice}, "
+            f"{a.cpus or 'any'} CPU(s), {a.threads or 'default'} thread(s) per library"
+            if a.separate_worker
+            else "analysis     in the worker (analysis.separate_worker = false)"
         )
         self.lines.append(
             f"logs         this terminal (SCP, worker, sealer); lock {self.lock.path}"

@@ -1,8 +1,11 @@
 """The pipeline's procrastinate jobs: task names, queues, priorities and locks, in one place.
 
-Each node has one queue, ``node:<name>``: only workers of the node that holds the spool read
-it. A job is a loop that drains one kind of work and stops when none is ready; its lock key
-makes sure at most one such loop waits and at most one runs:
+Each node has two queues: ``node:<name>`` for every job but analysis, and
+``node:<name>:analysis`` (:func:`analysis_queue`) for analysis, so that analysis can run in a
+worker process of its own at a lower priority (:mod:`dicom_nodes.pipeline.pools`); only workers
+of the node that holds the spool read them. A job is a loop that drains one kind of work and
+stops when none is ready; its lock key makes sure at most one such loop waits and at most one
+runs:
 
 ============================  =================================  ==========================
 task                          lock (and queueing lock)           priority (higher first)
@@ -44,6 +47,7 @@ __all__ = [
     "STALLED_AFTER",
     "TRIAGE_PRIORITY",
     "TRIAGE_TASK",
+    "analysis_queue",
     "defer_alerts",
     "defer_analyse",
     "defer_confirm",
@@ -82,6 +86,11 @@ def queue_name(node: str) -> str:
     return f"node:{node}"
 
 
+def analysis_queue(node: str) -> str:
+    """The queue of *node*'s analysis jobs (``radiogate worker --jobs analysis``)."""
+    return f"node:{node}:analysis"
+
+
 def route_lock(node: str) -> str:
     return f"route:{node}"
 
@@ -95,8 +104,10 @@ def defer_job(
     lock_key: str,
     priority: int = 0,
     schedule_at: dt.datetime | None = None,
+    queue: str = "",
 ) -> bool:
-    """Defer a procrastinate job in the caller's transaction.
+    """Defer a procrastinate job in the caller's transaction, on *queue* (default: the node's
+    :func:`queue_name`).
 
     *lock_key* is both procrastinate's queueing lock (at most one job waiting) and its lock (at
     most one running). Returns False when an identical job is already waiting.
@@ -106,7 +117,7 @@ def defer_job(
                (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at)
            VALUES (%s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT DO NOTHING RETURNING id""",
-        (queue_name(node), task, priority, lock_key, lock_key, Jsonb(args), schedule_at),
+        (queue or queue_name(node), task, priority, lock_key, lock_key, Jsonb(args), schedule_at),
     ).fetchone()
     return row is not None
 
@@ -167,7 +178,7 @@ def defer_analyse(conn: Conn, node: str, when: dt.datetime | None = None) -> boo
     """The loop that runs the node's ready analyses, one at a time."""
     return defer_job(
         conn, ANALYSE_TASK, node, {"node": node}, lock_key=f"analyse:{node}",
-        priority=ANALYSE_PRIORITY, schedule_at=when,
+        priority=ANALYSE_PRIORITY, schedule_at=when, queue=analysis_queue(node),
     )  # fmt: skip
 
 
@@ -179,10 +190,10 @@ def fail_stalled_jobs(conn: Conn, node: str, seconds_since_heartbeat: float) -> 
     rows = conn.execute(
         """SELECT job.id FROM procrastinate_jobs job
            LEFT JOIN procrastinate_workers w ON w.id = job.worker_id
-           WHERE job.status = 'doing' AND job.queue_name = %s
+           WHERE job.status = 'doing' AND job.queue_name IN (%s, %s)
              AND (job.worker_id IS NULL
                   OR w.last_heartbeat < clock_timestamp() - make_interval(secs => %s))""",
-        (queue_name(node), seconds_since_heartbeat),
+        (queue_name(node), analysis_queue(node), seconds_since_heartbeat),
     ).fetchall()
     ids = [int(r[0]) for r in rows]
     for job_id in ids:

@@ -205,6 +205,22 @@ def test_a_killed_child_is_restarted_and_work_goes_on(
         assert starts[-1].get("reason") == "restart"
 
 
+def test_analysis_has_a_worker_of_its_own_idle_on_the_last_cpu(stack: Stack) -> None:
+    """What ``make run`` starts by default: the pipeline worker at normal priority, the analysis
+    worker (every thread) in the idle class at niceness 10 on the highest-numbered CPU."""
+    analysis, pipeline = stack.service_pid("analysis-worker"), stack.service_pid("worker")
+    argv = Path(f"/proc/{analysis}/cmdline").read_bytes().split(b"\0")
+    assert argv[-3:-1] == [b"--jobs", b"analysis"]
+    allowed = sorted(os.sched_getaffinity(0))
+    for tid in (int(t) for t in os.listdir(f"/proc/{analysis}/task")):
+        assert os.sched_getscheduler(tid) == os.SCHED_IDLE, tid
+        assert os.getpriority(os.PRIO_PROCESS, tid) == 10, tid
+        assert sorted(os.sched_getaffinity(tid)) == allowed[-1:], tid
+    assert os.sched_getscheduler(pipeline) == os.SCHED_OTHER
+    assert os.getpriority(os.PRIO_PROCESS, pipeline) == 0
+    assert sorted(os.sched_getaffinity(pipeline)) == allowed
+
+
 def test_audit_verify_from_any_directory_and_a_missing_keyring(
     stack: Stack, tmp_path: Path
 ) -> None:

@@ -47,11 +47,14 @@ class WorkerProcess:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    jobs: str = ""
+    """``radiogate worker --jobs`` (empty: the default, all)."""
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dicom_nodes.cli", "worker"],
+            [sys.executable, "-m", "dicom_nodes.cli", "worker"]
+            + (["--jobs", self.jobs] if self.jobs else []),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
