@@ -46,7 +46,7 @@ def _child(nice: int, cpus: int, threads: int, out: Any) -> None:
     # Work in a thread started afterwards, with SimpleITK's filters (its own thread pool).
     def work() -> None:
         image = SimpleITK.GetImageFromArray(np.random.default_rng(1).random((24, 64, 64)))
-        SimpleITK.SmoothingRecursiveGaussian(image, 2.0)
+        SimpleITK.SmoothingRecursiveGaussian(image, 2.0)  # type: ignore[no-untyped-call]
         release.wait(30)
 
     release = threading.Event()
