@@ -229,9 +229,11 @@ def _run_in_process(analysis: Analysis, claimed: _Claimed) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     answers: multiprocessing.Queue[tuple[str, Any]] = context.Queue()
     computing = context.Event()  # the series is read: holding it no longer stalls a download
+    # Not daemonic: a daemonic process may not start the pyradiomics processes
+    # (analysis.processes > 1); it is killed in the ``finally`` below whatever happens.
     process = context.Process(
         target=_job, args=(analysis, claimed, answers, computing), name="radiogate-analysis",
-        daemon=True,
+        daemon=False,
     )  # fmt: skip
     guard = (
         DoorGuard(analysis.door_ports, analysis.resume_after, analysis.max_pause)

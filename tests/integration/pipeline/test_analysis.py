@@ -19,7 +19,7 @@ from dicom_nodes.services.orthanc import ManagedOrthanc
 from tests.support import dcmtk
 from tests.support.data import extract_ct
 from tests.support.outline import lung1_tumour_seg
-from tests.support.pipeline import Node, orthanc_get, site_keys
+from tests.support.pipeline import Node, WorkerProcess, orthanc_get, site_keys
 from tests.support.sr import measurement_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -121,10 +121,17 @@ time_limit = 600.0
             sorted(float(m.value) for m in nums)
         )
         assert len(list((node.data_dir / "features" / "csv").glob("date=*/*.csv"))) == 1
-        # Again: a new run, and the earlier results are replaced, not duplicated.
+        # Again, by a worker whose jobs extract the segments in a pool of two processes (the
+        # job's own process starts them): a new run, the earlier results replaced.
+        assert node.worker is not None
+        node.worker.stop()
+        node.worker = WorkerProcess(
+            {**env, "RADIOGATE_ANALYSIS__PROCESSES": "2"}, node.data_dir / "worker2.log"
+        ).start()
         assert cli("analyse", original_study).stdout.strip() == "1 analyses requested"
         node.wait_for(lambda: node.query("SELECT state, runs FROM series_analysis")
-                      == [("done", 2)], timeout=600)  # fmt: skip
+                      in ([("done", 2)], [("failed", 2)]), timeout=600)  # fmt: skip
+        assert node.query("SELECT state, error FROM series_analysis") == [("done", "")]
         series = orthanc_get(orthanc, f"/studies/{study}/series?expand")
         descriptions = sorted(s["MainDicomTags"].get("SeriesDescription", "") for s in series)
         assert descriptions.count("Radiogate segmentation") == 1
