@@ -23,6 +23,7 @@ def _unit(path: Path) -> configparser.ConfigParser:
 def test_units_run_radiogate_commands_with_one_restart_policy() -> None:
     units = sorted((DEPLOY / "systemd").glob("radiogate-*.service"))
     assert [u.name for u in units] == [
+        "radiogate-analysis.service",
         "radiogate-scp.service",
         "radiogate-sealer.service",
         "radiogate-viewer.service",
@@ -40,6 +41,21 @@ def test_units_run_radiogate_commands_with_one_restart_policy() -> None:
         assert unit["Unit"]["StartLimitIntervalSec"] == "0"
         policies.add(tuple(service[k] for k in _POLICY))
     assert len(policies) == 1
+
+
+def test_the_target_starts_every_unit_and_the_workers_split_the_jobs() -> None:
+    """The target wants every unit; the two workers take the pipeline's jobs and the analysis
+    jobs (docs/operations.md, "The door comes first"), so every queue is served once."""
+    units = {u.name for u in (DEPLOY / "systemd").glob("radiogate-*.service")}
+    target = _unit(DEPLOY / "systemd" / "radiogate.target")
+    assert set(target["Unit"]["Wants"].split()) == units
+    jobs = []
+    for name in ("radiogate-worker.service", "radiogate-analysis.service"):
+        args = _parser().parse_args(
+            shlex.split(_unit(DEPLOY / "systemd" / name)["Service"]["ExecStart"])[1:]
+        )
+        jobs.append(str(args.jobs))
+    assert jobs == ["pipeline", "analysis"]
 
 
 def test_sample_configuration_is_valid_and_absolute() -> None:
