@@ -57,7 +57,10 @@ def _orphaned(watched: int) -> bool:
 def _die_with(parent: int) -> None:
     """In a forked child: SIGTERM when the supervisor dies, even by SIGKILL (Linux
     ``PR_SET_PDEATHSIG``), so no receiver outlives it holding the port; exit at once if it
-    died before this call."""
+    died before this call. SIGTERM's action is the default again until the child installs its
+    own handler (the supervisor's, inherited by the fork, would swallow it: a child still
+    starting up when the supervisor died would live on)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent()
     if os.getppid() != parent:
         os._exit(1)
@@ -199,7 +202,10 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
 
     serve("127.0.0.1", settings.scp.metrics_port, registry, health)
     LOGGER.info("SCP metrics on http://127.0.0.1:%d/metrics", settings.scp.metrics_port)
-    stop.wait()
+    supervisor = os.getppid()
+    while not stop.wait(1.0):
+        if os.getppid() != supervisor:  # PR_SET_PDEATHSIG's signal can be lost in a race
+            break
     pool.close(timeout=2)
     os._exit(0)
 
