@@ -77,9 +77,15 @@ def _metrics_dir(settings: Settings) -> Path:
 
 
 def _receiver(
-    settings: Settings, dsn: str, listener: socket.socket, board: AcceptBoard, index: int
+    settings: Settings,
+    dsn: str,
+    listener: socket.socket,
+    board: AcceptBoard,
+    index: int,
+    *,
+    supervisor: int,
 ) -> None:
-    """Body of one receiver process; never returns."""
+    """Body of one receiver process (forked by the process *supervisor*); never returns."""
     port = listener.getsockname()[1]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if settings.scp.metrics_port:
@@ -127,7 +133,6 @@ def _receiver(
     turn.publish(0)
     thread.start()
     LOGGER.info("receiver %d (pid %d) accepting on %s:%d", index, os.getpid(), scp.host, port)
-    supervisor = os.getppid()
     while not stopping.wait(1.0):
         if os.getppid() != supervisor:  # PR_SET_PDEATHSIG's signal can be lost in a race
             LOGGER.warning("receiver %d: the SCP supervisor is gone; stopping", index)
@@ -154,13 +159,13 @@ def _spawn_metrics(settings: Settings, dsn: str, port: int, reserved: socket.soc
     reserved.close()
     _die_with(parent)
     try:
-        _metrics_process(settings, dsn, port)
+        _metrics_process(settings, dsn, port, parent)
     except BaseException:
         LOGGER.exception("SCP metrics process failed")
     os._exit(1)
 
 
-def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
+def _metrics_process(settings: Settings, dsn: str, port: int, supervisor: int) -> None:
     from prometheus_client import CollectorRegistry
     from psycopg_pool import ConnectionPool
 
@@ -202,7 +207,6 @@ def _metrics_process(settings: Settings, dsn: str, port: int) -> None:
 
     serve("127.0.0.1", settings.scp.metrics_port, registry, health)
     LOGGER.info("SCP metrics on http://127.0.0.1:%d/metrics", settings.scp.metrics_port)
-    supervisor = os.getppid()
     while not stop.wait(1.0):
         if os.getppid() != supervisor:  # PR_SET_PDEATHSIG's signal can be lost in a race
             break
@@ -244,7 +248,7 @@ def run_scp(settings: Settings, dsn: str, *, on_ready: Callable[[int], None] | N
         if pid == 0:
             _die_with(supervisor)
             try:
-                _receiver(settings, dsn, reserved, board, index)
+                _receiver(settings, dsn, reserved, board, index, supervisor=supervisor)
             except BaseException:
                 LOGGER.exception("receiver %d failed", index)
             os._exit(1)
