@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,7 +47,32 @@ def dcmtk(name: str) -> str:
     return str(path)
 
 
+_FIRST_PORT = 20000
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (ip-sysctl)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, chosen below the kernel's ephemeral range: a port
+    the kernel chose for us (bind to 0) is one it may also give to any outgoing connection
+    before the service we start binds it ("address already in use")."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(200 if low - _FIRST_PORT > 1000 else 0):
+        port = rng.randrange(_FIRST_PORT, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
