@@ -379,6 +379,8 @@ def _check_pipeline(s: Settings) -> None:
         raise ConfigError(
             "pipeline: expected quiet_period >= 0, batch_size >= 1, 0 < retry_initial <= retry_max"
         )
+    if not 0 <= p.fill_wait <= 5:
+        raise ConfigError(f"pipeline.fill_wait: expected 0 to 5 seconds, got {p.fill_wait}")
     if not 1 <= p.confirm_batches <= 100:
         raise ConfigError(f"pipeline.confirm_batches: expected 1 to 100, got {p.confirm_batches}")
     if s.worker.concurrency < 1:

@@ -102,7 +102,13 @@ class PipelineSettings:
     quiet_period: float = 30.0
     """Seconds without a new instance after which a series/study is complete."""
     batch_size: int = 100
-    """Instances a worker takes per forwarding round."""
+    """Instances a worker takes per routing or forwarding round."""
+    fill_wait: float = 0.25
+    """Longest a routing round that found less than a full batch waits for more while a
+    modality is still sending (instances keep arriving): the next round starts once a batch
+    is waiting, the stream pauses for 20 ms, or this many seconds have passed. Fewer, fuller
+    rounds cost less per instance, and forwarding and confirmation follow in the same batches;
+    0: never wait."""
     confirm_batches: int = 4
     """Routine forwarding rounds confirmed by one query (C-FIND or commitment request) while
     more wait; critical and urgent rounds, and the last round of a backlog, are confirmed at
