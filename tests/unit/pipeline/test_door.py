@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from dicom_nodes.pipeline.door import DoorGuard, open_connections, process_tree
+from dicom_nodes.pipeline.door import (
+    _TABLES,
+    DoorGuard,
+    _netlink_established,
+    _proc_established,
+    open_connections,
+    process_tree,
+)
 
 CHILD = (
     "import subprocess, sys, time\n"
@@ -94,6 +101,27 @@ def test_open_connections_counts_established_ones_to_the_port(door: socket.socke
         assert open_connections([port]) == 1
         assert open_connections([port + 1 if port < 65535 else port - 1]) == 0
     assert open_connections([port]) == 0
+
+
+@pytest.mark.parametrize("family", ["127.0.0.1", "::1"])
+def test_netlink_and_the_kernel_tables_count_the_same(family: str) -> None:
+    """Both ways of asking (sock_diag netlink, /proc/net/tcp*) see the same connections, over
+    IPv4 and IPv6; the netlink one is what runs here."""
+    try:
+        server = socket.create_server((family, 0), family=_family(family))
+    except OSError as exc:
+        pytest.skip(f"no {family} loopback on this machine: {exc}")
+    port = server.getsockname()[1]
+    with server:
+        counts = [(_netlink_established({port}), _proc_established({port}, _TABLES))]
+        with association(server), association(server):
+            counts.append((_netlink_established({port}), _proc_established({port}, _TABLES)))
+        counts.append((_netlink_established({port}), _proc_established({port}, _TABLES)))
+    assert counts == [(0, 0), (2, 2), (0, 0)]
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def test_the_job_and_its_children_are_held_while_an_association_is_open(
