@@ -245,6 +245,8 @@ def test_storage_commitment_destination(tmp_path: Path) -> None:
         ('[[routes]]\nlane = "asap"\n', "routes[0].lane"),
         ('[[destinations]]\nname = "x"\nkind = "ftp"\n', "destinations[0].kind"),
         ("routes = []\n", "routes: expected at least one route"),
+        ("[pipeline]\nfill_wait = -0.1\n", "pipeline.fill_wait: expected 0 to 5 seconds"),
+        ("[pipeline]\nfill_wait = 30\n", "pipeline.fill_wait: expected 0 to 5 seconds"),
         ("[routes]\nname = 'x'\n", "routes: expected an array of tables"),
         ('[[destinations]]\nconfirm = "c-move"\n', "destinations[0].confirm: expected one of"),
         (
