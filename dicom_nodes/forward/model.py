@@ -16,6 +16,7 @@ Exceptions (all from :mod:`dicom_nodes.errors`' tree):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,12 @@ class TranscodeImpossible(PermanentError):
     """The file's transfer syntax is refused and the file cannot be decoded to another one."""
 
 
+_UID_CHARACTERS = re.compile(r"[0-9.]{1,64}")
+"""What a UID may hold: digits and periods, 64 characters at most (PS3.5 9.1)."""
+
+
 def _check_uid(name: str, value: str) -> None:
-    if not value or len(value) > 64 or not all(c.isdigit() or c == "." for c in value):
+    if not isinstance(value, str) or not _UID_CHARACTERS.fullmatch(value):
         raise ValueError(f"{name} is not a valid UID: {value!r}")
 
 

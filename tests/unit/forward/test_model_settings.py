@@ -30,6 +30,16 @@ def test_outgoing_file_from_path(tmp_path: Path) -> None:
         Instance("1.2", "")
 
 
+@pytest.mark.parametrize(
+    "uid", ["", "1.2.x", "1.2 ", "1.\u0663", "1.2\u00b2", "1." + "2" * 63, None, 12]
+)
+def test_a_uid_is_digits_and_periods_up_to_64(uid: object) -> None:
+    """PS3.5 9.1: ASCII digits and periods, at most 64 (other Unicode digits are not)."""
+    with pytest.raises(ValueError, match="not a valid UID"):
+        Instance("1.2.840.10008.5.1.4.1.1.2", uid)  # type: ignore[arg-type]
+    assert Instance("1.2.840.10008.5.1.4.1.1.2", "1." + "2" * 62).sop_instance_uid
+
+
 def test_send_result_invariants() -> None:
     with pytest.raises(ValueError, match="both ok and retryable"):
         SendResult("1.2.3", 0, ok=True, retryable=True)
