@@ -6,9 +6,9 @@ the receiver beside it: on a small virtual machine the two share caches, memory 
 the host's cores, and a receiver on the other CPU still loses some of its rate
 (``bench/bench_forward.py --door``; docs/operations.md). So while the job runs, the worker
 that started it looks every :data:`POLL` seconds for an open association at the receiver
-(:func:`open_connections`: an established TCP connection to ``scp.port`` in the kernel's
-table, on this machine); while there is one, the job process and its children are stopped
-(``SIGSTOP``), and they continue (``SIGCONT``) once none has been open for
+(:func:`open_connections`: an established TCP connection to ``scp.port``, asked of the
+kernel through sock_diag netlink, on this machine); while there is one, the job process and
+its children are stopped (``SIGSTOP``), and they continue (``SIGCONT``) once none has been open for
 ``analysis.resume_after`` seconds. A job is held at most ``analysis.max_pause`` seconds in all,
 then runs to its end whatever arrives: analysis is delayed, never starved. Held time does not
 count against ``analysis.time_limit``. A job does not start while the door is busy (it waits
