@@ -20,10 +20,14 @@ import mmap
 import socket
 import time
 
-__all__ = ["MAX_DEFER", "AcceptBoard", "AcceptTurn", "listen"]
+__all__ = ["DEFER_LOOK", "MAX_DEFER", "RETIRED_LOOK", "AcceptBoard", "AcceptTurn", "listen"]
 
 MAX_DEFER = 0.05
 """Longest a receiver leaves a waiting connection to a less busy one (seconds)."""
+DEFER_LOOK = 0.001
+"""Seconds between looks at a waiting connection left to a less busy receiver."""
+RETIRED_LOOK = 0.05
+"""Seconds between looks at the listening socket once a receiver is retired (stopping)."""
 
 _RETIRED = 0xFFFF_FFFF
 """Count published by a receiver that no longer accepts (stopping): never deferred to."""
@@ -99,6 +103,13 @@ class AcceptTurn:
             self._deferring_since = 0.0
             return True
         return False
+
+    def pause(self) -> float:
+        """Seconds to wait before looking again after :meth:`take_now` said no: a moment
+        while deferring to a less busy receiver, :data:`RETIRED_LOOK` once retired (the
+        others take what waits; looking every millisecond cost a retiring receiver a third
+        of a CPU for as long as a connection waited)."""
+        return RETIRED_LOOK if self.board.retired(self.slot) else DEFER_LOOK
 
     def publish(self, connections: int) -> None:
         self.board.publish(self.slot, connections)

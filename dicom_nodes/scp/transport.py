@@ -310,7 +310,7 @@ class ReceiverServer(ThreadedAssociationServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         assert self.socket is not None
         if self.turn is not None and not self.turn.take_now():
-            time.sleep(0.001)  # a receiver with fewer connections may take it meanwhile
+            time.sleep(self.turn.pause())  # a less busy receiver may take it meanwhile
             raise BlockingIOError("left to a less busy receiver")
         client, address = self.socket.accept()  # BlockingIOError: another receiver took it
         if self.turn is not None:

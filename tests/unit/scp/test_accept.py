@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from dicom_nodes.scp.accept import MAX_DEFER, AcceptBoard, AcceptTurn, listen
+from dicom_nodes.scp.accept import (
+    DEFER_LOOK,
+    MAX_DEFER,
+    RETIRED_LOOK,
+    AcceptBoard,
+    AcceptTurn,
+    listen,
+)
+from dicom_nodes.scp.transport import ReceiverServer
 
 
 def test_a_busier_receiver_leaves_the_connection_to_a_less_busy_one() -> None:
@@ -80,3 +89,22 @@ def test_a_stopping_receiver_takes_nothing() -> None:
     turn.retire()
     board.publish(1, 7)
     assert not turn.take_now()
+
+
+def test_a_retired_receiver_looks_at_the_queue_rarely(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection waits that a retired receiver will never take: it looks again after
+    RETIRED_LOOK, not every millisecond (that spun a third of a CPU while it stopped)."""
+    board = AcceptBoard(2)
+    turn = AcceptTurn(board, 0)
+    turn.publish(3)
+    board.publish(1, 0)
+    assert not turn.take_now() and turn.pause() == DEFER_LOOK  # deferring: look again soon
+    turn.retire()
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    server = SimpleNamespace(socket=object(), turn=turn)
+    for _ in range(3):
+        with pytest.raises(BlockingIOError):
+            ReceiverServer.get_request(server)  # type: ignore[arg-type]
+    assert slept == [RETIRED_LOOK] * 3
+    assert RETIRED_LOOK >= 0.02
