@@ -55,11 +55,11 @@ __all__ = [
     "FILL_STEP",
     "Delivery",
     "RoutePlan",
+    "count_received",
     "facts_for",
     "fill",
     "plan_route",
     "route_round",
-    "waiting",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def fill(
     or finished) or ``pipeline.fill_wait`` seconds have passed. A round's statements, job
     bookkeeping and destination exchanges cost about as much for 5 instances as for 50; a
     modality sending 200 images/s otherwise meets rounds of a handful each. *count* gives the
-    number waiting (default: :func:`waiting`). Returns the seconds waited."""
+    number waiting (default: :func:`count_received`). Returns the seconds waited."""
     limit, batch = ctx.settings.fill_wait, ctx.settings.batch_size
     if limit <= 0 or newest is None or not 0 < claimed < batch:
         return 0.0
@@ -290,7 +290,7 @@ def fill(
         sleep(min(FILL_STEP, left))
         if count is None:
             with ctx.pool.connection() as conn:
-                now_waiting = waiting(conn, ctx.node, batch)
+                now_waiting = count_received(conn, ctx.node, batch)
         else:
             now_waiting = count()
         if now_waiting >= batch or now_waiting == seen:
@@ -299,7 +299,7 @@ def fill(
     return clock() - started
 
 
-def waiting(conn: repo.Conn, node: str, limit: int) -> int:
+def count_received(conn: repo.Conn, node: str, limit: int) -> int:
     """How many of *node*'s instances are ``received`` (counted up to *limit*)."""
     row = conn.execute(
         """SELECT count(*) FROM (SELECT 1 FROM ingest_instance

@@ -21,7 +21,7 @@ from dicom_nodes.pipeline.claims import claim_forwards
 from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
-from dicom_nodes.pipeline.route import fill, route_round, waiting
+from dicom_nodes.pipeline.route import count_received, fill, route_round
 from dicom_nodes.pipeline.runner import health
 from dicom_nodes.pipeline.status import status
 from dicom_nodes.spool.store import Spool
@@ -364,12 +364,12 @@ def test_a_round_fills_while_instances_arrive_and_not_after(stage: Stage) -> Non
             stage.receive(1)
 
     with ctx.pool.connection() as conn:
-        assert waiting(conn, ctx.node, 10) == 0
+        assert count_received(conn, ctx.node, 10) == 0
     now = lambda: newest[0]  # noqa: E731  (just after the newest arrived)
     fill(ctx, 1, newest[0], now=now, sleep=arrive)
     with ctx.pool.connection() as conn:
-        assert waiting(conn, ctx.node, 10) == 5  # 2 + 3 arrived before it went on
-        assert waiting(conn, ctx.node, 4) == 4  # counted up to the limit
+        assert count_received(conn, ctx.node, 10) == 5  # 2 + 3 arrived before it went on
+        assert count_received(conn, ctx.node, 4) == 4  # counted up to the limit
     # The stream paused: one look, no growth, no further wait.
     slept: list[float] = []
     ctx.settings = PipelineSettings(batch_size=50, fill_wait=0.25)
