@@ -44,9 +44,10 @@ def build_app(
     @app.task(name=ROUTE_TASK)
     def route_received(node: str) -> int:
         total = 0
-        while n := route_round(ctx):
+        waiting: set[str] = set()  # rows whose sender has still to send them again
+        while n := route_round(ctx, waiting=waiting):
             total += n
-        route_again_if_waiting(ctx)
+        route_again_if_waiting(ctx, skip=waiting)
         return total
 
     @app.task(name=FORWARD_TASK)
