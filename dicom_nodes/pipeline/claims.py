@@ -51,6 +51,8 @@ class ReceivedInstance:
     series_instance_uid: str = ""
     received_at: dt.datetime | None = None
     patient_pseudonym: str | None = None
+    size: int | None = None
+    """Bytes of the spool file as recorded (None: not known)."""
 
 
 def claim_received(
@@ -93,7 +95,7 @@ def claim_received(
                LIMIT %(limit)s)
            SELECT i.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
                   i.transfer_syntax_uid, i.spool_path, i.calling_ae, i.called_ae, i.modality,
-                  i.series_instance_uid, i.received_at, i.patient_pseudonym
+                  i.series_instance_uid, i.received_at, i.patient_pseudonym, i.size_bytes
            FROM ingest_instance i JOIN chosen USING (sop_instance_uid)
            WHERE i.state = 'received'
            ORDER BY i.received_at
@@ -106,7 +108,9 @@ def claim_received(
         },
     ).fetchall()
     return [
-        ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
+        ReceivedInstance(
+            r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], r[11]
+        )
         for r in rows
     ]
 

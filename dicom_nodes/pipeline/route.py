@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -163,6 +164,16 @@ WHERE i.sop_instance_uid = ANY(%(uids)s) AND i.association_id <> %(generated)s
 """
 
 
+def _on_disk(inst: ReceivedInstance) -> bool:
+    """Whether the spool file is there with its recorded size (a file the machine lost while
+    it was being synced can come back empty or short)."""
+    try:
+        size = os.stat(inst.spool_path).st_size
+    except FileNotFoundError:
+        return False
+    return inst.size is None or size == inst.size
+
+
 def unanswered(conn: repo.Conn, node: str, uids: Sequence[str]) -> set[str]:
     """Of the instances *uids* (their spool files gone), those that may never have been
     answered: the last receipt of an association (PS3.7 9.3.1: one C-STORE answered before the
@@ -196,18 +207,18 @@ def route_round(
         planned: list[tuple[ReceivedInstance, RoutePlan]] = []
         unroutable: list[Change] = []
         missing: list[Change] = []
-        absent = [i.sop_instance_uid for i in batch if not i.spool_path.exists()]
+        absent = [i.sop_instance_uid for i in batch if not _on_disk(i)]
         resend = unanswered(conn, ctx.node, absent)
         for inst in batch:
             if inst.sop_instance_uid in resend:
                 LOGGER.warning(
-                    "spool file of %s is not there and its association never ended after it: "
+                    "spool file of %s is gone or short and its association never ended after it: "
                     "never acknowledged, it waits for the sender's re-send",
                     inst.sop_instance_uid,
                 )  # fmt: skip
                 continue
             if inst.sop_instance_uid in absent:
-                LOGGER.error("spool file of %s is missing", inst.sop_instance_uid)
+                LOGGER.error("spool file of %s is missing or short", inst.sop_instance_uid)
                 missing.append(Change((inst.sop_instance_uid,), {"reason": "spool-file-missing"}))
                 continue
             try:

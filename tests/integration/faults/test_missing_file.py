@@ -117,6 +117,20 @@ def test_a_lost_file_of_an_unanswered_receipt_waits_for_the_resend(stage: Stage)
     assert stage.states(uids) == ["routed", "routed", "routed"]
 
 
+def test_a_file_that_came_back_empty_counts_as_lost(stage: Stage) -> None:
+    # What ext4 or XFS can leave of a renamed file whose fsync the power loss cut short.
+    uids = stage.receive(2)
+    last = _path(stage, uids[1])
+    data = last.read_bytes()
+    last.write_bytes(b"")
+    waiting: set[str] = set()
+    _rounds(lambda: route_round(stage.ctx, waiting=waiting))
+    assert waiting == {uids[1]} and stage.states(uids) == ["routed", "received"]
+    last.write_bytes(data)  # the re-send (Spool.place replaces a file of the wrong size)
+    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    assert stage.states(uids) == ["routed", "routed"]
+
+
 def test_a_lost_file_of_an_ended_association_is_missing(stage: Stage) -> None:
     uids = stage.receive(2)
     _path(stage, uids[1]).unlink()
