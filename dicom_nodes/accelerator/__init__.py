@@ -40,7 +40,7 @@ wait and takes shortcuts whose results are byte-identical (the encodings themsel
 
 Not changed: the state machine and its actions (every PDU other than P-DATA-TF in Sta6 goes
 through it), ACSE negotiation, service classes and handlers, timers, the receiver's durability
-contract (the handler still fsyncs, renames and commits before the response is encoded),
+contract (the handler still answers only once the file is synced and the row committed),
 statuses. TLS requestor associations keep pynetdicom's reactors.
 
 Switch

@@ -10,7 +10,7 @@ idempotent by SOP Instance UID). Nothing here writes.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,16 +51,23 @@ class ReceivedInstance:
     series_instance_uid: str = ""
     received_at: dt.datetime | None = None
     patient_pseudonym: str | None = None
+    size: int | None = None
+    """Bytes of the spool file as recorded (None: not known)."""
 
 
 def claim_received(
-    conn: Conn, node: str, limit: int, *, only: Sequence[str] | None = None
+    conn: Conn,
+    node: str,
+    limit: int,
+    *,
+    only: Sequence[str] | None = None,
+    skip: Collection[str] = (),
 ) -> list[ReceivedInstance]:
     """Up to *limit* instances of *node* in state ``received`` (of *only* these SOP Instance
-    UIDs when given), all of one lane: those of studies already known to be critical, else
-    urgent (an early triage decision raised the study's lane), else the rest; within the lane
-    the associations that sent them take turns (the first waiting instance of each, oldest
-    first, then the second of each, ...).
+    UIDs when given, never those in *skip*), all of one lane: those of studies already known
+    to be critical, else urgent (an early triage decision raised the study's lane), else the
+    rest; within the lane the associations that sent them take turns (the first waiting
+    instance of each, oldest first, then the second of each, ...).
 
     Routing, with de-identification, is the costliest step before a lane is known: in strict
     arrival order a study sent behind a bulk transfer (a backlog of priors, a migration) would
@@ -79,7 +86,8 @@ def claim_received(
                FROM ingest_instance i
                LEFT JOIN study s USING (study_instance_uid)
                WHERE i.node = %(node)s AND i.state = 'received'
-                 AND (%(only)s::text[] IS NULL OR i.sop_instance_uid = ANY(%(only)s))),
+                 AND (%(only)s::text[] IS NULL OR i.sop_instance_uid = ANY(%(only)s))
+                 AND NOT i.sop_instance_uid = ANY(%(skip)s::text[])),
            chosen AS (
                SELECT sop_instance_uid FROM waiting
                WHERE lane_rank = (SELECT min(lane_rank) FROM waiting)
@@ -87,15 +95,22 @@ def claim_received(
                LIMIT %(limit)s)
            SELECT i.sop_instance_uid, i.sop_class_uid, i.study_instance_uid,
                   i.transfer_syntax_uid, i.spool_path, i.calling_ae, i.called_ae, i.modality,
-                  i.series_instance_uid, i.received_at, i.patient_pseudonym
+                  i.series_instance_uid, i.received_at, i.patient_pseudonym, i.size_bytes
            FROM ingest_instance i JOIN chosen USING (sop_instance_uid)
            WHERE i.state = 'received'
            ORDER BY i.received_at
            FOR UPDATE OF i SKIP LOCKED""",
-        {"node": node, "limit": limit, "only": None if only is None else list(only)},
+        {
+            "node": node,
+            "limit": limit,
+            "only": None if only is None else list(only),
+            "skip": list(skip),
+        },
     ).fetchall()
     return [
-        ReceivedInstance(r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
+        ReceivedInstance(
+            r[0], r[1], r[2], r[3], Path(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], r[11]
+        )
         for r in rows
     ]
 

@@ -9,7 +9,14 @@ moves each to
   held the copy back) — the copies are made by :mod:`dicom_nodes.pipeline.deidentify` first;
 * ``unroutable`` when no route matches or the header cannot be read for routing (kept in the
   spool; ``radiogate route retry`` re-routes it once the routes are fixed);
-* ``missing`` when its spool file is gone.
+* ``missing`` when its spool file is gone — unless it may never have been acknowledged: the
+  receiver records an instance while its file is being synced (:mod:`dicom_nodes.scp.handlers`),
+  so after the machine went down a row can be left whose file did not survive, and its sender,
+  never answered, will send it again. Such a row is the last receipt of an association that
+  never ended (no ``association_end``, no later receipt over it); it stays ``received``,
+  waiting for the re-send to put the file back (:func:`unanswered`), and is routed by the
+  next round that finds the file. Once its association has ended, a file-less row is
+  ``missing``.
 
 An instance routed again after a re-send over its archived copy (``scp.different_bytes_archived``)
 has its ``confirmed`` forward items renewed instead of created
@@ -17,7 +24,8 @@ has its ``confirmed`` forward items renewed instead of created
 
 Facts come from the row the receiver recorded (AE titles, modality, SOP class); the header
 is read only when a route or lane rule looks at other attributes. Every claimed instance
-leaves ``received``, so no instance can keep a routing job busy.
+leaves ``received`` or joins the job's set of rows waiting for a re-send (not claimed again by
+that job), so no instance can keep a routing job busy.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -162,19 +171,57 @@ def facts_for(inst: ReceivedInstance, needed: Sequence[str]) -> Facts:
     return Facts(inst.calling_ae, inst.called_ae, inst.modality, inst.sop_class_uid)
 
 
+_UNANSWERED_SQL = """
+SELECT i.sop_instance_uid FROM ingest_instance i
+WHERE i.sop_instance_uid = ANY(%(uids)s) AND i.association_id <> %(generated)s
+  AND NOT EXISTS (SELECT 1 FROM association_end e WHERE e.association_id = i.association_id)
+  AND NOT EXISTS (SELECT 1 FROM ingest_instance j
+                  WHERE j.association_id = i.association_id AND j.received_at > i.received_at)
+  AND NOT EXISTS (SELECT 1 FROM ingest_duplicate d
+                  WHERE d.association_id = i.association_id AND d.received_at > i.received_at)
+"""
+
+
+def _on_disk(inst: ReceivedInstance) -> bool:
+    """Whether the spool file is there with its recorded size (a file the machine lost while
+    it was being synced can come back empty or short)."""
+    try:
+        size = os.stat(inst.spool_path).st_size
+    except FileNotFoundError:
+        return False
+    return inst.size is None or size == inst.size
+
+
+def unanswered(conn: repo.Conn, node: str, uids: Sequence[str]) -> set[str]:
+    """Of the instances *uids* (their spool files gone), those that may never have been
+    answered: the last receipt of an association (PS3.7 9.3.1: one C-STORE answered before the
+    next) that has not ended. The receiver answers 0x0000 only once the file is synced, so a
+    file lost with the machine belongs to such a receipt; its sender sends it again."""
+    if not uids:
+        return set()
+    rows = conn.execute(
+        _UNANSWERED_SQL, {"uids": list(uids), "generated": repo.generated_association(node)}
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
 def route_round(
     ctx: PipelineContext,
     *,
     only: Sequence[str] | None = None,
+    waiting: set[str] | None = None,
     newest: list[dt.datetime | None] | None = None,
 ) -> int:
     """Route one batch of received instances (of *only* these SOP Instance UIDs when given);
     returns how many left ``received``, and appends when the newest of them arrived to
-    *newest*."""
+    *newest*. A caller that passes *waiting* (the rows found waiting for a re-send,
+    :func:`unanswered`) gets them added to it, counted in the result, and not claimed again
+    while it passes the same set."""
     needed = tags_needed(ctx.routes, ctx.lane_rules)
     profiles = ctx.deid.engines if ctx.deid is not None else {}
     with ctx.pool.connection() as conn, conn.transaction():
-        batch = claim_received(conn, ctx.node, ctx.settings.batch_size, only=only)
+        skip = waiting if waiting is not None else ()
+        batch = claim_received(conn, ctx.node, ctx.settings.batch_size, only=only, skip=skip)
         if not batch:
             return 0
         if newest is not None:
@@ -182,9 +229,18 @@ def route_round(
         planned: list[tuple[ReceivedInstance, RoutePlan]] = []
         unroutable: list[Change] = []
         missing: list[Change] = []
+        absent = [i.sop_instance_uid for i in batch if not _on_disk(i)]
+        resend = unanswered(conn, ctx.node, absent)
         for inst in batch:
-            if not inst.spool_path.exists():
-                LOGGER.error("spool file of %s is missing", inst.sop_instance_uid)
+            if inst.sop_instance_uid in resend:
+                LOGGER.warning(
+                    "spool file of %s is gone or short and its association never ended after it: "
+                    "never acknowledged, it waits for the sender's re-send",
+                    inst.sop_instance_uid,
+                )  # fmt: skip
+                continue
+            if inst.sop_instance_uid in absent:
+                LOGGER.error("spool file of %s is missing or short", inst.sop_instance_uid)
                 missing.append(Change((inst.sop_instance_uid,), {"reason": "spool-file-missing"}))
                 continue
             try:
@@ -258,6 +314,9 @@ def route_round(
         release.settle(conn, ctx.audit, [i.sop_instance_uid for i, _ in planned])
         for destination, lane in sorted(touched.items()):
             defer_forward(conn, ctx.node, destination, lane)
+    if waiting is None:
+        return len(batch) - len(resend)
+    waiting.update(resend)
     return len(batch)
 
 
@@ -309,14 +368,18 @@ def count_received(conn: repo.Conn, node: str, limit: int) -> int:
     return int(row[0]) if row else 0
 
 
-def route_again_if_waiting(ctx: PipelineContext, delay: float = 0.25) -> bool:
+def route_again_if_waiting(
+    ctx: PipelineContext, delay: float = 0.25, *, skip: Collection[str] = ()
+) -> bool:
     """After a routing job's last round: if instances still wait (another round, the triage
     job's, held them when this one looked), route again shortly rather than at the next
-    receipt or housekeeping kick. True when a job was deferred."""
+    receipt or housekeeping kick. Those in *skip* (waiting for a re-send) do not count: the
+    housekeeping kick looks at them again. True when a job was deferred."""
     with ctx.pool.connection() as conn, conn.transaction():
         row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM ingest_instance WHERE node = %s AND state = 'received')",
-            (ctx.node,),
+            """SELECT EXISTS (SELECT 1 FROM ingest_instance WHERE node = %s AND state = 'received'
+                              AND NOT sop_instance_uid = ANY(%s::text[]))""",
+            (ctx.node, list(skip)),
         ).fetchone()
         if not (row and row[0]):
             return False

@@ -46,11 +46,12 @@ def build_app(
     @app.task(name=ROUTE_TASK)
     def route_received(node: str) -> int:
         total = 0
+        waiting: set[str] = set()  # rows whose sender has still to send them again
         newest: list[dt.datetime | None] = []
-        while n := route_round(ctx, newest=newest):
+        while n := route_round(ctx, waiting=waiting, newest=newest):
             total += n
             fill(ctx, n, newest[-1])  # fewer, fuller rounds while a modality sends
-        route_again_if_waiting(ctx)
+        route_again_if_waiting(ctx, skip=waiting)
         return total
 
     @app.task(name=FORWARD_TASK)

@@ -4,14 +4,25 @@ A received instance becomes durable in this order (the SCP's durability contract
 
 1. pynetdicom streams the File Meta Information and the received dataset bytes into a temporary
    file under ``<spool>/.incoming`` (same file system as the spool);
-2. :meth:`Spool.commit` hashes it (BLAKE3; usually computed while it was written),
-   ``fsync``\\ s it, renames it to ``<spool>/<h[:2]>/<h>.dcm`` and ``fsync``\\ s that
-   directory;
-3. the caller records it in PostgreSQL and only then answers 0x0000.
+2. :meth:`Spool.place` names it by its BLAKE3 (usually computed while it was written) and
+   renames it to ``<spool>/<h[:2]>/<h>.dcm``;
+3. :meth:`Spool.make_durable` ``fsync``\\ s the file and then that directory, while the caller
+   records the instance in PostgreSQL (both wait on the disk and release the GIL, so they
+   overlap); the caller answers 0x0000 only after both returned.
+
+Until step 3 has returned, the file is only in the page cache; a process killed in between
+leaves it there complete (the kernel still writes it), so only a machine that goes down
+(power loss, kernel crash) can lose it, and then the instance was never acknowledged. What a
+row recorded in that window means after such a crash is described in
+``docs/architecture.md`` (receive path). :meth:`Spool.commit` does both steps for callers
+that record nothing in between.
 
 File names are the BLAKE3 of the content, so an identical re-send maps onto the same file and a
-re-send with different bytes keeps both. Temporary files left by a crash were never
-acknowledged; :meth:`Spool.prepare` removes them at start-up.
+re-send with different bytes keeps both. A file found under its name is made durable again
+before the re-send is answered (the association that placed it may still be in step 3), and is
+replaced when its size is not the content's (a file placed just before a power loss can come
+back empty). Temporary files left by a crash were never acknowledged; :meth:`Spool.prepare`
+removes them at start-up.
 
 Because identical bytes share one file, a receiver whose instance could not be recorded may not
 simply delete the file it created: another association may have recorded the same bytes in
@@ -161,20 +172,49 @@ class Spool:
             )
 
     def commit(self, temp_path: Path, written: tuple[bytes, int] | None = None) -> SpooledFile:
-        """Make *temp_path* durable in the spool: hash (unless *written* gives the BLAKE3 and
-        size computed while it was written), fsync, rename to its content name, fsync the
-        directory."""
+        """Make *temp_path* durable in the spool: :meth:`place`, then :meth:`make_durable`."""
+        spooled = self.place(temp_path, written)
+        self.make_durable(spooled)
+        return spooled
+
+    def place(self, temp_path: Path, written: tuple[bytes, int] | None = None) -> SpooledFile:
+        """Put *temp_path* under its content name, not yet durable: hash it (unless *written*
+        gives the BLAKE3 and size computed while it was written) and rename it; when the name
+        exists with the content's size, leave *temp_path* where it is (``created`` False).
+        :meth:`make_durable` must return before the instance is acknowledged."""
         try:
             digest, size = written if written is not None else _hash_file(temp_path)
             target = self.path_for(digest)
-            if target.exists():
+            try:
+                found = os.stat(target).st_size
+            except FileNotFoundError:
+                found = None
+            if found == size:
                 return SpooledFile(target, digest, size, created=False)
-            self._fsync_file(temp_path)
-            os.rename(temp_path, target)
-            self._fsync_dir(target.parent)
+            if found is not None:
+                # Placed just before the machine went down, never made durable: the name is
+                # right, the content did not survive. Nobody was answered 0x0000 for it.
+                LOGGER.warning("spool file %s is %d bytes, not %d: replaced",
+                               target.name, found, size)  # fmt: skip
+            os.replace(temp_path, target)
         except OSError as exc:
             raise OutOfResources(f"spool write failed: {exc.strerror}") from exc
         return SpooledFile(target, digest, size, created=True)
+
+    def make_durable(self, spooled: SpooledFile) -> None:
+        """``fsync`` a placed file, then its directory (for a file found already there too: the
+        association that placed it may not have synced it yet). Blocks on the disk with the GIL
+        released, so it can run in a thread beside the database commit. A found file that a
+        sweep removed meanwhile is left to :meth:`ensure_present` (which syncs what it puts
+        back)."""
+        try:
+            self._fsync_file(spooled.path)
+            self._fsync_dir(spooled.path.parent)
+        except FileNotFoundError:
+            if spooled.created:
+                raise OutOfResources("spool write failed: the placed file vanished") from None
+        except OSError as exc:
+            raise OutOfResources(f"spool write failed: {exc.strerror}") from exc
 
     def _fsync_file(self, path: Path) -> None:
         if not self.fsync:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -79,6 +80,7 @@ __all__ = [
     "create_deliveries",
     "create_forward_items",
     "defer_attempts",
+    "generated_association",
     "mark_triage_early",
     "no_audit",
     "note_series_facts",
@@ -909,8 +911,6 @@ def record_generated(
 ) -> bool:
     """Record an object this node made (a triage SR, a KOS) as ``received`` from itself, so
     that it is routed, de-identified and forwarded like any instance; False when it exists."""
-    import uuid
-
     from dicom_nodes.state.jobs import ROUTE_PRIORITY, ROUTE_TASK, queue_name, route_lock
 
     patient = conn.execute(
@@ -924,12 +924,18 @@ def record_generated(
             "series": series_uid, "modality": modality, "ts": transfer_syntax_uid,
             "size": size, "b3": blake3, "path": spool_path, "calling": ae_title,
             "called": ae_title, "addr": "127.0.0.1", "port": 0, "node": node,
-            "assoc": uuid.uuid5(uuid.NAMESPACE_OID, f"radiogate:{node}:generated"),
+            "assoc": generated_association(node),
             "queue": queue_name(node), "qlock": route_lock(node), "task": ROUTE_TASK,
             "priority": ROUTE_PRIORITY, "touch": 0.0,
         },
     ).fetchone()  # fmt: skip
     return bool(row and row[0])
+
+
+def generated_association(node: str) -> uuid.UUID:
+    """The association id under which the objects *node* makes itself (triage SR, KOS…) are
+    recorded."""
+    return uuid.uuid5(uuid.NAMESPACE_OID, f"radiogate:{node}:generated")
 
 
 def set_triage_results(

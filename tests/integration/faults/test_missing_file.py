@@ -4,6 +4,7 @@ audited and counted, never a loop."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.metrics import PipelineCollector
-from dicom_nodes.pipeline.route import route_round
+from dicom_nodes.pipeline.route import route_again_if_waiting, route_round
 from dicom_nodes.spool.store import Spool
 from tests.support.data import extract_ct
 from tests.support.stages import FlakyDestination, Stage
@@ -82,3 +83,70 @@ def test_a_routed_row_whose_file_vanished_is_missing_once(stage: Stage) -> None:
     registry = CollectorRegistry()
     registry.register(PipelineCollector(stage.ctx.pool, "node1"))
     assert registry.get_sample_value("radiogate_missing_instances", {"node": "node1"}) == 1
+
+
+def _association(stage: Stage, uid: str) -> uuid.UUID:
+    ((assoc,),) = stage.q(
+        "SELECT association_id FROM ingest_instance WHERE sop_instance_uid = %s", uid
+    )
+    assert isinstance(assoc, uuid.UUID)
+    return assoc
+
+
+def test_a_lost_file_of_an_unanswered_receipt_waits_for_the_resend(stage: Stage) -> None:
+    # The receiver records an instance while its file is synced; if the machine goes down in
+    # between, the row stays and the file is lost, but the sender was never answered: the last
+    # receipt of its association, which never ended. Routing waits for the re-send.
+    uids = stage.receive(3)
+    last = _path(stage, uids[2])
+    data = last.read_bytes()
+    last.unlink()
+    waiting: set[str] = set()
+    _rounds(lambda: route_round(stage.ctx, waiting=waiting))
+    assert waiting == {uids[2]}
+    assert stage.states(uids) == ["routed", "routed", "received"]
+    assert stage.steps(uids[2]) == ["received"]
+    assert route_round(stage.ctx, waiting=waiting) == 0  # not claimed again by this job
+    assert not route_again_if_waiting(stage.ctx, skip=waiting)  # and no job loop for it
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(stage.ctx.pool, "node1"))
+    assert registry.get_sample_value("radiogate_missing_instances", {"node": "node1"}) == 0
+    # The re-send puts the same bytes back under the same name: the next job routes it.
+    last.write_bytes(data)
+    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    assert stage.states(uids) == ["routed", "routed", "routed"]
+
+
+def test_a_file_that_came_back_empty_counts_as_lost(stage: Stage) -> None:
+    # What ext4 or XFS can leave of a renamed file whose fsync the power loss cut short.
+    uids = stage.receive(2)
+    last = _path(stage, uids[1])
+    data = last.read_bytes()
+    last.write_bytes(b"")
+    waiting: set[str] = set()
+    _rounds(lambda: route_round(stage.ctx, waiting=waiting))
+    assert waiting == {uids[1]} and stage.states(uids) == ["routed", "received"]
+    last.write_bytes(data)  # the re-send (Spool.place replaces a file of the wrong size)
+    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    assert stage.states(uids) == ["routed", "routed"]
+
+
+def test_a_lost_file_of_an_ended_association_is_missing(stage: Stage) -> None:
+    uids = stage.receive(2)
+    _path(stage, uids[1]).unlink()
+    stage.q_exec(
+        "INSERT INTO association_end (association_id, node, released) VALUES (%s, 'node1', true)",
+        _association(stage, uids[1]),
+    )
+    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    assert stage.states(uids) == ["routed", "missing"]
+    assert stage.steps(uids[1]) == ["received", "file-missing"]
+
+
+def test_a_lost_file_followed_by_a_receipt_on_its_association_is_missing(stage: Stage) -> None:
+    # A later receipt over the same association means this one was answered (PS3.7 9.3.1).
+    uids = stage.receive(1)
+    _path(stage, uids[0]).unlink()
+    more = stage.receive_paths(stage.files[:1], association=_association(stage, uids[0]))
+    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    assert stage.states(uids + more) == ["missing", "routed"]

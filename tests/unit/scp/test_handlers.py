@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -154,6 +155,59 @@ def test_a_file_swept_while_identical_bytes_were_recorded_is_put_back(spool: Spo
 
     assert handle_store(_event(spool, CT), spool, SweepingRecorder(), "n1") == 0
     assert path.read_bytes() == original
+
+
+def test_the_fsync_overlaps_the_commit_and_the_answer_waits_for_both(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order: list[str] = []
+    recorded = threading.Event()
+    make_durable = spool.make_durable
+
+    def slow_sync(spooled: SpooledFile) -> None:
+        # Finishes only once the commit has: done one after the other (fsync first) this
+        # would never return, and the guard's timeout makes the receipt fail.
+        if not recorded.wait(timeout=60):
+            raise OutOfResources("the commit did not run beside the fsync")
+        make_durable(spooled)
+        order.append("synced")
+
+    class Recorder(FakeRecorder):
+        def record(self, identity: Any, spooled: SpooledFile, receipt: Receipt) -> RecordOutcome:
+            outcome = super().record(identity, spooled, receipt)
+            order.append("recorded")
+            recorded.set()
+            return outcome
+
+    monkeypatch.setattr(spool, "make_durable", slow_sync)
+    assert handle_store(_event(spool, CT), spool, Recorder(), "n1") == StoreStatus.SUCCESS
+    assert order == ["recorded", "synced"]
+
+
+def test_a_failed_fsync_after_the_commit_is_a700_and_a_resend_succeeds(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = FakeRecorder()
+    make_durable = spool.make_durable
+
+    def failing(_spooled: SpooledFile) -> None:
+        raise OutOfResources("spool write failed: Input/output error")
+
+    monkeypatch.setattr(spool, "make_durable", failing)
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.OUT_OF_RESOURCES
+    assert len(rec.calls) == 1  # recorded, but never acknowledged
+    synced: list[SpooledFile] = []
+
+    def syncing(spooled: SpooledFile) -> None:
+        make_durable(spooled)
+        synced.append(spooled)
+
+    monkeypatch.setattr(spool, "make_durable", syncing)
+    rec.outcome = RecordOutcome.DUPLICATE_SAME
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.SUCCESS
+    # The re-send found the file under its name and synced it before answering.
+    assert [s.path for s in synced] == [rec.calls[0][1].path]
+    assert not synced[0].created and synced[0].path.exists()
 
 
 def test_mismatches(spool: Spool) -> None:

@@ -113,3 +113,71 @@ def test_a_digest_computed_while_writing_is_used(spool: Spool) -> None:
     data = b"given" * 100
     done = spool.commit(_incoming(spool, data), (blake3(data).digest(), len(data)))
     assert done.path == spool.path_for(blake3(data).digest()) and done.path.read_bytes() == data
+
+
+def _fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the path of every fsync'd descriptor (files and directories)."""
+    import os
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_place_renames_without_fsync_and_make_durable_syncs_file_then_directory(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = _fsynced(monkeypatch)
+    temp = _incoming(spool, b"placed" * 100)
+    placed = spool.place(temp)
+    assert placed.created and placed.path.read_bytes() == b"placed" * 100
+    assert not temp.exists() and synced == []
+    spool.make_durable(placed)
+    assert synced == [str(placed.path), str(placed.path.parent)]
+
+
+def test_a_file_found_under_its_content_name_is_synced_again(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The association that placed it may still be waiting for its fsync: a re-send answered
+    # first must not be acknowledged before the file is on disk.
+    first = spool.place(_incoming(spool, b"same" * 100))
+    synced = _fsynced(monkeypatch)
+    again = spool.place(_incoming(spool, b"same" * 100, "y.dcm"))
+    assert not again.created and again.path == first.path
+    spool.make_durable(again)
+    assert synced == [str(first.path), str(first.path.parent)]
+
+
+def test_a_file_of_the_wrong_size_under_the_content_name_is_replaced(spool: Spool) -> None:
+    # What a power loss can leave of a file placed but never made durable (never acknowledged).
+    data = b"survivor" * 100
+    target = spool.path_for(blake3(data).digest())
+    target.write_bytes(b"")
+    placed = spool.commit(_incoming(spool, data))
+    assert placed.created and placed.path == target
+    assert target.read_bytes() == data
+
+
+def test_a_found_file_swept_meanwhile_is_left_to_ensure_present(spool: Spool) -> None:
+    data = b"gone" * 100
+    first = spool.commit(_incoming(spool, data))
+    temp = _incoming(spool, data, "y.dcm")
+    again = spool.place(temp)
+    first.path.unlink()  # a concurrent sweep
+    spool.make_durable(again)  # nothing to sync; not an error
+    spool.ensure_present(again, temp)
+    assert first.path.read_bytes() == data
+
+
+def test_a_placed_file_that_vanished_before_its_fsync_is_out_of_resources(spool: Spool) -> None:
+    placed = spool.place(_incoming(spool, b"mine" * 100))
+    placed.path.unlink()
+    with pytest.raises(OutOfResources):
+        spool.make_durable(placed)
