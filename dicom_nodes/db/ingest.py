@@ -30,6 +30,11 @@ Once the first copy is archived (``released``: every destination confirmed it),
 and is routed again, its forward items renewed ``pending`` or held ``quarantined``), audited
 ``received`` with reason ``replaces-archived-copy`` or ``archived-copy-quarantined`` plus the
 instance's ``rerouted`` event naming the decision.
+
+A re-send (same or different bytes) of an instance whose spool file was lost (``missing``)
+carries the re-send's copy in its place (:func:`~dicom_nodes.state.repository.restore_missing`:
+``file-restored``, back to ``received``, routed again), audited ``received`` with reason
+``restores-missing-copy``: the copy is never discarded as a duplicate of a file that is gone.
 """
 
 from __future__ import annotations
@@ -56,10 +61,12 @@ from dicom_nodes.state.repository import (
     INGEST_NEW_SQL,
     INGEST_SQL,
     REPLACE_UNROUTED_SQL,
+    RESTORED_NOTE,
     ArchivedCopyDecision,
     AuditEntry,
     AuditSink,
     resend_archived,
+    restore_missing,
 )
 
 __all__ = [
@@ -96,6 +103,9 @@ class RecordOutcome(Enum):
     RESENT_OVER_ARCHIVED = "resent-over-archived-copy"
     """Different bytes carried in place of an archived first copy (routed again; the new
     copy's file is the instance's now)."""
+    RESTORED = "restored-missing-copy"
+    """A re-send of an instance whose spool file was lost (``missing``): the new copy is the
+    instance's file now, routed again (never discarded as a duplicate)."""
 
 
 _DECISIONS = {
@@ -279,11 +289,16 @@ class PostgresIngest:
                         and resend_archived(conn, _collect(later), params, decision)
                     ):  # fmt: skip
                         resent = decision
+                    restored = (
+                        row[1] is not None and replaced is None and resent is None
+                        and restore_missing(conn, _collect(later), params)
+                    )  # fmt: skip
                     if row[0] or row[1] is not None:
                         # The "received" audit event commits with the instance row.
                         reason = (
                             "replaced-unrouted-copy" if replaced is not None
-                            else _ARCHIVED_REASONS[resent] if resent is not None else None
+                            else _ARCHIVED_REASONS[resent] if resent is not None
+                            else RESTORED_NOTE if restored else None
                         )  # fmt: skip
                         audit.enqueue(
                             conn, _received_event(identity, receipt, row, patient, reason)
@@ -319,6 +334,8 @@ class PostgresIngest:
                 return RecordOutcome.REPLACED
             if resent is not None:
                 return RecordOutcome.RESENT_OVER_ARCHIVED
+            if restored:
+                return RecordOutcome.RESTORED
             if bytes_differ is not None:
                 return (
                     RecordOutcome.DUPLICATE_DIFFERENT

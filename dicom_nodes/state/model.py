@@ -15,6 +15,7 @@ Instance (``ingest_instance.state``, one row per received SOP Instance)::
     routed/cancelled ─held─> held ─resumed─> routed   (an item waits for a person)
     routed/held ─cancelled─> cancelled ─resumed─> routed
     released ─archived-copy-differs─> received   (new bytes to route over the archived copy)
+    missing ─file-restored─> received   (a re-send brings back the lost file: routed again)
     held/cancelled/unroutable ─retention-expired─> purged   (spool copy deleted)
 
 Forward item (``forward_item.state``, one row per instance and destination)::
@@ -28,6 +29,7 @@ Forward item (``forward_item.state``, one row per instance and destination)::
     dead/cancelled ─retried-held─> quarantined   (a de-identified copy must be made first)
     confirmed ─resent─> pending              (new bytes to overwrite the destination's copy)
     confirmed ─resent-held─> quarantined     (the same, held for a person's review)
+    cancelled/dead ─resent / resent-held─> pending / quarantined   (a lost file came back)
 
 Study (``study.state``)::
 
@@ -200,6 +202,9 @@ class InstanceEvent(StrEnum):
     ARCHIVED_COPY_DIFFERS = "archived-copy-differs"
     """A re-send with different bytes of an archived instance, to be routed again
     (``scp.different_bytes_archived``: ``replace-in-archive`` or ``quarantine``)."""
+    FILE_RESTORED = "file-restored"
+    """A re-send of an instance whose spool file was lost (``missing``): its new copy is
+    routed as if it had just arrived."""
 
 
 class ForwardEvent(StrEnum):
@@ -338,8 +343,13 @@ INSTANCE: Machine[InstanceState, InstanceEvent] = Machine(
             {I.HELD, I.CANCELLED, I.UNROUTABLE}, I.PURGED, Step.PURGED
         ),
         InstanceEvent.ARCHIVED_COPY_DIFFERS: _t({I.RELEASED}, I.RECEIVED, Step.REROUTED),
+        InstanceEvent.FILE_RESTORED: _t({I.MISSING}, I.RECEIVED, Step.REROUTED),
     },
 )
+
+_RENEWED = frozenset({F.CONFIRMED, F.CANCELLED, F.DEAD})
+"""Forward items an instance routed again renews: confirmed (new bytes over the archived
+copy), cancelled or dead (the instance's lost file came back with a re-send)."""
 
 FORWARD: Machine[ForwardState, ForwardEvent] = Machine(
     "forward item",
@@ -359,8 +369,8 @@ FORWARD: Machine[ForwardState, ForwardEvent] = Machine(
         ForwardEvent.RETRIED: _t({F.DEAD, F.CANCELLED}, F.PENDING, Step.RETRIED),
         ForwardEvent.RETRIED_HELD: _t({F.DEAD, F.CANCELLED}, F.QUARANTINED, Step.QUARANTINED),
         ForwardEvent.RELEASED_BY_REVIEW: _t({F.QUARANTINED}, F.PENDING, Step.QUARANTINE_RELEASED),
-        ForwardEvent.RESENT: _t({F.CONFIRMED}, F.PENDING, Step.RETRIED),
-        ForwardEvent.RESENT_HELD: _t({F.CONFIRMED}, F.QUARANTINED, Step.QUARANTINED, _MINOR),
+        ForwardEvent.RESENT: _t(_RENEWED, F.PENDING, Step.RETRIED),
+        ForwardEvent.RESENT_HELD: _t(_RENEWED, F.QUARANTINED, Step.QUARANTINED, _MINOR),
     },
 )
 

@@ -66,6 +66,7 @@ __all__ = [
     "INGEST_NEW_SQL",
     "INGEST_SQL",
     "REPLACE_UNROUTED_SQL",
+    "RESTORED_NOTE",
     "AlertNotOpen",
     "ArchivedCopyDecision",
     "AuditEntry",
@@ -90,6 +91,7 @@ __all__ = [
     "record_generated",
     "renew_forward_items",
     "resend_archived",
+    "restore_missing",
     "set_analysis_results",
     "set_archive_uids",
     "set_triage_results",
@@ -442,14 +444,42 @@ def resend_archived(
     return True
 
 
+RESTORED_NOTE = "restores-missing-copy"
+"""The note of a re-send's duplicate row that brought back a ``missing`` instance's file."""
+
+
+def restore_missing(conn: Conn, audit: AuditSink, params: Mapping[str, Any]) -> bool:
+    """Carry a re-send of a ``missing`` instance (its spool file was lost) of the same study
+    and series as its new copy: the instance's ``file-restored`` event (back to ``received``),
+    its content columns naming the re-send's file, the note on the re-send's duplicate row,
+    and a routing job. Routing then renews its forward items (:func:`renew_forward_items`).
+    False (nothing changed) when the instance is not ``missing``. *params* are the
+    receiver's (:data:`INGEST_SQL`)."""
+    row = conn.execute(
+        """SELECT state FROM ingest_instance WHERE sop_instance_uid = %(sop)s
+               AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
+           FOR UPDATE""",
+        params,
+    ).fetchone()
+    if row is None or row[0] != InstanceState.MISSING:
+        return False
+    apply(conn, audit, INSTANCE, InstanceEvent.FILE_RESTORED,
+          [Change((str(params["sop"]),), {"reason": RESTORED_NOTE})])  # fmt: skip
+    changed = conn.execute(_RESEND_ARCHIVED_SQL, {**params, "decision": RESTORED_NOTE}).fetchone()
+    assert changed is not None and changed[0] == 1
+    return True
+
+
 def renew_forward_items(
     conn: Conn, audit: AuditSink, items: Sequence[NewForwardItem]
 ) -> list[NewForwardItem]:
-    """Create routing's forward items, or renew those of an instance routed again after a
-    re-send over its archived copy (:func:`resend_archived`): a ``confirmed`` item is
+    """Create routing's forward items, or renew those of an instance routed again: after a
+    re-send over its archived copy (:func:`resend_archived`) a ``confirmed`` item is
     ``resent`` (``pending``), or ``resent-held`` (``quarantined``) when de-identification held
-    the copy back or the re-send's decision is :attr:`ArchivedCopyDecision.QUARANTINE`.
-    Returns the items as they now are (hold reasons included)."""
+    the copy back or the re-send's decision is :attr:`ArchivedCopyDecision.QUARANTINE`; after
+    a re-send that brought back a lost file (:func:`restore_missing`) its ``cancelled`` or
+    ``dead`` items are renewed the same way. Returns the items as they now are (hold reasons
+    included)."""
     if not items:
         return []
     uids = sorted({i.sop_instance_uid for i in items})
@@ -471,7 +501,7 @@ def renew_forward_items(
                JOIN ingest_duplicate d ON d.sop_instance_uid = i.sop_instance_uid
                                       AND d.spool_path = i.spool_path AND d.blake3 = i.blake3
                WHERE i.sop_instance_uid = ANY(%s)""",
-            ([u for u, _ in existing],),
+            (sorted({u for u, _ in existing}),),
         ).fetchall()
     }
     out: list[NewForwardItem] = []
@@ -495,9 +525,10 @@ def renew_forward_items(
         }
         if event is ForwardEvent.RESENT_HELD:
             values["reason"] = [i.hold_reason for i in group]
+        default = ArchivedCopyDecision.REPLACE_IN_ARCHIVE.value
         apply(conn, audit, FORWARD, event,
               [Change((i.sop_instance_uid, i.destination),
-                      {"reason": i.hold_reason or ArchivedCopyDecision.REPLACE_IN_ARCHIVE.value})
+                      {"reason": i.hold_reason or decisions.get(i.sop_instance_uid, default)})
                for i in group],
               values=values)  # fmt: skip
     return out

@@ -4,6 +4,7 @@ audited and counted, never a loop."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,12 @@ from psycopg_pool import ConnectionPool
 
 from config.routes import PipelineSettings, RouteSettings
 from dicom_nodes.audit_events import pipeline_sink
+from dicom_nodes.db.ingest import PostgresIngest, Receipt, RecordOutcome
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.metrics import PipelineCollector
 from dicom_nodes.pipeline.route import route_again_if_waiting, route_round
+from dicom_nodes.spool.inspect import inspect_file
 from dicom_nodes.spool.store import Spool
 from tests.support.data import extract_ct
 from tests.support.stages import FlakyDestination, Stage
@@ -150,3 +153,65 @@ def test_a_lost_file_followed_by_a_receipt_on_its_association_is_missing(stage: 
     more = stage.receive_paths(stage.files[:1], association=_association(stage, uids[0]))
     _rounds(lambda: route_round(stage.ctx, waiting=set()))
     assert stage.states(uids + more) == ["missing", "routed"]
+
+
+def _resend(stage: Stage, path: Path) -> RecordOutcome:
+    """What the receiver does with a re-send of *path* over a new association."""
+    identity = inspect_file(path)
+    temp = stage.spool.incoming / uuid.uuid4().hex
+    shutil.copyfile(path, temp)
+    spooled = stage.spool.commit(temp)
+    recorder = PostgresIngest(stage.ctx.pool, timeout=5)
+    receipt = Receipt("CT1", "RADIOGATE", "127.0.0.1", 104, "node1", uuid.uuid4())
+    outcome = recorder.record(identity, spooled, receipt)
+    assert recorder.unreferenced([str(spooled.path)]) == []  # the sweep keeps it
+    return outcome
+
+
+def test_a_resend_brings_a_missing_instance_back(stage: Stage) -> None:
+    """A modality sends an instance again after its spool file was lost: the re-send is
+    acknowledged and must reach the archive, not be dropped as a duplicate of nothing."""
+    paths = stage.files[:3]
+    uids = stage.receive(3)
+    _path(stage, uids[1]).unlink()
+    _rounds(lambda: route_round(stage.ctx))
+    assert stage.states(uids) == ["routed", "missing", "routed"]
+    assert _resend(stage, paths[1]) is RecordOutcome.RESTORED
+    assert stage.states(uids) == ["routed", "received", "routed"]
+    assert stage.steps(uids[1])[-3:] == ["file-missing", "received", "rerouted"]
+    stage.drain()
+    assert stage.states(uids) == ["released"] * 3
+    assert uids[1] in stage.dest.sent
+    assert stage.steps(uids[1])[-4:] == ["routed", "forwarded", "confirmed", "released"]
+
+
+def test_a_resend_renews_the_items_a_lost_file_cancelled(stage: Stage) -> None:
+    paths = stage.files[:3]
+    uids = stage.receive(3)
+    _rounds(lambda: route_round(stage.ctx))
+    _path(stage, uids[0]).unlink()
+    _rounds(lambda: forward_round(stage.ctx, "archive"))
+    assert stage.states(uids)[0] == "missing"
+    assert stage.items(uids[0]) == {"archive": "cancelled"}
+    assert _resend(stage, paths[0]) is RecordOutcome.RESTORED
+    stage.drain()
+    assert stage.states(uids) == ["released"] * 3
+    assert stage.items(uids[0]) == {"archive": "confirmed"}
+    assert uids[0] in stage.dest.sent
+    steps = stage.steps(uids[0])
+    assert steps.index("file-missing") < steps.index("rerouted") < steps.index("confirmed")
+
+
+def test_a_resend_of_a_released_instance_is_still_a_duplicate(stage: Stage) -> None:
+    paths = stage.files[:1]
+    uids = stage.receive(1)
+    stage.drain()
+    identity = inspect_file(paths[0])
+    temp = stage.spool.incoming / uuid.uuid4().hex
+    shutil.copyfile(paths[0], temp)
+    spooled = stage.spool.commit(temp)
+    outcome = PostgresIngest(stage.ctx.pool, timeout=5).record(
+        identity, spooled, Receipt("CT1", "RADIOGATE", "127.0.0.1", 104, "node1", uuid.uuid4())
+    )
+    assert outcome is RecordOutcome.DUPLICATE_SAME
+    assert stage.states(uids) == ["released"]
