@@ -392,7 +392,7 @@ class ArchivedCopyDecision(StrEnum):
     """Hold its forward items (``quarantined`` with this reason) for a person."""
 
 
-_RESEND_ARCHIVED_SQL = """
+_CARRY_RESEND_SQL = """
 WITH upd AS (
     UPDATE ingest_instance i
     SET sop_class_uid = %(cls)s, modality = %(modality)s, transfer_syntax_uid = %(ts)s,
@@ -429,19 +429,10 @@ def resend_archived(
     ``received``, its audit event naming *decision*), its content columns naming the new copy,
     the decision on the re-send's duplicate row, and a routing job. False (nothing changed)
     when the first copy is not released. *params* are the receiver's (:data:`INGEST_SQL`)."""
-    row = conn.execute(
-        """SELECT state FROM ingest_instance WHERE sop_instance_uid = %(sop)s
-               AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
-           FOR UPDATE""",
-        params,
-    ).fetchone()
-    if row is None or row[0] != InstanceState.RELEASED:
-        return False
-    apply(conn, audit, INSTANCE, InstanceEvent.ARCHIVED_COPY_DIFFERS,
-          [Change((str(params["sop"]),), {"reason": decision.value})])  # fmt: skip
-    changed = conn.execute(_RESEND_ARCHIVED_SQL, {**params, "decision": decision.value}).fetchone()
-    assert changed is not None and changed[0] == 1
-    return True
+    return _carry_resend(
+        conn, audit, params, state=InstanceState.RELEASED,
+        event=InstanceEvent.ARCHIVED_COPY_DIFFERS, note=decision.value,
+    )  # fmt: skip
 
 
 RESTORED_NOTE = "restores-missing-copy"
@@ -455,17 +446,34 @@ def restore_missing(conn: Conn, audit: AuditSink, params: Mapping[str, Any]) -> 
     and a routing job. Routing then renews its forward items (:func:`renew_forward_items`).
     False (nothing changed) when the instance is not ``missing``. *params* are the
     receiver's (:data:`INGEST_SQL`)."""
+    return _carry_resend(
+        conn, audit, params, state=InstanceState.MISSING, event=InstanceEvent.FILE_RESTORED,
+        note=RESTORED_NOTE,
+    )  # fmt: skip
+
+
+def _carry_resend(
+    conn: Conn,
+    audit: AuditSink,
+    params: Mapping[str, Any],
+    *,
+    state: InstanceState,
+    event: InstanceEvent,
+    note: str,
+) -> bool:
+    """If the instance of the same study and series is in *state*: apply *event* (audited with
+    reason *note*), point its content columns at the re-send's copy, put *note* on the
+    re-send's duplicate row and defer routing. False (nothing changed) otherwise."""
     row = conn.execute(
         """SELECT state FROM ingest_instance WHERE sop_instance_uid = %(sop)s
                AND study_instance_uid = %(study)s AND series_instance_uid = %(series)s
            FOR UPDATE""",
         params,
     ).fetchone()
-    if row is None or row[0] != InstanceState.MISSING:
+    if row is None or row[0] != state:
         return False
-    apply(conn, audit, INSTANCE, InstanceEvent.FILE_RESTORED,
-          [Change((str(params["sop"]),), {"reason": RESTORED_NOTE})])  # fmt: skip
-    changed = conn.execute(_RESEND_ARCHIVED_SQL, {**params, "decision": RESTORED_NOTE}).fetchone()
+    apply(conn, audit, INSTANCE, event, [Change((str(params["sop"]),), {"reason": note})])
+    changed = conn.execute(_CARRY_RESEND_SQL, {**params, "decision": note}).fetchone()
     assert changed is not None and changed[0] == 1
     return True
 

@@ -155,8 +155,9 @@ def test_a_lost_file_followed_by_a_receipt_on_its_association_is_missing(stage: 
     assert stage.states(uids + more) == ["missing", "routed"]
 
 
-def _resend(stage: Stage, path: Path) -> RecordOutcome:
-    """What the receiver does with a re-send of *path* over a new association."""
+def _resend(stage: Stage, path: Path) -> tuple[RecordOutcome, bool]:
+    """What the receiver does with a re-send of *path* over a new association: its outcome,
+    and whether the unrecorded-file sweep would keep the re-sent copy."""
     identity = inspect_file(path)
     temp = stage.spool.incoming / uuid.uuid4().hex
     shutil.copyfile(path, temp)
@@ -164,8 +165,7 @@ def _resend(stage: Stage, path: Path) -> RecordOutcome:
     recorder = PostgresIngest(stage.ctx.pool, timeout=5)
     receipt = Receipt("CT1", "RADIOGATE", "127.0.0.1", 104, "node1", uuid.uuid4())
     outcome = recorder.record(identity, spooled, receipt)
-    assert recorder.unreferenced([str(spooled.path)]) == []  # the sweep keeps it
-    return outcome
+    return outcome, recorder.unreferenced([str(spooled.path)]) == []
 
 
 def test_a_resend_brings_a_missing_instance_back(stage: Stage) -> None:
@@ -176,7 +176,7 @@ def test_a_resend_brings_a_missing_instance_back(stage: Stage) -> None:
     _path(stage, uids[1]).unlink()
     _rounds(lambda: route_round(stage.ctx))
     assert stage.states(uids) == ["routed", "missing", "routed"]
-    assert _resend(stage, paths[1]) is RecordOutcome.RESTORED
+    assert _resend(stage, paths[1]) == (RecordOutcome.RESTORED, True)  # kept by the sweep
     assert stage.states(uids) == ["routed", "received", "routed"]
     assert stage.steps(uids[1])[-3:] == ["file-missing", "received", "rerouted"]
     stage.drain()
@@ -193,7 +193,7 @@ def test_a_resend_renews_the_items_a_lost_file_cancelled(stage: Stage) -> None:
     _rounds(lambda: forward_round(stage.ctx, "archive"))
     assert stage.states(uids)[0] == "missing"
     assert stage.items(uids[0]) == {"archive": "cancelled"}
-    assert _resend(stage, paths[0]) is RecordOutcome.RESTORED
+    assert _resend(stage, paths[0]) == (RecordOutcome.RESTORED, True)
     stage.drain()
     assert stage.states(uids) == ["released"] * 3
     assert stage.items(uids[0]) == {"archive": "confirmed"}
@@ -206,12 +206,6 @@ def test_a_resend_of_a_released_instance_is_still_a_duplicate(stage: Stage) -> N
     paths = stage.files[:1]
     uids = stage.receive(1)
     stage.drain()
-    identity = inspect_file(paths[0])
-    temp = stage.spool.incoming / uuid.uuid4().hex
-    shutil.copyfile(paths[0], temp)
-    spooled = stage.spool.commit(temp)
-    outcome = PostgresIngest(stage.ctx.pool, timeout=5).record(
-        identity, spooled, Receipt("CT1", "RADIOGATE", "127.0.0.1", 104, "node1", uuid.uuid4())
-    )
-    assert outcome is RecordOutcome.DUPLICATE_SAME
+    # Archived already: the identical copy is a plain duplicate nobody needs.
+    assert _resend(stage, paths[0]) == (RecordOutcome.DUPLICATE_SAME, False)
     assert stage.states(uids) == ["released"]
