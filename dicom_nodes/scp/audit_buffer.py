@@ -107,9 +107,12 @@ class BufferedAuditWriter(AuditWriter):
         threading.Thread(target=self._retry_loop, name="audit-buffer", daemon=True).start()
 
     def close(self) -> None:
-        """Stop retrying and release the buffer file (a later process records what is left)."""
-        self._stopped.set()
+        """Stop retrying and release the buffer file (a later process records what is left).
+        A second call does nothing (the descriptor's number may belong to another file by then)."""
         with self._lock:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
             os.close(self._fd)
 
     def write(self, event: AuditEvent) -> bool:

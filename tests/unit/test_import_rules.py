@@ -21,12 +21,25 @@ IO_MODULES = {"socket", "psycopg", "psycopg_pool", "pynetdicom", "requests", "ur
               "subprocess", "orthanc_api_client", "httpx"}  # fmt: skip
 
 
+def _parse(path: Path) -> ast.Module:
+    """*path*'s syntax tree. CPython 3.11 keeps the AST constructor's recursion counter in
+    interpreter-wide state, so a parse in another thread at the same moment (3.11's traceback
+    printing parses source lines to place its carets) can fail this one with a spurious
+    SystemError (python/cpython#106905); parsing again is then correct."""
+    for _ in range(3):
+        try:
+            return ast.parse(path.read_text(), filename=str(path))
+        except SystemError:
+            continue
+    return ast.parse(path.read_text(), filename=str(path))
+
+
 def imports(folder: Path, depth: int = 1, root: Path = ROOT) -> set[str]:
     """Every module imported anywhere under *folder* (absolute imports; relative ones resolved
     against the file's package), cut to its first *depth* dotted parts."""
     found: set[str] = set()
     for path in folder.rglob("*.py"):
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = _parse(path)
         package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
         for node in ast.walk(tree):
             names: list[str] = []
@@ -106,7 +119,7 @@ def test_only_the_accelerator_loads_its_class_swaps() -> None:
 
 
 def _file_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = _parse(path)
     out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
