@@ -565,7 +565,8 @@ def main() -> int:
     parser.add_argument(
         "--receivers",
         default="radiogate,storescp,storescp-fork,orthanc,radiogate-noquickack",
-        help="comma-separated subset to run",
+        help="comma-separated subset to run; radiogate@SCP__PROCESSES=4 runs the SCP with "
+        "that setting overridden (RADIOGATE_SCP__PROCESSES=4)",
     )
     parser.add_argument("--sizes", default="ct512,small64", help="data sets: ct512,small64")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -638,6 +639,12 @@ def main() -> int:
             if name == "radiogate[baseline]":
                 assert cluster is not None
                 return Radiogate(cluster, workdir, name=name, source=args.baseline.resolve())
+            if name.startswith("radiogate@"):
+                # radiogate@SECTION__KEY=VALUE[@...]: default settings but these overrides
+                assert cluster is not None
+                pairs = (kv.split("=", 1) for kv in name.split("@")[1:])
+                env = {f"RADIOGATE_{k.upper()}": v for k, v in pairs}
+                return Radiogate(cluster, workdir, name=name, extra_env=env)
             if name.startswith("radiogate["):
                 assert cluster is not None
                 return Radiogate(cluster, workdir, name=name, accel=name[10:-1])
