@@ -91,6 +91,10 @@ class DestinationSettings:
     keep_open: float = 5.0
     """dimse: seconds an idle association stays open for the next batch (0: released after
     each batch)."""
+    confirm_class: bool = True
+    """dimse, confirming by C-FIND: ask for each match's SOP Class UID, so that an instance
+    the destination holds under another class (a reused UID) does not count. To answer it,
+    Orthanc reads every matched file from its storage (it does not index the class)."""
     credentials_file: str = ""
     """stowrs: file with ``user:password`` for HTTP Basic authentication (mode 0600; relative to
     ``node.data_dir``), e.g. ``orthanc/http-credentials`` for the archive ``radiogate run``

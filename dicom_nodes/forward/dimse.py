@@ -346,7 +346,8 @@ class DimseDestination:
         return self.confirm_by_query(instances)
 
     def confirm_by_query(self, instances: Sequence[InstanceRef]) -> dict[str, bool]:
-        """C-FIND the instances (PS3.4 C.6); confirmed when found with the same SOP class."""
+        """C-FIND the instances (PS3.4 C.6); confirmed when found with the same SOP class
+        (found at all when ``confirm_class`` is off)."""
         found = self._find([i.sop_instance_uid for i in instances])
         confirmed = {i.sop_instance_uid: _same_class(found, i) for i in instances}
         LOGGER.info(
@@ -370,7 +371,9 @@ class DimseDestination:
                     raise ConfirmationUnavailable(
                         f"{self.settings.name} does not accept Study Root C-FIND"
                     )
-                return query.find_on(lease.assoc, uids, lease.message_ids)
+                return query.find_on(
+                    lease.assoc, uids, lease.message_ids, with_class=self.settings.confirm_class
+                )
             except ConfirmationUnavailable:
                 if not (lease.reused and attempt == 0 and not lease.assoc.is_established):
                     raise

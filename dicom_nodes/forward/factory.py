@@ -63,6 +63,8 @@ class DestinationConfig(Protocol):
     def commitment_timeout(self) -> float: ...
     @property
     def keep_open(self) -> float: ...
+    @property
+    def confirm_class(self) -> bool: ...
 
 
 _NEEDS_SINK = (ConfirmMethod.STORAGE_COMMITMENT, ConfirmMethod.COMMITMENT_OR_QUERY)
@@ -104,6 +106,7 @@ def build_destination(
                 confirm=ConfirmMethod(cfg.confirm),
                 commitment_timeout=cfg.commitment_timeout,
                 keep_open=cfg.keep_open,
+                confirm_class=cfg.confirm_class,
             )
             if settings.confirm in _NEEDS_SINK and commitment_sink is None:
                 raise ValueError(

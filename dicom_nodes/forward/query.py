@@ -2,8 +2,10 @@
 
 PS3.4 C.2.2.2.2 (List of UID Matching) lets one request name many SOP Instance UIDs; the
 identifier asks for IMAGE level (C.6.2, Study Root) with the SOP Class UID as a return key, so
-an instance only counts when the peer holds it under the class we sent. Requests carry at most
-:data:`UIDS_PER_QUERY` UIDs (a UI value is limited to 64 KiB in explicit VR).
+an instance only counts when the peer holds it under the class we sent (``confirm_class``,
+default on: Orthanc, which does not index the class, reads each matched file to answer it).
+Requests carry at most :data:`UIDS_PER_QUERY` UIDs (a UI value is limited to 64 KiB in
+explicit VR).
 
 The higher-level unique keys are left empty, which strictly is a relational query (C.4.1.2.2);
 relational queries are asked for in extended negotiation (PS3.4 C.5.1.1), and the common
@@ -37,13 +39,15 @@ PENDING = frozenset({0xFF00, 0xFF01})
 SUCCESS = 0x0000
 
 
-def image_query(sop_instance_uids: Sequence[str]) -> Dataset:
-    """The C-FIND identifier for *sop_instance_uids* (Study Root, IMAGE level)."""
+def image_query(sop_instance_uids: Sequence[str], *, with_class: bool = True) -> Dataset:
+    """The C-FIND identifier for *sop_instance_uids* (Study Root, IMAGE level); *with_class*:
+    the SOP Class UID is a return key."""
     ds = Dataset()
     ds.QueryRetrieveLevel = "IMAGE"
     ds.StudyInstanceUID = ""
     ds.SeriesInstanceUID = ""
-    ds.SOPClassUID = ""
+    if with_class:
+        ds.SOPClassUID = ""
     ds.SOPInstanceUID = (
         list(sop_instance_uids) if len(sop_instance_uids) > 1 else (sop_instance_uids[0])
     )
@@ -52,7 +56,7 @@ def image_query(sop_instance_uids: Sequence[str]) -> Dataset:
 
 def find_instances(settings: DimseSettings, sop_instance_uids: Sequence[str]) -> dict[str, str]:
     """SOP Instance UID -> SOP Class UID of those of *sop_instance_uids* the peer holds, on an
-    association opened for the query.
+    association opened for the query (the class is "" unless ``settings.confirm_class``).
 
     Raises :class:`ConfirmationUnavailable` when the peer cannot be asked or fails a query."""
     try:
@@ -62,18 +66,23 @@ def find_instances(settings: DimseSettings, sop_instance_uids: Sequence[str]) ->
     try:
         if not assoc.accepted_contexts:
             raise ConfirmationUnavailable(f"{settings.name} does not accept Study Root C-FIND")
-        return find_on(assoc, sop_instance_uids)
+        return find_on(assoc, sop_instance_uids, with_class=settings.confirm_class)
     finally:
         if assoc.is_established:
             assoc.release()
 
 
 def find_on(
-    assoc: Any, sop_instance_uids: Sequence[str], message_ids: Iterator[int] | None = None
+    assoc: Any,
+    sop_instance_uids: Sequence[str],
+    message_ids: Iterator[int] | None = None,
+    *,
+    with_class: bool = True,
 ) -> dict[str, str]:
     """:func:`find_instances` on the established association *assoc* (Study Root C-FIND
     accepted), in requests of at most :data:`UIDS_PER_QUERY` UIDs numbered from
-    *message_ids*. Raises :class:`ConfirmationUnavailable`."""
+    *message_ids*; *with_class*: see :func:`image_query`. Raises
+    :class:`ConfirmationUnavailable`."""
     ids = message_ids if message_ids is not None else itertools.count(1)
     # pynetdicom formats every request and response identifier for its INFO log, also when
     # nothing logs at INFO (process-global, read at each call, so set here): a query carries
@@ -86,7 +95,9 @@ def find_on(
         final = None
         try:
             responses = list(
-                assoc.send_c_find(image_query(chunk), STUDY_ROOT_FIND, msg_id=next(ids))
+                assoc.send_c_find(
+                    image_query(chunk, with_class=with_class), STUDY_ROOT_FIND, msg_id=next(ids)
+                )
             )
         except (OSError, RuntimeError) as exc:  # the association is gone
             raise ConfirmationUnavailable(f"C-FIND not sent: {exc}") from exc

@@ -111,6 +111,9 @@ class DimseSettings:
     """Our maximum receive PDU length (0: unlimited); what we send follows the peer's."""
     keep_open: float = 5.0
     """Seconds an idle association stays open for the next batch (0: released after each)."""
+    confirm_class: bool = True
+    """Confirming by C-FIND: the query asks for the SOP Class UID, and an instance found under
+    another class is not confirmed; False: the SOP Instance UID alone confirms."""
     max_reassociations: int = 2
     """Consecutive failed (re-)associations after which a sending thread gives up."""
     extra_retryable_statuses: frozenset[int] = frozenset()

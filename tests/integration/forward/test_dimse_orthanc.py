@@ -74,7 +74,10 @@ def test_ct_arrives_verbatim_and_is_confirmed_both_ways(
 
 
 def test_missing_instance_is_not_confirmed(
-    destination: DimseDestination, orthanc_rest: OrthancRest, ct_files: list[OutgoingFile]
+    destination: DimseDestination,
+    orthanc: ManagedOrthanc,
+    orthanc_rest: OrthancRest,
+    ct_files: list[OutgoingFile],
 ) -> None:
     files = ct_files[:5]
     assert all(r.ok for r in destination.send(files))
@@ -91,6 +94,15 @@ def test_missing_instance_is_not_confirmed(
     assert destination.confirm_by_query([*files, never_sent]) == expected
     # an instance held under another SOP class is not the instance we sent
     assert destination.confirm_by_query([wrong_class]) == {wrong_class.sop_instance_uid: False}
+    # without the class, the UID alone confirms: the same answers, but the reused UID counts
+    by_uid = DimseDestination(
+        dimse_settings(orthanc, confirm=ConfirmMethod.QUERY, confirm_class=False)
+    )
+    try:
+        assert by_uid.confirm_by_query([*files, never_sent]) == expected
+        assert by_uid.confirm_by_query([wrong_class]) == {wrong_class.sop_instance_uid: True}
+    finally:
+        by_uid.close()
 
 
 def test_every_transfer_syntax(

@@ -84,6 +84,7 @@ class _Cfg:
     timeout: float = 30.0
     commitment_timeout: float = 45.0
     keep_open: float = 5.0
+    confirm_class: bool = True
     credentials_file: str = ""
 
 
@@ -105,6 +106,9 @@ def test_build_destination_from_config(tmp_path: Path) -> None:
     dimse = build_destination(_Cfg(), tmp_path / "work")
     assert isinstance(dimse, DimseDestination)
     assert dimse.settings.confirm is ConfirmMethod.QUERY and dimse.settings.parallel == 4
+    assert dimse.settings.confirm_class
+    by_uid = build_destination(_Cfg(confirm_class=False), tmp_path / "work")
+    assert isinstance(by_uid, DimseDestination) and not by_uid.settings.confirm_class
     assert (tmp_path / "work").is_dir()
     assert isinstance(build_destination(_Cfg(kind="stowrs", url="http://h/dw")), StowRsDestination)
     d = build_destination(_Cfg(kind="directory", url=str(tmp_path / "d")))
