@@ -347,8 +347,16 @@ class Radiogate:
         )
         if self.accel:
             env.update(accel.environment(self.accel))
-        env.update(self.extra_env)
+        env.update({k: v for k, v in self.extra_env.items() if not k.startswith(DEST_PREFIX)})
         return env
+
+    def destination_toml(self) -> str:
+        """``DEST__KEY=VALUE`` entries of ``--trees``: fields of the archive destination."""
+        return "".join(
+            f"{k[len(DEST_PREFIX) :].lower()} = {v}\n"
+            for k, v in self.extra_env.items()
+            if k.startswith(DEST_PREFIX)
+        )
 
     def command(self, name: str) -> list[str]:
         if self.accel:
@@ -394,7 +402,7 @@ port = {self.orthanc.dicom_port}
 parallel = {s.parallel}
 confirm = "query"
 timeout = 30.0
-{self.extra_toml}
+{self.destination_toml()}{self.extra_toml}
 {ROUTE[0]}
 """
         )
@@ -1302,6 +1310,8 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": git("status", "--short").splitlines()}
 
 
+DEST_PREFIX = "DEST__"
+"""``--trees`` entries with this prefix are fields of the archive destination (TOML values)."""
 TREES: dict[str, tuple[Path, dict[str, str]]] = {}
 """``--trees``: name → (source tree, environment); each Radiogate run is repeated with each."""
 DEID_SECRET = base64.b64encode(os.urandom(32)).decode()
@@ -1361,7 +1371,8 @@ def main() -> int:
         default="",
         help="pair source trees in the same round: NAME=DIR[@ENV=VALUE...],... (the first is the "
         "reference; e.g. base=/tmp/base,new=.,nice=.@RADIOGATE_WORKER__NICE=5); the SCP and the "
-        "worker run from each tree in turn, with the environment given",
+        "worker run from each tree in turn, with the environment given; DEST__KEY=VALUE sets a "
+        "field of the archive destination (e.g. .@DEST__CONFIRM_CLASS=false)",
     )
     parser.add_argument(
         "--door",
