@@ -381,6 +381,10 @@ def _check_pipeline(s: Settings) -> None:
         )
     if not 0 <= p.fill_wait <= 5:
         raise ConfigError(f"pipeline.fill_wait: expected 0 to 5 seconds, got {p.fill_wait}")
+    if not 0 <= p.resend_wait <= 604800:
+        raise ConfigError(
+            f"pipeline.resend_wait: expected 0 to 604800 seconds (7 days), got {p.resend_wait}"
+        )
     if not 1 <= p.confirm_batches <= 100:
         raise ConfigError(f"pipeline.confirm_batches: expected 1 to 100, got {p.confirm_batches}")
     if s.worker.concurrency < 1:

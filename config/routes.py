@@ -113,6 +113,11 @@ class PipelineSettings:
     is waiting, the stream pauses for 20 ms, or this many seconds have passed. Fewer, fuller
     rounds cost less per instance, and forwarding and confirmation follow in the same batches;
     0: never wait."""
+    resend_wait: float = 3600.0
+    """Seconds a recorded instance whose spool file the machine lost before it was answered
+    (the last receipt of an association that never ended) waits for its sender to send it
+    again; then it is ``missing`` (reason ``never-resent``) and counted, so that an operator
+    sees it. A re-send after that still brings it back."""
     confirm_batches: int = 4
     """Routine forwarding rounds confirmed by one query (C-FIND or commitment request) while
     more wait; critical and urgent rounds, and the last round of a backlog, are confirmed at

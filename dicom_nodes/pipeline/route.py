@@ -15,7 +15,8 @@ moves each to
   never answered, will send it again. Such a row is the last receipt of an association that
   never ended (no ``association_end``, no later receipt over it); it stays ``received``,
   waiting for the re-send to put the file back (:func:`unanswered`), and is routed by the
-  next round that finds the file. Once its association has ended, a file-less row is
+  next round that finds the file; after ``pipeline.resend_wait`` without it, it is
+  ``missing`` (reason ``never-resent``). Once its association has ended, a file-less row is
   ``missing``.
 
 An instance routed again after a re-send over its archived copy (``scp.different_bytes_archived``)
@@ -192,6 +193,15 @@ def _on_disk(inst: ReceivedInstance) -> bool:
     return inst.size is None or size == inst.size
 
 
+def _may_still_come(ctx: PipelineContext, inst: ReceivedInstance) -> bool:
+    """Whether the re-send of *inst* (see :func:`unanswered`) is awaited still: received less
+    than ``pipeline.resend_wait`` seconds ago."""
+    if inst.received_at is None:
+        return True
+    waited = (dt.datetime.now(dt.UTC) - inst.received_at).total_seconds()
+    return waited < ctx.settings.resend_wait
+
+
 def unanswered(conn: repo.Conn, node: str, uids: Sequence[str]) -> set[str]:
     """Of the instances *uids* (their spool files gone), those that may never have been
     answered: the last receipt of an association (PS3.7 9.3.1: one C-STORE answered before the
@@ -232,12 +242,20 @@ def route_round(
         absent = [i.sop_instance_uid for i in batch if not _on_disk(i)]
         resend = unanswered(conn, ctx.node, absent)
         for inst in batch:
-            if inst.sop_instance_uid in resend:
+            if inst.sop_instance_uid in resend and _may_still_come(ctx, inst):
                 LOGGER.warning(
                     "spool file of %s is gone or short and its association never ended after it: "
                     "never acknowledged, it waits for the sender's re-send",
                     inst.sop_instance_uid,
                 )  # fmt: skip
+                continue
+            if inst.sop_instance_uid in resend:
+                LOGGER.error(
+                    "spool file of %s is gone and its sender, never answered, has not sent it "
+                    "again within pipeline.resend_wait: missing until it does",
+                    inst.sop_instance_uid,
+                )  # fmt: skip
+                missing.append(Change((inst.sop_instance_uid,), {"reason": "never-resent"}))
                 continue
             if inst.sop_instance_uid in absent:
                 LOGGER.error("spool file of %s is missing or short", inst.sop_instance_uid)

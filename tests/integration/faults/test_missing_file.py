@@ -4,6 +4,7 @@ audited and counted, never a loop."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -118,6 +119,41 @@ def test_a_lost_file_of_an_unanswered_receipt_waits_for_the_resend(stage: Stage)
     last.write_bytes(data)
     _rounds(lambda: route_round(stage.ctx, waiting=set()))
     assert stage.states(uids) == ["routed", "routed", "routed"]
+
+
+def _reasons(stage: Stage, uid: str) -> list[tuple[str, str]]:
+    rows = stage.q("SELECT step, body FROM audit_pending ORDER BY id")
+    return [
+        (str(step), json.loads(bytes(body)).get("reason") or "")
+        for step, body in rows
+        if uid.encode() in bytes(body)
+    ]
+
+
+def test_a_receipt_never_sent_again_is_missing_after_the_wait(stage: Stage) -> None:
+    """The sender gave up: after ``pipeline.resend_wait`` the row is counted missing (an
+    operator sees it), and a re-send after that still brings it back."""
+    paths = stage.files[:2]
+    uids = stage.receive(2)
+    _path(stage, uids[1]).unlink()
+    waiting: set[str] = set()
+    _rounds(lambda: route_round(stage.ctx, waiting=waiting))
+    assert stage.states(uids) == ["routed", "received"]
+    stage.q_exec(  # the association was just over an hour ago (the default wait)
+        "UPDATE ingest_instance SET received_at = received_at - interval '3601 seconds' "
+        "WHERE association_id = %s",
+        _association(stage, uids[1]),
+    )
+    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    assert stage.states(uids) == ["routed", "missing"]
+    assert _reasons(stage, uids[1]) == [("received", ""), ("file-missing", "never-resent")]
+    registry = CollectorRegistry()
+    registry.register(PipelineCollector(stage.ctx.pool, "node1"))
+    assert registry.get_sample_value("radiogate_missing_instances", {"node": "node1"}) == 1
+    assert _resend(stage, paths[1]) == (RecordOutcome.RESTORED, True)
+    stage.drain()
+    assert stage.states(uids) == ["released", "released"]
+    assert uids[1] in stage.dest.sent
 
 
 def test_a_file_that_came_back_empty_counts_as_lost(stage: Stage) -> None:

@@ -247,6 +247,8 @@ def test_storage_commitment_destination(tmp_path: Path) -> None:
         ("routes = []\n", "routes: expected at least one route"),
         ("[pipeline]\nfill_wait = -0.1\n", "pipeline.fill_wait: expected 0 to 5 seconds"),
         ("[pipeline]\nfill_wait = 30\n", "pipeline.fill_wait: expected 0 to 5 seconds"),
+        ("[pipeline]\nresend_wait = -1\n", "pipeline.resend_wait: expected 0 to 604800"),
+        ("[pipeline]\nresend_wait = 604801\n", "pipeline.resend_wait: expected 0 to 604800"),
         ("[routes]\nname = 'x'\n", "routes: expected an array of tables"),
         ('[[destinations]]\nconfirm = "c-move"\n', "destinations[0].confirm: expected one of"),
         (
