@@ -459,6 +459,22 @@ class Orthanc:
             self.managed = None
 
 
+def settle(
+    receiver: Receiver, window: float = 0.2, quiet: float = 0.01, limit: float = 15.0
+) -> None:
+    """Wait until *receiver* has finished starting: the CPU it is charged with (its processes
+    as :meth:`Receiver.cpu` finds them) grew by less than *quiet* seconds over two windows in a
+    row. The SCP answers C-ECHO as soon as its first receiver accepts, while the others may
+    still be forking and connecting; their start must not be counted as the run's work."""
+    deadline = time.monotonic() + limit
+    before, calm = sum(receiver.cpu().values()), 0
+    while calm < 2 and time.monotonic() < deadline:
+        time.sleep(window)
+        now = sum(receiver.cpu().values())
+        calm = calm + 1 if now - before < quiet else 0
+        before = now
+
+
 # --------------------------------------------------------------------------- sending
 
 
@@ -675,6 +691,7 @@ def main() -> int:
                     assert receiver is not None
                     current = receiver
                     receiver.start()
+                    settle(receiver)
                     data = sets[case.data]
                     load_before = os.getloadavg()[0]
                     cpu_before = receiver.cpu()
