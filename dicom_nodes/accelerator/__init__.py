@@ -37,6 +37,12 @@ wait and takes shortcuts whose results are byte-identical (the encodings themsel
     setters; the Part 10 header of the temporary file packed directly, and the file flushed
     once per message instead of once per PDV. Unusual encodings, optional response fields and
     bound DIMSE event handlers take pynetdicom's path.
+``responses`` (``_dimse.FastDIMSE`` on requestor associations)
+    The command sets of the C-STORE-RSPs and C-FIND-RSPs the forwarder receives parsed
+    directly (one of each per forwarded instance: its store and its confirming query), their
+    primitives filled through the validating setters; a C-FIND-RSP's identifier is decoded by
+    pynetdicom as before. Optional fields (Error Comment, Offending Element, Error ID) and
+    bound DIMSE event handlers take pynetdicom's path.
 
 Not changed: the state machine and its actions (every PDU other than P-DATA-TF in Sta6 goes
 through it), ACSE negotiation, service classes and handlers, timers, the receiver's durability

@@ -172,6 +172,11 @@ class FastRequestorAssociation(FastAssociation):
                 idle = False
 
 
+_REQUESTOR_DIMSE_PARTS = frozenset({Part.RESPONSES})
+"""The :data:`DIMSE_PARTS` that apply to a requestor (it sends no C-STORE-RSP, and receives no
+C-STORE-RQ: it proposes no SCP role)."""
+
+
 def upgrade_association(
     assoc: Association, parts: Collection[Part], *, requestor: bool = False
 ) -> Association:
@@ -189,7 +194,7 @@ def upgrade_association(
         dul = assoc.dul
         dul.__class__ = RequestorDUL if requestor else FastDUL
         cast(FastDUL, dul)._fast_init(selected)
-    if not requestor and selected & DIMSE_PARTS:
+    if selected & (_REQUESTOR_DIMSE_PARTS if requestor else DIMSE_PARTS):
         assoc.dimse.__class__ = FastDIMSE
         cast(FastDIMSE, assoc.dimse)._parts = selected
     # pynetdicom's logging handlers for PDUs and DIMSE messages only write DEBUG records;

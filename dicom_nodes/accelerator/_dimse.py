@@ -1,6 +1,7 @@
-"""The DIMSE service provider of accelerated acceptor associations.
+"""The DIMSE service provider of accelerated associations.
 
-Parts ``store-rsp``, ``store-rq`` and ``file-meta``; the encodings themselves are
+Parts ``store-rsp``, ``store-rq`` and ``file-meta`` (acceptor), ``responses`` (requestor: the
+C-STORE-RSPs and C-FIND-RSPs the forwarder receives); the encodings themselves are
 :mod:`dicom_nodes.dimse.codec`'s. :meth:`FastDIMSE.receive_primitive`
 and :meth:`FastDIMSE._decode` mirror pynetdicom 3.0.4's ``receive_primitive`` and
 ``DIMSEMessage.decode_msg``; with none of their parts selected they do what those do.
@@ -21,7 +22,7 @@ from pydicom.uid import UID
 from pynetdicom import _config, evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
-from pynetdicom.dimse_primitives import C_CANCEL, C_STORE, N_EVENT_REPORT
+from pynetdicom.dimse_primitives import C_CANCEL, C_FIND, C_STORE, N_EVENT_REPORT
 from pynetdicom.dsutils import create_file_meta, decode
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
@@ -34,7 +35,7 @@ __all__ = ["DIMSE_PARTS", "FastDIMSE"]
 
 LOGGER = logging.getLogger(__name__)
 
-DIMSE_PARTS = frozenset({Part.STORE_RSP, Part.STORE_RQ, Part.FILE_META})
+DIMSE_PARTS = frozenset({Part.STORE_RSP, Part.STORE_RQ, Part.FILE_META, Part.RESPONSES})
 """The parts that need :class:`FastDIMSE`."""
 
 _CONFORMANT_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -70,6 +71,8 @@ class FastDIMSE(DIMSEServiceProvider):
 
     _parts: frozenset[Part] = frozenset()
     _fast_values: dict[int, int | str] | None = None
+    _fast_response: bool = False
+    """Whether :attr:`_fast_values` are a response's (``responses``) or a C-STORE-RQ's."""
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
         """pynetdicom's ``send_msg``, with C-STORE-RSPs encoded by
@@ -92,7 +95,8 @@ class FastDIMSE(DIMSEServiceProvider):
     def _decode(self, message: DIMSEMessage, primitive: P_DATA) -> bool:
         """pynetdicom 3.0.4's ``DIMSEMessage.decode_msg`` for *message*, with the C-STORE-RQ
         parsed directly (``store-rq``), the file meta packed directly and one flush per message
-        instead of per fragment (``file-meta``)."""
+        instead of per fragment (``file-meta``), C-STORE-RSP and C-FIND-RSP command sets parsed
+        directly (``responses``)."""
         parts = self._parts
         for context_id, data in primitive.presentation_data_value_list:
             control = data[0]
@@ -101,10 +105,18 @@ class FastDIMSE(DIMSEServiceProvider):
                 if not control & 2:
                     continue
                 message.context_id = context_id
-                fast = None
-                if Part.STORE_RQ in parts and not self.assoc._handlers.get(evt.EVT_DIMSE_RECV):
+                fast = response = None
+                bound = self.assoc._handlers.get(evt.EVT_DIMSE_RECV)
+                if Part.STORE_RQ in parts and not bound:
                     fast = codec.decode_store_rq(message.encoded_command_set.getvalue())
-                if fast is not None:
+                if fast is None and Part.RESPONSES in parts and not bound:
+                    response = codec.decode_response(message.encoded_command_set.getvalue())
+                if response is not None:
+                    message.__class__ = _MESSAGE_TYPES[int(response[0x0100])][1]
+                    self._fast_values = response
+                    self._fast_response = True
+                    data_set_type = response[0x0800]
+                elif fast is not None:
                     message.__class__ = C_STORE_RQ
                     self._fast_values = fast
                     sop_class, sop_instance = fast[0x0002], fast[0x1000]
@@ -174,6 +186,7 @@ class FastDIMSE(DIMSEServiceProvider):
         if self.message is None:
             self.message = DIMSEMessage()
             self._fast_values = None
+            self._fast_response = False
         if not self._decode(self.message, primitive):
             return
         evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": self.message})
@@ -181,7 +194,14 @@ class FastDIMSE(DIMSEServiceProvider):
         assert context_id is not None
         d_primitive: Any
         try:
-            if self._fast_values is not None:
+            if self._fast_values is not None and self._fast_response:
+                d_primitive = codec.response_primitive(self._fast_values)
+                if isinstance(d_primitive, C_FIND):  # its identifier, as message_to_primitive
+                    d_primitive.Identifier = self.message.data_set
+                d_primitive._context_id = context_id
+                d_primitive._dataset_path = self.message._data_set_path
+                d_primitive._dataset_file = self.message._data_set_file
+            elif self._fast_values is not None:
                 d_primitive = _store_rq_primitive(self._fast_values)
                 d_primitive.DataSet = self.message.data_set
                 d_primitive._context_id = context_id

@@ -22,3 +22,5 @@ class Part(StrEnum):
     """C-STORE-RQ command set parsed directly (acceptor)."""
     FILE_META = "file-meta"
     """File Meta Information packed directly, one flush per message (acceptor)."""
+    RESPONSES = "responses"
+    """C-STORE-RSP and C-FIND-RSP command sets parsed directly (requestor)."""

@@ -10,6 +10,8 @@ with pynetdicom's own encoders on the installed version. They use only pynetdico
 - :func:`encode_store_rsp`: C-STORE-RSP Command Set (PS3.7 9.3.1.2, E.1).
 - :func:`decode_store_rq`, :func:`store_rq_primitive`, :func:`encode_store_rq`: C-STORE-RQ
   Command Set (PS3.7 9.3.1.1).
+- :func:`decode_response`, :func:`response_primitive`: C-STORE-RSP and C-FIND-RSP Command
+  Sets (PS3.7 9.3.1.2, 9.3.2.2) as the forwarder receives them.
 - :func:`read_part10_meta`: the UIDs of a Part 10 file's File Meta Information and where its
   dataset starts (PS3.10 7.1).
 - :func:`encode_file_meta`: preamble and File Meta Information (PS3.10 7.1) as pynetdicom writes
@@ -23,13 +25,14 @@ from dataclasses import dataclass
 from typing import Final
 
 import pynetdicom
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 __all__ = [
     "NO_DATASET",
     "PREAMBLE",
     "Part10Meta",
+    "decode_response",
     "decode_store_rq",
     "encode_file_meta",
     "encode_p_data_tf",
@@ -37,6 +40,7 @@ __all__ = [
     "encode_store_rsp",
     "parse_pdv_items",
     "read_part10_meta",
+    "response_primitive",
     "store_rq_primitive",
 ]
 
@@ -50,6 +54,7 @@ _DATASET_PRESENT: Final = 0x0001
 """Command Data Set Type value pynetdicom writes when a Data Set follows (PS3.7 E.1-1)."""
 _C_STORE_RQ: Final = 0x0001
 _C_STORE_RSP: Final = 0x8001
+_C_FIND_RSP: Final = 0x8020
 _UNPACK_UINT4: Final = struct.Struct(">L").unpack_from
 _PACK_PDU_HEADER: Final = struct.Struct(">BBL").pack
 _PACK_PDV_HEADER: Final = struct.Struct(">LB").pack
@@ -300,6 +305,18 @@ def decode_store_rq(command: bytes | bytearray) -> dict[int, int | str] | None:
     AE titles of printable ASCII; anything else is left to pynetdicom's pydicom-based decoding,
     so that odd encodings get exactly pynetdicom's treatment (warnings, first of several values).
     """
+    values = _decode_command(command, _RQ_ELEMENTS)
+    if values is None or values.get(0x0100) != _C_STORE_RQ or not _RQ_REQUIRED.issubset(values):
+        return None
+    return values
+
+
+def _decode_command(
+    command: bytes | bytearray, elements: dict[int, str]
+) -> dict[int, int | str] | None:
+    """Group 0000 elements of *command* (implicit VR little endian, PS3.7 6.3.1) by element
+    number, when each is one of *elements* (element -> VR), present once and plainly encoded
+    (see :func:`decode_store_rq`); otherwise ``None``."""
     values: dict[int, int | str] = {}
     pos = 0
     end = len(command)
@@ -308,7 +325,7 @@ def decode_store_rq(command: bytes | bytearray) -> dict[int, int | str] | None:
             return None
         group, elem, length = _UNPACK_IMPLICIT_HEADER(command, pos)
         pos += 8
-        vr = _RQ_ELEMENTS.get(elem)
+        vr = elements.get(elem)
         if group != 0x0000 or vr is None or elem in values or pos + length > end:
             return None
         raw = bytes(command[pos : pos + length])
@@ -332,9 +349,55 @@ def decode_store_rq(command: bytes | bytearray) -> dict[int, int | str] | None:
             if not stripped or not _AE_CHARS.issuperset(raw):
                 return None
             values[elem] = stripped.decode("ascii")
-    if values.get(0x0100) != _C_STORE_RQ or not _RQ_REQUIRED.issubset(values):
-        return None
     return values
+
+
+_RSP_ELEMENTS: Final = {
+    0x0000: "UL",  # Command Group Length
+    0x0002: "UI",  # Affected SOP Class UID
+    0x0100: "US",  # Command Field
+    0x0120: "US",  # Message ID Being Responded To
+    0x0800: "US",  # Command Data Set Type
+    0x0900: "US",  # Status
+    0x1000: "UI",  # Affected SOP Instance UID (C-STORE-RSP only)
+}
+_RSP_KEYWORDS: Final = {
+    0x0002: "AffectedSOPClassUID",
+    0x0120: "MessageIDBeingRespondedTo",
+    0x0900: "Status",
+    0x1000: "AffectedSOPInstanceUID",
+}
+_RSP_REQUIRED: Final = frozenset({0x0100, 0x0120, 0x0800, 0x0900})
+
+
+def decode_response(command: bytes | bytearray) -> dict[int, int | str] | None:
+    """The elements of a C-STORE-RSP (PS3.7 9.3.1.2) or C-FIND-RSP (9.3.2.2) Command Set by
+    element number, as :func:`decode_store_rq` decodes a request.
+
+    Returns ``None`` unless *command* is a plainly encoded response of one of these two with
+    only the elements above: a response carrying optional fields (Offending Element, Error
+    Comment, Error ID), a C-STORE-RSP announcing a data set, or a C-FIND-RSP with an Affected
+    SOP Instance UID is left to pynetdicom."""
+    values = _decode_command(command, _RSP_ELEMENTS)
+    if values is None or not _RSP_REQUIRED.issubset(values):
+        return None
+    field = values[0x0100]
+    if field == _C_STORE_RSP and values[0x0800] == NO_DATASET:
+        return values
+    if field == _C_FIND_RSP and 0x1000 not in values:
+        return values
+    return None
+
+
+def response_primitive(values: dict[int, int | str]) -> C_STORE | C_FIND:
+    """The C-STORE or C-FIND response primitive for :func:`decode_response`'s *values*, set
+    through the primitive's validating setters in the order ``message_to_primitive`` sets
+    them (the command set's, ascending tags). A C-FIND-RSP's identifier is the caller's."""
+    primitive: C_STORE | C_FIND = C_STORE() if values[0x0100] == _C_STORE_RSP else C_FIND()
+    for elem, keyword in _RSP_KEYWORDS.items():
+        if elem in values:
+            setattr(primitive, keyword, values[elem])
+    return primitive
 
 
 def store_rq_primitive(values: dict[int, int | str]) -> C_STORE:

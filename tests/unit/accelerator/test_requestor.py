@@ -11,17 +11,22 @@ from typing import Any
 
 import pydicom
 import pytest
-from pynetdicom import evt
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicom_nodes.accelerator import PARTS, Part, requestor_ae
+from dicom_nodes.dimse import codec
+from dicom_nodes.forward.pool import STUDY_ROOT_FIND as FIND
 from tests.unit.accelerator.support import CT, Scp, skip_unless_verified
 
 skip_unless_verified()
 
 from dicom_nodes.accelerator._association import FastRequestorAssociation  # noqa: E402
+from dicom_nodes.accelerator._dimse import FastDIMSE  # noqa: E402
 from dicom_nodes.accelerator._dul import WRITE_CHUNK, RequestorDUL  # noqa: E402
 
 
@@ -118,3 +123,82 @@ def test_requestor_without_p_data_part_uses_the_state_machine() -> None:
     dul.socket = object()
     dul._assoc = SimpleNamespace(_handlers={})
     assert not dul._fast_send_allowed()
+
+
+def _responder() -> Any:
+    """A stock pynetdicom SCP answering C-STORE (a warning with an Error Comment for the second
+    instance: an optional field, pynetdicom's path) and Study Root C-FIND (three matches)."""
+    stored: list[int] = []
+
+    def store(event: Any) -> Any:
+        stored.append(1)
+        if len(stored) % 2:
+            return 0x0000
+        status = Dataset()
+        status.Status = 0xB000
+        status.ErrorComment = "coerced"
+        return status
+
+    def find(event: Any) -> Any:
+        for n in range(3):
+            match = Dataset()
+            match.QueryRetrieveLevel = "IMAGE"
+            match.SOPInstanceUID = f"1.2.3.{n}"
+            match.SOPClassUID = CTImageStorage
+            yield 0xFF00, match
+        yield 0x0000, None
+
+    ae = AE(ae_title="FASTSCP")
+    ae.add_supported_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
+    ae.add_supported_context(FIND)
+    handlers: list[Any] = [(evt.EVT_C_STORE, store), (evt.EVT_C_FIND, find)]
+    return ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+
+
+def test_accelerated_requestor_reads_the_same_responses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """C-STORE-RSPs and C-FIND-RSPs parsed directly (``responses``) give what pynetdicom's
+    decoding gives: statuses, optional fields, identifiers."""
+    direct: list[int] = []
+    decode_response = codec.decode_response
+
+    def counted(command: bytes) -> Any:
+        values = decode_response(command)
+        if values is not None:
+            direct.append(int(values[0x0100]))
+        return values
+
+    monkeypatch.setattr(codec, "decode_response", counted)
+    server = _responder()
+    seen: dict[bool, list[Any]] = {}
+    try:
+        for accelerate in (False, True):
+            ae = requestor_ae("SCU", accelerate)
+            ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1"])
+            ae.add_requested_context(FIND)
+            assoc = ae.associate("127.0.0.1", server.server_address[1], ae_title="FASTSCP")
+            assert assoc.is_established
+            assert isinstance(assoc.dimse, FastDIMSE) is accelerate
+            out: list[Any] = []
+            for _ in range(2):
+                rsp = assoc.send_c_store(pydicom.dcmread(CT))
+                out.append((int(rsp.Status), rsp.get("ErrorComment")))
+            query = Dataset()
+            query.QueryRetrieveLevel = "IMAGE"
+            query.SOPInstanceUID = ""
+            query.SOPClassUID = ""
+            for status, identifier in assoc.send_c_find(query, FIND):
+                out.append(
+                    (
+                        int(status.Status),
+                        identifier and (identifier.SOPInstanceUID, identifier.SOPClassUID),
+                    )
+                )
+            assoc.release()
+            seen[accelerate] = out
+    finally:
+        server.shutdown()
+    assert seen[True] == seen[False]
+    # the plain responses took the direct path; the one with an Error Comment did not
+    assert direct == [0x8001] + [0x8020] * 4
+    assert seen[True][:2] == [(0x0000, None), (0xB000, "coerced")]
+    assert [s for s, _ in seen[True][2:]] == [0xFF00] * 3 + [0x0000]

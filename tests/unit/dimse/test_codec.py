@@ -14,13 +14,14 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_FIND_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.dsutils import create_file_meta, decode, encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_nodes.dimse.codec import (
+    decode_response,
     decode_store_rq,
     encode_file_meta,
     encode_p_data_tf,
@@ -28,6 +29,7 @@ from dicom_nodes.dimse.codec import (
     encode_store_rsp,
     parse_pdv_items,
     read_part10_meta,
+    response_primitive,
     store_rq_primitive,
 )
 
@@ -381,3 +383,92 @@ def test_read_part10_meta_leaves_odd_files_to_pydicom(tmp_path: Any) -> None:
     assert read_part10_meta(bytes(wrong)) is None  # the length cuts an element
     bad_uid = bytes(data).replace(UIDS[1].encode(), UIDS[1][:-1].encode() + b"x")
     assert read_part10_meta(bad_uid) is None
+
+
+# --------------------------------------------------------------------------- responses received
+
+
+def _store_rsp_command(
+    sop_instance: str | None = UIDS[1], status: int = 0, **optional: Any
+) -> bytes:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 5
+    rsp.AffectedSOPClassUID = UIDS[0]
+    if sop_instance is not None:
+        rsp.AffectedSOPInstanceUID = sop_instance
+    rsp.Status = status
+    for name, value in optional.items():
+        setattr(rsp, name, value)
+    return _pynetdicom_rsp_bytes(rsp)
+
+
+def _find_rsp_command(status: int, identifier: bool, sop_class: str | None = UIDS[0]) -> bytes:
+    rsp = C_FIND()
+    rsp.MessageIDBeingRespondedTo = 65535
+    if sop_class is not None:
+        rsp.AffectedSOPClassUID = sop_class
+    rsp.Status = status
+    if identifier:
+        rsp.Identifier = io.BytesIO(b"\x08\x00\x18\x00\x00\x00\x00\x00")
+    msg = C_FIND_RSP()
+    msg.primitive_to_message(rsp)
+    out = encode(msg.command_set, True, True)
+    assert out is not None
+    return out
+
+
+def _pynetdicom_response(command: bytes) -> Any:
+    command_set = decode(io.BytesIO(command), True, True)
+    msg = _MESSAGE_TYPES[command_set.CommandField][1]()
+    msg.command_set = command_set
+    msg.context_id = 1
+    return msg.message_to_primitive()
+
+
+_RSP_FIELDS = (
+    "MessageIDBeingRespondedTo",
+    "AffectedSOPClassUID",
+    "AffectedSOPInstanceUID",
+    "Status",
+)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        *(_store_rsp_command(uid) for uid in [*UIDS, None]),
+        _store_rsp_command(status=0xA700),
+        _store_rsp_command(status=0xB000),
+        _find_rsp_command(0xFF00, True),
+        _find_rsp_command(0xFF01, True, UIDS[1]),
+        _find_rsp_command(0x0000, False),
+        _find_rsp_command(0xA700, False, None),
+    ],
+)
+def test_response_decoding_matches_pynetdicom(command: bytes) -> None:
+    values = decode_response(command)
+    assert values is not None
+    fast, reference = response_primitive(values), _pynetdicom_response(command)
+    assert type(fast) is type(reference)
+    for name in _RSP_FIELDS:
+        if hasattr(reference, name):
+            assert getattr(fast, name) == getattr(reference, name), name
+            assert type(getattr(fast, name)) is type(getattr(reference, name)), name
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        _store_rsp_command(status=0xB000, ErrorComment="coerced"),  # optional fields: pynetdicom
+        _store_rsp_command(status=0xA900, OffendingElement=[0x00100010]),
+        _replace(_store_rsp_command(), 0x0800, b"\x01\x00"),  # a C-STORE-RSP announcing data
+        _find_rsp_command(0xFF00, True) + _element(0x1000, b"1.2.3\x00"),  # not a C-FIND-RSP's
+        _replace(_store_rsp_command(), 0x0100, b"\x21\x80"),  # C-MOVE-RSP
+        _replace(_store_rsp_command(), 0x0900, None),  # no status
+        _replace(_store_rsp_command(), 0x0002, b"1.2.3 "),  # space padding
+        _store_rsp_command()[:-3],  # truncated
+        rq_command(),  # a request
+    ],
+)
+def test_response_decoding_leaves_odd_encodings_to_pynetdicom(command: bytes) -> None:
+    assert decode_response(command) is None
