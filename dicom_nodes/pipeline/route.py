@@ -240,16 +240,21 @@ def route_round(
         unroutable: list[Change] = []
         missing: list[Change] = []
         absent = [i.sop_instance_uid for i in batch if not _on_disk(i)]
-        resend = unanswered(conn, ctx.node, absent)
+        never_answered = unanswered(conn, ctx.node, absent)
+        resend = {
+            i.sop_instance_uid
+            for i in batch
+            if i.sop_instance_uid in never_answered and _may_still_come(ctx, i)
+        }
         for inst in batch:
-            if inst.sop_instance_uid in resend and _may_still_come(ctx, inst):
+            if inst.sop_instance_uid in resend:
                 LOGGER.warning(
                     "spool file of %s is gone or short and its association never ended after it: "
                     "never acknowledged, it waits for the sender's re-send",
                     inst.sop_instance_uid,
                 )  # fmt: skip
                 continue
-            if inst.sop_instance_uid in resend:
+            if inst.sop_instance_uid in never_answered:
                 LOGGER.error(
                     "spool file of %s is gone and its sender, never answered, has not sent it "
                     "again within pipeline.resend_wait: missing until it does",

@@ -144,8 +144,9 @@ def test_a_receipt_never_sent_again_is_missing_after_the_wait(stage: Stage) -> N
         "WHERE association_id = %s",
         _association(stage, uids[1]),
     )
-    _rounds(lambda: route_round(stage.ctx, waiting=set()))
-    assert stage.states(uids) == ["routed", "missing"]
+    waiting = set()
+    _rounds(lambda: route_round(stage.ctx, waiting=waiting))
+    assert stage.states(uids) == ["routed", "missing"] and waiting == set()
     assert _reasons(stage, uids[1]) == [("received", ""), ("file-missing", "never-resent")]
     registry = CollectorRegistry()
     registry.register(PipelineCollector(stage.ctx.pool, "node1"))
