@@ -102,12 +102,17 @@ def test_p_data_tf_encoded_as_pynetdicom_does() -> None:
 # --------------------------------------------------------------------------- C-STORE-RSP
 
 
-def _pynetdicom_rsp_bytes(rsp: C_STORE) -> bytes:
-    msg = C_STORE_RSP()
-    msg.primitive_to_message(rsp)
+def _command_bytes(message: Any, primitive: Any) -> bytes:
+    """The command set of *primitive* as pynetdicom encodes it in *message* (a message class)."""
+    msg = message()
+    msg.primitive_to_message(primitive)
     out = encode(msg.command_set, True, True)
     assert out is not None
-    return out
+    return bytes(out)
+
+
+def _pynetdicom_rsp_bytes(rsp: C_STORE) -> bytes:
+    return _command_bytes(C_STORE_RSP, rsp)
 
 
 @pytest.mark.parametrize("sop_class", UIDS)
@@ -196,11 +201,7 @@ def rq_command(**fields: Any) -> bytes:
         rq.MoveOriginatorApplicationEntityTitle = fields["MoveOriginatorApplicationEntityTitle"]
         rq.MoveOriginatorMessageID = fields.get("MoveOriginatorMessageID", 3)
     rq.DataSet = io.BytesIO(b"\x08\x00\x18\x00\x00\x00\x00\x00")
-    msg = C_STORE_RQ()
-    msg.primitive_to_message(rq)
-    out = encode(msg.command_set, True, True)
-    assert out is not None
-    return out
+    return _command_bytes(C_STORE_RQ, rq)
 
 
 def _pynetdicom_rq(command: bytes) -> C_STORE:
@@ -410,11 +411,7 @@ def _find_rsp_command(status: int, identifier: bool, sop_class: str | None = UID
     rsp.Status = status
     if identifier:
         rsp.Identifier = io.BytesIO(b"\x08\x00\x18\x00\x00\x00\x00\x00")
-    msg = C_FIND_RSP()
-    msg.primitive_to_message(rsp)
-    out = encode(msg.command_set, True, True)
-    assert out is not None
-    return out
+    return _command_bytes(C_FIND_RSP, rsp)
 
 
 def _pynetdicom_response(command: bytes) -> Any:
