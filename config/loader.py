@@ -458,9 +458,7 @@ def _check_semantics(s: Settings) -> None:
     _check_port("orthanc.http_port", s.orthanc.http_port)
     _check_port("orthanc.dicom_port", s.orthanc.dicom_port)
     if s.scp.processes < 0:
-        raise ConfigError(
-            f"scp.processes: expected 0 (one per core) or more, got {s.scp.processes}"
-        )
+        raise ConfigError(f"scp.processes: expected 0 (automatic) or more, got {s.scp.processes}")
     if s.scp.max_associations < 1:
         raise ConfigError(f"scp.max_associations: expected 1 or more, got {s.scp.max_associations}")
     for name in ("acse_timeout", "dimse_timeout", "network_timeout"):

@@ -177,7 +177,8 @@ class ScpSettings:
     host: str = "127.0.0.1"
     port: int = 11112
     processes: int = 0
-    """Receiver processes sharing the port (SO_REUSEPORT); 0 means one per CPU core."""
+    """Receiver processes sharing the listening socket; 0 means one per CPU core, at least 4
+    (``scp.runner.receivers_for``)."""
     max_associations: int = 16
     """Concurrent associations per receiver process."""
     allowed_calling_aets: list[str] = field(default_factory=list)
