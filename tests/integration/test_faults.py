@@ -110,7 +110,9 @@ def test_sigkill_mid_transfer_loses_nothing_acknowledged(fresh_dsn: str, tmp_pat
     sender.wait(timeout=60)
     reader.join(timeout=10)
     acked = _acknowledged("".join(out))
-    assert 60 <= len(acked) < len(files), len(acked)
+    # 60 rows were committed; the last may not have been answered yet (the receiver records an
+    # instance while its file is synced and answers once both are done), so 59 at least.
+    assert 59 <= len(acked) < len(files), len(acked)
 
     # Restart: leftovers of the killed receivers are cleaned, acknowledged instances all there.
     scp = ScpProcess(dsn=fresh_dsn, data_dir=node, port=scp.port, processes=2).start()
