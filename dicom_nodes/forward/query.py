@@ -21,15 +21,11 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import _config
-from pynetdicom.presentation import build_context
 
-from dicom_nodes.forward._association import AssociationFailed, open_association
 from dicom_nodes.forward.model import ConfirmationUnavailable
 from dicom_nodes.forward.pool import STUDY_ROOT_FIND
-from dicom_nodes.forward.pool import find_negotiation as _ext
-from dicom_nodes.forward.settings import DimseSettings
 
-__all__ = ["STUDY_ROOT_FIND", "UIDS_PER_QUERY", "find_instances", "find_on", "image_query"]
+__all__ = ["STUDY_ROOT_FIND", "UIDS_PER_QUERY", "find_on", "image_query"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,24 +50,6 @@ def image_query(sop_instance_uids: Sequence[str], *, with_class: bool = True) ->
     return ds
 
 
-def find_instances(settings: DimseSettings, sop_instance_uids: Sequence[str]) -> dict[str, str]:
-    """SOP Instance UID -> SOP Class UID of those of *sop_instance_uids* the peer holds, on an
-    association opened for the query (the class is "" unless ``settings.confirm_class``).
-
-    Raises :class:`ConfirmationUnavailable` when the peer cannot be asked or fails a query."""
-    try:
-        assoc = open_association(settings, [build_context(STUDY_ROOT_FIND)], ext_neg=[_ext()])
-    except AssociationFailed as exc:
-        raise ConfirmationUnavailable(str(exc)) from exc
-    try:
-        if not assoc.accepted_contexts:
-            raise ConfirmationUnavailable(f"{settings.name} does not accept Study Root C-FIND")
-        return find_on(assoc, sop_instance_uids, with_class=settings.confirm_class)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-
-
 def find_on(
     assoc: Any,
     sop_instance_uids: Sequence[str],
@@ -79,8 +57,9 @@ def find_on(
     *,
     with_class: bool = True,
 ) -> dict[str, str]:
-    """:func:`find_instances` on the established association *assoc* (Study Root C-FIND
-    accepted), in requests of at most :data:`UIDS_PER_QUERY` UIDs numbered from
+    """SOP Instance UID -> SOP Class UID of those of *sop_instance_uids* the peer holds (the
+    class is "" unless *with_class*), asked on the established association *assoc* (Study Root
+    C-FIND accepted), in requests of at most :data:`UIDS_PER_QUERY` UIDs numbered from
     *message_ids*; *with_class*: see :func:`image_query`. Raises
     :class:`ConfirmationUnavailable`."""
     ids = message_ids if message_ids is not None else itertools.count(1)
