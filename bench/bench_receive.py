@@ -11,7 +11,7 @@ What it does, in one process tree that it cleans up on exit:
   (~0.5 MB, explicit VR little endian, one study/series, a CT header as a scanner writes it,
   a smooth phantom plus noise as pixel data) and 1,000 instances of 64x64 16-bit (~10 KB);
 - starts each receiver fresh for every run, on free loopback ports:
-  Radiogate (``radiogate scp``: default settings, i.e. fsync on and one receiver per core, on a
+  Radiogate (``radiogate scp``: default settings, i.e. fsync on and one receiver per core but at least 4, on a
   private PostgreSQL cluster started here), DCMTK ``storescp`` writing to disk (also with
   ``--fork``) and Orthanc (SQLite index); storescp and Orthanc run with ``TCP_NODELAY=1``;
 - sends with DCMTK ``storescu``: all files over one association, or over 4 concurrent
@@ -62,6 +62,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # 
 
 from bench import accel  # noqa: E402
 from dicom_nodes.db.migrate import migrate  # noqa: E402
+from dicom_nodes.scp.runner import receivers_for  # noqa: E402
 from dicom_nodes.services.orthanc import ManagedOrthanc, OrthancPeer  # noqa: E402
 from dicom_nodes.services.postgres import PrivateCluster  # noqa: E402
 from tests.support import free_port, stop_group, wait_for_echo  # noqa: E402
@@ -777,7 +778,7 @@ def report(
     )
     print(
         "storescp and Orthanc run with TCP_NODELAY=1; Radiogate: default settings (fsync on, "
-        f"{cores} receiver processes, PostgreSQL commit per instance)"
+        f"{receivers_for(cores)} receiver processes, PostgreSQL commit per instance)"
     )
     col = {n: max(17, len(n) + 2) for n in receivers}
     head = f"{'case':<34}" + "".join(f"{n:>{col[n]}}" for n in receivers)

@@ -11,15 +11,21 @@ its Error Comment. The association goes on; nothing partial stays in ``<spool>/.
 It also hashes (BLAKE3) what it writes, so that committing the file to the content-addressed
 spool needs no second pass over it (:func:`receive_digest`); a file written out of order (a
 seek or truncate) is hashed by the spool instead.
+
+The file is created in ``tempfile.gettempdir()`` (the receiver points it at the spool's
+``.incoming``) under a name made of the process id and a counter, with ``O_EXCL``: what
+``NamedTemporaryFile`` gives, without its random names, path normalising and per-call method
+wrappers, which were about 4 % of a receiver's interpreter time for 10 KB instances.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import tempfile
-from typing import Any
+from typing import IO, Any
 
 from blake3 import blake3
 
@@ -27,14 +33,31 @@ __all__ = ["ReceiveFile", "receive_digest", "receive_error"]
 
 LOGGER = logging.getLogger(__name__)
 
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_numbers = itertools.count()
+"""Numbers the receive files of this process (``next`` on it is atomic under the GIL)."""
+
+
+def _create() -> tuple[str, IO[bytes]]:
+    """A new, empty file in ``tempfile.gettempdir()`` (mode 0600, like ``mkstemp``), named
+    ``rcv-<pid>-<n>.dcm``; a name left by an earlier process with the same id is skipped."""
+    directory = tempfile.gettempdir()
+    pid = os.getpid()
+    while True:
+        name = f"{directory}/rcv-{pid}-{next(_numbers)}.dcm"
+        try:
+            fd = os.open(name, _FLAGS, 0o600)
+        except FileExistsError:
+            continue
+        return name, os.fdopen(fd, "wb")
+
 
 class ReceiveFile:
     """A ``NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")`` that never raises on
     write: its first failure is kept in :attr:`error` and later writes are discarded."""
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-        self._f = tempfile.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")  # noqa: SIM115
-        self.name: str = self._f.name
+        self.name, self._f = _create()
         self.error: OSError | None = None
         self._hasher: Any = blake3(max_threads=1)
         self._size = 0

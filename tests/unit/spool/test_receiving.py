@@ -86,3 +86,30 @@ def test_no_digest_after_writing_out_of_order(
     failed._f = _FullAfter(failed._f, 2)  # type: ignore[assignment]
     failed.write(b"too long")
     assert receive_digest(type("Rq", (), {"_dataset_file": failed})()) is None
+
+
+def test_a_name_left_by_an_earlier_process_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Receive files are named by process id and a counter: a file of that name already there
+    (an earlier process with the same id) is never opened, and each file is private (0600)."""
+    import itertools
+
+    from dicom_nodes.spool import receiving
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(receiving, "_numbers", itertools.count(7))
+    left = tmp_path / f"rcv-{os.getpid()}-7.dcm"
+    left.write_bytes(b"an earlier receipt")
+    first, second = ReceiveFile(), ReceiveFile()
+    first.write(b"one")
+    second.write(b"two")
+    first.close()
+    second.close()
+    assert left.read_bytes() == b"an earlier receipt"
+    assert [Path(first.name).name, Path(second.name).name] == [
+        f"rcv-{os.getpid()}-8.dcm",
+        f"rcv-{os.getpid()}-9.dcm",
+    ]
+    assert Path(first.name).read_bytes() == b"one" and Path(second.name).read_bytes() == b"two"
+    assert os.stat(first.name).st_mode & 0o777 == 0o600
