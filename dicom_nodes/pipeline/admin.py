@@ -160,7 +160,8 @@ def cancel(
         items = _items(conn, uids, destination, states)
         repo.apply(
             conn, audit, FORWARD, ForwardEvent.CANCELLED,
-            [Change((u, d), {"reason": "admin-cancel"}) for u, d, *_ in items], user=user,
+            [Change((u, d), {"reason": "admin-cancel"}) for u, d, *_ in items],
+            values={"reason": ["admin-cancel"] * len(items)}, user=user,
         )  # fmt: skip
         out.changed = {"cancelled": len(items)}
         release.settle(conn, audit, sorted({i[0] for i in items}))

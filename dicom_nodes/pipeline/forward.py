@@ -120,7 +120,7 @@ def _mark_missing(conn: psycopg.Connection[Any], ctx: PipelineContext, uids: lis
     (that round finds the file gone too); the instance moves once."""
     if not uids:
         return
-    reason = {"reason": "spool-file-missing"}
+    reason = {"reason": repo.FILE_MISSING_CANCEL}
     for uid in uids:
         LOGGER.error("spool file of %s vanished after routing; the instance is missing", uid)
     items = conn.execute(
@@ -130,7 +130,8 @@ def _mark_missing(conn: psycopg.Connection[Any], ctx: PipelineContext, uids: lis
         (uids, sorted(FORWARD.transition(ForwardEvent.CANCELLED).sources)),
     ).fetchall()
     repo.apply(conn, ctx.audit, FORWARD, ForwardEvent.CANCELLED,
-               [Change((str(u), str(d)), reason) for u, d in items])  # fmt: skip
+               [Change((str(u), str(d)), reason) for u, d in items],
+               values={"reason": [repo.FILE_MISSING_CANCEL] * len(items)})  # fmt: skip
     open_ = conn.execute(
         """SELECT sop_instance_uid FROM ingest_instance
            WHERE sop_instance_uid = ANY(%s) AND state = ANY(%s)

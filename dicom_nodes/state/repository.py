@@ -63,6 +63,7 @@ from dicom_nodes.state.model import (
 
 __all__ = [
     "ACKNOWLEDGE_SQL",
+    "FILE_MISSING_CANCEL",
     "INGEST_NEW_SQL",
     "INGEST_SQL",
     "REPLACE_UNROUTED_SQL",
@@ -173,17 +174,19 @@ _ASSIGN: dict[tuple[str, str], str] = {
         "attempts = t.attempts + 1, last_status = v.status, last_error = v.error,"
         " hold_reason = v.reason"
     ),
+    (FORWARD.name, ForwardEvent.CANCELLED): "cancel_reason = v.reason",
     (FORWARD.name, ForwardEvent.RETRIED): (
-        "next_attempt_at = clock_timestamp(), hold_reason = '', last_error = ''"
+        "next_attempt_at = clock_timestamp(), hold_reason = '', last_error = '', cancel_reason = ''"
     ),
+    (FORWARD.name, ForwardEvent.RETRIED_HELD): "cancel_reason = ''",
     (FORWARD.name, ForwardEvent.RELEASED_BY_REVIEW): "next_attempt_at = clock_timestamp()",
     (FORWARD.name, ForwardEvent.RESENT): (
         "lane_rank = v.rank, profile = v.profile, hold_reason = '', last_error = '',"
-        " confirmed_at = NULL, next_attempt_at = clock_timestamp()"
+        " cancel_reason = '', confirmed_at = NULL, next_attempt_at = clock_timestamp()"
     ),
     (FORWARD.name, ForwardEvent.RESENT_HELD): (
         "lane_rank = v.rank, profile = v.profile, hold_reason = v.reason, last_error = '',"
-        " confirmed_at = NULL, next_attempt_at = clock_timestamp()"
+        " cancel_reason = '', confirmed_at = NULL, next_attempt_at = clock_timestamp()"
     ),
     (SERIES.name, SeriesEvent.COMPLETED): "completed_at = clock_timestamp(), completed_by = v.by",
     (SERIES.name, SeriesEvent.LATE_ARRIVAL): "increments = t.increments + 1",
@@ -438,6 +441,10 @@ def resend_archived(
 RESTORED_NOTE = "restores-missing-copy"
 """The note of a re-send's duplicate row that brought back a ``missing`` instance's file."""
 
+FILE_MISSING_CANCEL = "spool-file-missing"
+"""The ``cancel_reason`` of a forward item cancelled because its instance's spool file was lost
+(the only cancellation a re-send of the instance undoes, :func:`renew_forward_items`)."""
+
 
 def restore_missing(conn: Conn, audit: AuditSink, params: Mapping[str, Any]) -> bool:
     """Carry a re-send of a ``missing`` instance (its spool file was lost) of the same study
@@ -485,23 +492,31 @@ def renew_forward_items(
     re-send over its archived copy (:func:`resend_archived`) a ``confirmed`` item is
     ``resent`` (``pending``), or ``resent-held`` (``quarantined``) when de-identification held
     the copy back or the re-send's decision is :attr:`ArchivedCopyDecision.QUARANTINE`; after
-    a re-send that brought back a lost file (:func:`restore_missing`) its ``cancelled`` or
-    ``dead`` items are renewed the same way. Returns the items as they now are (hold reasons
-    included)."""
+    a re-send that brought back a lost file (:func:`restore_missing`) its ``dead`` items and
+    the ``cancelled`` ones the loss cancelled (``cancel_reason`` :data:`FILE_MISSING_CANCEL`)
+    are renewed the same way; an item cancelled for another reason (by an administrator, at
+    the end of retention) stays cancelled. Returns the items as they now are (hold reasons
+    included; the items left cancelled are not among them)."""
     if not items:
         return []
     uids = sorted({i.sop_instance_uid for i in items})
-    existing = {
-        (str(r[0]), str(r[1]))
-        for r in conn.execute(
-            """SELECT sop_instance_uid, destination FROM forward_item
-               WHERE sop_instance_uid = ANY(%s) ORDER BY 1, 2 FOR UPDATE""",
-            (uids,),
-        ).fetchall()
-    }
-    if not existing:
+    rows = conn.execute(
+        """SELECT sop_instance_uid, destination, state, cancel_reason FROM forward_item
+           WHERE sop_instance_uid = ANY(%s) ORDER BY 1, 2 FOR UPDATE""",
+        (uids,),
+    ).fetchall()
+    if not rows:
         create_forward_items(conn, items)
         return list(items)
+    existing = {(str(r[0]), str(r[1])) for r in rows}
+    # An item cancelled for any reason but the lost file (an administrator's decision, the
+    # retention period) stays cancelled: a re-send is not a reason to send it after all.
+    kept = {
+        (str(r[0]), str(r[1]))
+        for r in rows
+        if r[2] == ForwardState.CANCELLED and r[3] != FILE_MISSING_CANCEL
+    }
+    items = [i for i in items if (i.sop_instance_uid, i.destination) not in kept]
     decisions = {
         str(r[0]): str(r[1])
         for r in conn.execute(

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from config.routes import PipelineSettings, RouteSettings
 from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.db.ingest import PostgresIngest, Receipt, RecordOutcome
+from dicom_nodes.pipeline import admin
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.metrics import PipelineCollector
@@ -237,6 +238,53 @@ def test_a_resend_renews_the_items_a_lost_file_cancelled(stage: Stage) -> None:
     assert uids[0] in stage.dest.sent
     steps = stage.steps(uids[0])
     assert steps.index("file-missing") < steps.index("rerouted") < steps.index("confirmed")
+
+
+@pytest.fixture
+def two_way(fresh_dsn: str, tmp_path: Path) -> Iterator[Stage]:
+    """A stage whose route forwards to two destinations: ``archive`` and ``research``."""
+    spool = Spool(tmp_path / "spool", fsync=False)
+    spool.prepare()
+    archive, research = FlakyDestination("archive"), FlakyDestination("research")
+    pool = ConnectionPool(fresh_dsn, min_size=1, max_size=4, open=True)
+    ctx = PipelineContext(
+        node="node1", pool=pool,
+        routes=[RouteSettings(name="all", steps=["forward:archive", "forward:research"])],
+        lane_rules=[], destinations={"archive": archive, "research": research},
+        settings=PipelineSettings(batch_size=4, retry_initial=60.0, retry_max=600.0),
+        audit=pipeline_sink("node1", "RADIOGATE"),
+    )  # fmt: skip
+    yield Stage(ctx, spool, extract_ct(tmp_path / "ct"), archive, research)
+    pool.close()
+
+
+def test_a_resend_leaves_an_item_an_administrator_cancelled_cancelled(two_way: Stage) -> None:
+    """An administrator stopped an instance going to one destination; its file is lost later
+    and a re-send brings it back: it reaches the other destination, never the cancelled one."""
+    stage = two_way
+    paths = stage.files[:2]
+    uids = stage.receive(2)
+    _rounds(lambda: route_round(stage.ctx))
+    with stage.ctx.pool.connection() as conn:
+        admin.cancel(conn, stage.ctx.audit, [uids[0]], "research", "pacs-admin")
+    _path(stage, uids[0]).unlink()
+    _rounds(lambda: forward_round(stage.ctx, "archive"))
+    assert stage.states(uids)[0] == "missing"
+    assert stage.q(
+        "SELECT destination, state, cancel_reason FROM forward_item"
+        " WHERE sop_instance_uid = %s ORDER BY destination",
+        uids[0],
+    ) == [("archive", "cancelled", "spool-file-missing"), ("research", "cancelled", "admin-cancel")]
+    assert _resend(stage, paths[0]) == (RecordOutcome.RESTORED, True)
+    stage.drain()
+    assert stage.items(uids[0]) == {"archive": "confirmed", "research": "cancelled"}
+    assert uids[0] in stage.dest.sent and uids[0] not in stage.other.sent
+    assert uids[1] in stage.other.sent  # the other instance went to both
+    assert stage.q(
+        "SELECT cancel_reason FROM forward_item WHERE sop_instance_uid = %s"
+        " AND destination = 'archive'",
+        uids[0],
+    ) == [("",)]  # renewed: no longer cancelled
 
 
 def test_a_resend_of_a_released_instance_is_still_a_duplicate(stage: Stage) -> None:
