@@ -12,8 +12,9 @@ What it does, in one process tree that it cleans up on exit:
   a smooth phantom plus noise as pixel data) and 1,000 instances of 64x64 16-bit (~10 KB);
 - starts each receiver fresh for every run, on free loopback ports:
   Radiogate (``radiogate scp``: default settings, i.e. fsync on and one receiver per core but
-  at least 4, on a private PostgreSQL cluster started here), DCMTK ``storescp`` writing to disk (also with
-  ``--fork``) and Orthanc (SQLite index); storescp and Orthanc run with ``TCP_NODELAY=1``;
+  at least 4, on a private PostgreSQL cluster started here), DCMTK ``storescp`` writing to
+  disk (also with ``--fork``) and Orthanc (SQLite index); storescp and Orthanc run with
+  ``TCP_NODELAY=1``;
 - sends with DCMTK ``storescu``: all files over one association, or over 4 concurrent
   associations (4 storescu, a quarter each), with and without ``TCP_NODELAY=1`` in the sender's
   environment (without it DCMTK leaves Nagle's algorithm on);
