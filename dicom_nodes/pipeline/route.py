@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydicom.errors import InvalidDicomError
 
@@ -65,6 +65,7 @@ __all__ = [
     "FILL_STEP",
     "Delivery",
     "RoutePlan",
+    "RoutingJob",
     "count_received",
     "facts_for",
     "fill",
@@ -215,27 +216,33 @@ def unanswered(conn: repo.Conn, node: str, uids: Sequence[str]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+@dataclass
+class RoutingJob:
+    """What one routing job carries from one :func:`route_round` to the next."""
+
+    waiting: set[str] = field(default_factory=set)
+    """Rows found waiting for their sender's re-send (:func:`unanswered`): counted once, not
+    claimed again by this job."""
+    newest: dt.datetime | None = None
+    """When the newest instance of the last round arrived (None: no round yet, or unknown)."""
+
+
 def route_round(
-    ctx: PipelineContext,
-    *,
-    only: Sequence[str] | None = None,
-    waiting: set[str] | None = None,
-    newest: list[dt.datetime | None] | None = None,
+    ctx: PipelineContext, *, only: Sequence[str] | None = None, job: RoutingJob | None = None
 ) -> int:
     """Route one batch of received instances (of *only* these SOP Instance UIDs when given);
-    returns how many left ``received``, and appends when the newest of them arrived to
-    *newest*. A caller that passes *waiting* (the rows found waiting for a re-send,
-    :func:`unanswered`) gets them added to it, counted in the result, and not claimed again
-    while it passes the same set."""
+    returns how many left ``received``. With *job*, the rows found waiting for a re-send are
+    added to ``job.waiting`` and counted (the next rounds of the job skip them), and
+    ``job.newest`` is when the newest of the batch arrived; without, they are not counted."""
     needed = tags_needed(ctx.routes, ctx.lane_rules)
     profiles = ctx.deid.engines if ctx.deid is not None else {}
     with ctx.pool.connection() as conn, conn.transaction():
-        skip = waiting if waiting is not None else ()
+        skip = job.waiting if job is not None else ()
         batch = claim_received(conn, ctx.node, ctx.settings.batch_size, only=only, skip=skip)
         if not batch:
             return 0
-        if newest is not None:
-            newest.append(max((i.received_at for i in batch if i.received_at), default=None))
+        if job is not None:
+            job.newest = max((i.received_at for i in batch if i.received_at), default=None)
         planned: list[tuple[ReceivedInstance, RoutePlan]] = []
         unroutable: list[Change] = []
         missing: list[Change] = []
@@ -337,9 +344,9 @@ def route_round(
         release.settle(conn, ctx.audit, [i.sop_instance_uid for i, _ in planned])
         for destination, lane in sorted(touched.items()):
             defer_forward(conn, ctx.node, destination, lane)
-    if waiting is None:
+    if job is None:
         return len(batch) - len(resend)
-    waiting.update(resend)
+    job.waiting.update(resend)
     return len(batch)
 
 

@@ -9,8 +9,6 @@ waiting work, so nothing depends on a job that died with its worker.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import procrastinate
 
 from dicom_nodes.alerts.outbox import AlertContext, deliver_round
@@ -20,7 +18,7 @@ from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.pools import Jobs
-from dicom_nodes.pipeline.route import fill, route_again_if_waiting, route_round
+from dicom_nodes.pipeline.route import RoutingJob, fill, route_again_if_waiting, route_round
 from dicom_nodes.pipeline.triage import settle_decided, triage_round
 from dicom_nodes.state.jobs import (
     ALERT_TASK,
@@ -46,12 +44,11 @@ def build_app(
     @app.task(name=ROUTE_TASK)
     def route_received(node: str) -> int:
         total = 0
-        waiting: set[str] = set()  # rows whose sender has still to send them again
-        newest: list[dt.datetime | None] = []
-        while n := route_round(ctx, waiting=waiting, newest=newest):
+        job = RoutingJob()
+        while n := route_round(ctx, job=job):
             total += n
-            fill(ctx, n, newest[-1])  # fewer, fuller rounds while a modality sends
-        route_again_if_waiting(ctx, skip=waiting)
+            fill(ctx, n, job.newest)  # fewer, fuller rounds while a modality sends
+        route_again_if_waiting(ctx, skip=job.waiting)
         return total
 
     @app.task(name=FORWARD_TASK)

@@ -21,7 +21,7 @@ from dicom_nodes.pipeline import admin
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.metrics import PipelineCollector
-from dicom_nodes.pipeline.route import route_again_if_waiting, route_round
+from dicom_nodes.pipeline.route import RoutingJob, route_again_if_waiting, route_round
 from dicom_nodes.spool.inspect import inspect_file
 from dicom_nodes.spool.store import Spool
 from tests.support.data import extract_ct
@@ -106,19 +106,19 @@ def test_a_lost_file_of_an_unanswered_receipt_waits_for_the_resend(stage: Stage)
     last = _path(stage, uids[2])
     data = last.read_bytes()
     last.unlink()
-    waiting: set[str] = set()
-    _rounds(lambda: route_round(stage.ctx, waiting=waiting))
-    assert waiting == {uids[2]}
+    job = RoutingJob()
+    _rounds(lambda: route_round(stage.ctx, job=job))
+    assert job.waiting == {uids[2]}
     assert stage.states(uids) == ["routed", "routed", "received"]
     assert stage.steps(uids[2]) == ["received"]
-    assert route_round(stage.ctx, waiting=waiting) == 0  # not claimed again by this job
-    assert not route_again_if_waiting(stage.ctx, skip=waiting)  # and no job loop for it
+    assert route_round(stage.ctx, job=job) == 0  # not claimed again by this job
+    assert not route_again_if_waiting(stage.ctx, skip=job.waiting)  # and no job loop for it
     registry = CollectorRegistry()
     registry.register(PipelineCollector(stage.ctx.pool, "node1"))
     assert registry.get_sample_value("radiogate_missing_instances", {"node": "node1"}) == 0
     # The re-send puts the same bytes back under the same name: the next job routes it.
     last.write_bytes(data)
-    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    _rounds(lambda: route_round(stage.ctx, job=RoutingJob()))
     assert stage.states(uids) == ["routed", "routed", "routed"]
 
 
@@ -137,17 +137,17 @@ def test_a_receipt_never_sent_again_is_missing_after_the_wait(stage: Stage) -> N
     paths = stage.files[:2]
     uids = stage.receive(2)
     _path(stage, uids[1]).unlink()
-    waiting: set[str] = set()
-    _rounds(lambda: route_round(stage.ctx, waiting=waiting))
+    job = RoutingJob()
+    _rounds(lambda: route_round(stage.ctx, job=job))
     assert stage.states(uids) == ["routed", "received"]
     stage.q_exec(  # the association was just over an hour ago (the default wait)
         "UPDATE ingest_instance SET received_at = received_at - interval '3601 seconds' "
         "WHERE association_id = %s",
         _association(stage, uids[1]),
     )
-    waiting = set()
-    _rounds(lambda: route_round(stage.ctx, waiting=waiting))
-    assert stage.states(uids) == ["routed", "missing"] and waiting == set()
+    job = RoutingJob()  # the next routing job
+    _rounds(lambda: route_round(stage.ctx, job=job))
+    assert stage.states(uids) == ["routed", "missing"] and job.waiting == set()
     assert _reasons(stage, uids[1]) == [("received", ""), ("file-missing", "never-resent")]
     registry = CollectorRegistry()
     registry.register(PipelineCollector(stage.ctx.pool, "node1"))
@@ -164,11 +164,11 @@ def test_a_file_that_came_back_empty_counts_as_lost(stage: Stage) -> None:
     last = _path(stage, uids[1])
     data = last.read_bytes()
     last.write_bytes(b"")
-    waiting: set[str] = set()
-    _rounds(lambda: route_round(stage.ctx, waiting=waiting))
-    assert waiting == {uids[1]} and stage.states(uids) == ["routed", "received"]
+    job = RoutingJob()
+    _rounds(lambda: route_round(stage.ctx, job=job))
+    assert job.waiting == {uids[1]} and stage.states(uids) == ["routed", "received"]
     last.write_bytes(data)  # the re-send (Spool.place replaces a file of the wrong size)
-    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    _rounds(lambda: route_round(stage.ctx, job=RoutingJob()))
     assert stage.states(uids) == ["routed", "routed"]
 
 
@@ -179,7 +179,7 @@ def test_a_lost_file_of_an_ended_association_is_missing(stage: Stage) -> None:
         "INSERT INTO association_end (association_id, node, released) VALUES (%s, 'node1', true)",
         _association(stage, uids[1]),
     )
-    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    _rounds(lambda: route_round(stage.ctx, job=RoutingJob()))
     assert stage.states(uids) == ["routed", "missing"]
     assert stage.steps(uids[1]) == ["received", "file-missing"]
 
@@ -189,7 +189,7 @@ def test_a_lost_file_followed_by_a_receipt_on_its_association_is_missing(stage: 
     uids = stage.receive(1)
     _path(stage, uids[0]).unlink()
     more = stage.receive_paths(stage.files[:1], association=_association(stage, uids[0]))
-    _rounds(lambda: route_round(stage.ctx, waiting=set()))
+    _rounds(lambda: route_round(stage.ctx, job=RoutingJob()))
     assert stage.states(uids + more) == ["missing", "routed"]
 
 

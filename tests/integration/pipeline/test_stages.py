@@ -4,7 +4,6 @@ and no item ever blocks the others."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from dicom_nodes.pipeline.claims import claim_forwards
 from dicom_nodes.pipeline.confirm import confirm_round
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
-from dicom_nodes.pipeline.route import count_received, fill, route_round
+from dicom_nodes.pipeline.route import RoutingJob, count_received, fill, route_round
 from dicom_nodes.pipeline.runner import health
 from dicom_nodes.pipeline.status import status
 from dicom_nodes.spool.store import Spool
@@ -354,9 +353,10 @@ def test_a_round_fills_while_instances_arrive_and_not_after(stage: Stage) -> Non
     instances grows, and goes on at once when it stops growing."""
     ctx = stage.ctx
     stage.receive(1)
-    newest: list[dt.datetime | None] = []
-    assert route_round(ctx, newest=newest) == 1
-    assert newest[0] is not None
+    job = RoutingJob()
+    assert route_round(ctx, job=job) == 1
+    newest = job.newest
+    assert newest is not None
     arrivals = iter([2, 3])
 
     def arrive(_seconds: float) -> None:  # a modality still sending: one more per pause
@@ -365,13 +365,13 @@ def test_a_round_fills_while_instances_arrive_and_not_after(stage: Stage) -> Non
 
     with ctx.pool.connection() as conn:
         assert count_received(conn, ctx.node, 10) == 0
-    now = lambda: newest[0]  # noqa: E731  (just after the newest arrived)
-    fill(ctx, 1, newest[0], now=now, sleep=arrive)
+    now = lambda: newest  # noqa: E731  (just after the newest arrived)
+    fill(ctx, 1, newest, now=now, sleep=arrive)
     with ctx.pool.connection() as conn:
         assert count_received(conn, ctx.node, 10) == 5  # 2 + 3 arrived before it went on
         assert count_received(conn, ctx.node, 4) == 4  # counted up to the limit
     # The stream paused: one look, no growth, no further wait.
     slept: list[float] = []
     ctx.settings = PipelineSettings(batch_size=50, fill_wait=0.25)
-    fill(ctx, 5, newest[0], now=now, sleep=slept.append)
+    fill(ctx, 5, newest, now=now, sleep=slept.append)
     assert len(slept) == 2  # the first look counts 5, the second sees no growth
