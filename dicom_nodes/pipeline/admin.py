@@ -161,7 +161,7 @@ def cancel(
         repo.apply(
             conn, audit, FORWARD, ForwardEvent.CANCELLED,
             [Change((u, d), {"reason": "admin-cancel"}) for u, d, *_ in items],
-            values={"reason": ["admin-cancel"] * len(items)}, user=user,
+            user=user,
         )  # fmt: skip
         out.changed = {"cancelled": len(items)}
         release.settle(conn, audit, sorted({i[0] for i in items}))

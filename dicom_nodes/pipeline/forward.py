@@ -130,8 +130,7 @@ def _mark_missing(conn: psycopg.Connection[Any], ctx: PipelineContext, uids: lis
         (uids, sorted(FORWARD.transition(ForwardEvent.CANCELLED).sources)),
     ).fetchall()
     repo.apply(conn, ctx.audit, FORWARD, ForwardEvent.CANCELLED,
-               [Change((str(u), str(d)), reason) for u, d in items],
-               values={"reason": [repo.FILE_MISSING_CANCEL] * len(items)})  # fmt: skip
+               [Change((str(u), str(d)), reason) for u, d in items])  # fmt: skip
     open_ = conn.execute(
         """SELECT sop_instance_uid FROM ingest_instance
            WHERE sop_instance_uid = ANY(%s) AND state = ANY(%s)

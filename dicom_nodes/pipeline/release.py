@@ -168,7 +168,6 @@ def purge_expired(ctx: PipelineContext, limit: int = 500) -> int:
         repo.apply(
             conn, ctx.audit, FORWARD, ForwardEvent.CANCELLED,
             [Change((str(u), str(d)), reason) for u, d in held],
-            values={"reason": [reason["reason"]] * len(held)},
         )  # fmt: skip
         repo.apply(
             conn, ctx.audit, INSTANCE, InstanceEvent.RETENTION_EXPIRED,

@@ -268,7 +268,8 @@ def apply(
     """Apply *event* to every row of *changes*; one audit event per row; returns the count.
 
     *values* are the per-row values the event's other assignments use (:data:`_ASSIGN`: one
-    sequence per name, aligned with *changes*); *user* is the person who caused it. Raises
+    sequence per name, aligned with *changes*; a name not given is taken from each change's
+    details when all have it); *user* is the person who caused it. Raises
     :class:`~dicom_nodes.state.model.InvalidTransition` when a row is not in a state the
     event may leave (or does not exist)."""
     if not changes:
@@ -278,6 +279,9 @@ def apply(
     rule = machine.transition(event)
     assign = _ASSIGN.get((machine.name, str(event)), "")
     values = dict(values or {})
+    for name in value_names(machine, event) - set(values):
+        if all(name in c.details for c in changes):  # e.g. the reason the audit event names
+            values[name] = [c.details[name] for c in changes]
     missing = value_names(machine, event) - set(values)
     if missing:
         raise ValueError(f"{machine.name} {event} needs values {sorted(missing)}")
