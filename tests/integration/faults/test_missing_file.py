@@ -4,6 +4,7 @@ audited and counted, never a loop."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import uuid
@@ -30,21 +31,33 @@ from tests.support.stages import FlakyDestination, Stage
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def stage(fresh_dsn: str, tmp_path: Path) -> Iterator[Stage]:
+@contextlib.contextmanager
+def _staged(dsn: str, tmp_path: Path, *targets: str) -> Iterator[Stage]:
+    """A stage whose one route forwards to *targets* (the first is the stage's ``dest``, the
+    second, if any, its ``other``)."""
     spool = Spool(tmp_path / "spool", fsync=False)
     spool.prepare()
-    dest = FlakyDestination("archive")
-    pool = ConnectionPool(fresh_dsn, min_size=1, max_size=4, open=True)
+    dests = {name: FlakyDestination(name) for name in targets}
+    pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True)
     ctx = PipelineContext(
         node="node1", pool=pool,
-        routes=[RouteSettings(name="all", steps=["forward:archive"])], lane_rules=[],
-        destinations={"archive": dest},
+        routes=[RouteSettings(name="all", steps=[f"forward:{t}" for t in targets])],
+        lane_rules=[], destinations=dict(dests),
         settings=PipelineSettings(batch_size=4, retry_initial=60.0, retry_max=600.0),
         audit=pipeline_sink("node1", "RADIOGATE"),
     )  # fmt: skip
-    yield Stage(ctx, spool, extract_ct(tmp_path / "ct"), dest, FlakyDestination("unused"))
-    pool.close()
+    first, *rest = dests.values()
+    other = rest[0] if rest else FlakyDestination("unused")
+    try:
+        yield Stage(ctx, spool, extract_ct(tmp_path / "ct"), first, other)
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def stage(fresh_dsn: str, tmp_path: Path) -> Iterator[Stage]:
+    with _staged(fresh_dsn, tmp_path, "archive") as staged:
+        yield staged
 
 
 def _path(stage: Stage, uid: str) -> Path:
@@ -243,19 +256,8 @@ def test_a_resend_renews_the_items_a_lost_file_cancelled(stage: Stage) -> None:
 @pytest.fixture
 def two_way(fresh_dsn: str, tmp_path: Path) -> Iterator[Stage]:
     """A stage whose route forwards to two destinations: ``archive`` and ``research``."""
-    spool = Spool(tmp_path / "spool", fsync=False)
-    spool.prepare()
-    archive, research = FlakyDestination("archive"), FlakyDestination("research")
-    pool = ConnectionPool(fresh_dsn, min_size=1, max_size=4, open=True)
-    ctx = PipelineContext(
-        node="node1", pool=pool,
-        routes=[RouteSettings(name="all", steps=["forward:archive", "forward:research"])],
-        lane_rules=[], destinations={"archive": archive, "research": research},
-        settings=PipelineSettings(batch_size=4, retry_initial=60.0, retry_max=600.0),
-        audit=pipeline_sink("node1", "RADIOGATE"),
-    )  # fmt: skip
-    yield Stage(ctx, spool, extract_ct(tmp_path / "ct"), archive, research)
-    pool.close()
+    with _staged(fresh_dsn, tmp_path, "archive", "research") as staged:
+        yield staged
 
 
 def test_a_resend_leaves_an_item_an_administrator_cancelled_cancelled(two_way: Stage) -> None:
