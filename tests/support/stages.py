@@ -7,13 +7,18 @@ the stages' rounds in the test's thread; :class:`FlakyDestination` is a
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psycopg_pool import ConnectionPool
+
+from config.routes import PipelineSettings, RouteSettings
+from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.db.ingest import PostgresIngest, Receipt
 from dicom_nodes.forward.model import (
     ConfirmationUnavailable,
@@ -26,8 +31,9 @@ from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.route import route_round
 from dicom_nodes.spool.inspect import inspect_file
 from dicom_nodes.spool.store import Spool
+from tests.support.data import extract_ct
 
-__all__ = ["FlakyDestination", "Stage"]
+__all__ = ["FlakyDestination", "Stage", "staged"]
 
 
 @dataclass
@@ -140,3 +146,27 @@ class Stage:
     def q_exec(self, sql: str, *params: Any) -> None:
         with self.ctx.pool.connection() as conn:
             conn.execute(sql, params)
+
+
+@contextlib.contextmanager
+def staged(dsn: str, tmp_path: Path, *targets: str) -> Iterator[Stage]:
+    """A stage of node ``node1`` whose one route forwards to *targets* (the first is the
+    stage's ``dest``, the second, if any, its ``other``); batches of 4, retries a minute
+    apart, an unsynced spool under *tmp_path*."""
+    spool = Spool(tmp_path / "spool", fsync=False)
+    spool.prepare()
+    dests = {name: FlakyDestination(name) for name in targets}
+    pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True)
+    ctx = PipelineContext(
+        node="node1", pool=pool,
+        routes=[RouteSettings(name="all", steps=[f"forward:{t}" for t in targets])],
+        lane_rules=[], destinations=dict(dests),
+        settings=PipelineSettings(batch_size=4, retry_initial=60.0, retry_max=600.0),
+        audit=pipeline_sink("node1", "RADIOGATE"),
+    )  # fmt: skip
+    first, *rest = dests.values()
+    other = rest[0] if rest else FlakyDestination("unused")
+    try:
+        yield Stage(ctx, spool, extract_ct(tmp_path / "ct"), first, other)
+    finally:
+        pool.close()

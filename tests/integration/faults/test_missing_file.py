@@ -4,7 +4,6 @@ audited and counted, never a loop."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import uuid
@@ -13,51 +12,22 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-from psycopg_pool import ConnectionPool
 
-from config.routes import PipelineSettings, RouteSettings
-from dicom_nodes.audit_events import pipeline_sink
 from dicom_nodes.db.ingest import PostgresIngest, Receipt, RecordOutcome
 from dicom_nodes.pipeline import admin
-from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.metrics import PipelineCollector
 from dicom_nodes.pipeline.route import RoutingJob, route_again_if_waiting, route_round
 from dicom_nodes.spool.inspect import inspect_file
-from dicom_nodes.spool.store import Spool
-from tests.support.data import extract_ct
-from tests.support.stages import FlakyDestination, Stage
+from tests.support.stages import Stage, staged
 
 pytestmark = pytest.mark.integration
 
 
-@contextlib.contextmanager
-def _staged(dsn: str, tmp_path: Path, *targets: str) -> Iterator[Stage]:
-    """A stage whose one route forwards to *targets* (the first is the stage's ``dest``, the
-    second, if any, its ``other``)."""
-    spool = Spool(tmp_path / "spool", fsync=False)
-    spool.prepare()
-    dests = {name: FlakyDestination(name) for name in targets}
-    pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True)
-    ctx = PipelineContext(
-        node="node1", pool=pool,
-        routes=[RouteSettings(name="all", steps=[f"forward:{t}" for t in targets])],
-        lane_rules=[], destinations=dict(dests),
-        settings=PipelineSettings(batch_size=4, retry_initial=60.0, retry_max=600.0),
-        audit=pipeline_sink("node1", "RADIOGATE"),
-    )  # fmt: skip
-    first, *rest = dests.values()
-    other = rest[0] if rest else FlakyDestination("unused")
-    try:
-        yield Stage(ctx, spool, extract_ct(tmp_path / "ct"), first, other)
-    finally:
-        pool.close()
-
-
 @pytest.fixture
 def stage(fresh_dsn: str, tmp_path: Path) -> Iterator[Stage]:
-    with _staged(fresh_dsn, tmp_path, "archive") as staged:
-        yield staged
+    with staged(fresh_dsn, tmp_path, "archive") as ready:
+        yield ready
 
 
 def _path(stage: Stage, uid: str) -> Path:
@@ -256,8 +226,8 @@ def test_a_resend_renews_the_items_a_lost_file_cancelled(stage: Stage) -> None:
 @pytest.fixture
 def two_way(fresh_dsn: str, tmp_path: Path) -> Iterator[Stage]:
     """A stage whose route forwards to two destinations: ``archive`` and ``research``."""
-    with _staged(fresh_dsn, tmp_path, "archive", "research") as staged:
-        yield staged
+    with staged(fresh_dsn, tmp_path, "archive", "research") as ready:
+        yield ready
 
 
 def test_a_resend_leaves_an_item_an_administrator_cancelled_cancelled(two_way: Stage) -> None:
