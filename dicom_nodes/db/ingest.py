@@ -394,10 +394,9 @@ class PostgresIngest:
     def unreferenced(self, paths: list[str]) -> list[str]:
         try:
             with self.pool.connection(timeout=self.timeout) as conn:
-                rows = conn.execute(_UNREFERENCED_SQL, {"paths": paths}).fetchall()
+                return unreferenced_paths(conn, paths)
         except (PoolTimeout, psycopg.Error) as exc:
             raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
-        return [str(r[0]) for r in rows]
 
 
 _UNREFERENCED_SQL = """
@@ -409,6 +408,11 @@ WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p AND state <
 """
 """Spool paths no row needs: files of receipts that were never recorded, or identical
 re-sends of instances whose spool copy is gone (released, purged, missing)."""
+
+
+def unreferenced_paths(conn: psycopg.Connection[Any], paths: list[str]) -> list[str]:
+    """The spool *paths* no row needs (:data:`_UNREFERENCED_SQL`), in this connection."""
+    return [str(r[0]) for r in conn.execute(_UNREFERENCED_SQL, {"paths": paths}).fetchall()]
 
 
 def receiver_pseudonym(settings: Settings) -> Callable[[DatasetIdentity], str] | None:

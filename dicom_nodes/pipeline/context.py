@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from dicom_nodes.deid.vault import Vault
     from dicom_nodes.pipeline.analyse import Analysis
     from dicom_nodes.pipeline.triage import Triage
+    from dicom_nodes.spool.store import Spool
 
 __all__ = ["PipelineContext"]
 
@@ -42,6 +43,8 @@ class PipelineContext:
     """Runs ``triage`` steps (models, policy); without it such steps only track series."""
     analysis: Analysis | None = None
     """Runs ``analyse:<pipeline>`` steps; without it their analyses wait."""
+    spool: Spool | None = None
+    """The node's spool, swept by housekeeping for files no row names; None: not swept."""
     _warned: set[str] = field(default_factory=set)
 
     def warn_once(self, message: str) -> None:

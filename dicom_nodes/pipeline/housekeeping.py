@@ -4,13 +4,16 @@ Jobs are deferred in the transaction that makes work ready, but a job can die wi
 :func:`kick` (every few seconds, from the worker's :class:`Housekeeper` thread) marks jobs of
 dead workers failed, defers a job for every kind of waiting work, settles instances a dead
 worker left unsettled, sweeps abandoned temporary files of de-identification and purges what
-outlived its retention. :func:`stalled_destinations` is the worker's ``/health`` check of
+outlived its retention, and sweeps one fan-out directory of the spool for files no row names
+(:func:`sweep_orphans`: a process killed between writing a file and committing its row leaves
+one). :func:`stalled_destinations` is the worker's ``/health`` check of
 progress.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -20,10 +23,12 @@ from typing import Any
 import psycopg
 
 from dicom_nodes.alerts.outbox import AlertContext, escalate_due
+from dicom_nodes.db.ingest import unreferenced_paths
 from dicom_nodes.pipeline import release
 from dicom_nodes.pipeline.claims import next_due
 from dicom_nodes.pipeline.context import PipelineContext
 from dicom_nodes.pipeline.triage import complete_series
+from dicom_nodes.spool.store import FANOUT
 from dicom_nodes.state import STUDY, Change, ForwardState, StudyEvent
 from dicom_nodes.state import repository as repo
 from dicom_nodes.state.jobs import (
@@ -38,7 +43,13 @@ from dicom_nodes.state.jobs import (
 )
 from dicom_nodes.state.model import ANALYSIS, AnalysisEvent
 
-__all__ = ["Housekeeper", "complete_quiet_studies", "kick", "stalled_destinations"]
+__all__ = [
+    "Housekeeper",
+    "complete_quiet_studies",
+    "kick",
+    "stalled_destinations",
+    "sweep_orphans",
+]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -64,8 +75,22 @@ def complete_quiet_studies(ctx: PipelineContext) -> list[str]:
     return uids
 
 
-def kick(ctx: PipelineContext) -> dict[str, int]:
-    """Self-healing: make sure every kind of waiting work has a job (after crashes/restarts)."""
+def sweep_orphans(ctx: PipelineContext, fanout: int) -> int:
+    """Delete the files of the spool's fan-out directory *fanout* that no row names (written
+    by a process killed before its row committed; :meth:`Spool.sweep_orphans`)."""
+    if ctx.spool is None:
+        return 0
+    with ctx.pool.connection() as conn:
+        try:
+            return ctx.spool.sweep_orphans(fanout, lambda paths: unreferenced_paths(conn, paths))
+        except OSError as exc:  # the spool's trouble is the receiver's to report
+            LOGGER.warning("spool directory %02x not swept: %s", fanout, exc.strerror)
+            return 0
+
+
+def kick(ctx: PipelineContext, *, orphans_in: int | None = None) -> dict[str, int]:
+    """Self-healing: make sure every kind of waiting work has a job (after crashes/restarts);
+    with *orphans_in*, also sweep that fan-out directory of the spool (:func:`sweep_orphans`)."""
     done: dict[str, int] = defaultdict(int)
     if ctx.deid is not None and (swept := ctx.deid.sweep()):
         done["deid-temp-swept"] += swept
@@ -123,6 +148,8 @@ def kick(ctx: PipelineContext) -> dict[str, int]:
         done[f"settled-{event}"] += count
     if purged := release.purge_expired(ctx):
         done["purged"] += purged
+    if orphans_in is not None and (orphans := sweep_orphans(ctx, orphans_in)):
+        done["orphans-removed"] += orphans
     return dict(done)
 
 
@@ -198,6 +225,7 @@ class Housekeeper(threading.Thread):
         self.kick_every = kick_every
         self.on_complete = on_complete
         self.stop_event = threading.Event()
+        self._fanout = secrets.randbelow(FANOUT)  # several workers of a node sweep apart
 
     def run(self) -> None:
         last_kick = last_second = 0.0
@@ -215,7 +243,9 @@ class Housekeeper(threading.Thread):
                 if self.alerts is not None:
                     escalate_due(self.alerts)
                 if time.monotonic() - last_kick > self.kick_every:
-                    kick(self.ctx)
+                    # One fan-out directory per kick: the whole spool in FANOUT kicks.
+                    kick(self.ctx, orphans_in=self._fanout)
+                    self._fanout = (self._fanout + 1) % FANOUT
                     last_kick = time.monotonic()
             except Exception:
                 LOGGER.exception("housekeeping failed; retrying")

@@ -33,6 +33,7 @@ from dicom_nodes.pipeline.metrics import ExporterLock, PipelineCollector, StageC
 from dicom_nodes.pipeline.pools import Jobs, enter_analysis_pool, queues
 from dicom_nodes.pipeline.priority import lower_priority
 from dicom_nodes.pipeline.worker import build_app
+from dicom_nodes.spool.store import Spool
 from dicom_nodes.state.repository import AuditSink
 
 __all__ = ["database_outage", "health", "make_destinations", "run_worker", "wait_for_database"]
@@ -187,6 +188,7 @@ def run_worker(
     if not analysis_only:
         ctx.deid, ctx.vault = _deid(settings)
         ctx.triage = _triage(settings)
+        ctx.spool = Spool(data_path(settings, settings.spool.path), fsync=settings.spool.fsync)
     # Always: `radiogate analyse` may ask for an analysis no route names.
     from dicom_nodes.pipeline.analyse import Analysis
 

@@ -30,6 +30,14 @@ the meantime. :meth:`Spool.discard` marks the file in ``<spool>/.unrecorded``;
 :meth:`Spool.sweep_unrecorded` deletes marked files once the database says no row needs them,
 and :meth:`Spool.ensure_present` (after recording bytes that were already spooled) puts a file
 back that a sweep removed in between. Both run under one lock file, so the two cannot cross.
+
+A process killed after step 2 and before its row commits (``kill -9``, the OOM killer, power
+loss) leaves a file no row names and no marker: nobody was answered for it, but it holds
+patient data. :meth:`Spool.sweep_orphans` (the worker's housekeeping, one fan-out directory at
+a time) deletes files older than :data:`ORPHAN_MIN_AGE` that the database says no row needs,
+under the same lock; a writer that finds its bytes already spooled refreshes the file's time
+under that lock (:meth:`Spool.commit_bytes`) or puts it back (:meth:`Spool.ensure_present`),
+so a sweep never takes a file a row is about to name.
 """
 
 from __future__ import annotations
@@ -50,13 +58,20 @@ from blake3 import blake3
 
 from dicom_nodes.errors import OutOfResources
 
-__all__ = ["Spool", "SpooledFile"]
+__all__ = ["FANOUT", "ORPHAN_MIN_AGE", "Spool", "SpooledFile"]
 
 LOGGER = logging.getLogger(__name__)
 _FANOUT = 256
 _CHUNK = 1 << 20
+_ORPHAN_BATCH = 500
 UNRECORDED_MIN_AGE = 5.0
 """Seconds a file marked unrecorded waits before a sweep may delete it."""
+ORPHAN_MIN_AGE = 3600.0
+"""Seconds since its last write before an unmarked file no row names may be deleted: far
+longer than any receipt or worker step takes between writing a file and committing the row
+that names it."""
+FANOUT = _FANOUT
+"""Number of fan-out directories (``00`` … ``ff``) under the spool root."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +251,7 @@ class Spool:
             for data in datas:
                 digest = blake3(data, max_threads=1).digest()
                 target = self.path_for(digest)
-                if target.exists():
+                if self._keep(target):
                     out.append(SpooledFile(target, digest, len(data), created=False))
                     continue
                 temp = temp_dir / f"{os.getpid()}-{digest.hex()[:16]}.tmp"
@@ -307,6 +322,52 @@ class Spool:
             self._marked = len(entries) > len(marks)
         if removed:
             LOGGER.info("removed %d spool files no recorded instance needs", removed)
+        return removed
+
+    def _keep(self, target: Path) -> bool:
+        """Whether *target* is spooled already; if so its modification time is now, so that
+        :meth:`sweep_orphans` leaves it to the row about to name it."""
+        with self._locked():
+            try:
+                os.utime(target)
+            except FileNotFoundError:
+                return False
+            return True
+
+    def sweep_orphans(
+        self,
+        fanout: int,
+        unreferenced: Callable[[list[str]], list[str]],
+        min_age: float = ORPHAN_MIN_AGE,
+    ) -> int:
+        """Delete the files of fan-out directory *fanout* (0 … :data:`FANOUT` - 1) last
+        written more than *min_age* seconds ago that *unreferenced* (the database) says no row
+        needs; return how many. Exceptions of *unreferenced* propagate and delete nothing."""
+        directory = self.root / f"{fanout:02x}"
+        cutoff = time.time() - min_age
+        try:
+            with os.scandir(directory) as entries:
+                old = [
+                    e.path
+                    for e in entries
+                    if e.name.endswith(".dcm") and e.stat().st_mtime < cutoff
+                ]
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for start in range(0, len(old), _ORPHAN_BATCH):
+            with self._locked():
+                for path in unreferenced(sorted(old[start : start + _ORPHAN_BATCH])):
+                    try:
+                        if os.stat(path).st_mtime >= cutoff:
+                            continue  # a writer found its bytes here since the scan
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        continue
+                    removed += 1
+        if removed:
+            LOGGER.info("removed %d spool files in %s that no row names (older than %.0f s)",
+                        removed, directory.name, min_age)  # fmt: skip
         return removed
 
     def ensure_present(self, spooled: SpooledFile, temp_path: Path) -> None:
