@@ -251,7 +251,7 @@ class Spool:
             for data in datas:
                 digest = blake3(data, max_threads=1).digest()
                 target = self.path_for(digest)
-                if self._keep(target):
+                if target.exists() and self._keep(target):
                     out.append(SpooledFile(target, digest, len(data), created=False))
                     continue
                 temp = temp_dir / f"{os.getpid()}-{digest.hex()[:16]}.tmp"
