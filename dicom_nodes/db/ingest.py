@@ -394,9 +394,10 @@ class PostgresIngest:
     def unreferenced(self, paths: list[str]) -> list[str]:
         try:
             with self.pool.connection(timeout=self.timeout) as conn:
-                return unreferenced_paths(conn, paths)
+                rows = conn.execute(_UNREFERENCED_SQL, {"paths": paths}).fetchall()
         except (PoolTimeout, psycopg.Error) as exc:
             raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from exc
+        return [str(r[0]) for r in rows]
 
 
 _UNREFERENCED_SQL = """
@@ -410,9 +411,40 @@ WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p AND state <
 re-sends of instances whose spool copy is gone (released, purged, missing)."""
 
 
-def unreferenced_paths(conn: psycopg.Connection[Any], paths: list[str]) -> list[str]:
-    """The spool *paths* no row needs (:data:`_UNREFERENCED_SQL`), in this connection."""
-    return [str(r[0]) for r in conn.execute(_UNREFERENCED_SQL, {"paths": paths}).fetchall()]
+_ORPHANED_SQL = """
+SELECT p FROM unnest(%(paths)s::text[]) AS p
+WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p
+                  AND state <> 'released' AND state <> 'purged')
+  AND NOT EXISTS (SELECT 1 FROM ingest_duplicate WHERE spool_path = p AND bytes_differ)
+  AND NOT EXISTS (SELECT 1 FROM deid_output WHERE spool_path = p)
+"""
+"""Like :data:`_UNREFERENCED_SQL`, but a ``missing`` row keeps its file: the row found no
+file once (a spool that was not mounted, say); a file there now is its only copy."""
+
+_NAMED_ELSEWHERE_SQL = """
+SELECT EXISTS (SELECT 1 FROM ingest_instance
+               WHERE node = %(node)s AND state <> 'released' AND state <> 'purged'
+                 AND left(spool_path, %(n)s) <> %(root)s)
+    OR EXISTS (SELECT 1 FROM ingest_duplicate
+               WHERE node = %(node)s AND bytes_differ AND left(spool_path, %(n)s) <> %(root)s)
+    OR EXISTS (SELECT 1 FROM deid_output d JOIN ingest_instance i USING (sop_instance_uid)
+               WHERE i.node = %(node)s AND left(d.spool_path, %(n)s) <> %(root)s)
+"""
+
+
+def orphaned_paths(conn: psycopg.Connection[Any], paths: list[str]) -> list[str]:
+    """The spool *paths* no row needs, a ``missing`` row's file kept (:data:`_ORPHANED_SQL`)."""
+    return [str(r[0]) for r in conn.execute(_ORPHANED_SQL, {"paths": paths}).fetchall()]
+
+
+def named_elsewhere(conn: psycopg.Connection[Any], node: str, root: str) -> bool:
+    """Whether a row of *node* that needs its file names it under another directory than
+    *root* (a spool moved, or its path spelt differently): then a file's absence from the
+    rows says nothing, since they are matched by path."""
+    prefix = root.rstrip("/") + "/"
+    row = conn.execute(_NAMED_ELSEWHERE_SQL, {"node": node, "n": len(prefix), "root": prefix})
+    found = row.fetchone()
+    return bool(found and found[0])
 
 
 def receiver_pseudonym(settings: Settings) -> Callable[[DatasetIdentity], str] | None:

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from dicom_nodes.alerts.outbox import AlertContext, escalate_due
-from dicom_nodes.db.ingest import unreferenced_paths
+from dicom_nodes.db.ingest import named_elsewhere, orphaned_paths
 from dicom_nodes.pipeline import release
 from dicom_nodes.pipeline.claims import next_due
 from dicom_nodes.pipeline.context import PipelineContext
@@ -53,6 +53,10 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
+RESULTS_TEMP_STALE = 600.0
+"""Seconds after which a temporary file of the triage results writer (``<spool>/.results``)
+counts as abandoned: writing one takes milliseconds."""
+
 
 def complete_quiet_studies(ctx: PipelineContext) -> list[str]:
     """``study-quiet`` for studies without a new instance for ``pipeline.quiet_period``."""
@@ -78,11 +82,25 @@ def complete_quiet_studies(ctx: PipelineContext) -> list[str]:
 def sweep_orphans(ctx: PipelineContext, fanout: int) -> int:
     """Delete the files of the spool's fan-out directory *fanout* that no row names (written
     by a process killed before its row committed; :meth:`Spool.sweep_orphans`)."""
-    if ctx.spool is None:
+    spool = ctx.spool
+    if spool is None:
         return 0
     with ctx.pool.connection() as conn:
+        elsewhere: list[bool] = []
+
+        def orphaned(paths: list[str]) -> list[str]:
+            if not elsewhere:  # asked once per directory, and only when it has old files
+                elsewhere.append(named_elsewhere(conn, ctx.node, str(spool.root)))
+            if elsewhere[0]:
+                ctx.warn_once(
+                    f"rows of node {ctx.node} name spool files outside {spool.root}: files "
+                    "no row names are not swept there until those rows are released"
+                )
+                return []
+            return orphaned_paths(conn, paths)
+
         try:
-            return ctx.spool.sweep_orphans(fanout, lambda paths: unreferenced_paths(conn, paths))
+            return spool.sweep_orphans(fanout, orphaned)
         except OSError as exc:  # the spool's trouble is the receiver's to report
             LOGGER.warning("spool directory %02x not swept: %s", fanout, exc.strerror)
             return 0
@@ -150,6 +168,8 @@ def kick(ctx: PipelineContext, *, orphans_in: int | None = None) -> dict[str, in
         done["purged"] += purged
     if orphans_in is not None and (orphans := sweep_orphans(ctx, orphans_in)):
         done["orphans-removed"] += orphans
+    if ctx.spool is not None and (temp := ctx.spool.sweep_temp(".results", RESULTS_TEMP_STALE)):
+        done["results-temp-swept"] += temp
     return dict(done)
 
 

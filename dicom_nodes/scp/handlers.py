@@ -54,7 +54,7 @@ from dicom_nodes.scp.rejection import rejection
 from dicom_nodes.scp.status import StoreStatus
 from dicom_nodes.spool.inspect import DatasetIdentity, inspect_file
 from dicom_nodes.spool.receiving import receive_digest, receive_error
-from dicom_nodes.spool.store import Spool, SpooledFile
+from dicom_nodes.spool.store import ORPHAN_MIN_AGE, Spool, SpooledFile
 
 __all__ = [
     "association_id",
@@ -198,6 +198,11 @@ def handle_store(
             durable.exception()
             spool.discard(spooled)
             raise
+        slow = time.perf_counter() - started > ORPHAN_MIN_AGE / 2
+        if slow and spooled.created and not spool.still_present(spooled):
+            # So slow that the worker's orphan sweep may have taken the file before the row
+            # committed: never success for a file that is not there (the re-send restores it).
+            raise OutOfResources("spool write failed: the placed file vanished")
         if not spooled.created:
             spool.ensure_present(spooled, event.dataset_path)
         elif outcome is RecordOutcome.DUPLICATE_SAME:

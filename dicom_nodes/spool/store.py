@@ -37,7 +37,9 @@ patient data. :meth:`Spool.sweep_orphans` (the worker's housekeeping, one fan-ou
 a time) deletes files older than :data:`ORPHAN_MIN_AGE` that the database says no row needs,
 under the same lock; a writer that finds its bytes already spooled refreshes the file's time
 under that lock (:meth:`Spool.commit_bytes`) or puts it back (:meth:`Spool.ensure_present`),
-so a sweep never takes a file a row is about to name.
+:meth:`Spool.place` replaces a truncated file under it, and a receipt slow enough to meet a
+sweep checks its file after its commit (:meth:`Spool.still_present`), so a sweep never takes a
+file a row is about to name.
 """
 
 from __future__ import annotations
@@ -66,10 +68,11 @@ _CHUNK = 1 << 20
 _ORPHAN_BATCH = 500
 UNRECORDED_MIN_AGE = 5.0
 """Seconds a file marked unrecorded waits before a sweep may delete it."""
-ORPHAN_MIN_AGE = 3600.0
+ORPHAN_MIN_AGE = 86400.0
 """Seconds since its last write before an unmarked file no row names may be deleted: far
-longer than any receipt or worker step takes between writing a file and committing the row
-that names it."""
+longer than any worker step takes between writing a file and committing the row that names
+it; a receipt that takes longer than half of it checks its file is still there before it
+answers (:meth:`Spool.still_present`)."""
 FANOUT = _FANOUT
 """Number of fan-out directories (``00`` … ``ff``) under the spool root."""
 
@@ -126,6 +129,14 @@ def _hash_file(path: Path) -> tuple[bytes, int]:
             size += got
     view.release()
     return hasher.digest(), size
+
+
+def _older(entry: os.DirEntry[str], cutoff: float) -> bool:
+    """Whether *entry* was last written before *cutoff* (False when it is gone meanwhile)."""
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime < cutoff
+    except FileNotFoundError:
+        return False
 
 
 class Spool:
@@ -206,12 +217,15 @@ class Spool:
                 found = None
             if found == size:
                 return SpooledFile(target, digest, size, created=False)
-            if found is not None:
+            if found is None:
+                os.replace(temp_path, target)
+            else:
                 # Placed just before the machine went down, never made durable: the name is
                 # right, the content did not survive. Nobody was answered 0x0000 for it.
                 LOGGER.warning("spool file %s is %d bytes, not %d: replaced",
                                target.name, found, size)  # fmt: skip
-            os.replace(temp_path, target)
+                with self._locked():  # not between a sweep's look at the old file and its unlink
+                    os.replace(temp_path, target)
         except OSError as exc:
             raise OutOfResources(f"spool write failed: {exc.strerror}") from exc
         return SpooledFile(target, digest, size, created=True)
@@ -347,11 +361,7 @@ class Spool:
         cutoff = time.time() - min_age
         try:
             with os.scandir(directory) as entries:
-                old = [
-                    e.path
-                    for e in entries
-                    if e.name.endswith(".dcm") and e.stat().st_mtime < cutoff
-                ]
+                old = [e.path for e in entries if e.name.endswith(".dcm") and _older(e, cutoff)]
         except FileNotFoundError:
             return 0
         removed = 0
@@ -368,6 +378,29 @@ class Spool:
         if removed:
             LOGGER.info("removed %d spool files in %s that no row names (older than %.0f s)",
                         removed, directory.name, min_age)  # fmt: skip
+        return removed
+
+    def still_present(self, spooled: SpooledFile) -> bool:
+        """Whether a placed file is still there, looked at under the sweeps' lock: after its
+        row committed, a sweep sees the row, so the answer holds (for a receipt that took so
+        long that a sweep may have taken the file before its row committed)."""
+        with self._locked():
+            return spooled.path.exists()
+
+    def sweep_temp(self, name: str, older_than: float = ORPHAN_MIN_AGE) -> int:
+        """Delete files in ``<spool>/<name>`` (a writer's temporary directory) last written
+        more than *older_than* seconds ago: left by a writer killed before its rename."""
+        cutoff = time.time() - older_than
+        removed = 0
+        try:
+            with os.scandir(self.root / name) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False) and _older(entry, cutoff):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                            removed += 1
+        except FileNotFoundError:
+            return 0
         return removed
 
     def ensure_present(self, spooled: SpooledFile, temp_path: Path) -> None:

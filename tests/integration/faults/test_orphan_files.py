@@ -90,3 +90,40 @@ def test_a_resend_of_swept_bytes_is_received_again(stage: Stage) -> None:
 def test_nothing_is_swept_while_the_files_are_young(stage: Stage) -> None:
     killed = _place_unrecorded(stage, stage.files.pop(0))
     assert _sweep_all(stage) == 0 and killed.exists()
+
+
+def test_the_file_of_a_missing_instance_is_kept(stage: Stage) -> None:
+    """``missing`` says the file was not there once (a spool not mounted yet, say): a file
+    there now is the only copy of an acknowledged instance, and a re-send needs it."""
+    source = stage.files[0]
+    uid, last = stage.receive(2)  # (the last receipt of an association waits for a re-send)
+    path = _spool_path(stage, uid)
+    path.unlink()  # the spool's disk not there when routing looked
+    while route_round(stage.ctx):
+        pass
+    assert stage.states([uid, last]) == ["missing", "routed"]
+    shutil.copyfile(source, path)  # the disk is back
+    _age_everything(stage)
+    assert _sweep_all(stage) == 0 and path.exists()
+
+
+def test_nothing_is_swept_while_rows_name_files_under_another_root(
+    stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows are matched by path: when a needed row names a file under another directory (the
+    spool was moved, or its path spelt differently), absence from the rows proves nothing."""
+    (uid,) = stage.receive(1)
+    stage.q_exec(
+        "UPDATE ingest_instance SET spool_path = '/moved' || spool_path"
+        " WHERE sop_instance_uid = %s",
+        uid,
+    )
+    killed = _place_unrecorded(stage, stage.files.pop(0))
+    _age_everything(stage)
+    assert _sweep_all(stage) == 0 and killed.exists()
+    assert "name spool files outside" in caplog.text
+    stage.q_exec(  # once the row no longer needs its file, the sweep goes on
+        "UPDATE ingest_instance SET state = 'released' WHERE sop_instance_uid = %s", uid
+    )
+    # the unrecorded file, and the row's own file (the moved path names neither)
+    assert _sweep_all(stage) == 2 and not killed.exists()

@@ -157,6 +157,32 @@ def test_a_file_swept_while_identical_bytes_were_recorded_is_put_back(spool: Spo
     assert path.read_bytes() == original
 
 
+class SlowSweptRecorder(FakeRecorder):
+    """A commit that took so long that the orphan sweep took the new file before it."""
+
+    def record(self, identity: Any, spooled: SpooledFile, receipt: Receipt) -> RecordOutcome:
+        outcome = super().record(identity, spooled, receipt)
+        spooled.path.unlink()
+        return outcome
+
+
+def test_a_slow_receipt_whose_new_file_was_swept_is_not_success(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "ORPHAN_MIN_AGE", 0.0)  # every receipt counts as slow
+    rec = SlowSweptRecorder()
+    assert handle_store(_event(spool, CT), spool, rec, "n1") == StoreStatus.OUT_OF_RESOURCES
+    assert len(rec.calls) == 1  # recorded: the re-send finds the row and brings the file back
+
+
+def test_a_slow_receipt_whose_file_is_there_succeeds(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "ORPHAN_MIN_AGE", 0.0)
+    assert handle_store(_event(spool, CT), spool, FakeRecorder(), "n1") == StoreStatus.SUCCESS
+    assert len(_spooled(spool)) == 1
+
+
 def test_the_fsync_overlaps_the_commit_and_the_answer_waits_for_both(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,43 @@ def test_only_spooled_files_of_the_directory_are_considered(spool: Spool) -> Non
     spool.sweep_orphans(_fanout(orphan), unreferenced)
     assert asked == [str(orphan.path)] and other.exists()
     assert spool.sweep_orphans((_fanout(orphan) + 1) % 256, lambda paths: paths) == 0
+
+
+def test_still_present_says_whether_a_sweep_took_the_file(spool: Spool) -> None:
+    spooled = _spooled(spool, b"placed", age=0)
+    assert spool.still_present(spooled)
+    spooled.path.unlink()
+    assert not spool.still_present(spooled)
+
+
+def test_abandoned_temporary_files_go_young_ones_stay(spool: Spool) -> None:
+    temp = spool.root / ".results"
+    temp.mkdir()
+    (old := temp / "1-abc.tmp").write_bytes(b"half a report")
+    then = time.time() - 700
+    os.utime(old, (then, then))
+    (young := temp / "2-def.tmp").write_bytes(b"being written")
+    assert spool.sweep_temp(".results", older_than=600) == 1
+    assert not old.exists() and young.exists()
+    assert spool.sweep_temp(".nothing-here", older_than=600) == 0
+
+
+def test_a_truncated_file_is_replaced_under_the_sweeps_lock(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Placed just before a power loss and back empty: the re-send's rename waits for a sweep
+    that may be between its look at the old file and its unlink."""
+    first = _spooled(spool, b"complete content", age=0)
+    first.path.write_bytes(b"")
+    locked: list[bool] = []
+    real = spool._locked
+
+    def watching() -> Any:
+        locked.append(True)
+        return real()
+
+    monkeypatch.setattr(spool, "_locked", watching)
+    (temp := spool.incoming / "again").write_bytes(b"complete content")
+    again = spool.place(temp)
+    assert again.created and again.path.read_bytes() == b"complete content"
+    assert locked == [True]
