@@ -89,15 +89,16 @@ def sweep_orphans(ctx: PipelineContext, fanout: int) -> int:
         elsewhere: list[bool] = []
 
         def orphaned(paths: list[str]) -> list[str]:
-            if not elsewhere:  # asked once per directory, and only when it has old files
+            found = orphaned_paths(conn, paths)
+            if found and not elsewhere:  # asked once per directory, only when it would delete
                 elsewhere.append(named_elsewhere(conn, ctx.node, str(spool.root)))
-            if elsewhere[0]:
+            if found and elsewhere[0]:
                 ctx.warn_once(
                     f"rows of node {ctx.node} name spool files outside {spool.root}: files "
-                    "no row names are not swept there until those rows are released"
+                    "no row names are not swept while they do"
                 )
                 return []
-            return orphaned_paths(conn, paths)
+            return found
 
         try:
             return spool.sweep_orphans(fanout, orphaned)
@@ -166,10 +167,10 @@ def kick(ctx: PipelineContext, *, orphans_in: int | None = None) -> dict[str, in
         done[f"settled-{event}"] += count
     if purged := release.purge_expired(ctx):
         done["purged"] += purged
-    if orphans_in is not None and (orphans := sweep_orphans(ctx, orphans_in)):
-        done["orphans-removed"] += orphans
     if ctx.spool is not None and (temp := ctx.spool.sweep_temp(".results", RESULTS_TEMP_STALE)):
         done["results-temp-swept"] += temp
+    if orphans_in is not None and (orphans := sweep_orphans(ctx, orphans_in)):
+        done["orphans-removed"] += orphans
     return dict(done)
 
 
@@ -263,9 +264,10 @@ class Housekeeper(threading.Thread):
                 if self.alerts is not None:
                     escalate_due(self.alerts)
                 if time.monotonic() - last_kick > self.kick_every:
-                    # One fan-out directory per kick: the whole spool in FANOUT kicks.
-                    kick(self.ctx, orphans_in=self._fanout)
-                    self._fanout = (self._fanout + 1) % FANOUT
+                    # One fan-out directory per kick: the whole spool in FANOUT kicks (the
+                    # next one even if this kick fails).
+                    fanout, self._fanout = self._fanout, (self._fanout + 1) % FANOUT
+                    kick(self.ctx, orphans_in=fanout)
                     last_kick = time.monotonic()
             except Exception:
                 LOGGER.exception("housekeeping failed; retrying")

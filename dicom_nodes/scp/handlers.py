@@ -198,11 +198,13 @@ def handle_store(
             durable.exception()
             spool.discard(spooled)
             raise
-        slow = time.perf_counter() - started > ORPHAN_MIN_AGE / 2
-        if slow and spooled.created and not spool.still_present(spooled):
+        if spooled.created and time.perf_counter() - started > ORPHAN_MIN_AGE / 2:
             # So slow that the worker's orphan sweep may have taken the file before the row
-            # committed: never success for a file that is not there (the re-send restores it).
-            raise OutOfResources("spool write failed: the placed file vanished")
+            # committed: never success for a file that is not there (the re-send restores it),
+            # and the name may hold another receipt's copy by now: synced again.
+            if not spool.still_present(spooled):
+                raise OutOfResources("spool write failed: the placed file vanished")
+            spool.make_durable(spooled)
         if not spooled.created:
             spool.ensure_present(spooled, event.dataset_path)
         elif outcome is RecordOutcome.DUPLICATE_SAME:

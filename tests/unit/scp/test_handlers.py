@@ -178,9 +178,18 @@ def test_a_slow_receipt_whose_new_file_was_swept_is_not_success(
 def test_a_slow_receipt_whose_file_is_there_succeeds(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """... and syncs it again: the name may hold another receipt's unsynced copy by now."""
     monkeypatch.setattr(handlers, "ORPHAN_MIN_AGE", 0.0)
+    synced: list[Path] = []
+    make_durable = spool.make_durable
+
+    def counting(spooled: SpooledFile) -> None:
+        make_durable(spooled)
+        synced.append(spooled.path)
+
+    monkeypatch.setattr(spool, "make_durable", counting)
     assert handle_store(_event(spool, CT), spool, FakeRecorder(), "n1") == StoreStatus.SUCCESS
-    assert len(_spooled(spool)) == 1
+    assert _spooled(spool) == synced[:1] and len(synced) == 2
 
 
 def test_the_fsync_overlaps_the_commit_and_the_answer_waits_for_both(
