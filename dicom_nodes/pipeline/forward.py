@@ -121,23 +121,27 @@ def _mark_missing(conn: psycopg.Connection[Any], ctx: PipelineContext, uids: lis
     if not uids:
         return
     reason = {"reason": repo.FILE_MISSING_CANCEL}
-    for uid in uids:
+    open_ = conn.execute(
+        """SELECT sop_instance_uid, spool_path FROM ingest_instance
+           WHERE sop_instance_uid = ANY(%s) AND state = ANY(%s)
+           ORDER BY sop_instance_uid FOR UPDATE""",
+        (uids, sorted(INSTANCE.transition(InstanceEvent.FILE_MISSING).sources)),
+    ).fetchall()
+    # Looked at again under the row lock: a re-send that put the file back before it was
+    # recorded (as a duplicate of this routed row) leaves the instance to be sent as it is.
+    gone = [str(uid) for uid, path in open_ if not Path(path).exists()]
+    if not gone:
+        return
+    for uid in gone:
         LOGGER.error("spool file of %s vanished after routing; the instance is missing", uid)
     items = conn.execute(
         """SELECT sop_instance_uid, destination FROM forward_item
            WHERE sop_instance_uid = ANY(%s) AND state = ANY(%s)
            ORDER BY sop_instance_uid, destination FOR UPDATE SKIP LOCKED""",
-        (uids, sorted(FORWARD.transition(ForwardEvent.CANCELLED).sources)),
+        (gone, sorted(FORWARD.transition(ForwardEvent.CANCELLED).sources)),
     ).fetchall()
     repo.apply(conn, ctx.audit, FORWARD, ForwardEvent.CANCELLED,
                [Change((str(u), str(d)), reason) for u, d in items])  # fmt: skip
-    open_ = conn.execute(
-        """SELECT sop_instance_uid FROM ingest_instance
-           WHERE sop_instance_uid = ANY(%s) AND state = ANY(%s)
-           ORDER BY sop_instance_uid FOR UPDATE""",
-        (uids, sorted(INSTANCE.transition(InstanceEvent.FILE_MISSING).sources)),
-    ).fetchall()
-    gone = [str(r[0]) for r in open_]
     repo.apply(conn, ctx.audit, INSTANCE, InstanceEvent.FILE_MISSING,
                [Change((uid,), reason) for uid in gone])  # fmt: skip
     release.delete_spool_copies(conn, gone)

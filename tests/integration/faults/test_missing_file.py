@@ -9,12 +9,13 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from dicom_nodes.db.ingest import PostgresIngest, Receipt, RecordOutcome
-from dicom_nodes.pipeline import admin
+from dicom_nodes.pipeline import admin, forward
 from dicom_nodes.pipeline.forward import forward_round
 from dicom_nodes.pipeline.metrics import PipelineCollector
 from dicom_nodes.pipeline.route import RoutingJob, route_again_if_waiting, route_round
@@ -71,6 +72,31 @@ def test_a_routed_row_whose_file_vanished_is_missing_once(stage: Stage) -> None:
     registry = CollectorRegistry()
     registry.register(PipelineCollector(stage.ctx.pool, "node1"))
     assert registry.get_sample_value("radiogate_missing_instances", {"node": "node1"}) == 1
+
+
+def test_a_file_put_back_while_forwarding_looked_is_sent_not_missing(
+    stage: Stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forwarding found the file gone; before it marked the instance missing, the modality's
+    re-send put the same bytes back (recorded as a duplicate of the routed row, answered
+    0x0000): the file is looked at again under the row lock and the instance is sent."""
+    source = stage.files[0]
+    uids = stage.receive(2)
+    _rounds(lambda: route_round(stage.ctx))
+    path = _path(stage, uids[0])
+    path.unlink()
+    looked = forward._originals_gone
+
+    def resent_meanwhile(conn: Any, items: Any) -> set[str]:
+        gone = looked(conn, items)
+        shutil.copyfile(source, path)  # the re-send's file, placed under the same name
+        return gone
+
+    monkeypatch.setattr(forward, "_originals_gone", resent_meanwhile)
+    _rounds(lambda: forward_round(stage.ctx, "archive"))
+    assert stage.states(uids) == ["released", "released"]
+    assert "file-missing" not in stage.steps(uids[0])
+    assert uids[0] in stage.dest.sent and not path.exists()  # released: its copy deleted
 
 
 def _association(stage: Stage, uid: str) -> uuid.UUID:
