@@ -402,24 +402,16 @@ class PostgresIngest:
 
 _UNREFERENCED_SQL = """
 SELECT p FROM unnest(%(paths)s::text[]) AS p
-WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p AND state <> 'released'
-                  AND state NOT IN ('missing', 'purged'))
-  AND NOT EXISTS (SELECT 1 FROM ingest_duplicate WHERE spool_path = p AND bytes_differ)
-  AND NOT EXISTS (SELECT 1 FROM deid_output WHERE spool_path = p)
-"""
-"""Spool paths no row needs: files of receipts that were never recorded, or identical
-re-sends of instances whose spool copy is gone (released, purged, missing)."""
-
-
-_ORPHANED_SQL = """
-SELECT p FROM unnest(%(paths)s::text[]) AS p
 WHERE NOT EXISTS (SELECT 1 FROM ingest_instance WHERE spool_path = p
                   AND state <> 'released' AND state <> 'purged')
   AND NOT EXISTS (SELECT 1 FROM ingest_duplicate WHERE spool_path = p AND bytes_differ)
   AND NOT EXISTS (SELECT 1 FROM deid_output WHERE spool_path = p)
 """
-"""Like :data:`_UNREFERENCED_SQL`, but a ``missing`` row keeps its file: the row found no
-file once (a spool that was not mounted, say); a file there now is its only copy."""
+"""Spool paths no row needs: files of receipts that were never recorded, or identical
+re-sends of instances whose spool copy is gone for good (released, purged). A ``missing``
+row keeps its file: the row found no file once (a spool that was not mounted, say); a file
+there now is its only copy. Used by the receivers' sweep of the files they marked and the
+worker's sweep of old files (:func:`orphaned_paths`)."""
 
 _NAMED_ELSEWHERE_SQL = """
 SELECT EXISTS (SELECT 1 FROM ingest_instance
@@ -433,8 +425,8 @@ SELECT EXISTS (SELECT 1 FROM ingest_instance
 
 
 def orphaned_paths(conn: psycopg.Connection[Any], paths: list[str]) -> list[str]:
-    """The spool *paths* no row needs, a ``missing`` row's file kept (:data:`_ORPHANED_SQL`)."""
-    return [str(r[0]) for r in conn.execute(_ORPHANED_SQL, {"paths": paths}).fetchall()]
+    """The spool *paths* no row needs (:data:`_UNREFERENCED_SQL`), in this connection."""
+    return [str(r[0]) for r in conn.execute(_UNREFERENCED_SQL, {"paths": paths}).fetchall()]
 
 
 def named_elsewhere(conn: psycopg.Connection[Any], node: str, root: str) -> bool:

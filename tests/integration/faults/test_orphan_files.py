@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dicom_nodes.db.ingest import PostgresIngest
 from dicom_nodes.pipeline import housekeeping
 from dicom_nodes.pipeline.route import route_round
 from dicom_nodes.spool.store import FANOUT, ORPHAN_MIN_AGE
@@ -105,6 +106,8 @@ def test_the_file_of_a_missing_instance_is_kept(stage: Stage) -> None:
     shutil.copyfile(source, path)  # the disk is back
     _age_everything(stage)
     assert _sweep_all(stage) == 0 and path.exists()
+    # nor would the receivers' sweep of the files they marked take it
+    assert PostgresIngest(stage.ctx.pool, timeout=5).unreferenced([str(path)]) == []
 
 
 def test_nothing_is_swept_while_rows_name_files_under_another_root(
