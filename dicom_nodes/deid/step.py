@@ -15,12 +15,10 @@ never forwarded identified because its de-identification failed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -80,14 +78,7 @@ class DeidStep:
         """Remove temporary files of routing rounds that died (at start-up and from the
         worker's housekeeping); younger ones may belong to another worker writing right now.
         Returns how many were removed."""
-        cutoff = time.time() - older_than
-        removed = 0
-        for stale in self.tmp.iterdir():
-            with contextlib.suppress(OSError):
-                if stale.stat().st_mtime < cutoff:
-                    stale.unlink()
-                    removed += 1
-        return removed
+        return self.spool.sweep_temp(self.tmp.name, older_than)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeidStep:

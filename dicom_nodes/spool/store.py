@@ -63,7 +63,8 @@ from dicom_nodes.errors import OutOfResources
 __all__ = ["FANOUT", "ORPHAN_MIN_AGE", "Spool", "SpooledFile"]
 
 LOGGER = logging.getLogger(__name__)
-_FANOUT = 256
+FANOUT = 256
+"""Number of fan-out directories (``00`` … ``ff``) under the spool root."""
 _CHUNK = 1 << 20
 _ORPHAN_BATCH = 500
 UNRECORDED_MIN_AGE = 5.0
@@ -73,8 +74,6 @@ ORPHAN_MIN_AGE = 86400.0
 longer than any worker step takes between writing a file and committing the row that names
 it; a receipt that takes longer than half of it checks its file is still there before it
 answers (:meth:`Spool.still_present`)."""
-FANOUT = _FANOUT
-"""Number of fan-out directories (``00`` … ``ff``) under the spool root."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +164,7 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(exist_ok=True)
         self.unrecorded.mkdir(exist_ok=True)
-        for i in range(_FANOUT):
+        for i in range(FANOUT):
             (self.root / f"{i:02x}").mkdir(exist_ok=True)
         self._fsync_dir(self.root)
         stale = 0
@@ -389,14 +388,15 @@ class Spool:
 
     def sweep_temp(self, name: str, older_than: float = ORPHAN_MIN_AGE) -> int:
         """Delete files in ``<spool>/<name>`` (a writer's temporary directory) last written
-        more than *older_than* seconds ago: left by a writer killed before its rename."""
+        more than *older_than* seconds ago: left by a writer killed before its rename. A file
+        that cannot be looked at or removed is left for the next sweep."""
         cutoff = time.time() - older_than
         removed = 0
         try:
             with os.scandir(self.root / name) as entries:
                 for entry in entries:
-                    if entry.is_file(follow_symlinks=False) and _older(entry, cutoff):
-                        with contextlib.suppress(FileNotFoundError):
+                    with contextlib.suppress(OSError):
+                        if entry.is_file(follow_symlinks=False) and _older(entry, cutoff):
                             os.unlink(entry.path)
                             removed += 1
         except FileNotFoundError:
